@@ -1,0 +1,29 @@
+"""The one place that picks the scheduling core.
+
+``hypernodes._sched`` (compiled) is used when it is built; ``_sched_py`` (its pure
+Python twin and spec) otherwise, or when ``HYPERNODES_NO_EXTENSIONS=1``. Nothing
+else in the package imports either core or branches on which one is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
+
+# The two cores are one contract (the test suite checks it); mypy sees them as
+# distinct modules, hence the ignores on the alternative imports.
+if os.environ.get("HYPERNODES_NO_EXTENSIONS", "") not in ("", "0"):
+    from ._sched_py import API_VERSION, IMPLEMENTATION, ReadyQueue, plan_batches, run_batch, run_one
+else:
+    try:
+        from ._sched import (  # type: ignore[assignment]
+            API_VERSION,
+            IMPLEMENTATION,
+            ReadyQueue,
+            plan_batches,
+            run_batch,
+            run_one,
+        )
+    except ImportError:  # not built (a pure-Python install): the twin is the same contract
+        from ._sched_py import API_VERSION, IMPLEMENTATION, ReadyQueue, plan_batches, run_batch, run_one

@@ -1,0 +1,312 @@
+"""Compile a pipeline's nodes into integer form.
+
+Two steps, each done once and cached by the caller:
+
+* :func:`build_graph` validates the wiring of a node list (duplicate outputs,
+  cycles) when a ``Pipeline`` is constructed. It knows names.
+* :func:`compile_plan` specialises that graph to one *call shape* -- which outputs
+  are requested and which input names are given -- and lowers it to a
+  :class:`Plan`: every value gets an integer slot, every node a range of argument
+  and output slots, and the dependency graph becomes a successor CSR plus an
+  indegree array. The cores (``_sched`` / ``_sched_py``) only ever see plans.
+
+Specialising on the given input names is what lets defaults cost nothing at run
+time: an input that is not given becomes a constant slot per consuming node,
+pre-filled in the plan's ``template`` with *that node's* default, so two nodes
+with different defaults for the same name each get their own.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import CycleError, DuplicateOutputError, InputError, MissingInputError, UnknownOutputError
+from .node import Node
+
+__all__ = ["Graph", "Plan", "build_graph", "compile_plan"]
+
+
+def _ticks(names: Iterable[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names) or "(none)"
+
+
+class Graph:
+    """The validated wiring of a node list; names only, no slots."""
+
+    __slots__ = ("inputs", "nodes", "order", "outputs", "parameters", "producer")
+
+    def __init__(self, nodes: tuple[Node, ...], producer: dict[str, int], order: tuple[int, ...]) -> None:
+        self.nodes = nodes
+        self.producer = producer  # output name -> index of the node producing it
+        self.order = order  # a topological order of node indices, stable w.r.t. declaration order
+        self.outputs: tuple[str, ...] = tuple(name for n in nodes for name in n.outputs)
+        params: dict[str, None] = {}
+        for n in nodes:
+            params.update(dict.fromkeys(n.parameters))
+        self.parameters = frozenset(params)
+        # external inputs: parameters no node produces, in first-use order
+        self.inputs: tuple[str, ...] = tuple(p for p in params if p not in producer)
+
+    def optional_inputs(self) -> frozenset[str]:
+        """External inputs that every consuming node has a default for."""
+        return frozenset(
+            name for name in self.inputs if all(name in n.defaults for n in self.nodes if name in n.parameters)
+        )
+
+
+def build_graph(nodes: Sequence[Node]) -> Graph:
+    """Validate the wiring of ``nodes``.
+
+    Raises:
+        DuplicateOutputError: two nodes produce the same output name.
+        CycleError: the wiring has a cycle (the message names the nodes on it).
+    """
+    producer: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for out in n.outputs:
+            j = producer.setdefault(out, i)
+            if j != i:
+                raise DuplicateOutputError(
+                    f"Output `{out}` is produced by both node `{nodes[j].name}` and node `{n.name}`; "
+                    "each output name must come from exactly one node (rename one of them)."
+                )
+    preds = [sorted({producer[p] for p in n.parameters if p in producer}) for n in nodes]
+    succs: list[list[int]] = [[] for _ in nodes]
+    indegree = [len(p) for p in preds]
+    for i, ps in enumerate(preds):
+        for p in ps:
+            succs[p].append(i)
+    ready = [i for i, d in enumerate(indegree) if d == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for s in succs[i]:
+            indegree[s] -= 1
+            if indegree[s] == 0:
+                heapq.heappush(ready, s)
+    if len(order) != len(nodes):
+        cycle = _find_cycle(preds, {i for i, d in enumerate(indegree) if d > 0})
+        names = [nodes[i].name for i in cycle]
+        path = " -> ".join(f"`{n}`" for n in [*names, names[0]])
+        raise CycleError(f"The pipeline has a cycle: {path}. A node cannot depend on its own output.", tuple(names))
+    return Graph(tuple(nodes), producer, tuple(order))
+
+
+def _find_cycle(preds: list[list[int]], stuck: set[int]) -> list[int]:
+    # Every stuck node has a stuck predecessor; walking predecessors must revisit one.
+    i = min(stuck)
+    seen: dict[int, int] = {}
+    path: list[int] = []
+    while i not in seen:
+        seen[i] = len(path)
+        path.append(i)
+        i = next(p for p in preds[i] if p in stuck)
+    cycle = path[seen[i] :]
+    cycle.reverse()  # predecessor walk -> data-flow order
+    start = cycle.index(min(cycle))  # begin at the first-declared node: stable messages
+    return cycle[start:] + cycle[:start]
+
+
+class Plan:
+    """A graph lowered to slots for one call shape. Integers plus the node callables.
+
+    Node ``k`` of the plan (nodes are numbered in topological order) reads slots
+    ``arg_slots[arg_ptr[k]:arg_ptr[k+1]]``, writes ``out_slots[out_ptr[k]:out_ptr[k+1]]``
+    (unpacking a returned tuple when ``unpack[k]``), and releases the nodes
+    ``succ_idx[succ_ptr[k]:succ_ptr[k+1]]``, each of which waits for ``indegree``
+    predecessors. ``template`` is the initial slot list (defaults filled in).
+    Picklable; the cores attach a private prepared form in ``_native``.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_native",
+        "arg_ptr",
+        "arg_slots",
+        "funcs",
+        "has_async",
+        "indegree",
+        "input_names",
+        "input_pairs",
+        "input_slots",
+        "is_async",
+        "max_args",
+        "n_nodes",
+        "n_slots",
+        "node_names",
+        "nodes",
+        "out_ptr",
+        "out_slots",
+        "result_names",
+        "result_pairs",
+        "result_slots",
+        "succ_idx",
+        "succ_ptr",
+        "template",
+        "unpack",
+    )
+
+    _native: object | None
+    arg_ptr: np.ndarray
+    arg_slots: np.ndarray
+    funcs: tuple[Callable[..., Any], ...]
+    has_async: bool
+    indegree: np.ndarray
+    input_names: tuple[str, ...]
+    input_pairs: tuple[tuple[str, int], ...]
+    input_slots: np.ndarray
+    is_async: tuple[bool, ...]
+    max_args: int
+    n_nodes: int
+    n_slots: int
+    node_names: tuple[str, ...]
+    nodes: tuple[Node, ...]
+    out_ptr: np.ndarray
+    out_slots: np.ndarray
+    result_names: tuple[str, ...]
+    result_pairs: tuple[tuple[str, int], ...]
+    result_slots: np.ndarray
+    succ_idx: np.ndarray
+    succ_ptr: np.ndarray
+    template: tuple[Any, ...]
+    unpack: np.ndarray
+
+    # Pickled through its nodes, not `funcs`: a Node knows how to pickle a function
+    # that `@node` shadowed at module level (see Node.__reduce__); the bare function does not.
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__ if k not in ("__weakref__", "_native", "funcs")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+        self.funcs = tuple(n._call for n in self.nodes)
+        self._native = None
+
+    def __repr__(self) -> str:
+        return f"<Plan {self.n_nodes} nodes, {self.n_slots} slots -> {_ticks(self.result_names)}>"
+
+
+def _i32(values: Sequence[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.int32)
+
+
+def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset[str], verb: str = "run()") -> Plan:
+    """Lower ``graph`` for a call that asks for ``outputs`` (None: all) given ``given``.
+
+    Raises:
+        UnknownOutputError: an output name the pipeline does not produce.
+        InputError: a given name no node reads, or one a node produces.
+        MissingInputError: a needed input is neither given nor defaulted.
+    """
+    nodes = graph.nodes
+    if outputs is None:
+        outputs = graph.outputs
+    unknown = [o for o in outputs if o not in graph.producer]
+    if unknown:
+        hint = " (it is an input, and run()/map() return outputs only)" if unknown[0] in graph.parameters else ""
+        raise UnknownOutputError(
+            f"Unknown output_name {_ticks(unknown)}{hint}. Outputs this pipeline produces: {_ticks(graph.outputs)}."
+        )
+    produced_given = sorted(given & graph.producer.keys())
+    if produced_given:
+        name = produced_given[0]
+        raise InputError(
+            f"Input `{name}` is an output of node `{nodes[graph.producer[name]].name}`; a value a node computes "
+            f"cannot also be given as an input. Pipeline inputs: {_ticks(graph.inputs)}."
+        )
+    stray = sorted(given - graph.parameters)
+    if stray:
+        raise InputError(
+            f"{verb} was given {_ticks(stray)}, which no node takes as a parameter. "
+            f"Pipeline inputs: {_ticks(graph.inputs)}."
+        )
+
+    # prune to the ancestors of the requested outputs
+    needed: set[int] = set()
+    stack = [graph.producer[o] for o in outputs]
+    while stack:
+        i = stack.pop()
+        if i in needed:
+            continue
+        needed.add(i)
+        stack.extend(graph.producer[p] for p in nodes[i].parameters if p in graph.producer)
+    order = [i for i in graph.order if i in needed]
+    position = {node_index: k for k, node_index in enumerate(order)}
+
+    slot_of: dict[str, int] = {}
+    slot_names: list[str] = []
+    template: list[Any] = []
+
+    def new_slot(name: str, value: Any = None) -> int:
+        slot_names.append(name)
+        template.append(value)
+        return len(slot_names) - 1
+
+    missing: dict[str, str] = {}
+    arg_ptr, arg_slots, out_ptr, out_slots = [0], [], [0], []
+    for i in order:
+        n = nodes[i]
+        for p in n.parameters:
+            if p in graph.producer or p in given:
+                slot = slot_of.get(p)
+                if slot is None:
+                    slot = slot_of[p] = new_slot(p)
+            elif p in n.defaults:
+                slot = new_slot(f"{p}@{n.name}", n.defaults[p])
+            else:
+                missing.setdefault(p, n.name)
+                slot = -1
+            arg_slots.append(slot)
+        arg_ptr.append(len(arg_slots))
+    if missing:
+        need = "; ".join(f"node `{who}` needs `{p}`" for p, who in missing.items())
+        raise MissingInputError(
+            f"Missing input{'s' if len(missing) > 1 else ''} {_ticks(missing)}: {need}; no node produces "
+            f"{'them' if len(missing) > 1 else 'it'} and {verb} was not given {'them' if len(missing) > 1 else 'it'}. "
+            f"Inputs given: {_ticks(sorted(given))}."
+        )
+    for i in order:
+        for o in nodes[i].outputs:
+            slot = slot_of.get(o)
+            if slot is None:  # an output nobody downstream reads still needs a slot
+                slot = slot_of[o] = new_slot(o)
+            out_slots.append(slot)
+        out_ptr.append(len(out_slots))
+
+    preds = [sorted({position[graph.producer[p]] for p in nodes[i].parameters if p in graph.producer}) for i in order]
+    succs: list[list[int]] = [[] for _ in order]
+    for k, ps in enumerate(preds):
+        for pred in ps:
+            succs[pred].append(k)
+
+    plan = Plan()
+    plan.node_names = tuple(nodes[i].name for i in order)
+    plan.nodes = tuple(nodes[i] for i in order)
+    plan.funcs = tuple(n._call for n in plan.nodes)
+    plan.is_async = tuple(nodes[i].is_async for i in order)
+    plan.has_async = any(plan.is_async)
+    plan.n_nodes = len(order)
+    plan.n_slots = len(slot_names)
+    plan.arg_ptr, plan.arg_slots = _i32(arg_ptr), _i32(arg_slots)
+    plan.out_ptr, plan.out_slots = _i32(out_ptr), _i32(out_slots)
+    plan.unpack = _i32([not isinstance(nodes[i].output_name, str) for i in order])
+    plan.succ_ptr = _i32([0, *np.cumsum([len(s) for s in succs], dtype=np.int64).tolist()])
+    plan.succ_idx = _i32([s for ss in succs for s in ss])
+    plan.indegree = _i32([len(p) for p in preds])
+    plan.max_args = max((arg_ptr[k + 1] - arg_ptr[k] for k in range(len(order))), default=0)
+    plan.input_names = tuple(sorted(name for name in given if name in slot_of))
+    plan.input_slots = _i32([slot_of[name] for name in plan.input_names])
+    plan.result_names = tuple(dict.fromkeys(outputs))
+    plan.result_slots = _i32([slot_of[name] for name in plan.result_names])
+    # (name, slot) pairs as Python ints for the front door's per-call loops
+    plan.input_pairs = tuple((name, slot_of[name]) for name in plan.input_names)
+    plan.result_pairs = tuple((name, slot_of[name]) for name in plan.result_names)
+    plan.template = tuple(template)
+    plan._native = None
+    return plan

@@ -1,0 +1,32 @@
+"""Type stubs for the compiled core; the contract is ``_sched_py`` (same names, same behaviour)."""
+
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+__all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
+
+IMPLEMENTATION: Final[str]
+API_VERSION: Final[int]
+
+def run_one(plan: Any, funcs: Sequence[Callable[..., Any]], values: list[Any]) -> None: ...
+def run_batch(
+    plan: Any,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    map_slots: Sequence[int],
+    columns: Sequence[Sequence[Any]],
+    lo: int,
+    hi: int,
+    product: bool,
+) -> list[list[Any]]: ...
+def plan_batches(
+    n_items: int, n_workers: int, tasks_per_worker: int = 1, min_batch: int = 1
+) -> list[tuple[int, int]]: ...
+
+class ReadyQueue:
+    def __init__(self, plan: Any) -> None: ...
+    def get_ready(self) -> tuple[int, ...]: ...
+    def done(self, *ids: int) -> None: ...
+    def is_active(self) -> bool: ...
+    @property
+    def n_done(self) -> int: ...

@@ -1,0 +1,331 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+# cython: cdivision=True, freethreading_compatible=True
+"""The compiled scheduling core: a twin of ``_sched_py.py`` (the spec).
+
+Same names, same behaviour, same tests. What the compilation buys:
+
+* the node loop runs in C: argument slots are read from the values list as
+  borrowed pointers into a C array and the function is called with one
+  vectorcall, so no argument tuple is built per call;
+* map batches index the item columns in C (zip or mixed-radix product) and
+  write results into pre-sized lists;
+* the ready queue keeps indegree counters and states in C arrays.
+
+Safety of the unchecked indexing (boundscheck/wraparound are off): every slot
+index comes from ``_graph.compile_plan`` and is < ``plan.n_slots``; each entry
+point checks ``len(values) >= n_slots``, ``len(funcs) == n_nodes`` and that the
+item range fits the columns before its loop, and the values list is private to
+the call (no user code holds it), so its length cannot change under the loop.
+Python calls always hold the GIL; nothing here releases it, because every
+integer step between two calls is far cheaper than a GIL hand-off.
+"""
+
+cimport cython
+from cpython.list cimport PyList_GET_ITEM
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM
+from libc.string cimport memcpy
+
+from .errors import OutputArityError, add_note
+
+cdef extern from "Python.h":
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
+
+__all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
+
+IMPLEMENTATION = "cython"
+API_VERSION = 1
+
+
+@cython.final
+cdef class _Prepared:
+    """A plan's int32 arrays held as typed memoryviews (acquired once per plan)."""
+
+    cdef const int[::1] arg_ptr, arg_slots, out_ptr, out_slots, unpack
+    cdef const int[::1] succ_ptr, succ_idx, indegree, result_slots
+    cdef Py_ssize_t n_nodes, n_slots, max_args
+    cdef tuple names
+
+    def __cinit__(self, plan):
+        self.arg_ptr = plan.arg_ptr
+        self.arg_slots = plan.arg_slots
+        self.out_ptr = plan.out_ptr
+        self.out_slots = plan.out_slots
+        self.unpack = plan.unpack
+        self.succ_ptr = plan.succ_ptr
+        self.succ_idx = plan.succ_idx
+        self.indegree = plan.indegree
+        self.result_slots = plan.result_slots
+        self.n_nodes = plan.n_nodes
+        self.n_slots = plan.n_slots
+        self.max_args = plan.max_args
+        self.names = tuple(plan.node_names)
+        if self.arg_ptr.shape[0] != self.n_nodes + 1 or self.out_ptr.shape[0] != self.n_nodes + 1:
+            raise ValueError("malformed plan: pointer arrays do not match n_nodes")
+
+
+cdef inline _Prepared _prepared(plan):
+    p = plan._native
+    if type(p) is not _Prepared:  # None, or the other core's form after a switch in tests
+        p = _Prepared(plan)
+        plan._native = p
+    return <_Prepared>p
+
+
+cdef tuple _check_call(_Prepared p, funcs, list values):
+    if len(values) < p.n_slots:
+        raise ValueError(f"values holds {len(values)} slots, the plan needs {p.n_slots}")
+    cdef tuple f = funcs if type(funcs) is tuple else tuple(funcs)
+    if len(f) != p.n_nodes:
+        raise ValueError(f"{len(f)} funcs given for a plan of {p.n_nodes} nodes")
+    return f
+
+
+cdef int _store_unpacked(_Prepared p, Py_ssize_t k, object result, list values) except -1:
+    cdef Py_ssize_t o0 = p.out_ptr[k], o1 = p.out_ptr[k + 1], o
+    if type(result) is not tuple and type(result) is not list:
+        raise OutputArityError(
+            f"Node `{p.names[k]}` has {o1 - o0} output names and must return a tuple of {o1 - o0} values, "
+            f"but returned {type(result).__name__}."
+        )
+    if len(result) != o1 - o0:
+        raise OutputArityError(f"Node `{p.names[k]}` has {o1 - o0} output names but returned {len(result)} values.")
+    for o in range(o0, o1):
+        values[p.out_slots[o]] = result[o - o0]
+    return 0
+
+
+cdef void _note(BaseException exc, _Prepared p, Py_ssize_t k, Py_ssize_t item) noexcept:
+    where = f"node `{p.names[k]}`" if item < 0 else f"node `{p.names[k]}`, map item {item}"
+    try:
+        add_note(exc, f"hypernodes: raised in {where}")
+    except BaseException:  # a note must never replace the user's exception
+        pass
+
+
+cdef int _run_nodes(_Prepared p, tuple funcs, list values, PyObject** argv, Py_ssize_t item) except -1:
+    cdef Py_ssize_t k = 0, a, a0, a1
+    cdef object result
+    try:
+        for k in range(p.n_nodes):
+            a0 = p.arg_ptr[k]
+            a1 = p.arg_ptr[k + 1]
+            # Borrowed pointers: `values` owns them and no user code can reach it
+            # during the call, so they stay alive until the vectorcall returns.
+            for a in range(a0, a1):
+                argv[a - a0] = PyList_GET_ITEM(values, p.arg_slots[a])
+            result = PyObject_Vectorcall(<object>PyTuple_GET_ITEM(funcs, k), argv, <size_t>(a1 - a0), NULL)
+            if p.unpack[k]:
+                _store_unpacked(p, k, result, values)
+            else:
+                values[p.out_slots[p.out_ptr[k]]] = result
+    except Exception as exc:
+        _note(exc, p, k, item)
+        raise
+    return 0
+
+
+cdef PyObject** _alloc_argv(_Prepared p) except NULL:
+    cdef PyObject** argv = <PyObject**>PyMem_Malloc((p.max_args + 1) * sizeof(PyObject*))
+    if argv == NULL:
+        raise MemoryError()
+    return argv
+
+
+def run_one(plan, funcs, list values):
+    """Run every node of ``plan`` once, in topological order, on ``values``.
+
+    See ``_sched_py.run_one`` (the spec) for the contract.
+    """
+    cdef _Prepared p = _prepared(plan)
+    cdef tuple f = _check_call(p, funcs, values)
+    cdef PyObject** argv = _alloc_argv(p)
+    try:
+        _run_nodes(p, f, values, argv, -1)
+    finally:
+        PyMem_Free(argv)
+
+
+def run_batch(plan, funcs, list values, map_slots, columns, Py_ssize_t lo, Py_ssize_t hi, bint product):
+    """Run the items ``lo <= i < hi`` of a map through the whole plan.
+
+    See ``_sched_py.run_batch`` (the spec) for the contract.
+    """
+    cdef _Prepared p = _prepared(plan)
+    cdef tuple f = _check_call(p, funcs, values)
+    cdef tuple cols = tuple([c if type(c) is tuple else tuple(c) for c in columns])
+    cdef Py_ssize_t n_cols = len(cols), n_res = p.result_slots.shape[0]
+    cdef Py_ssize_t i, j, rest, idx, total
+    if len(map_slots) != n_cols:
+        raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
+    if lo < 0 or hi < lo:
+        raise ValueError(f"bad item range [{lo}, {hi})")
+    cdef Py_ssize_t* lengths = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* slots = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
+    cdef PyObject** argv = NULL
+    cdef list results, out
+    try:
+        if lengths == NULL or slots == NULL:
+            raise MemoryError()
+        total = 1 if (product or n_cols == 0) else -1
+        for j in range(n_cols):
+            lengths[j] = len(<tuple>cols[j])
+            slots[j] = map_slots[j]
+            if not 0 <= slots[j] < len(values):
+                raise ValueError(f"map slot {slots[j]} is outside the {len(values)} value slots")
+            if product:
+                total *= lengths[j]
+            elif total < 0 or lengths[j] < total:
+                total = lengths[j]
+        if n_cols and hi > total:
+            raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
+        argv = _alloc_argv(p)
+        results = [[None] * (hi - lo) for _ in range(n_res)]
+        for i in range(lo, hi):
+            if product:
+                rest = i
+                for j in range(n_cols - 1, -1, -1):
+                    idx = rest % lengths[j]
+                    rest = rest // lengths[j]
+                    values[slots[j]] = <object>PyTuple_GET_ITEM(<tuple>cols[j], idx)
+            else:
+                for j in range(n_cols):
+                    values[slots[j]] = <object>PyTuple_GET_ITEM(<tuple>cols[j], i)
+            _run_nodes(p, f, values, argv, i)
+            for j in range(n_res):
+                out = <list>results[j]
+                out[i - lo] = <object>PyList_GET_ITEM(values, p.result_slots[j])
+        return results
+    finally:
+        PyMem_Free(lengths)
+        PyMem_Free(slots)
+        PyMem_Free(argv)
+
+
+def plan_batches(Py_ssize_t n_items, Py_ssize_t n_workers, Py_ssize_t tasks_per_worker=1, Py_ssize_t min_batch=1):
+    """Split ``range(n_items)`` into contiguous ``(lo, hi)`` slices for executors.
+
+    See ``_sched_py.plan_batches`` (the spec) for the contract.
+    """
+    if n_items < 0:
+        raise ValueError(f"n_items must be >= 0, got {n_items}")
+    if n_workers < 1 or tasks_per_worker < 1 or min_batch < 1:
+        raise ValueError(
+            f"n_workers, tasks_per_worker and min_batch must be >= 1, got {n_workers}, {tasks_per_worker}, {min_batch}"
+        )
+    cdef Py_ssize_t n_tasks = min(n_items, n_workers * tasks_per_worker, max(1, n_items // min_batch))
+    if n_tasks == 0:
+        return []
+    cdef Py_ssize_t size = n_items // n_tasks, extra = n_items % n_tasks, lo = 0, hi, t
+    cdef list out = []
+    for t in range(n_tasks):
+        hi = lo + size + (1 if t < extra else 0)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+cdef enum:
+    _WAITING = 0
+    _READY = 1
+    _ISSUED = 2
+    _DONE = 3
+
+
+@cython.final
+cdef class ReadyQueue:
+    """Dependency counting over a plan, in the shape of ``graphlib.TopologicalSorter``.
+
+    See ``_sched_py.ReadyQueue`` (the spec). State lives in C arrays; one mutex
+    makes every method atomic, also on free-threaded CPython.
+    """
+
+    cdef _Prepared p
+    cdef int* remaining
+    cdef unsigned char* state
+    cdef int* ready
+    cdef Py_ssize_t n, head, tail, n_issued, _n_done
+    cdef cython.pymutex lock
+
+    def __cinit__(self, plan):
+        self.p = _prepared(plan)
+        cdef Py_ssize_t n = self.p.n_nodes, k
+        self.n = n
+        self.remaining = <int*>PyMem_Malloc((n + 1) * sizeof(int))
+        self.state = <unsigned char*>PyMem_Malloc((n + 1) * sizeof(unsigned char))
+        self.ready = <int*>PyMem_Malloc((n + 1) * sizeof(int))
+        if self.remaining == NULL or self.state == NULL or self.ready == NULL:
+            raise MemoryError()
+        if n:
+            memcpy(self.remaining, &self.p.indegree[0], n * sizeof(int))
+        # Every node enters `ready` exactly once, so a flat array of n entries
+        # read from `head` and appended at `tail` is the whole FIFO.
+        for k in range(n):
+            if self.remaining[k] == 0:
+                self.state[k] = _READY
+                self.ready[self.tail] = <int>k
+                self.tail += 1
+            else:
+                self.state[k] = _WAITING
+
+    def __dealloc__(self):
+        PyMem_Free(self.remaining)
+        PyMem_Free(self.state)
+        PyMem_Free(self.ready)
+
+    def get_ready(self):
+        """Return (and mark issued) every node that became ready since the last call."""
+        cdef Py_ssize_t i, h, t
+        with self.lock:
+            h = self.head
+            t = self.tail
+            for i in range(h, t):
+                self.state[self.ready[i]] = _ISSUED
+            self.head = t
+            self.n_issued += t - h
+        return tuple([self.ready[i] for i in range(h, t)])
+
+    def done(self, *ids):
+        """Mark issued nodes finished and release the successors they were the last wait of.
+
+        Raises:
+            ValueError: an id out of range, not yet returned by ``get_ready()``, or already done.
+        """
+        cdef Py_ssize_t k = 0, s, e
+        cdef list ks = [int(x) for x in ids]
+        cdef int error = 0  # formatted after the lock is released: no allocation under it
+        cdef const int[::1] succ_ptr = self.p.succ_ptr, succ_idx = self.p.succ_idx
+        with self.lock:
+            for k in ks:
+                if not 0 <= k < self.n:
+                    error = 1
+                    break
+                if self.state[k] != _ISSUED:
+                    error = 2 if self.state[k] == _DONE else 3
+                    break
+                self.state[k] = _DONE
+                self._n_done += 1
+                for e in range(succ_ptr[k], succ_ptr[k + 1]):
+                    s = succ_idx[e]
+                    self.remaining[s] -= 1
+                    if self.remaining[s] == 0:
+                        self.state[s] = _READY
+                        self.ready[self.tail] = <int>s
+                        self.tail += 1
+        if error == 1:
+            raise ValueError(f"node id {k} is out of range for a plan of {self.n} nodes")
+        if error == 2:
+            raise ValueError(f"node {k} was already marked done")
+        if error == 3:
+            raise ValueError(f"node {k} was not returned by get_ready()")
+
+    def is_active(self):
+        """True while a node is ready to be returned or issued and not yet done."""
+        with self.lock:
+            return self.tail > self.head or self.n_issued > self._n_done
+
+    @property
+    def n_done(self):
+        """How many nodes are done."""
+        return self._n_done

@@ -1,0 +1,267 @@
+"""The scheduling core in pure Python: the reference and the spec.
+
+``_sched.pyx`` is a compiled twin of this module with the same names and the same
+behaviour; one test suite runs against both (PEP 399 style). Nothing outside
+``_core.py`` imports either module directly.
+
+Vocabulary (all integers, see ``_graph.Plan``): a *slot* holds one value, a *node*
+reads argument slots and writes output slots, and a *values* list is one call's
+slot storage. The loops here never look a name up in a dict.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import OutputArityError, add_note
+
+__all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
+
+IMPLEMENTATION = "python"
+# Bumped whenever the core's contract changes; the tests check both cores agree,
+# which also catches a stale compiled extension left behind by an old build.
+API_VERSION = 1
+
+
+class _Prepared:
+    """A plan's arrays as Python lists (indexing numpy scalars from Python is slow)."""
+
+    __slots__ = ("args", "indegree", "n_nodes", "names", "outs", "result_slots", "succs", "unpack")
+
+    def __init__(self, plan: Any) -> None:
+        arg_ptr, arg_slots = plan.arg_ptr.tolist(), plan.arg_slots.tolist()
+        out_ptr, out_slots = plan.out_ptr.tolist(), plan.out_slots.tolist()
+        succ_ptr, succ_idx = plan.succ_ptr.tolist(), plan.succ_idx.tolist()
+        n = plan.n_nodes
+        self.n_nodes = n
+        self.names = plan.node_names
+        self.args = [tuple(arg_slots[arg_ptr[k] : arg_ptr[k + 1]]) for k in range(n)]
+        self.outs = [tuple(out_slots[out_ptr[k] : out_ptr[k + 1]]) for k in range(n)]
+        self.unpack = [bool(u) for u in plan.unpack.tolist()]
+        self.succs = [tuple(succ_idx[succ_ptr[k] : succ_ptr[k + 1]]) for k in range(n)]
+        self.indegree = plan.indegree.tolist()
+        self.result_slots = tuple(plan.result_slots.tolist())
+
+
+def _prepared(plan: Any) -> _Prepared:
+    p = plan._native
+    if not isinstance(p, _Prepared):  # None, or the other core's form after a switch in tests
+        p = plan._native = _Prepared(plan)
+    return p
+
+
+def _store_unpacked(result: Any, outs: tuple[int, ...], values: list[Any], name: str) -> None:
+    if type(result) is not tuple and type(result) is not list:
+        raise OutputArityError(
+            f"Node `{name}` has {len(outs)} output names and must return a tuple of {len(outs)} values, "
+            f"but returned {type(result).__name__}."
+        )
+    if len(result) != len(outs):
+        raise OutputArityError(f"Node `{name}` has {len(outs)} output names but returned {len(result)} values.")
+    for slot, value in zip(outs, result):
+        values[slot] = value
+
+
+def _check_call(p: _Prepared, n_slots: int, funcs: Sequence[Callable[..., Any]], values: list[Any]) -> None:
+    if len(values) < n_slots:
+        raise ValueError(f"values holds {len(values)} slots, the plan needs {n_slots}")
+    if len(funcs) != p.n_nodes:
+        raise ValueError(f"{len(funcs)} funcs given for a plan of {p.n_nodes} nodes")
+
+
+def _note(exc: BaseException, names: Sequence[str], k: int, item: int) -> None:
+    where = f"node `{names[k]}`" if item < 0 else f"node `{names[k]}`, map item {item}"
+    add_note(exc, f"hypernodes: raised in {where}")
+
+
+def _run_nodes(p: _Prepared, funcs: Sequence[Callable[..., Any]], values: list[Any], item: int) -> None:
+    k = 0
+    try:
+        for k in range(p.n_nodes):
+            args = p.args[k]
+            result = funcs[k](*[values[s] for s in args])
+            outs = p.outs[k]
+            if p.unpack[k]:
+                _store_unpacked(result, outs, values, p.names[k])
+            else:
+                values[outs[0]] = result
+    except Exception as exc:
+        _note(exc, p.names, k, item)
+        raise
+
+
+def run_one(plan: Any, funcs: Sequence[Callable[..., Any]], values: list[Any]) -> None:
+    """Run every node of ``plan`` once, in topological order, on ``values``.
+
+    Args:
+        plan: a compiled ``Plan``.
+        funcs: one callable per plan node (``plan.funcs``, or the engine's
+            wrappers of them), called positionally with the node's argument slots.
+        values: the call's slots, ``len == plan.n_slots``; filled in place.
+
+    Raises:
+        Whatever a node raises, unchanged but for a note naming the node.
+        OutputArityError: a tuple-output node returned the wrong shape.
+    """
+    p = _prepared(plan)
+    _check_call(p, plan.n_slots, funcs, values)
+    _run_nodes(p, funcs, values, -1)
+
+
+def run_batch(
+    plan: Any,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    map_slots: Sequence[int],
+    columns: Sequence[Sequence[Any]],
+    lo: int,
+    hi: int,
+    product: bool,
+) -> list[list[Any]]:
+    """Run the items ``lo <= i < hi`` of a map through the whole plan.
+
+    Args:
+        plan, funcs: as for :func:`run_one`.
+        values: slot storage with every broadcast input filled in; reused for
+            every item (each slot is written before it is read, so no copy).
+        map_slots: the slot each mapped column goes into.
+        columns: one sequence per mapped input.
+        lo, hi: the item range, in the map's global item numbering.
+        product: False: item ``i`` takes element ``i`` of every column (zip).
+            True: items enumerate the cartesian product, last column fastest.
+
+    Returns:
+        One list per ``plan.result_slots`` entry, ``hi - lo`` values each, in item order.
+
+    Raises:
+        As :func:`run_one`; the note also gives the global item index.
+    """
+    p = _prepared(plan)
+    _check_call(p, plan.n_slots, funcs, values)
+    n_cols = len(columns)
+    if len(map_slots) != n_cols:
+        raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
+    if lo < 0 or hi < lo:
+        raise ValueError(f"bad item range [{lo}, {hi})")
+    lengths = [len(c) for c in columns]
+    for slot in map_slots:
+        if not 0 <= slot < len(values):
+            raise ValueError(f"map slot {slot} is outside the {len(values)} value slots")
+    total = (math.prod(lengths) if product else min(lengths)) if n_cols else -1
+    if n_cols and hi > total:
+        raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
+    results: list[list[Any]] = [[] for _ in p.result_slots]
+    appends = [r.append for r in results]
+    pairs = list(zip(appends, p.result_slots))
+    for item in range(lo, hi):
+        if product:
+            rest = item
+            for j in range(n_cols - 1, -1, -1):
+                rest, idx = divmod(rest, lengths[j])
+                values[map_slots[j]] = columns[j][idx]
+        else:
+            for j in range(n_cols):
+                values[map_slots[j]] = columns[j][item]
+        _run_nodes(p, funcs, values, item)
+        for append, slot in pairs:
+            append(values[slot])
+    return results
+
+
+def plan_batches(n_items: int, n_workers: int, tasks_per_worker: int = 1, min_batch: int = 1) -> list[tuple[int, int]]:
+    """Split ``range(n_items)`` into contiguous ``(lo, hi)`` slices for executors.
+
+    There are ``min(n_items, n_workers * tasks_per_worker)`` slices (fewer if that
+    would make a slice shorter than ``min_batch``), their sizes differing by at
+    most one, so every worker gets work and none waits on a long tail. With
+    ``n_items <= n_workers`` each item is its own slice (blocking I/O wants that).
+
+    Raises:
+        ValueError: a negative ``n_items`` or a count below 1.
+    """
+    if n_items < 0:
+        raise ValueError(f"n_items must be >= 0, got {n_items}")
+    if n_workers < 1 or tasks_per_worker < 1 or min_batch < 1:
+        raise ValueError(
+            f"n_workers, tasks_per_worker and min_batch must be >= 1, got {n_workers}, {tasks_per_worker}, {min_batch}"
+        )
+    n_tasks = min(n_items, n_workers * tasks_per_worker, max(1, n_items // min_batch))
+    if n_tasks == 0:
+        return []
+    size, extra = divmod(n_items, n_tasks)
+    out: list[tuple[int, int]] = []
+    lo = 0
+    for t in range(n_tasks):
+        hi = lo + size + (1 if t < extra else 0)
+        out.append((lo, hi))
+        lo = hi
+    return out
+
+
+_WAITING, _READY, _ISSUED, _DONE = 0, 1, 2, 3
+
+
+class ReadyQueue:
+    """Dependency counting over a plan, in the shape of ``graphlib.TopologicalSorter``.
+
+    ``get_ready()`` returns the nodes whose predecessors are all done and that were
+    not returned before; ``done(*ids)`` marks issued nodes finished and releases
+    their successors; ``is_active()`` says whether more progress can be made.
+    Safe to drive from several threads (one lock; every method is O(work done)).
+    """
+
+    def __init__(self, plan: Any) -> None:
+        p = _prepared(plan)
+        self._succs = p.succs
+        self._remaining = list(p.indegree)
+        self._state = [_READY if d == 0 else _WAITING for d in self._remaining]
+        self._ready = [k for k, d in enumerate(self._remaining) if d == 0]
+        self._n = p.n_nodes
+        self._n_issued = 0
+        self._n_done = 0
+        self._lock = threading.Lock()
+
+    def get_ready(self) -> tuple[int, ...]:
+        """Return (and mark issued) every node that became ready since the last call."""
+        with self._lock:
+            ready = tuple(self._ready)
+            self._ready.clear()
+            for k in ready:
+                self._state[k] = _ISSUED
+            self._n_issued += len(ready)
+            return ready
+
+    def done(self, *ids: int) -> None:
+        """Mark issued nodes as finished and release the successors they were the last wait of.
+
+        Raises:
+            ValueError: an id out of range, not yet returned by ``get_ready()``, or already done.
+        """
+        with self._lock:
+            for k in ids:
+                if not 0 <= k < self._n:
+                    raise ValueError(f"node id {k} is out of range for a plan of {self._n} nodes")
+                state = self._state[k]
+                if state != _ISSUED:
+                    what = "was already marked done" if state == _DONE else "was not returned by get_ready()"
+                    raise ValueError(f"node {k} {what}")
+                self._state[k] = _DONE
+                self._n_done += 1
+                for s in self._succs[k]:
+                    self._remaining[s] -= 1
+                    if self._remaining[s] == 0:
+                        self._state[s] = _READY
+                        self._ready.append(s)
+
+    def is_active(self) -> bool:
+        """True while a node is ready to be returned or issued and not yet done."""
+        with self._lock:
+            return bool(self._ready) or self._n_issued > self._n_done
+
+    @property
+    def n_done(self) -> int:
+        """How many nodes are done."""
+        return self._n_done

@@ -1,0 +1,182 @@
+"""HypernodesEngine: drives the compiled core with executors.
+
+Data flow of one call::
+
+    Pipeline.run(inputs)  -- pipeline.py: validate the call, fetch the cached Plan
+        |                    for this call shape, fill a values list (one slot per value)
+        v
+    engine.run            -- sequential: core.run_one(plan, funcs, values), the whole
+                             node loop in C; outputs are read back from their slots
+
+    Pipeline.map(inputs)  -- pipeline.py: validate map_over/map_mode, snapshot the
+        |                    mapped lists as columns, fill the broadcast inputs once
+        v
+    engine.map            -- sequential: core.run_batch(..., 0, n_items): items are
+                             filled from the columns (zip or product index arithmetic
+                             in C), run through every node, results land in
+                             pre-sized per-output lists in input order
+
+``funcs`` is the plan's callables, except that ``async def`` nodes are wrapped so
+their coroutine is awaited on the engine's own loop thread (so async nodes work
+under the sequential engine too, also from inside a running event loop).
+
+The threaded/async/parallel executors hand ``core.plan_batches`` slices of items
+(map level) or ``core.ReadyQueue`` nodes (node level) to an executor; they arrive
+with the executors issue, and until then such a spec raises NotImplementedError
+before any node runs rather than pretending to be parallel.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _core
+from .errors import ExecutorSpecError
+from .executors import resolve_spec
+from .executors._loop import LoopThread
+
+if TYPE_CHECKING:
+    from ._graph import Plan
+    from .pipeline import Pipeline
+
+__all__ = ["HypernodesEngine"]
+
+
+class _AwaitOnLoop:
+    """Calls an ``async def`` node and blocks until its coroutine finishes on the loop thread."""
+
+    __slots__ = ("func", "loop")
+
+    def __init__(self, func: Callable[..., Coroutine[Any, Any, Any]], loop: LoopThread) -> None:
+        self.func = func
+        self.loop = loop
+
+    def __call__(self, *args: Any) -> Any:
+        return self.loop.run(self.func(*args))
+
+
+class HypernodesEngine:
+    """Runs pipelines: which executor handles items (map level) and nodes (node level).
+
+    An engine holds no per-call state: one engine may serve many pipelines and
+    many threads at once.
+    """
+
+    def __init__(
+        self,
+        node_executor: Any = "sequential",
+        map_executor: Any = "sequential",
+        max_workers: int | None = None,
+    ) -> None:
+        """Args:
+            node_executor: runs independent nodes of one item: "sequential",
+                "threaded", "async", "parallel", or a ``concurrent.futures.Executor``.
+            map_executor: runs the items of a map; same choices.
+            max_workers: worker count for executors the engine creates itself
+                (None: the executor's default).
+
+        Raises:
+            ExecutorSpecError: an unknown executor name, an object without
+                ``submit``, or ``max_workers`` that is not a positive int.
+        """
+        self.node_executor = resolve_spec(node_executor, "node_executor")
+        self.map_executor = resolve_spec(map_executor, "map_executor")
+        if max_workers is not None and (
+            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+        ):
+            raise ExecutorSpecError(f"max_workers must be a positive int or None, got {max_workers!r}.")
+        self.max_workers = max_workers
+        self._loop = LoopThread("hypernodes-engine-loop")
+        self._async_funcs: weakref.WeakKeyDictionary[Plan, tuple[Callable[..., Any], ...]] = weakref.WeakKeyDictionary()
+        # Stops the loop thread when the engine is collected or at interpreter exit.
+        self._finalizer = weakref.finalize(self, self._loop.close)
+
+    def __repr__(self) -> str:
+        def show(spec: Any) -> str:
+            return repr(spec) if isinstance(spec, str) else type(spec).__name__
+
+        return (
+            f"HypernodesEngine(node_executor={show(self.node_executor)}, "
+            f"map_executor={show(self.map_executor)}, max_workers={self.max_workers!r})"
+        )
+
+    # -- lifetime ---------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Release what the engine started (its event-loop thread). Idempotent.
+
+        The engine stays usable: a later call starts what it needs again.
+        Executors passed in by the user are never shut down here.
+        """
+        self._loop.close()
+
+    def __enter__(self) -> HypernodesEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+    # -- calls ------------------------------------------------------------------
+
+    def _require_sequential(self, role: str) -> None:
+        spec = getattr(self, role)
+        if spec != "sequential":
+            shown = repr(spec) if isinstance(spec, str) else f"an executor object ({type(spec).__name__})"
+            raise NotImplementedError(
+                f"{role}={shown} is not available in this version of hypernodes: only 'sequential' runs "
+                "today (threaded, async, parallel and executor objects arrive with the executors release). "
+                "Nothing was run."
+            )
+
+    def _funcs(self, plan: Plan) -> Sequence[Callable[..., Any]]:
+        if not plan.has_async:
+            return plan.funcs
+        funcs = self._async_funcs.get(plan)
+        if funcs is None:
+            funcs = tuple(
+                _AwaitOnLoop(f, self._loop) if is_async else f for f, is_async in zip(plan.funcs, plan.is_async)
+            )
+            self._async_funcs[plan] = funcs
+        return funcs
+
+    def run(
+        self, pipeline: Pipeline, inputs: Mapping[str, Any] | None = None, output_name: Any = None
+    ) -> dict[str, Any]:
+        """Run ``pipeline`` once; see :meth:`Pipeline.run`."""
+        plan, values = pipeline._prepare_run(inputs, output_name)
+        self._require_sequential("node_executor")
+        _core.run_one(plan, self._funcs(plan), values)
+        return {name: values[slot] for name, slot in plan.result_pairs}
+
+    def map(
+        self,
+        pipeline: Pipeline,
+        inputs: Mapping[str, Any] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: str = "zip",
+        output_name: Any = None,
+    ) -> dict[str, list[Any]]:
+        """Run ``pipeline`` once per item; see :meth:`Pipeline.map`."""
+        call = pipeline._prepare_map(inputs, map_over, map_mode, output_name)
+        self._require_sequential("map_executor")
+        self._require_sequential("node_executor")
+        plan = call.plan
+        if call.n_items == 0:
+            return {name: [] for name in plan.result_names}
+        columns = _core.run_batch(
+            plan, self._funcs(plan), call.values, call.map_slots, call.columns, 0, call.n_items, call.product
+        )
+        return dict(zip(plan.result_names, columns))
+
+
+_default: HypernodesEngine | None = None
+
+
+def default_engine() -> HypernodesEngine:
+    """The sequential engine used by pipelines constructed without one."""
+    global _default
+    if _default is None:
+        _default = HypernodesEngine()
+    return _default

@@ -1,0 +1,107 @@
+"""Error classes.
+
+Every error hypernodes raises itself derives from :class:`HypernodesError` *and*
+from the standard-library type a user would already catch for the same mistake
+(``ValueError`` for a malformed pipeline, ``KeyError`` for a missing name,
+``TypeError`` for a value of the wrong kind). Exceptions raised *by a node* are
+never wrapped: they keep their own type and message and get a PEP 678 note
+saying which node (and which map item) raised them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = [
+    "ArgumentTypeError",
+    "CycleError",
+    "DuplicateOutputError",
+    "ExecutorSpecError",
+    "HypernodesError",
+    "InputError",
+    "MapSpecError",
+    "MissingInputError",
+    "NodeDefinitionError",
+    "OutputArityError",
+    "UnknownOutputError",
+    "add_note",
+]
+
+
+class HypernodesError(Exception):
+    """Base class of every error raised by hypernodes itself."""
+
+
+class _PlainMessageKeyError(KeyError):
+    # KeyError.__str__ repr()s its argument, which would print our sentences in
+    # quotes with escaped backticks; these errors carry a sentence, not a key.
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class NodeDefinitionError(HypernodesError, TypeError):
+    """A node or a pipeline member is malformed (not callable, no usable output name...)."""
+
+
+class DuplicateOutputError(HypernodesError, ValueError):
+    """Two nodes (or one node twice) produce the same output name."""
+
+
+class CycleError(HypernodesError, ValueError):
+    """The nodes' wiring contains a cycle; ``.cycle`` lists the node names on it."""
+
+    def __init__(self, message: str, cycle: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.cycle = cycle
+
+
+class MissingInputError(HypernodesError, _PlainMessageKeyError):
+    """A node needs a value that no node produces and the call did not give."""
+
+
+class UnknownOutputError(HypernodesError, _PlainMessageKeyError):
+    """``output_name`` asks for a name the pipeline does not produce."""
+
+
+class InputError(HypernodesError, ValueError):
+    """The ``inputs`` of a call are malformed (unknown names, outputs given as inputs...)."""
+
+
+class MapSpecError(HypernodesError, ValueError):
+    """``map_over`` / ``map_mode`` are malformed or the mapped lists do not fit together."""
+
+
+class ArgumentTypeError(HypernodesError, TypeError):
+    """An argument of a call has the wrong type (``inputs`` not a dict, a mapped value not a list...)."""
+
+
+class ExecutorSpecError(HypernodesError, ValueError, TypeError):
+    """An executor spec is neither a known name nor an object with ``submit``.
+
+    A ``ValueError`` for an unknown name and a ``TypeError`` for an object of the
+    wrong kind; catching either works.
+    """
+
+
+class OutputArityError(HypernodesError, ValueError):
+    """A node with a tuple ``output_name`` returned something that does not unpack into it."""
+
+
+if sys.version_info >= (3, 11):
+
+    def add_note(exc: BaseException, note: str) -> None:
+        """Attach ``note`` to ``exc`` (PEP 678)."""
+        exc.add_note(note)
+
+else:  # pragma: no cover - exercised on 3.10 only
+
+    def add_note(exc: BaseException, note: str) -> None:
+        """Attach ``note`` to ``exc`` (PEP 678 semantics, stored by hand before 3.11)."""
+        notes = getattr(exc, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+            try:
+                exc.__notes__ = notes  # type: ignore[attr-defined]
+            except AttributeError:
+                return
+        notes.append(note)

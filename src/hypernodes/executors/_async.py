@@ -1,0 +1,78 @@
+"""AsyncExecutor: the ``concurrent.futures.Executor`` face of asyncio.
+
+It owns one event loop in a thread of its own (started on first use) and a
+thread pool of ``max_workers`` threads for synchronous functions. ``submit``
+returns a ``concurrent.futures.Future`` either way:
+
+* ``async def`` functions run as tasks on the loop, at most ``max_workers`` at
+  once (a semaphore), so thousands of awaiting items cost no threads;
+* plain functions go straight to the pool, sized ``max_workers`` -- not asyncio's
+  default executor, whose small size was the notebook's 0.33 s vs 0.07 s gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
+
+from ..errors import ExecutorSpecError
+from ._loop import LoopThread
+
+__all__ = ["AsyncExecutor"]
+
+
+class AsyncExecutor(Executor):
+    """Runs sync and ``async def`` callables concurrently, bounded by ``max_workers``."""
+
+    def __init__(self, max_workers: int = 100) -> None:
+        """Args:
+            max_workers: the most coroutines awaited at once, and the size of the
+                thread pool for synchronous functions.
+
+        Raises:
+            ExecutorSpecError: ``max_workers`` is not a positive int.
+        """
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ExecutorSpecError(f"AsyncExecutor(max_workers=...) must be a positive int, got {max_workers!r}.")
+        self.max_workers = max_workers
+        self._loop_thread = LoopThread("hypernodes-async-loop")
+        self._pool: ThreadPoolExecutor | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _thread_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit to an AsyncExecutor after shutdown()")
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hypernodes-async")
+            return self._pool
+
+    async def _bounded(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._semaphore is None:  # created on the loop thread, the only one touching it
+            self._semaphore = asyncio.Semaphore(self.max_workers)
+        async with self._semaphore:
+            return await fn(*args, **kwargs)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Schedule ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``."""
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("cannot submit to an AsyncExecutor after shutdown()")
+            return asyncio.run_coroutine_threadsafe(self._bounded(fn, args, kwargs), self._loop_thread.loop)
+        return self._thread_pool().submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop the loop thread and the pool. Idempotent."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._loop_thread.close()

@@ -1,0 +1,82 @@
+"""An event loop running in a thread of its own.
+
+Synchronous code (the scheduler, a notebook cell that is itself inside a running
+loop) hands coroutines to it and blocks on the result. Running them on a loop of
+our own, rather than ``asyncio.run`` per call, costs one thread hop instead of a
+loop set-up per coroutine, and works whether or not the calling thread already
+runs a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["LoopThread"]
+
+
+class LoopThread:
+    """A lazily started event loop thread; ``close()`` stops and joins it."""
+
+    def __init__(self, name: str = "hypernodes-loop") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, started on first use."""
+        loop = self._loop
+        if loop is not None:
+            return loop
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                started = threading.Event()
+                thread = threading.Thread(target=self._serve, args=(loop, started), name=self._name, daemon=True)
+                thread.start()
+                started.wait()
+                self._thread, self._loop = thread, loop
+            return self._loop
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(started.set)
+        try:
+            loop.run_forever()
+        finally:
+            pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coro`` on the loop and block until it finishes; returns its result.
+
+        If the caller is interrupted (KeyboardInterrupt) the coroutine is cancelled.
+        """
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        """Stop the loop, cancel what still runs on it, and join the thread. Idempotent."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        if thread is threading.current_thread():
+            raise RuntimeError("LoopThread.close() called from its own loop thread")
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()

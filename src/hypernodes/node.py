@@ -1,0 +1,237 @@
+"""Nodes: plain functions with named outputs.
+
+A :class:`Node` reads its inputs from its function's signature (one input per named
+parameter, wired by name) and declares the name(s) its return value is stored
+under. Nodes stay ordinary callables: ``node(x=1)`` calls the function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any, overload
+
+from .errors import NodeDefinitionError
+
+__all__ = ["Node", "node"]
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+class _KeywordAdapter:
+    """Calls a function whose trailing parameters are keyword-only, positionally.
+
+    The scheduler passes every argument positionally (one vectorcall, no dict).
+    Only functions with keyword-only parameters pay for this adapter; it is a
+    class rather than a closure so the standard pickle can ship it to processes.
+    """
+
+    __slots__ = ("func", "kwnames", "n_positional")
+
+    def __init__(self, func: Callable[..., Any], n_positional: int, kwnames: tuple[str, ...]) -> None:
+        self.func = func
+        self.n_positional = n_positional
+        self.kwnames = kwnames
+
+    def __call__(self, *args: Any) -> Any:
+        k = self.n_positional
+        return self.func(*args[:k], **dict(zip(self.kwnames, args[k:])))
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(func):
+        return True
+    # an object whose class defines `async def __call__`
+    return not inspect.isfunction(func) and inspect.iscoroutinefunction(type(func).__call__)
+
+
+def _normalize_output_name(output_name: Any, where: str) -> str | tuple[str, ...]:
+    if isinstance(output_name, str):
+        if not output_name:
+            raise NodeDefinitionError(f"{where}: output_name must be a non-empty string.")
+        return output_name
+    if isinstance(output_name, (tuple, list)):
+        names = tuple(output_name)
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise NodeDefinitionError(
+                f"{where}: a tuple output_name must hold one or more non-empty strings, got {output_name!r}."
+            )
+        seen = {n for n in names if names.count(n) > 1}
+        if seen:
+            dup = ", ".join(f"`{n}`" for n in sorted(seen))
+            raise NodeDefinitionError(f"{where}: output_name {names!r} repeats {dup}.")
+        return names
+    raise NodeDefinitionError(
+        f"{where}: output_name must be a string or a tuple of strings, "
+        f"got {type(output_name).__name__} {output_name!r}."
+    )
+
+
+class Node:
+    """One function in a pipeline.
+
+    Attributes:
+        func: the wrapped function, unchanged.
+        name: the node's name (the function's name unless given).
+        output_name: a string, or a tuple of strings when the function returns a
+            tuple that is unpacked into several outputs.
+        outputs: ``output_name`` as a tuple (one element for a plain name).
+        parameters: the function's named parameters, in order; each is an input
+            wired by name. ``*args``/``**kwargs`` are not wired.
+        defaults: parameter name -> default value, used when nothing provides it.
+        is_async: whether calling ``func`` returns an awaitable (``async def``).
+    """
+
+    __slots__ = ("_call", "defaults", "func", "is_async", "name", "output_name", "outputs", "parameters")
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        output_name: str | tuple[str, ...] | None = None,
+        *,
+        name: str | None = None,
+    ) -> None:
+        """Wrap ``func``.
+
+        Args:
+            func: any callable with an inspectable signature.
+            output_name: where the return value is stored; a tuple unpacks a
+                returned tuple. Defaults to the function's name.
+            name: the node's name in errors and reprs; defaults to the function's.
+
+        Raises:
+            NodeDefinitionError: ``func`` is not callable, has no inspectable
+                signature, or no usable output name can be derived.
+        """
+        if not callable(func):
+            raise NodeDefinitionError(
+                f"A node wraps a callable; got {type(func).__name__} {func!r}. "
+                "Decorate a function with @node(output_name=...)."
+            )
+        func_name = getattr(func, "__name__", None) or type(func).__name__
+        where = f"Node `{name or func_name}`"
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError) as exc:
+            raise NodeDefinitionError(
+                f"{where}: cannot read the signature of {func!r} ({exc}); wrap it in a def with named parameters."
+            ) from None
+        if output_name is None:
+            if not func_name.isidentifier():
+                raise NodeDefinitionError(
+                    f"{where}: cannot derive an output name from {func_name!r}; "
+                    "pass output_name=... (required for lambdas and callables without a plain name)."
+                )
+            output_name = func_name
+        self.output_name = _normalize_output_name(output_name, where)
+        self.outputs: tuple[str, ...] = (self.output_name,) if isinstance(self.output_name, str) else self.output_name
+        self.func = func
+        self.name = name if name is not None else (func_name if func_name.isidentifier() else self.outputs[0])
+        params = [
+            p
+            for p in signature.parameters.values()
+            if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        ]
+        self.parameters: tuple[str, ...] = tuple(p.name for p in params)
+        self.defaults: dict[str, Any] = {p.name: p.default for p in params if p.default is not p.empty}
+        clash = set(self.parameters) & set(self.outputs)
+        if clash:
+            raise NodeDefinitionError(
+                f"{where}: `{sorted(clash)[0]}` is both a parameter and an output of the same node (a self-loop)."
+            )
+        n_positional = sum(1 for p in params if p.kind in _POSITIONAL)
+        if n_positional == len(params):
+            self._call: Callable[..., Any] = func
+        else:
+            self._call = _KeywordAdapter(func, n_positional, self.parameters[n_positional:])
+        self.is_async = _is_async(func)
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # `@node` rebinds the function's module-level name to this Node, so the
+        # standard pickle cannot find the function by name any more. Pickle such a
+        # node as that name instead; any other node pickles field by field.
+        module, qualname = getattr(self.func, "__module__", None), getattr(self.func, "__qualname__", "")
+        if module and "<" not in qualname and _lookup(module, qualname) is self:
+            return (_lookup, (module, qualname))
+        return (_rebuild, (type(self), {k: getattr(self, k) for k in _slots(type(self))}))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the wrapped function; returns exactly what it returns."""
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        params = ", ".join(self.parameters)
+        return f"Node({self.name}({params}) -> {self.output_name!r})"
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    return obj
+
+
+def _slots(cls: type) -> list[str]:
+    return [s for c in cls.__mro__ for s in getattr(c, "__slots__", ()) if not s.startswith("__")]
+
+
+def _rebuild(cls: type[Node], state: dict[str, Any]) -> Node:
+    obj = cls.__new__(cls)
+    for k, v in state.items():
+        object.__setattr__(obj, k, v)
+    return obj
+
+
+@overload
+def node(
+    func: Callable[..., Any], /, *, output_name: str | tuple[str, ...] | None = ..., name: str | None = ...
+) -> Node: ...
+@overload
+def node(
+    output_name: str | tuple[str, ...] | None = ..., /, *, name: str | None = ...
+) -> Callable[[Callable[..., Any]], Node]: ...
+@overload
+def node(
+    *, output_name: str | tuple[str, ...] | None = ..., name: str | None = ...
+) -> Callable[[Callable[..., Any]], Node]: ...
+
+
+def node(
+    func: Any = None,
+    /,
+    *,
+    output_name: str | tuple[str, ...] | None = None,
+    name: str | None = None,
+) -> Node | Callable[[Callable[..., Any]], Node]:
+    """Turn a function into a :class:`Node`.
+
+    Usable as ``@node``, ``@node(output_name="y")``, ``@node("y")`` or
+    ``node(func, output_name="y")``.
+
+    Args:
+        func: the function (when used without parentheses or called directly),
+            or the output name when given positionally to the decorator factory.
+        output_name: where the return value goes; a tuple unpacks a returned tuple.
+        name: the node's name; defaults to the function's name.
+
+    Returns:
+        A :class:`Node`, or a decorator that makes one.
+
+    Raises:
+        NodeDefinitionError: see :class:`Node`.
+    """
+    if isinstance(func, (str, tuple, list)):
+        if output_name is not None:
+            raise NodeDefinitionError("node(): output_name given both positionally and by keyword.")
+        output_name, func = tuple(func) if isinstance(func, list) else func, None  # @node("y")
+    if func is None:
+
+        def decorate(f: Callable[..., Any]) -> Node:
+            return Node(f, output_name, name=name)
+
+        return decorate
+    return Node(func, output_name, name=name)

@@ -1,0 +1,436 @@
+"""Pipeline: wiring, validation, and the run()/map() front door.
+
+A pipeline validates its wiring once (duplicate outputs, cycles) when built. Each
+call is checked before any node runs; the checked call *shape* (requested outputs,
+given input names) maps to a compiled :class:`~hypernodes._graph.Plan`, cached
+here, so a repeated call costs one dict lookup before the core takes over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._graph import Graph, Plan, build_graph, compile_plan
+from .engine import HypernodesEngine, default_engine
+from .errors import ArgumentTypeError, MapSpecError, NodeDefinitionError
+from .node import Node
+
+__all__ = ["Pipeline", "PipelineNode"]
+
+MAP_MODES = ("zip", "product")
+_PLAN_CACHE_SIZE = 256  # distinct call shapes kept per pipeline; real code uses a handful
+
+
+def _ticks(names: Sequence[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names) or "(none)"
+
+
+def _check_inputs(inputs: Any, verb: str) -> Mapping[str, Any]:
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, Mapping):
+        raise ArgumentTypeError(
+            f"{verb} takes inputs as a dict of name -> value, got {type(inputs).__name__}: inputs={inputs!r:.80}"
+        )
+    return inputs
+
+
+def _outputs_key(output_name: Any) -> tuple[str, ...] | None:
+    if output_name is None:
+        return None
+    if isinstance(output_name, str):
+        return (output_name,)
+    if isinstance(output_name, (list, tuple)) and all(isinstance(o, str) for o in output_name):
+        if not output_name:
+            raise ArgumentTypeError("output_name=[] asks for nothing; pass None for every output, or names.")
+        return tuple(output_name)
+    raise ArgumentTypeError(
+        f"output_name must be None, a name, or a list of names; got {type(output_name).__name__} {output_name!r}."
+    )
+
+
+class _MapCall:
+    """A validated map call, ready for ``core.run_batch``."""
+
+    __slots__ = ("columns", "map_slots", "n_items", "plan", "product", "values")
+
+    def __init__(
+        self,
+        plan: Plan,
+        values: list[Any],
+        map_slots: tuple[int, ...],
+        columns: tuple[tuple[Any, ...], ...],
+        n_items: int,
+        product: bool,
+    ) -> None:
+        self.plan = plan
+        self.values = values
+        self.map_slots = map_slots
+        self.columns = columns
+        self.n_items = n_items
+        self.product = product
+
+
+class _Absent:
+    """Default of a nested pipeline's optional input: 'let the inner nodes' defaults apply'."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<inner default>"
+
+    def __reduce__(self) -> str:
+        return "_ABSENT"
+
+
+_ABSENT = _Absent()
+
+
+class Pipeline:
+    """Functions wired by parameter name into a DAG, run once or over many items.
+
+    Attributes:
+        nodes: the members, as nodes (a nested ``Pipeline`` appears as its node).
+        name: the pipeline's name (used when it is nested).
+        engine: the engine that runs it (``backend`` is an alias).
+        inputs: names the pipeline needs from outside, in first-use order.
+        outputs: every name the nodes produce, in declaration order.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[Node | Pipeline],
+        backend: HypernodesEngine | None = None,
+        *,
+        engine: HypernodesEngine | None = None,
+        name: str | None = None,
+    ) -> None:
+        """Args:
+            nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
+            backend: the engine; None uses a shared sequential engine.
+            engine: alias of ``backend``.
+            name: a name, shown in errors and used when nested.
+
+        Raises:
+            NodeDefinitionError: a member is not a node or pipeline.
+            DuplicateOutputError: two nodes produce the same output.
+            CycleError: the wiring is cyclic.
+            TypeError: ``backend`` and ``engine`` both given and different.
+        """
+        if backend is not None and engine is not None and backend is not engine:
+            raise TypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
+        if not isinstance(nodes, (list, tuple)):
+            raise NodeDefinitionError(
+                f"Pipeline(nodes=...) takes a list of nodes, got {type(nodes).__name__} {nodes!r:.60}."
+            )
+        members: list[Node] = []
+        for i, member in enumerate(nodes):
+            if isinstance(member, Node):
+                members.append(member)
+            elif isinstance(member, Pipeline):
+                members.append(member.as_node())
+            elif callable(member):
+                shown = getattr(member, "__name__", type(member).__name__)
+                raise NodeDefinitionError(
+                    f"nodes[{i}] ({shown}) is a plain callable; decorate it with @node(output_name=...) "
+                    "so the pipeline knows what it produces."
+                )
+            else:
+                raise NodeDefinitionError(
+                    f"nodes[{i}] is {type(member).__name__} {member!r:.60}, not a node; "
+                    "pipelines take @node functions and other Pipelines."
+                )
+        self.nodes: tuple[Node, ...] = tuple(members)
+        self.name = name
+        self.engine = backend if backend is not None else engine
+        self._graph: Graph = build_graph(self.nodes)
+        self._plans: dict[tuple[tuple[str, ...] | None, frozenset[str]], Plan] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pipeline travels to worker processes as its nodes: the engine (threads,
+        # loops, executors) stays home, and a nested pipeline runs in-process there.
+        return {"nodes": self.nodes, "name": self.name}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["nodes"], name=state["name"])  # type: ignore[misc]
+
+    @property
+    def backend(self) -> HypernodesEngine | None:
+        """Alias of :attr:`engine`."""
+        return self.engine
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Names the pipeline needs from outside (some may have defaults)."""
+        return self._graph.inputs
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every name the pipeline's nodes produce."""
+        return self._graph.outputs
+
+    def __repr__(self) -> str:
+        label = f" {self.name!r}" if self.name else ""
+        return f"<Pipeline{label}: {len(self.nodes)} nodes, inputs {list(self.inputs)} -> outputs {list(self.outputs)}>"
+
+    def _engine(self) -> HypernodesEngine:
+        return self.engine if self.engine is not None else default_engine()
+
+    # -- public calls -----------------------------------------------------------
+
+    def run(
+        self, inputs: Mapping[str, Any] | None = None, output_name: str | Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Run the pipeline once.
+
+        Args:
+            inputs: name -> value for the pipeline's inputs (defaults fill the rest).
+            output_name: a name or list of names to compute and return; None: all.
+                Only the nodes these need are run.
+
+        Returns:
+            ``{output name: value}`` for the requested outputs (never the inputs).
+
+        Raises:
+            MissingInputError, UnknownOutputError, InputError, ArgumentTypeError:
+                before any node runs.
+            Whatever a node raises, with a note naming the node.
+        """
+        return self._engine().run(self, inputs, output_name)
+
+    def map(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: str = "zip",
+        output_name: str | Sequence[str] | None = None,
+    ) -> dict[str, list[Any]]:
+        """Run the pipeline once per item.
+
+        Args:
+            inputs: name -> value; each ``map_over`` name maps to a list of items,
+                every other input is shared by all items.
+            map_over: the input name(s) whose lists are mapped over.
+            map_mode: "zip" (item i takes element i of each list; equal lengths)
+                or "product" (every combination, the last list varying fastest).
+            output_name: as for :meth:`run`.
+
+        Returns:
+            ``{output name: [value per item]}``, in item order; ``[]`` for no items.
+
+        Raises:
+            MapSpecError, ArgumentTypeError, and the errors of :meth:`run`: before
+                any node runs. Whatever a node raises, with a note naming the node
+                and the item index.
+        """
+        return self._engine().map(self, inputs, map_over, map_mode, output_name)
+
+    def as_node(
+        self,
+        input_mapping: Mapping[str, str] | None = None,
+        output_mapping: Mapping[str, str] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: str = "zip",
+        name: str | None = None,
+    ) -> PipelineNode:
+        """Use this pipeline as one node of another.
+
+        Args:
+            input_mapping: ``{outer name: inner input name}`` renames inputs.
+            output_mapping: ``{inner output name: outer name}``; when given, only
+                these outputs are exposed (and only they are computed).
+            map_over: outer input name(s); the node then takes lists for them and
+                returns, per output, the list of per-item results.
+            map_mode: "zip" or "product", as for :meth:`map`.
+            name: the node's name; defaults to the pipeline's name.
+
+        Raises:
+            NodeDefinitionError: a mapping or ``map_over`` names something the
+                pipeline does not have.
+        """
+        return PipelineNode(self, input_mapping, output_mapping, map_over, map_mode, name)
+
+    # -- front door (used by the engine) ------------------------------------------
+
+    def _plan(self, outputs: tuple[str, ...] | None, given: frozenset[str], verb: str) -> Plan:
+        key = (outputs, given)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = compile_plan(self._graph, outputs, given, verb)
+            if len(self._plans) >= _PLAN_CACHE_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _prepare_run(self, inputs: Any, output_name: Any) -> tuple[Plan, list[Any]]:
+        inputs = _check_inputs(inputs, "run()")
+        plan = self._plan(_outputs_key(output_name), frozenset(inputs), "run()")
+        values = list(plan.template)
+        for name, slot in plan.input_pairs:
+            values[slot] = inputs[name]
+        return plan, values
+
+    def _prepare_map(self, inputs: Any, map_over: Any, map_mode: Any, output_name: Any) -> _MapCall:
+        inputs = _check_inputs(inputs, "map()")
+        if isinstance(map_over, str):
+            mapped: tuple[str, ...] = (map_over,)
+        elif isinstance(map_over, (list, tuple)) and map_over and all(isinstance(m, str) for m in map_over):
+            mapped = tuple(map_over)
+        else:
+            raise ArgumentTypeError(
+                f"map() needs map_over: an input name or a non-empty list of input names; got {map_over!r}."
+            )
+        repeated = sorted({m for m in mapped if mapped.count(m) > 1})
+        if repeated:
+            raise MapSpecError(f"map_over names {_ticks(repeated)} more than once.")
+        if map_mode not in MAP_MODES:
+            raise MapSpecError(f"Unknown map_mode {map_mode!r}; allowed: 'zip', 'product'.")
+        absent = [m for m in mapped if m not in inputs]
+        if absent:
+            raise MapSpecError(
+                f"map_over names {_ticks(absent)}, which {'is' if len(absent) == 1 else 'are'} not in inputs. "
+                f"Inputs given: {_ticks(list(inputs))}."
+            )
+        for m in mapped:
+            value = inputs[m]
+            if type(value) is not list:
+                raise ArgumentTypeError(
+                    f"map_over input `{m}` must be a list of items, got {type(value).__name__}. "
+                    f"Pass list(...) of it (a tuple, generator or array is not mapped over, to keep "
+                    f"'map over this' separate from 'one value that is a sequence')."
+                )
+        lengths = [len(inputs[m]) for m in mapped]
+        product = map_mode == "product"
+        if not product and len(set(lengths)) > 1:
+            shown = ", ".join(f"`{m}`: {n}" for m, n in zip(mapped, lengths))
+            raise MapSpecError(
+                f"map_mode='zip' needs lists of equal length, got {shown}. "
+                "Use map_mode='product' for every combination."
+            )
+        plan = self._plan(_outputs_key(output_name), frozenset(inputs), "map()")
+        # One extra scratch slot receives mapped inputs that the (pruned) plan never
+        # reads, so the item numbering still spans every mapped list.
+        values = [*plan.template, None]
+        slot_of = dict(plan.input_pairs)
+        for name, slot in plan.input_pairs:
+            values[slot] = inputs[name]
+        map_slots = tuple(slot_of.get(m, plan.n_slots) for m in mapped)  # n_slots: the scratch slot
+        # a snapshot: the user's lists may change while the map runs without affecting it
+        columns = tuple(tuple(inputs[m]) for m in mapped)
+        n_items = 1
+        for n in lengths:
+            n_items = n_items * n if product else n
+        return _MapCall(plan, values, map_slots, columns, n_items, product)
+
+
+class _NestedCall:
+    """The function of a :class:`PipelineNode`: runs (or maps) the inner pipeline."""
+
+    __slots__ = ("inner_inputs", "inner_outputs", "map_mode", "map_over", "outer_params", "pipeline")
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        outer_params: tuple[str, ...],
+        inner_inputs: tuple[str, ...],
+        inner_outputs: tuple[str, ...],
+        map_over: tuple[str, ...] | None,
+        map_mode: str,
+    ) -> None:
+        self.pipeline = pipeline
+        self.outer_params = outer_params
+        self.inner_inputs = inner_inputs
+        self.inner_outputs = inner_outputs
+        self.map_over = map_over
+        self.map_mode = map_mode
+
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        if kwargs:
+            args = (*args, *(kwargs.pop(p, _ABSENT) for p in self.outer_params[len(args) :]))
+            if kwargs:
+                raise TypeError(
+                    f"unexpected argument(s) {_ticks(sorted(kwargs))}; parameters: {_ticks(self.outer_params)}"
+                )
+        inputs = {inner: value for inner, value in zip(self.inner_inputs, args) if value is not _ABSENT}
+        outputs = list(self.inner_outputs)
+        if self.map_over is None:
+            result = self.pipeline.run(inputs, output_name=outputs)
+        else:
+            result = self.pipeline.map(
+                inputs, map_over=list(self.map_over), map_mode=self.map_mode, output_name=outputs
+            )
+        return tuple(result[o] for o in self.inner_outputs)
+
+
+class PipelineNode(Node):
+    """A pipeline acting as one node of another (see :meth:`Pipeline.as_node`).
+
+    Its parameters are the inner pipeline's inputs (renamed by ``input_mapping``);
+    it produces the inner outputs (renamed and selected by ``output_mapping``).
+    """
+
+    __slots__ = ("pipeline",)
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        input_mapping: Mapping[str, str] | None = None,
+        output_mapping: Mapping[str, str] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: str = "zip",
+        name: str | None = None,
+    ) -> None:
+        label = name or pipeline.name or "pipeline"
+        where = f"as_node() of pipeline `{label}`"
+        graph = pipeline._graph
+        outer_of: dict[str, str] = {}
+        for outer, inner in dict(input_mapping or {}).items():
+            if inner not in graph.inputs:
+                raise NodeDefinitionError(
+                    f"{where}: input_mapping maps `{outer}` to `{inner}`, which is not an input of the pipeline. "
+                    f"Its inputs: {_ticks(graph.inputs)}."
+                )
+            if inner in outer_of:
+                raise NodeDefinitionError(f"{where}: input_mapping maps two names to inner input `{inner}`.")
+            outer_of[inner] = outer
+        if output_mapping is None:
+            inner_outputs = graph.outputs
+            outer_outputs = inner_outputs
+        else:
+            unknown = [inner for inner in output_mapping if inner not in graph.producer]
+            if unknown:
+                raise NodeDefinitionError(
+                    f"{where}: output_mapping names {_ticks(unknown)}, not produced by the pipeline. "
+                    f"Its outputs: {_ticks(graph.outputs)}."
+                )
+            inner_outputs = tuple(output_mapping)
+            outer_outputs = tuple(output_mapping[o] for o in inner_outputs)
+            if not inner_outputs:
+                raise NodeDefinitionError(f"{where}: output_mapping is empty; the node would produce nothing.")
+        inner_inputs = graph.inputs
+        outer_params = tuple(outer_of.get(i, i) for i in inner_inputs)
+        if len(set(outer_params)) != len(outer_params):
+            raise NodeDefinitionError(f"{where}: input_mapping makes two inputs share one outer name: {outer_params}.")
+        mapped: tuple[str, ...] | None = None
+        if map_over is not None:
+            mapped = (map_over,) if isinstance(map_over, str) else tuple(map_over)
+            bad = [m for m in mapped if m not in outer_params]
+            if not mapped or bad:
+                raise NodeDefinitionError(
+                    f"{where}: map_over must name the node's (outer) inputs; got {map_over!r}. "
+                    f"Its inputs: {_ticks(outer_params)}."
+                )
+            if map_mode not in MAP_MODES:
+                raise NodeDefinitionError(f"{where}: unknown map_mode {map_mode!r}; allowed: 'zip', 'product'.")
+            inner_of = dict(zip(outer_params, inner_inputs))
+            mapped = tuple(inner_of[m] for m in mapped)
+        call = _NestedCall(pipeline, outer_params, inner_inputs, inner_outputs, mapped, map_mode)
+        super().__init__(call, outer_outputs, name=label)
+        # The signature of _NestedCall is (*args, **kwargs): set the wiring explicitly.
+        optional = graph.optional_inputs()
+        self.parameters = outer_params
+        self.defaults = {outer: _ABSENT for outer, inner in zip(outer_params, inner_inputs) if inner in optional}
+        self._call = call
+        self.is_async = False
+        self.pipeline = pipeline

@@ -1,0 +1,69 @@
+"""Shared fixtures.
+
+Every test runs once per scheduling core: the ``core`` fixture (autouse) points
+``hypernodes._core`` -- the one switch the package reads -- at the compiled
+core or at its pure-Python twin. With ``HYPERNODES_NO_EXTENSIONS=1`` only the
+twin is used (and the compiled core is never imported).
+
+After each test no thread started by the test may still be alive: engines and
+executors must clean up after themselves.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from types import ModuleType
+
+import pytest
+from hypothesis import settings
+
+import hypernodes._core
+from hypernodes import engine as engine_module
+
+# "ci" (default) keeps the suite quick; "thorough" is for local runs before a release.
+settings.register_profile("ci", max_examples=150)
+settings.register_profile("thorough", max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+NO_EXTENSIONS = os.environ.get("HYPERNODES_NO_EXTENSIONS", "") not in ("", "0")
+CORE_NAMES = ("python",) if NO_EXTENSIONS else ("cython", "python")
+
+
+def load_core(name: str) -> ModuleType:
+    """The core module called ``name`` ("cython" or "python")."""
+    return importlib.import_module("hypernodes._sched" if name == "cython" else "hypernodes._sched_py")
+
+
+@pytest.fixture(params=CORE_NAMES, autouse=True)
+def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """The core under test, installed behind ``hypernodes._core``."""
+    module = load_core(request.param)
+    for name in hypernodes._core.__all__:
+        monkeypatch.setattr(hypernodes._core, name, getattr(module, name))
+    return module
+
+
+def _ours(thread: threading.Thread) -> bool:
+    # the shared default engine's loop thread lives as long as the process
+    default = engine_module._default
+    return default is None or thread is not default._loop._thread
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread of its own running."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        gc.collect()
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive() and _ours(t)]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not leaked, f"threads left running: {[t.name for t in leaked]}"
