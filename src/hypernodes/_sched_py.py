@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .errors import OutputArityError, add_note
@@ -29,7 +29,7 @@ API_VERSION = 1
 class _Prepared:
     """A plan's arrays as Python lists (indexing numpy scalars from Python is slow)."""
 
-    __slots__ = ("args", "indegree", "n_nodes", "names", "outs", "result_slots", "succs", "unpack")
+    __slots__ = ("args", "indegree", "n_nodes", "names", "outs", "result_slots", "steps", "succs", "unpack")
 
     def __init__(self, plan: Any) -> None:
         arg_ptr, arg_slots = plan.arg_ptr.tolist(), plan.arg_slots.tolist()
@@ -44,6 +44,8 @@ class _Prepared:
         self.succs = [tuple(succ_idx[succ_ptr[k] : succ_ptr[k + 1]]) for k in range(n)]
         self.indegree = plan.indegree.tolist()
         self.result_slots = tuple(plan.result_slots.tolist())
+        # the node loop's view: (node, argument slots, output slot or -1 to unpack)
+        self.steps = tuple((k, self.args[k], -1 if self.unpack[k] else self.outs[k][0]) for k in range(n))
 
 
 def _prepared(plan: Any) -> _Prepared:
@@ -80,14 +82,15 @@ def _note(exc: BaseException, names: Sequence[str], k: int, item: int) -> None:
 def _run_nodes(p: _Prepared, funcs: Sequence[Callable[..., Any]], values: list[Any], item: int) -> None:
     k = 0
     try:
-        for k in range(p.n_nodes):
-            args = p.args[k]
-            result = funcs[k](*[values[s] for s in args])
-            outs = p.outs[k]
-            if p.unpack[k]:
-                _store_unpacked(result, outs, values, p.names[k])
+        for k, args, out in p.steps:
+            if len(args) == 1:  # the common case, without building an argument list
+                result = funcs[k](values[args[0]])
             else:
-                values[outs[0]] = result
+                result = funcs[k](*[values[s] for s in args])
+            if out >= 0:
+                values[out] = result
+            else:
+                _store_unpacked(result, p.outs[k], values, p.names[k])
     except Exception as exc:
         _note(exc, p.names, k, item)
         raise
@@ -109,6 +112,24 @@ def run_one(plan: Any, funcs: Sequence[Callable[..., Any]], values: list[Any]) -
     p = _prepared(plan)
     _check_call(p, plan.n_slots, funcs, values)
     _run_nodes(p, funcs, values, -1)
+
+
+def _rows(
+    columns: Sequence[Sequence[Any]], lengths: list[int], lo: int, hi: int, product: bool
+) -> Iterator[tuple[Any, ...]]:
+    """The mapped values of items ``lo..hi-1``: element-wise (zip) or mixed-radix (product)."""
+    if not product:
+        return zip(*[column[lo:hi] for column in columns])
+    return (_unravel(columns, lengths, item) for item in range(lo, hi))
+
+
+def _unravel(columns: Sequence[Sequence[Any]], lengths: list[int], item: int) -> tuple[Any, ...]:
+    row = []
+    for j in range(len(columns) - 1, -1, -1):  # last column varies fastest, as itertools.product
+        item, idx = divmod(item, lengths[j])
+        row.append(columns[j][idx])
+    row.reverse()
+    return tuple(row)
 
 
 def run_batch(
@@ -156,15 +177,9 @@ def run_batch(
     results: list[list[Any]] = [[] for _ in p.result_slots]
     appends = [r.append for r in results]
     pairs = list(zip(appends, p.result_slots))
-    for item in range(lo, hi):
-        if product:
-            rest = item
-            for j in range(n_cols - 1, -1, -1):
-                rest, idx = divmod(rest, lengths[j])
-                values[map_slots[j]] = columns[j][idx]
-        else:
-            for j in range(n_cols):
-                values[map_slots[j]] = columns[j][item]
+    for item, row in zip(range(lo, hi), _rows(columns, lengths, lo, hi, product)):
+        for slot, value in zip(map_slots, row):
+            values[slot] = value
         _run_nodes(p, funcs, values, item)
         for append, slot in pairs:
             append(values[slot])
