@@ -60,6 +60,7 @@ BAD_CALLS: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
     ("output_name type", lambda: PIPE.run({"x": 1, "k": 2}, output_name=3), ArgumentTypeError, "output_name must"),
     ("output_name empty", lambda: PIPE.run({"x": 1, "k": 2}, output_name=[]), ArgumentTypeError, "asks for nothing"),
     ("unknown input", lambda: PIPE.run({"x": 1, "k": 2, "kk": 3}), InputError, "given `kk`, which no node takes"),
+    ("non-string key", lambda: PIPE.run({"x": 1, "k": 2, 3: 4}), InputError, "given `3`, which no node takes"),
     ("output given", lambda: PIPE.run({"x": 1, "k": 2, "y": 3}), InputError, "output of node `scale`"),
     ("inputs not a dict", lambda: PIPE.run([("x", 1)]), ArgumentTypeError, "dict of name -> value"),
     ("map_over absent", lambda: PIPE.map({"x": [1], "k": 1}, map_over="q"), MapSpecError, "not in inputs"),

@@ -326,3 +326,18 @@ def test_pipelines_pickle_without_their_engine() -> None:
     again = pickle.loads(pickle.dumps(outer))
     assert again.engine is None
     assert again.run({"y": 1}) == outer.run({"y": 1}) == {"z": 2}
+
+
+def test_async_node_running_a_pipeline_synchronously_does_not_deadlock() -> None:
+    """An async node that calls run() of a pipeline with async nodes (on the same engine) completes."""
+    engine = HypernodesEngine()
+    inner = Pipeline([async_double], engine=engine)
+
+    @node(output_name="w")
+    async def outer_step(x: int) -> int:
+        return inner.run({"x": x})["y"] + 1  # a blocking call inside async code, as users write
+
+    try:
+        assert Pipeline([outer_step], engine=engine).run({"x": 5}) == {"w": 11}
+    finally:
+        engine.shutdown()

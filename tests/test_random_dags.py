@@ -145,3 +145,33 @@ def test_map_matches_reference(
     expected = {n: [reference(specs, {**inputs, **item})[n] for item in items] for n in names}
     result = Pipeline(order).map({**inputs, **lists}, map_over=mapped, map_mode=mode, output_name=wanted)
     assert result == expected
+
+
+@SETTINGS
+@given(dags(), st.randoms(use_true_random=False))
+def test_ready_queue_issues_a_valid_topological_order(specs: list[Spec], rnd: Any) -> None:
+    """Completing ready nodes in a random order, every node is issued exactly once and only after
+    all of its producers are done."""
+    from hypernodes import _core
+
+    pipeline = Pipeline([s.node for s in specs])
+    plan = pipeline._plan(None, frozenset(used_externals(specs)), "run()")
+    position = {name: k for k, name in enumerate(plan.node_names)}
+    producers = {
+        position[s.node.name]: {position[t.node.name] for t in specs if set(t.outputs) & set(s.params)} for s in specs
+    }
+    queue = _core.ReadyQueue(plan)
+    pending: list[int] = []
+    done: set[int] = set()
+    issued: list[int] = []
+    while queue.is_active():
+        for k in queue.get_ready():
+            assert producers[k] <= done, f"node {k} issued before its producers"
+            issued.append(k)
+            pending.append(k)
+        rnd.shuffle(pending)
+        take = pending[: rnd.randint(1, len(pending))]
+        del pending[: len(take)]
+        queue.done(*take)
+        done.update(take)
+    assert sorted(issued) == list(range(plan.n_nodes))

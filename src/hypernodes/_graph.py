@@ -30,7 +30,7 @@ from .node import Node
 __all__ = ["Graph", "Plan", "build_graph", "compile_plan"]
 
 
-def _ticks(names: Iterable[str]) -> str:
+def _ticks(names: Iterable[Any]) -> str:
     return ", ".join(f"`{n}`" for n in names) or "(none)"
 
 
@@ -213,14 +213,14 @@ def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset
         raise UnknownOutputError(
             f"Unknown output_name {_ticks(unknown)}{hint}. Outputs this pipeline produces: {_ticks(graph.outputs)}."
         )
-    produced_given = sorted(given & graph.producer.keys())
+    produced_given = sorted(given & graph.producer.keys(), key=str)
     if produced_given:
         name = produced_given[0]
         raise InputError(
             f"Input `{name}` is an output of node `{nodes[graph.producer[name]].name}`; a value a node computes "
             f"cannot also be given as an input. Pipeline inputs: {_ticks(graph.inputs)}."
         )
-    stray = sorted(given - graph.parameters)
+    stray = sorted(given - graph.parameters, key=str)  # keys need not be strings
     if stray:
         raise InputError(
             f"{verb} was given {_ticks(stray)}, which no node takes as a parameter. "
@@ -269,7 +269,7 @@ def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset
         raise MissingInputError(
             f"Missing input{'s' if len(missing) > 1 else ''} {_ticks(missing)}: {need}; no node produces "
             f"{'them' if len(missing) > 1 else 'it'} and {verb} was not given {'them' if len(missing) > 1 else 'it'}. "
-            f"Inputs given: {_ticks(sorted(given))}."
+            f"Inputs given: {_ticks(sorted(given, key=str))}."
         )
     for i in order:
         for o in nodes[i].outputs:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 __all__ = ["LoopThread"]
@@ -61,7 +62,13 @@ class LoopThread:
         """Run ``coro`` on the loop and block until it finishes; returns its result.
 
         If the caller is interrupted (KeyboardInterrupt) the coroutine is cancelled.
+        Called from the loop's own thread (an async node that synchronously runs a
+        pipeline with async nodes), waiting on the loop would deadlock it, so the
+        coroutine then runs to completion on a short-lived loop in a helper thread.
         """
+        if self._thread is threading.current_thread():
+            with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-nested-loop") as helper:
+                return helper.submit(asyncio.run, coro).result()
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result()

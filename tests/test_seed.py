@@ -1,0 +1,158 @@
+"""The seed notebook's usage, as written there (sleeps shortened), on today's engines.
+
+Every pipeline of the notebook must construct; the sequential ones must give the
+notebook's results; the executors that are not implemented yet must say so before
+any node runs (the executors release turns those into real runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from hypernodes import HypernodesEngine, Pipeline, node
+from hypernodes.executors import AsyncExecutor
+
+SLEEP = 0.001
+RAN: list[str] = []
+
+
+@node(output_name="task1")
+def io_task1(x: int) -> int:
+    RAN.append("io_task1")
+    time.sleep(SLEEP)
+    return x * 2
+
+
+@node(output_name="task2")
+def io_task2(x: int) -> int:
+    time.sleep(SLEEP)
+    return x * 3
+
+
+@node(output_name="task3")
+def io_task3(x: int) -> int:
+    time.sleep(SLEEP)
+    return x * 4
+
+
+@node(output_name="final")
+def combine_tasks(task1: int, task2: int, task3: int) -> dict[str, int]:
+    return {"task1": task1, "task2": task2, "task3": task3}
+
+
+@node(output_name="processed")
+def process_item(x: int) -> int:
+    RAN.append("process_item")
+    time.sleep(SLEEP)
+    return x**2
+
+
+@node(output_name="async_result")
+async def native_async_fn(x: int) -> int:
+    await asyncio.sleep(SLEEP)
+    return x**2
+
+
+@node(output_name="hash_result")
+def compute_heavy_hash(text: str) -> str:
+    """CPU-intensive hashing operation (100 rounds here, 100,000 in the notebook)."""
+    result = text
+    for _ in range(100):
+        result = hashlib.sha256(result.encode()).hexdigest()
+    return result[:16]
+
+
+@node(output_name="async_fetch")
+async def async_io_operation(delay: float) -> dict[str, Any]:
+    start = time.time()
+    await asyncio.sleep(delay)
+    return {"delay": delay, "duration": time.time() - start}
+
+
+def test_node_level_sequential() -> None:
+    """Cell 2: three independent tasks and a combine, run once."""
+    pipeline_seq = Pipeline(
+        nodes=[io_task1, io_task2, io_task3, combine_tasks],
+        backend=HypernodesEngine(node_executor="sequential"),
+    )
+    result_seq = pipeline_seq.run(inputs={"x": 10})
+    assert result_seq["final"] == {"task1": 20, "task2": 30, "task3": 40}
+    assert set(result_seq) == {"task1", "task2", "task3", "final"}
+
+
+def test_map_level_sequential() -> None:
+    """Cell 8: 80 items through one node, dict of lists in item order."""
+    items_list = list(range(80))
+    pipeline_seq_map = Pipeline(nodes=[process_item], backend=HypernodesEngine(map_executor="sequential"))
+    results = pipeline_seq_map.map(inputs={"x": items_list}, map_over="x")
+    assert results == {"processed": [x**2 for x in items_list]}
+
+
+def test_cpu_bound_and_async_sequential() -> None:
+    """Cells 17 and 20: the CPU-bound map and a native async node under the sequential engine."""
+    cpu_items = [f"item_{i}" for i in range(20)]
+    pipeline_cpu_seq = Pipeline(nodes=[compute_heavy_hash], backend=HypernodesEngine(map_executor="sequential"))
+    results = pipeline_cpu_seq.map(inputs={"text": cpu_items}, map_over="text")
+    assert results["hash_result"] == [compute_heavy_hash.func(t) for t in cpu_items]
+    with HypernodesEngine(map_executor="sequential") as engine:
+        pipeline = Pipeline(nodes=[async_io_operation], backend=engine)
+        fetched = pipeline.map(inputs={"delay": [SLEEP] * 5}, map_over="delay")
+    assert [r["delay"] for r in fetched["async_fetch"]] == [SLEEP] * 5
+
+
+@pytest.mark.parametrize(
+    "engine_kwargs",
+    [
+        {"node_executor": "async"},
+        {"node_executor": "threaded"},
+        {"map_executor": "parallel", "max_workers": os.cpu_count()},
+        {"map_executor": "threaded"},
+    ],
+    ids=["node-async", "node-threaded", "map-parallel", "map-threaded"],
+)
+def test_parallel_specs_construct_and_refuse_honestly(engine_kwargs: dict[str, Any]) -> None:
+    """The notebook's other engines construct; until the executors release they raise
+    NotImplementedError before any node runs."""
+    RAN.clear()
+    pipeline = Pipeline(nodes=[io_task1, process_item], backend=HypernodesEngine(**engine_kwargs))
+    if "map_executor" in engine_kwargs:
+        with pytest.raises(NotImplementedError, match="Nothing was run"):
+            pipeline.map(inputs={"x": [1, 2]}, map_over="x")
+    else:
+        with pytest.raises(NotImplementedError, match="Nothing was run"):
+            pipeline.run(inputs={"x": 1})
+    assert RAN == []
+
+
+def test_executor_objects_construct() -> None:
+    """Cells 10, 12 and 16: AsyncExecutor and ThreadPoolExecutor objects are accepted as executors."""
+    async_executor = AsyncExecutor(max_workers=100)
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        for backend in (
+            HypernodesEngine(map_executor=async_executor),
+            HypernodesEngine(map_executor=pool),
+            HypernodesEngine(map_executor=pool, node_executor="async"),
+        ):
+            Pipeline(nodes=[native_async_fn], backend=backend)
+    async_executor.shutdown()
+
+
+def test_async_executor_runs_sync_and_async_functions() -> None:
+    """AsyncExecutor.submit returns concurrent futures for plain and async def functions alike."""
+    executor = AsyncExecutor(max_workers=8)
+    try:
+        sync_futures = [executor.submit(process_item.func, i) for i in range(8)]
+        async_futures = [executor.submit(native_async_fn.func, i) for i in range(8)]
+        assert [f.result(timeout=30) for f in sync_futures] == [i**2 for i in range(8)]
+        assert [f.result(timeout=30) for f in async_futures] == [i**2 for i in range(8)]
+    finally:
+        executor.shutdown()
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        executor.submit(process_item.func, 1)
