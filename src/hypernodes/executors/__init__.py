@@ -6,10 +6,12 @@ the ``concurrent.futures.Executor`` interface (a callable ``submit``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExecutorSpecError
-from ._async import AsyncExecutor
+
+if TYPE_CHECKING:
+    from ._async import AsyncExecutor
 
 __all__ = ["EXECUTOR_NAMES", "AsyncExecutor", "resolve_spec"]
 
@@ -40,3 +42,12 @@ def resolve_spec(spec: Any, role: str) -> str | Any:
         f"{role} must be one of {', '.join(repr(n) for n in EXECUTOR_NAMES)} or an object with the "
         f"concurrent.futures.Executor interface (a submit() method); got {type(spec).__name__} {spec!r}."
     )
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncExecutor pulls in asyncio (~60 ms); import it when first asked for.
+    if name == "AsyncExecutor":
+        from ._async import AsyncExecutor
+
+        return AsyncExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,15 @@ runs a loop.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio is imported on first use (it costs ~60 ms): most pipelines have no async node.
 
 __all__ = ["LoopThread"]
 
@@ -33,6 +37,8 @@ class LoopThread:
         loop = self._loop
         if loop is not None:
             return loop
+        import asyncio
+
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
@@ -45,6 +51,8 @@ class LoopThread:
 
     @staticmethod
     def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
+        import asyncio
+
         asyncio.set_event_loop(loop)
         loop.call_soon(started.set)
         try:
@@ -66,6 +74,8 @@ class LoopThread:
         pipeline with async nodes), waiting on the loop would deadlock it, so the
         coroutine then runs to completion on a short-lived loop in a helper thread.
         """
+        import asyncio
+
         if self._thread is threading.current_thread():
             with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-nested-loop") as helper:
                 return helper.submit(asyncio.run, coro).result()
