@@ -317,3 +317,84 @@ def test_plan_pickles_and_runs_after_a_round_trip(core: ModuleType) -> None:
     values = values_for(again, x=5)
     core.run_one(again, again.funcs, values)
     assert {n: values[s] for n, s in again.result_pairs} == {"c": 16, "a": 6, "b": 10}
+
+
+def test_unpacking_survives_finalizers_that_mutate_the_returned_list(core: ModuleType) -> None:
+    """Storing a map item's outputs frees the previous item's objects; a finalizer that empties the
+    list the node returned must not corrupt (or crash) the unpacking."""
+    shared: list[Any] = []
+
+    class Clears:
+        def __del__(self) -> None:
+            shared.clear()
+
+    @node(output_name=("junk", "value"))
+    def split(x: int) -> list[Any]:
+        shared[:] = [Clears(), x]
+        return shared
+
+    plan = plan_of(Pipeline([split]), {"x"}, ("value",))
+    (values,) = batch(core, plan, [[1, 2, 3]], 0, 3, False)
+    assert values == [1, 2, 3]
+
+
+def test_namedtuples_unpack(core: ModuleType) -> None:
+    """A tuple subclass (a namedtuple) unpacks like a tuple."""
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "lo hi")
+
+    @node(output_name=("lo", "hi"))
+    def bounds(x: int) -> Any:
+        return Pair(x - 1, x + 1)
+
+    plan = plan_of(Pipeline([bounds]), {"x"})
+    values = values_for(plan, x=5)
+    core.run_one(plan, plan.funcs, values)
+    assert [values[s] for _, s in plan.result_pairs] == [4, 6]
+
+
+def test_a_note_never_replaces_the_users_exception(core: ModuleType) -> None:
+    """An exception that cannot take a note (its __notes__ is not a list) still arrives unchanged."""
+
+    class Frozen(Exception):
+        pass
+
+    @node(output_name="y")
+    def fail(x: int) -> int:
+        exc = Frozen("user error")
+        exc.__notes__ = ("frozen",)  # type: ignore[attr-defined]
+        raise exc
+
+    plan = plan_of(Pipeline([fail]), {"x"})
+    with pytest.raises(Frozen, match="user error") as info:
+        core.run_one(plan, plan.funcs, values_for(plan, x=1))
+    assert info.value.__notes__ == ("frozen",)
+
+
+def test_ready_queue_ids_must_be_integers_in_range(core: ModuleType) -> None:
+    """done() takes ints only, and refuses out-of-range ids (huge ones too) before marking any."""
+    plan = plan_of(DIAMOND, {"x"})
+    q = core.ReadyQueue(plan)
+    first, second = q.get_ready()
+    with pytest.raises(TypeError):
+        q.done(str(first))
+    with pytest.raises(TypeError):
+        q.done(float(first))
+    with pytest.raises(ValueError, match="out of range"):
+        q.done(first, 2**70)
+    assert q.n_done == 0
+    q.done(first, second)
+    assert q.n_done == 2
+
+
+def test_run_batch_without_columns_runs_each_item(core: ModuleType) -> None:
+    """With no mapped columns every item of the range still runs once (both cores agree)."""
+
+    @node(output_name="y")
+    def const() -> int:
+        return 6
+
+    plan = plan_of(Pipeline([const]), set())
+    assert core.run_batch(plan, plan.funcs, list(plan.template), (), (), 0, 3, False) == [[6, 6, 6]]
+    assert core.run_batch(plan, plan.funcs, list(plan.template), (), (), 0, 2, True) == [[6, 6]]

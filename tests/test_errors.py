@@ -223,3 +223,33 @@ def test_bad_as_node(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(NodeDefinitionError) as info:
         PIPE.as_node(**kwargs)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("backend", ["threaded", "sequential", 42])
+def test_backend_must_be_an_engine(backend: Any) -> None:
+    """Pipeline(backend=...) refuses executor names and other non-engines at construction."""
+    with pytest.raises(ExecutorSpecError, match="takes an engine such as HypernodesEngine"):
+        Pipeline([scale], backend=backend)
+
+
+def test_executor_objects_are_not_engines() -> None:
+    """An executor passed as backend, or an executor class passed as executor, is refused with a hint."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool, pytest.raises(ExecutorSpecError, match="map_executor"):
+        Pipeline([scale], backend=pool)  # type: ignore[arg-type]
+    with pytest.raises(ExecutorSpecError, match="pass an instance"):
+        HypernodesEngine(map_executor=ThreadPoolExecutor)
+
+
+def test_huge_products_are_refused_before_running() -> None:
+    """A product map too large to index fails with a MapSpecError, not an internal overflow."""
+    lists = {name: list(range(2**16)) for name in ("x", "k")}
+    big = Pipeline([scale, node(lambda w, v: w, output_name="u")])
+    with pytest.raises(MapSpecError, match="too many to run"):
+        big.map(
+            {**lists, "w": list(range(2**16)), "v": list(range(2**16))},
+            map_over=["x", "k", "w", "v"],
+            map_mode="product",
+        )
+    assert not CALLS

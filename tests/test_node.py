@@ -121,3 +121,20 @@ def test_malformed_nodes_are_rejected(make: Any, message: str) -> None:
     with pytest.raises(NodeDefinitionError, match=message) as info:
         make()
     assert isinstance(info.value, TypeError)
+
+
+def test_unpickling_a_vanished_node_raises() -> None:
+    """A node pickled by name whose name is gone where it is unpickled raises UnpicklingError."""
+    import sys
+    import types
+
+    module = types.ModuleType("hn_vanishing")
+    sys.modules["hn_vanishing"] = module
+    try:
+        exec("from hypernodes import node\n@node(output_name='y')\ndef gone(x):\n    return x\n", module.__dict__)
+        data = pickle.dumps(module.gone)
+        del module.gone
+        with pytest.raises(pickle.UnpicklingError, match=r"hn_vanishing\.gone"):
+            pickle.loads(data)
+    finally:
+        del sys.modules["hn_vanishing"]

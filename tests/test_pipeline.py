@@ -341,3 +341,92 @@ def test_async_node_running_a_pipeline_synchronously_does_not_deadlock() -> None
         assert Pipeline([outer_step], engine=engine).run({"x": 5}) == {"w": 11}
     finally:
         engine.shutdown()
+
+
+def test_output_name_prunes_inside_nested_pipelines() -> None:
+    """Asking the outer pipeline for one output of a nested pipeline runs only what that output
+    needs inside it, and needs only that output's inputs."""
+    ran: list[str] = []
+
+    @node(output_name="y")
+    def cheap(x: int) -> int:
+        ran.append("cheap")
+        return x + 1
+
+    @node(output_name="w")
+    def expensive(z: int) -> int:
+        ran.append("expensive")
+        return z * 1000
+
+    outer = Pipeline([Pipeline([cheap, expensive], name="inner")])
+    assert outer.run({"x": 1}, output_name="y") == {"y": 2}
+    assert ran == ["cheap"]
+    assert outer.map({"x": [1, 2]}, map_over="x", output_name="y") == {"y": [2, 3]}
+    assert ran == ["cheap"] * 3
+    assert outer.run({"x": 1, "z": 2}) == {"y": 2, "w": 2000}
+
+
+def test_as_node_mapped_inputs_are_required() -> None:
+    """A mapped input cannot fall back to an inner default: leaving it out fails before any node runs."""
+    from hypernodes import MissingInputError
+
+    ran: list[int] = []
+
+    @node(output_name="y")
+    def f(x: int, step: int = 1) -> int:
+        ran.append(x)
+        return x + step
+
+    wrapped = Pipeline([f], name="inner").as_node(map_over=["x", "step"])
+    assert "step" not in wrapped.defaults
+    with pytest.raises(MissingInputError, match="`step`"):
+        Pipeline([wrapped]).run({"x": [1, 2]})
+    assert ran == []
+    assert Pipeline([wrapped]).run({"x": [1, 2], "step": [10, 20]}) == {"y": [11, 22]}
+
+
+def test_shutdown_from_inside_an_async_node_stops_the_loop() -> None:
+    """engine.shutdown() called on the engine's own loop thread ends that thread once the node returns."""
+    engine = HypernodesEngine()
+
+    @node(output_name="y")
+    async def stop_engine(x: int) -> int:
+        engine.shutdown()
+        return x
+
+    p = Pipeline([stop_engine], engine=engine)
+    assert p.run({"x": 1}) == {"y": 1}
+    assert p.run({"x": 2}) == {"y": 2}  # a new loop thread serves the next call
+    engine.shutdown()
+
+
+def test_sync_wrappers_of_async_functions_are_awaited() -> None:
+    """A functools.wraps decorator that is itself sync but returns the coroutine is awaited."""
+    import functools
+
+    def logged(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    @node(output_name="y")
+    @logged
+    async def fetch(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 3
+
+    assert fetch.is_async
+    assert Pipeline([fetch]).run({"x": 2}) == {"y": 6}
+
+
+def test_copies_keep_the_engine() -> None:
+    """copy.copy and copy.deepcopy of a pipeline keep its engine (only pickles leave it behind)."""
+    import copy
+
+    engine = HypernodesEngine()
+    p = Pipeline([plus_one], engine=engine, name="demo")
+    for clone in (copy.copy(p), copy.deepcopy(p)):
+        assert clone.engine is engine
+        assert clone.run({"y": 1}) == {"z": 2}

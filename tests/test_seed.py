@@ -156,3 +156,17 @@ def test_async_executor_runs_sync_and_async_functions() -> None:
         executor.shutdown()
     with pytest.raises(RuntimeError, match="after shutdown"):
         executor.submit(process_item.func, 1)
+
+
+def test_async_executor_awaits_async_nodes_and_cleans_up_when_dropped() -> None:
+    """submit() of an async Node awaits it; an executor dropped without shutdown() stops its loop thread."""
+    import gc
+
+    executor = AsyncExecutor(max_workers=4)
+    assert executor.submit(native_async_fn, 3).result(timeout=30) == 9
+    thread = executor._loop_thread._thread
+    assert thread is not None
+    del executor
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()

@@ -51,6 +51,23 @@ class Graph:
         # external inputs: parameters no node produces, in first-use order
         self.inputs: tuple[str, ...] = tuple(p for p in params if p not in producer)
 
+    def inputs_for(self, outputs: Iterable[str]) -> frozenset[str]:
+        """The external inputs that computing ``outputs`` reads."""
+        seen: set[int] = set()
+        stack = [self.producer[o] for o in outputs]
+        needed: set[str] = set()
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            for p in self.nodes[i].parameters:
+                if p in self.producer:
+                    stack.append(self.producer[p])
+                else:
+                    needed.add(p)
+        return frozenset(needed)
+
     def optional_inputs(self) -> frozenset[str]:
         """External inputs that every consuming node has a default for."""
         return frozenset(
@@ -227,16 +244,22 @@ def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset
             f"Pipeline inputs: {_ticks(graph.inputs)}."
         )
 
-    # prune to the ancestors of the requested outputs
-    needed: set[int] = set()
-    stack = [graph.producer[o] for o in outputs]
-    while stack:
-        i = stack.pop()
-        if i in needed:
+    # Prune to what the requested outputs need. Walking the nodes in reverse
+    # topological order, every consumer of a node is visited before it, so the
+    # outputs wanted from it are known; a node that can compute fewer outputs (a
+    # nested pipeline) is narrowed to them, and its narrowed parameters are what
+    # its own producers must then supply.
+    wanted = set(outputs)
+    members: dict[int, Node] = {}
+    for i in reversed(graph.order):
+        n = nodes[i]
+        keep = tuple(o for o in n.outputs if o in wanted)
+        if not keep:
             continue
-        needed.add(i)
-        stack.extend(graph.producer[p] for p in nodes[i].parameters if p in graph.producer)
-    order = [i for i in graph.order if i in needed]
+        members[i] = n if len(keep) == len(n.outputs) else n.restricted(keep)
+        wanted.update(members[i].parameters)
+    order = [i for i in graph.order if i in members]
+    plan_nodes = [members[i] for i in order]
     position = {node_index: k for k, node_index in enumerate(order)}
 
     slot_of: dict[str, int] = {}
@@ -250,8 +273,7 @@ def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset
 
     missing: dict[str, str] = {}
     arg_ptr, arg_slots, out_ptr, out_slots = [0], [], [0], []
-    for i in order:
-        n = nodes[i]
+    for n in plan_nodes:
         for p in n.parameters:
             if p in graph.producer or p in given:
                 slot = slot_of.get(p)
@@ -271,35 +293,35 @@ def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset
             f"{'them' if len(missing) > 1 else 'it'} and {verb} was not given {'them' if len(missing) > 1 else 'it'}. "
             f"Inputs given: {_ticks(sorted(given, key=str))}."
         )
-    for i in order:
-        for o in nodes[i].outputs:
+    for n in plan_nodes:
+        for o in n.outputs:
             slot = slot_of.get(o)
             if slot is None:  # an output nobody downstream reads still needs a slot
                 slot = slot_of[o] = new_slot(o)
             out_slots.append(slot)
         out_ptr.append(len(out_slots))
 
-    preds = [sorted({position[graph.producer[p]] for p in nodes[i].parameters if p in graph.producer}) for i in order]
+    preds = [sorted({position[graph.producer[p]] for p in n.parameters if p in graph.producer}) for n in plan_nodes]
     succs: list[list[int]] = [[] for _ in order]
     for k, ps in enumerate(preds):
         for pred in ps:
             succs[pred].append(k)
 
     plan = Plan()
-    plan.node_names = tuple(nodes[i].name for i in order)
-    plan.nodes = tuple(nodes[i] for i in order)
+    plan.node_names = tuple(n.name for n in plan_nodes)
+    plan.nodes = tuple(plan_nodes)
     plan.funcs = tuple(n._call for n in plan.nodes)
-    plan.is_async = tuple(nodes[i].is_async for i in order)
+    plan.is_async = tuple(n.is_async for n in plan_nodes)
     plan.has_async = any(plan.is_async)
     plan.n_nodes = len(order)
     plan.n_slots = len(slot_names)
     plan.arg_ptr, plan.arg_slots = _i32(arg_ptr), _i32(arg_slots)
     plan.out_ptr, plan.out_slots = _i32(out_ptr), _i32(out_slots)
-    plan.unpack = _i32([not isinstance(nodes[i].output_name, str) for i in order])
+    plan.unpack = _i32([not isinstance(n.output_name, str) for n in plan_nodes])
     plan.succ_ptr = _i32([0, *np.cumsum([len(s) for s in succs], dtype=np.int64).tolist()])
     plan.succ_idx = _i32([s for ss in succs for s in ss])
     plan.indegree = _i32([len(p) for p in preds])
-    plan.max_args = max((arg_ptr[k + 1] - arg_ptr[k] for k in range(len(order))), default=0)
+    plan.max_args = max((arg_ptr[k + 1] - arg_ptr[k] for k in range(len(plan_nodes))), default=0)
     plan.input_names = tuple(sorted(name for name in given if name in slot_of))
     plan.input_slots = _i32([slot_of[name] for name in plan.input_names])
     plan.result_names = tuple(dict.fromkeys(outputs))

@@ -27,6 +27,8 @@ from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.string cimport memcpy
 
+import operator
+
 from .errors import OutputArityError, add_note
 
 cdef extern from "Python.h":
@@ -84,15 +86,18 @@ cdef tuple _check_call(_Prepared p, funcs, list values):
 
 cdef int _store_unpacked(_Prepared p, Py_ssize_t k, object result, list values) except -1:
     cdef Py_ssize_t o0 = p.out_ptr[k], o1 = p.out_ptr[k + 1], o
-    if type(result) is not tuple and type(result) is not list:
+    if not isinstance(result, (tuple, list)):
         raise OutputArityError(
-            f"Node `{p.names[k]}` has {o1 - o0} output names and must return a tuple of {o1 - o0} values, "
-            f"but returned {type(result).__name__}."
+            f"Node `{p.names[k]}` has {o1 - o0} output names and must return a tuple (or list) of {o1 - o0} "
+            f"values, but returned {type(result).__name__}."
         )
-    if len(result) != o1 - o0:
-        raise OutputArityError(f"Node `{p.names[k]}` has {o1 - o0} output names but returned {len(result)} values.")
+    # A private copy: storing into `values` drops the previous item's objects, whose
+    # __del__ is user code that could shrink a returned list under unchecked indexing.
+    cdef tuple t = tuple(result)
+    if len(t) != o1 - o0:
+        raise OutputArityError(f"Node `{p.names[k]}` has {o1 - o0} output names but returned {len(t)} values.")
     for o in range(o0, o1):
-        values[p.out_slots[o]] = result[o - o0]
+        values[p.out_slots[o]] = t[o - o0]
     return 0
 
 
@@ -293,14 +298,14 @@ cdef class ReadyQueue:
             ValueError: an id out of range, not yet returned by ``get_ready()``, or already done.
         """
         cdef Py_ssize_t k = 0, s, e
-        cdef list ks = [int(x) for x in ids]
+        cdef list ks = [operator.index(x) for x in ids]
         cdef int error = 0  # formatted after the lock is released: no allocation under it
+        for x in ks:
+            if not 0 <= x < self.n:
+                raise ValueError(f"node id {x} is out of range for a plan of {self.n} nodes")
         cdef const int[::1] succ_ptr = self.p.succ_ptr, succ_idx = self.p.succ_idx
         with self.lock:
             for k in ks:
-                if not 0 <= k < self.n:
-                    error = 1
-                    break
                 if self.state[k] != _ISSUED:
                     error = 2 if self.state[k] == _DONE else 3
                     break
@@ -313,8 +318,6 @@ cdef class ReadyQueue:
                         self.state[s] = _READY
                         self.ready[self.tail] = <int>s
                         self.tail += 1
-        if error == 1:
-            raise ValueError(f"node id {k} is out of range for a plan of {self.n} nodes")
         if error == 2:
             raise ValueError(f"node {k} was already marked done")
         if error == 3:

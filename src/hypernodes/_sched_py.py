@@ -11,7 +11,9 @@ slot storage. The loops here never look a name up in a dict.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -56,14 +58,17 @@ def _prepared(plan: Any) -> _Prepared:
 
 
 def _store_unpacked(result: Any, outs: tuple[int, ...], values: list[Any], name: str) -> None:
-    if type(result) is not tuple and type(result) is not list:
+    if not isinstance(result, (tuple, list)):
         raise OutputArityError(
-            f"Node `{name}` has {len(outs)} output names and must return a tuple of {len(outs)} values, "
-            f"but returned {type(result).__name__}."
+            f"Node `{name}` has {len(outs)} output names and must return a tuple (or list) of {len(outs)} "
+            f"values, but returned {type(result).__name__}."
         )
-    if len(result) != len(outs):
-        raise OutputArityError(f"Node `{name}` has {len(outs)} output names but returned {len(result)} values.")
-    for slot, value in zip(outs, result):
+    # A private copy: storing into `values` drops the previous item's objects, whose
+    # __del__ (user code) could otherwise change a returned list while we unpack it.
+    row = tuple(result)
+    if len(row) != len(outs):
+        raise OutputArityError(f"Node `{name}` has {len(outs)} output names but returned {len(row)} values.")
+    for slot, value in zip(outs, row):
         values[slot] = value
 
 
@@ -118,6 +123,8 @@ def _rows(
     columns: Sequence[Sequence[Any]], lengths: list[int], lo: int, hi: int, product: bool
 ) -> Iterator[tuple[Any, ...]]:
     """The mapped values of items ``lo..hi-1``: element-wise (zip) or mixed-radix (product)."""
+    if not columns:
+        return itertools.repeat((), hi - lo)
     if not product:
         return zip(*[column[lo:hi] for column in columns])
     return (_unravel(columns, lengths, item) for item in range(lo, hi))
@@ -252,13 +259,19 @@ class ReadyQueue:
     def done(self, *ids: int) -> None:
         """Mark issued nodes as finished and release the successors they were the last wait of.
 
+        Ids are checked in order and the ones before a bad id stay done (as graphlib);
+        an id out of range is refused before any is marked.
+
         Raises:
+            TypeError: an id that is not an integer.
             ValueError: an id out of range, not yet returned by ``get_ready()``, or already done.
         """
+        ks = [operator.index(k) for k in ids]
+        for k in ks:
+            if not 0 <= k < self._n:
+                raise ValueError(f"node id {k} is out of range for a plan of {self._n} nodes")
         with self._lock:
-            for k in ids:
-                if not 0 <= k < self._n:
-                    raise ValueError(f"node id {k} is out of range for a plan of {self._n} nodes")
+            for k in ks:
                 state = self._state[k]
                 if state != _ISSUED:
                     what = "was already marked done" if state == _DONE else "was not returned by get_ready()"

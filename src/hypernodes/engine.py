@@ -28,8 +28,9 @@ before any node runs rather than pretending to be parallel.
 
 from __future__ import annotations
 
+import inspect
 import weakref
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _core
@@ -44,17 +45,30 @@ if TYPE_CHECKING:
 __all__ = ["HypernodesEngine"]
 
 
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
 class _AwaitOnLoop:
-    """Calls an ``async def`` node and blocks until its coroutine finishes on the loop thread."""
+    """Calls an async node and blocks until what it returns is awaited on the loop thread.
+
+    A result that is not awaitable (a sync wrapper of an ``async def`` that already
+    resolves it) is returned as it is.
+    """
 
     __slots__ = ("func", "loop")
 
-    def __init__(self, func: Callable[..., Coroutine[Any, Any, Any]], loop: LoopThread) -> None:
+    def __init__(self, func: Callable[..., Any], loop: LoopThread) -> None:
         self.func = func
         self.loop = loop
 
     def __call__(self, *args: Any) -> Any:
-        return self.loop.run(self.func(*args))
+        result = self.func(*args)
+        if inspect.iscoroutine(result):
+            return self.loop.run(result)
+        if inspect.isawaitable(result):
+            return self.loop.run(_await(result))
+        return result
 
 
 class HypernodesEngine:

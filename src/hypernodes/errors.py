@@ -10,6 +10,7 @@ saying which node (and which map item) raised them.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 __all__ = [
@@ -90,18 +91,20 @@ class OutputArityError(HypernodesError, ValueError):
 if sys.version_info >= (3, 11):
 
     def add_note(exc: BaseException, note: str) -> None:
-        """Attach ``note`` to ``exc`` (PEP 678)."""
-        exc.add_note(note)
+        """Attach ``note`` to ``exc`` (PEP 678); never raises, so a note cannot replace the exception."""
+        with contextlib.suppress(Exception):  # e.g. a user exception whose __notes__ is not a list
+            exc.add_note(note)
 
 else:  # pragma: no cover - exercised on 3.10 only
 
     def add_note(exc: BaseException, note: str) -> None:
-        """Attach ``note`` to ``exc`` (PEP 678 semantics, stored by hand before 3.11)."""
+        """Attach ``note`` to ``exc`` (PEP 678 semantics, stored by hand before 3.11); never raises."""
         notes = getattr(exc, "__notes__", None)
-        if not isinstance(notes, list):
+        if notes is None:
             notes = []
             try:
                 exc.__notes__ = notes  # type: ignore[attr-defined]
-            except AttributeError:
+            except Exception:
                 return
-        notes.append(note)
+        if isinstance(notes, list):
+            notes.append(note)

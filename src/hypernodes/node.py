@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pickle
 from collections.abc import Callable
 from typing import Any, overload
 
 from .errors import NodeDefinitionError
 
-__all__ = ["Node", "node"]
+__all__ = ["Node", "is_async_callable", "node"]
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -39,11 +40,21 @@ class _KeywordAdapter:
         return self.func(*args[:k], **dict(zip(self.kwnames, args[k:])))
 
 
-def _is_async(func: Callable[..., Any]) -> bool:
+def is_async_callable(func: Any) -> bool:
+    """Whether calling ``func`` returns an awaitable: ``async def`` functions, partials of
+    them, objects with ``async def __call__``, async nodes, and decorators that wrap an
+    ``async def`` (``functools.wraps``) without being one themselves."""
+    if isinstance(func, Node):
+        return func.is_async
     if inspect.iscoroutinefunction(func):
         return True
-    # an object whose class defines `async def __call__`
-    return not inspect.isfunction(func) and inspect.iscoroutinefunction(type(func).__call__)
+    if not inspect.isfunction(func) and inspect.iscoroutinefunction(type(func).__call__):
+        return True
+    try:
+        unwrapped = inspect.unwrap(func)
+    except ValueError:  # a __wrapped__ cycle
+        return False
+    return unwrapped is not func and inspect.iscoroutinefunction(unwrapped)
 
 
 def _normalize_output_name(output_name: Any, where: str) -> str | tuple[str, ...]:
@@ -145,7 +156,15 @@ class Node:
             self._call: Callable[..., Any] = func
         else:
             self._call = _KeywordAdapter(func, n_positional, self.parameters[n_positional:])
-        self.is_async = _is_async(func)
+        self.is_async = is_async_callable(func)
+
+    def restricted(self, outputs: tuple[str, ...]) -> Node:
+        """This node computing only ``outputs`` (a subset of its outputs).
+
+        A function cannot skip part of its work, so a plain node returns itself;
+        a nested pipeline returns a node that runs only what those outputs need.
+        """
+        return self
 
     def __reduce__(self) -> str | tuple[Any, ...]:
         # `@node` rebinds the function's module-level name to this Node, so the
@@ -153,7 +172,7 @@ class Node:
         # node as that name instead; any other node pickles field by field.
         module, qualname = getattr(self.func, "__module__", None), getattr(self.func, "__qualname__", "")
         if module and "<" not in qualname and _lookup(module, qualname) is self:
-            return (_lookup, (module, qualname))
+            return (_load_node, (module, qualname))
         return (_rebuild, (type(self), {k: getattr(self, k) for k in _slots(type(self))}))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -173,6 +192,16 @@ def _lookup(module: str, qualname: str) -> Any:
     except (ImportError, AttributeError):
         return None
     return obj
+
+
+def _load_node(module: str, qualname: str) -> Node:
+    found = _lookup(module, qualname)
+    if not isinstance(found, Node):
+        raise pickle.UnpicklingError(
+            f"cannot unpickle node {module}.{qualname}: that name is {type(found).__name__} here, not a node "
+            "(is the same code importable where it is unpickled?)"
+        )
+    return found
 
 
 def _slots(cls: type) -> list[str]:

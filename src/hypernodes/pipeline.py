@@ -8,12 +8,14 @@ here, so a repeated call costs one dict lookup before the core takes over.
 
 from __future__ import annotations
 
+import copy
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._graph import Graph, Plan, build_graph, compile_plan
 from .engine import HypernodesEngine, default_engine
-from .errors import ArgumentTypeError, MapSpecError, NodeDefinitionError
+from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError
 from .node import Node
 
 __all__ = ["Pipeline", "PipelineNode"]
@@ -144,6 +146,14 @@ class Pipeline:
         self.nodes: tuple[Node, ...] = tuple(members)
         self.name = name
         self.engine = backend if backend is not None else engine
+        if self.engine is not None and not (
+            callable(getattr(self.engine, "run", None)) and callable(getattr(self.engine, "map", None))
+        ):
+            raise ExecutorSpecError(
+                f"Pipeline(backend=...) takes an engine such as HypernodesEngine(map_executor=...), got "
+                f"{type(self.engine).__name__} {self.engine!r:.60}. Executors and executor names go into the "
+                "engine: HypernodesEngine(map_executor='threaded')."
+            )
         self._graph: Graph = build_graph(self.nodes)
         self._plans: dict[tuple[tuple[str, ...] | None, frozenset[str]], Plan] = {}
 
@@ -154,6 +164,13 @@ class Pipeline:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["nodes"], name=state["name"])  # type: ignore[misc]
+
+    # copies (unlike pickles) stay in this process, so they keep the engine
+    def __copy__(self) -> Pipeline:
+        return Pipeline(self.nodes, engine=self.engine, name=self.name)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
+        return Pipeline(copy.deepcopy(self.nodes, memo), engine=self.engine, name=self.name)
 
     @property
     def backend(self) -> HypernodesEngine | None:
@@ -321,6 +338,8 @@ class Pipeline:
         n_items = 1
         for n in lengths:
             n_items = n_items * n if product else n
+        if n_items > sys.maxsize:
+            raise MapSpecError(f"map_mode='product' of lists of lengths {lengths} is {n_items} items; too many to run.")
         return _MapCall(plan, values, map_slots, columns, n_items, product)
 
 
@@ -366,11 +385,13 @@ class _NestedCall:
 class PipelineNode(Node):
     """A pipeline acting as one node of another (see :meth:`Pipeline.as_node`).
 
-    Its parameters are the inner pipeline's inputs (renamed by ``input_mapping``);
-    it produces the inner outputs (renamed and selected by ``output_mapping``).
+    It produces the inner outputs (renamed, and selected by ``output_mapping``);
+    its parameters are the inner inputs those outputs read, plus the mapped ones
+    (renamed by ``input_mapping``). An outer call that needs only some of its
+    outputs runs a narrowed copy (:meth:`restricted`) that computes only those.
     """
 
-    __slots__ = ("pipeline",)
+    __slots__ = ("_narrowed", "_spec", "pipeline")
 
     def __init__(
         self,
@@ -394,6 +415,9 @@ class PipelineNode(Node):
             if inner in outer_of:
                 raise NodeDefinitionError(f"{where}: input_mapping maps two names to inner input `{inner}`.")
             outer_of[inner] = outer
+        all_outer = tuple(outer_of.get(i, i) for i in graph.inputs)
+        if len(set(all_outer)) != len(all_outer):
+            raise NodeDefinitionError(f"{where}: input_mapping makes two inputs share one outer name: {all_outer}.")
         if output_mapping is None:
             inner_outputs = graph.outputs
             outer_outputs = inner_outputs
@@ -408,29 +432,42 @@ class PipelineNode(Node):
             outer_outputs = tuple(output_mapping[o] for o in inner_outputs)
             if not inner_outputs:
                 raise NodeDefinitionError(f"{where}: output_mapping is empty; the node would produce nothing.")
-        inner_inputs = graph.inputs
-        outer_params = tuple(outer_of.get(i, i) for i in inner_inputs)
-        if len(set(outer_params)) != len(outer_params):
-            raise NodeDefinitionError(f"{where}: input_mapping makes two inputs share one outer name: {outer_params}.")
-        mapped: tuple[str, ...] | None = None
+        inner_of = dict(zip(all_outer, graph.inputs))
+        mapped: tuple[str, ...] = ()
         if map_over is not None:
             mapped = (map_over,) if isinstance(map_over, str) else tuple(map_over)
-            bad = [m for m in mapped if m not in outer_params]
+            bad = [m for m in mapped if m not in inner_of]
             if not mapped or bad:
                 raise NodeDefinitionError(
                     f"{where}: map_over must name the node's (outer) inputs; got {map_over!r}. "
-                    f"Its inputs: {_ticks(outer_params)}."
+                    f"Its inputs: {_ticks(all_outer)}."
                 )
             if map_mode not in MAP_MODES:
                 raise NodeDefinitionError(f"{where}: unknown map_mode {map_mode!r}; allowed: 'zip', 'product'.")
-            inner_of = dict(zip(outer_params, inner_inputs))
-            mapped = tuple(inner_of[m] for m in mapped)
-        call = _NestedCall(pipeline, outer_params, inner_inputs, inner_outputs, mapped, map_mode)
+        mapped_inner = tuple(inner_of[m] for m in mapped)
+        # mapped inputs set the number of items, so they are parameters even when
+        # the selected outputs do not read them, and never optional
+        needed = graph.inputs_for(inner_outputs) | set(mapped_inner)
+        inner_inputs = tuple(i for i in graph.inputs if i in needed)
+        outer_params = tuple(outer_of.get(i, i) for i in inner_inputs)
+        call = _NestedCall(pipeline, outer_params, inner_inputs, inner_outputs, mapped_inner or None, map_mode)
         super().__init__(call, outer_outputs, name=label)
         # The signature of _NestedCall is (*args, **kwargs): set the wiring explicitly.
-        optional = graph.optional_inputs()
+        optional = graph.optional_inputs() - set(mapped_inner)
         self.parameters = outer_params
         self.defaults = {outer: _ABSENT for outer, inner in zip(outer_params, inner_inputs) if inner in optional}
         self._call = call
         self.is_async = False
         self.pipeline = pipeline
+        self._spec = (dict(input_mapping or {}), dict(zip(inner_outputs, outer_outputs)), map_over, map_mode, label)
+        self._narrowed: dict[tuple[str, ...], PipelineNode] = {}
+
+    def restricted(self, outputs: tuple[str, ...]) -> PipelineNode:
+        """This nested pipeline computing only ``outputs`` (outer names), and reading only their inputs."""
+        narrowed = self._narrowed.get(outputs)
+        if narrowed is None:
+            input_mapping, output_mapping, map_over, map_mode, name = self._spec
+            keep = {inner: outer for inner, outer in output_mapping.items() if outer in outputs}
+            narrowed = PipelineNode(self.pipeline, input_mapping, keep, map_over, map_mode, name)
+            self._narrowed[outputs] = narrowed
+        return narrowed

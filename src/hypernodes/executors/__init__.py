@@ -36,6 +36,10 @@ def resolve_spec(spec: Any, role: str) -> str | Any:
                 "(e.g. ThreadPoolExecutor, AsyncExecutor, a loky or Dask executor)."
             )
         return spec
+    if isinstance(spec, type):
+        raise ExecutorSpecError(
+            f"{role} got the class {spec.__name__}; pass an instance, e.g. {spec.__name__}(max_workers=8)."
+        )
     if callable(getattr(spec, "submit", None)):
         return spec
     raise ExecutorSpecError(

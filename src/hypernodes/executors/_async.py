@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ExecutorSpecError
+from ..node import is_async_callable
 from ._loop import LoopThread
 
 __all__ = ["AsyncExecutor"]
@@ -44,6 +46,8 @@ class AsyncExecutor(Executor):
         self._semaphore: asyncio.Semaphore | None = None
         self._lock = threading.Lock()
         self._closed = False
+        # Stops the loop thread if the executor is dropped without shutdown().
+        self._finalizer = weakref.finalize(self, self._loop_thread.close)
 
     def _thread_pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -57,15 +61,16 @@ class AsyncExecutor(Executor):
         if self._semaphore is None:  # created on the loop thread, the only one touching it
             self._semaphore = asyncio.Semaphore(self.max_workers)
         async with self._semaphore:
-            return await fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``."""
-        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
+        if is_async_callable(fn):
             with self._lock:
                 if self._closed:
                     raise RuntimeError("cannot submit to an AsyncExecutor after shutdown()")
-            return asyncio.run_coroutine_threadsafe(self._bounded(fn, args, kwargs), self._loop_thread.loop)
+            return self._loop_thread.submit(self._bounded(fn, args, kwargs))
         return self._thread_pool().submit(fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

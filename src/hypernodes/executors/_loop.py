@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -37,17 +37,21 @@ class LoopThread:
         loop = self._loop
         if loop is not None:
             return loop
+        with self._lock:
+            return self._start()
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        # caller holds self._lock
         import asyncio
 
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                started = threading.Event()
-                thread = threading.Thread(target=self._serve, args=(loop, started), name=self._name, daemon=True)
-                thread.start()
-                started.wait()
-                self._thread, self._loop = thread, loop
-            return self._loop
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            started = threading.Event()
+            thread = threading.Thread(target=self._serve, args=(loop, started), name=self._name, daemon=True)
+            thread.start()
+            started.wait()
+            self._thread, self._loop = thread, loop
+        return self._loop
 
     @staticmethod
     def _serve(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
@@ -79,21 +83,35 @@ class LoopThread:
         if self._thread is threading.current_thread():
             with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-nested-loop") as helper:
                 return helper.submit(asyncio.run, coro).result()
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        future = self.submit(coro)
         try:
             return future.result()
         except BaseException:
             future.cancel()
             raise
 
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
+        """Schedule ``coro`` on the loop (started if needed); returns a concurrent future."""
+        import asyncio
+
+        # Submitting under the lock orders it against close(): a coroutine is either
+        # queued before the loop's stop (its task is then cancelled by the loop's
+        # shutdown, so its future always settles) or submitted to a new loop.
+        with self._lock:
+            return asyncio.run_coroutine_threadsafe(coro, self._start())
+
     def close(self) -> None:
-        """Stop the loop, cancel what still runs on it, and join the thread. Idempotent."""
+        """Stop the loop, cancel what still runs on it, and join the thread. Idempotent.
+
+        From the loop's own thread (an async node, or a finalizer that runs there)
+        the loop is told to stop and the thread ends by itself once the current
+        callback returns; it cannot join itself.
+        """
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is None or thread is None:
             return
-        if thread is threading.current_thread():
-            raise RuntimeError("LoopThread.close() called from its own loop thread")
         loop.call_soon_threadsafe(loop.stop)
-        thread.join()
+        if thread is not threading.current_thread():
+            thread.join()
