@@ -153,7 +153,7 @@ def test_tuple_output_accepts_tuple_and_list(core: ModuleType) -> None:
 
 def batch(core: ModuleType, plan: Plan, columns: list[list[Any]], lo: int, hi: int, product: bool) -> list[list[Any]]:
     values = [*plan.template, None]
-    slots = tuple(plan.input_slots.tolist())
+    slots = tuple(slot for _, slot in plan.input_pairs)
     return core.run_batch(plan, plan.funcs, values, slots, tuple(map(tuple, columns)), lo, hi, product)
 
 
@@ -211,8 +211,11 @@ def test_plan_batches_tiles_the_items(
     assert (slices[-1][1] if slices else 0) == n_items
     sizes = [hi - lo for lo, hi in slices]
     assert not sizes or max(sizes) - min(sizes) <= 1
-    expected = min(n_items, n_workers * per_worker, max(1, n_items // min_batch))
-    assert len(slices) == expected
+    assert len(slices) <= n_workers * per_worker
+    if len(slices) > 1:
+        assert min(sizes) >= min_batch
+    # as many slices as the limits allow: fewer would leave a worker idle
+    assert len(slices) == min(n_items, n_workers * per_worker, max(1, n_items // min_batch))
     if n_items and n_items <= n_workers and min_batch == 1:
         assert sizes == [1] * n_items  # one item per task when items <= workers
 
@@ -398,3 +401,28 @@ def test_run_batch_without_columns_runs_each_item(core: ModuleType) -> None:
     plan = plan_of(Pipeline([const]), set())
     assert core.run_batch(plan, plan.funcs, list(plan.template), (), (), 0, 3, False) == [[6, 6, 6]]
     assert core.run_batch(plan, plan.funcs, list(plan.template), (), (), 0, 2, True) == [[6, 6]]
+
+
+def test_plan_arrays_are_contiguous_int32(core: ModuleType) -> None:
+    """The plan's integer arrays are C-contiguous int32, and the compiled core refuses other dtypes."""
+    import numpy as np
+
+    plan = plan_of(DIAMOND, {"x"})
+    for name in ("arg_ptr", "arg_slots", "out_ptr", "out_slots", "unpack", "succ_ptr", "succ_idx", "indegree"):
+        array = getattr(plan, name)
+        assert array.dtype == np.int32, name
+        assert array.flags.c_contiguous, name
+    if core.IMPLEMENTATION == "cython":
+        again = plan_of(DIAMOND, {"x"}, ("c",))
+        again.arg_slots = again.arg_slots.astype(np.int64)
+        again._native = None
+        with pytest.raises(ValueError, match="dtype mismatch"):
+            core.run_one(again, again.funcs, values_for(again, x=1))
+
+
+def test_selector_falls_back_when_the_extension_is_missing() -> None:
+    """Without the compiled module (a pure-Python install) `_core` loads the twin, no variable needed."""
+    code = "import sys; sys.modules['hypernodes._sched'] = None\nimport hypernodes._core as c; print(c.IMPLEMENTATION)"
+    env = {k: v for k, v in os.environ.items() if k != "HYPERNODES_NO_EXTENSIONS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "python"

@@ -23,6 +23,7 @@ from hypernodes import (
     MapSpecError,
     MissingInputError,
     NodeDefinitionError,
+    OutputArityError,
     Pipeline,
     UnknownOutputError,
     node,
@@ -123,6 +124,19 @@ def test_errors_subclass_the_stdlib_types_users_catch() -> None:
     assert issubclass(NodeDefinitionError, TypeError)
     assert issubclass(ExecutorSpecError, ValueError)
     assert issubclass(ExecutorSpecError, TypeError)
+    for cls in (
+        ArgumentTypeError,
+        CycleError,
+        DuplicateOutputError,
+        ExecutorSpecError,
+        InputError,
+        MapSpecError,
+        MissingInputError,
+        NodeDefinitionError,
+        OutputArityError,
+        UnknownOutputError,
+    ):
+        assert issubclass(cls, HypernodesError), cls
     # KeyError subclasses print their sentence, not a quoted repr of it
     assert str(MissingInputError("Missing `x`")) == "Missing `x`"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hypernodes import HypernodesEngine, Pipeline, node
+from hypernodes import ArgumentTypeError, HypernodesEngine, Pipeline, node
 
 
 def counting(calls: Counter[str]) -> Pipeline:
@@ -52,8 +52,7 @@ def test_output_name_restricts_what_runs() -> None:
     assert p.run(inputs={"x": 3}, output_name=["c", "a"]) == {"c": 10, "a": 4}
     assert calls == {"inc": 2, "double": 1, "add": 1}
     assert p.map(inputs={"x": [1, 2]}, map_over="x", output_name="d") == {"d": [0, 1]}
-    assert calls["dec"] == 2
-    assert calls["add"] == 1
+    assert calls == {"inc": 2, "double": 1, "add": 1, "dec": 2}
 
 
 def test_defaults_apply_when_input_absent() -> None:
@@ -313,7 +312,7 @@ def test_engine_alias_and_repr() -> None:
     assert p.backend is engine
     assert p.engine is engine
     assert repr(p) == "<Pipeline 'demo': 1 nodes, inputs ['y'] -> outputs ['z']>"
-    with pytest.raises(TypeError, match="both backend= and engine="):
+    with pytest.raises(ArgumentTypeError, match="both backend= and engine="):
         Pipeline([plus_one], backend=engine, engine=HypernodesEngine())
 
 
@@ -430,3 +429,92 @@ def test_copies_keep_the_engine() -> None:
     for clone in (copy.copy(p), copy.deepcopy(p)):
         assert clone.engine is engine
         assert clone.run({"y": 1}) == {"z": 2}
+
+
+def test_sequential_engine_runs_in_the_calling_thread() -> None:
+    """The sequential engine calls sync nodes in the caller's thread, in run and map."""
+    seen: list[int] = []
+
+    @node(output_name="y")
+    def where(x: int) -> int:
+        seen.append(threading.get_ident())
+        return x
+
+    def call() -> None:
+        p = Pipeline([where])
+        p.run({"x": 1})
+        p.map({"x": [1, 2]}, map_over="x")
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join(timeout=30)
+    call()
+    assert seen == [worker.ident] * 3 + [threading.get_ident()] * 3
+
+
+def test_plans_are_compiled_once_per_call_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Repeated calls of one shape reuse the compiled plan; a new output selection compiles a new one."""
+    from hypernodes import pipeline as pipeline_module
+
+    compiled: list[Any] = []
+    original = pipeline_module.compile_plan
+
+    def counting_compile(*args: Any) -> Any:
+        compiled.append(args[1:3])
+        return original(*args)
+
+    monkeypatch.setattr(pipeline_module, "compile_plan", counting_compile)
+    p = counting(Counter())
+    p.run({"x": 1})
+    p.run({"x": 2})
+    p.map({"x": [1, 2]}, map_over="x")
+    assert len(compiled) == 1  # run and map of the same shape share the plan
+    p.run({"x": 1}, output_name="a")
+    assert compiled[-1] == (("a",), frozenset({"x"}))
+    assert len(compiled) == 2
+
+
+def test_as_node_product_map() -> None:
+    """as_node(map_over=[...], map_mode="product") returns one result per combination, last list fastest."""
+
+    @node(output_name="s")
+    def add(p: int, q: int) -> int:
+        return p + q
+
+    grid = Pipeline([add], name="grid").as_node(map_over=["p", "q"], map_mode="product")
+    assert Pipeline([grid]).run({"p": [1, 2], "q": [10, 20]}) == {"s": [11, 21, 12, 22]}
+
+
+def test_nested_map_checks_use_the_outer_names() -> None:
+    """A nested zip map over lists of unequal length fails naming the node and the outer inputs."""
+    from hypernodes import MapSpecError
+
+    @node(output_name="s")
+    def add(p: int, q: int) -> int:
+        return p + q
+
+    zipped = Pipeline([add], name="inner").as_node(
+        input_mapping={"ps": "p", "qs": "q"}, map_over=["ps", "qs"], name="pairs"
+    )
+    with pytest.raises(MapSpecError, match="Node `pairs` zips lists of unequal length: `ps`: 2, `qs`: 3"):
+        Pipeline([zipped]).run({"ps": [1, 2], "qs": [1, 2, 3]})
+    with pytest.raises(ArgumentTypeError, match="maps over `ps`, which must be a list"):
+        Pipeline([zipped]).run({"ps": (1, 2), "qs": [1, 2]})
+
+
+def test_unsupported_engine_of_a_nested_pipeline_fails_before_anything_runs() -> None:
+    """A nested pipeline whose own engine cannot run yet is refused before the outer nodes run."""
+    ran: list[str] = []
+
+    @node(output_name="a")
+    def pre(x: int) -> int:
+        ran.append("pre")
+        return x
+
+    inner = Pipeline(
+        [plus_one.__class__(lambda a: a, output_name="b")], engine=HypernodesEngine(node_executor="threaded")
+    )
+    outer = Pipeline([pre, inner])
+    with pytest.raises(NotImplementedError, match="Nothing was run"):
+        outer.run({"x": 1})
+    assert ran == []

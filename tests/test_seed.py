@@ -131,8 +131,10 @@ def test_parallel_specs_construct_and_refuse_honestly(engine_kwargs: dict[str, A
     assert RAN == []
 
 
-def test_executor_objects_construct() -> None:
-    """Cells 10, 12 and 16: AsyncExecutor and ThreadPoolExecutor objects are accepted as executors."""
+def test_executor_objects_construct_and_refuse_honestly() -> None:
+    """Cells 10, 12 and 16: AsyncExecutor and ThreadPoolExecutor objects are accepted as executors;
+    until the executors release a map on them raises NotImplementedError before any node runs."""
+    RAN.clear()
     async_executor = AsyncExecutor(max_workers=100)
     with ThreadPoolExecutor(max_workers=100) as pool:
         for backend in (
@@ -140,8 +142,12 @@ def test_executor_objects_construct() -> None:
             HypernodesEngine(map_executor=pool),
             HypernodesEngine(map_executor=pool, node_executor="async"),
         ):
-            Pipeline(nodes=[native_async_fn], backend=backend)
+            pipeline = Pipeline(nodes=[process_item], backend=backend)
+            assert pipeline.backend is backend
+            with pytest.raises(NotImplementedError, match="an executor object"):
+                pipeline.map(inputs={"x": [1, 2]}, map_over="x")
     async_executor.shutdown()
+    assert RAN == []
 
 
 def test_async_executor_runs_sync_and_async_functions() -> None:

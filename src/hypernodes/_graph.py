@@ -91,12 +91,8 @@ def build_graph(nodes: Sequence[Node]) -> Graph:
                     f"Output `{out}` is produced by both node `{nodes[j].name}` and node `{n.name}`; "
                     "each output name must come from exactly one node (rename one of them)."
                 )
-    preds = [sorted({producer[p] for p in n.parameters if p in producer}) for n in nodes]
-    succs: list[list[int]] = [[] for _ in nodes]
+    preds, succs = _edges([n.parameters for n in nodes], producer.get)
     indegree = [len(p) for p in preds]
-    for i, ps in enumerate(preds):
-        for p in ps:
-            succs[p].append(i)
     ready = [i for i, d in enumerate(indegree) if d == 0]
     heapq.heapify(ready)
     order: list[int] = []
@@ -113,6 +109,18 @@ def build_graph(nodes: Sequence[Node]) -> Graph:
         path = " -> ".join(f"`{n}`" for n in [*names, names[0]])
         raise CycleError(f"The pipeline has a cycle: {path}. A node cannot depend on its own output.", tuple(names))
     return Graph(tuple(nodes), producer, tuple(order))
+
+
+def _edges(
+    parameters: Sequence[Sequence[str]], producer_of: Callable[[str], int | None]
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Predecessor and successor lists of nodes whose inputs are ``parameters``."""
+    preds = [sorted({i for i in map(producer_of, params) if i is not None}) for params in parameters]
+    succs: list[list[int]] = [[] for _ in parameters]
+    for k, ps in enumerate(preds):
+        for p in ps:
+            succs[p].append(k)
+    return preds, succs
 
 
 def _find_cycle(preds: list[list[int]], stuck: set[int]) -> list[int]:
@@ -137,7 +145,9 @@ class Plan:
     ``arg_slots[arg_ptr[k]:arg_ptr[k+1]]``, writes ``out_slots[out_ptr[k]:out_ptr[k+1]]``
     (unpacking a returned tuple when ``unpack[k]``), and releases the nodes
     ``succ_idx[succ_ptr[k]:succ_ptr[k+1]]``, each of which waits for ``indegree``
-    predecessors. ``template`` is the initial slot list (defaults filled in).
+    predecessors. ``template`` is the initial slot list (defaults filled in);
+    ``input_pairs`` / ``result_pairs`` map the given inputs and the requested
+    outputs to their slots.
     Picklable; the cores attach a private prepared form in ``_native``.
     """
 
@@ -151,11 +161,11 @@ class Plan:
         "indegree",
         "input_names",
         "input_pairs",
-        "input_slots",
         "is_async",
         "max_args",
         "n_nodes",
         "n_slots",
+        "nested",
         "node_names",
         "nodes",
         "out_ptr",
@@ -177,11 +187,11 @@ class Plan:
     indegree: np.ndarray
     input_names: tuple[str, ...]
     input_pairs: tuple[tuple[str, int], ...]
-    input_slots: np.ndarray
     is_async: tuple[bool, ...]
     max_args: int
     n_nodes: int
     n_slots: int
+    nested: tuple[Any, ...]
     node_names: tuple[str, ...]
     nodes: tuple[Node, ...]
     out_ptr: np.ndarray
@@ -207,6 +217,17 @@ class Plan:
 
     def __repr__(self) -> str:
         return f"<Plan {self.n_nodes} nodes, {self.n_slots} slots -> {_ticks(self.result_names)}>"
+
+
+def _nested_pipelines(members: Iterable[Node]) -> tuple[Any, ...]:
+    found: dict[int, Any] = {}
+    stack = [n.pipeline for n in members if hasattr(n, "pipeline")]
+    while stack:
+        inner = stack.pop()
+        if id(inner) not in found:
+            found[id(inner)] = inner
+            stack.extend(n.pipeline for n in inner.nodes if hasattr(n, "pipeline"))
+    return tuple(found.values())
 
 
 def _i32(values: Sequence[int]) -> np.ndarray:
@@ -301,17 +322,18 @@ def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset
             out_slots.append(slot)
         out_ptr.append(len(out_slots))
 
-    preds = [sorted({position[graph.producer[p]] for p in n.parameters if p in graph.producer}) for n in plan_nodes]
-    succs: list[list[int]] = [[] for _ in order]
-    for k, ps in enumerate(preds):
-        for pred in ps:
-            succs[pred].append(k)
+    preds, succs = _edges(
+        [n.parameters for n in plan_nodes],
+        lambda p: position[graph.producer[p]] if p in graph.producer else None,
+    )
 
     plan = Plan()
     plan.node_names = tuple(n.name for n in plan_nodes)
     plan.nodes = tuple(plan_nodes)
     plan.funcs = tuple(n._call for n in plan.nodes)
     plan.is_async = tuple(n.is_async for n in plan_nodes)
+    # pipelines nested in this plan at any depth, so engines can check them up front
+    plan.nested = _nested_pipelines(plan_nodes)
     plan.has_async = any(plan.is_async)
     plan.n_nodes = len(order)
     plan.n_slots = len(slot_names)
@@ -323,7 +345,6 @@ def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset
     plan.indegree = _i32([len(p) for p in preds])
     plan.max_args = max((arg_ptr[k + 1] - arg_ptr[k] for k in range(len(plan_nodes))), default=0)
     plan.input_names = tuple(sorted(name for name in given if name in slot_of))
-    plan.input_slots = _i32([slot_of[name] for name in plan.input_names])
     plan.result_names = tuple(dict.fromkeys(outputs))
     plan.result_slots = _i32([slot_of[name] for name in plan.result_names])
     # (name, slot) pairs as Python ints for the front door's per-call loops

@@ -34,8 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _core
-from .errors import ExecutorSpecError
-from .executors import resolve_spec
+from .executors import check_max_workers, resolve_spec
 from .executors._loop import LoopThread
 
 if TYPE_CHECKING:
@@ -97,10 +96,7 @@ class HypernodesEngine:
         """
         self.node_executor = resolve_spec(node_executor, "node_executor")
         self.map_executor = resolve_spec(map_executor, "map_executor")
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-        ):
-            raise ExecutorSpecError(f"max_workers must be a positive int or None, got {max_workers!r}.")
+        check_max_workers(max_workers, "max_workers", allow_none=True)
         self.max_workers = max_workers
         self._loop = LoopThread("hypernodes-engine-loop")
         self._async_funcs: weakref.WeakKeyDictionary[Plan, tuple[Callable[..., Any], ...]] = weakref.WeakKeyDictionary()
@@ -134,15 +130,23 @@ class HypernodesEngine:
 
     # -- calls ------------------------------------------------------------------
 
-    def _require_sequential(self, role: str) -> None:
-        spec = getattr(self, role)
-        if spec != "sequential":
-            shown = repr(spec) if isinstance(spec, str) else f"an executor object ({type(spec).__name__})"
-            raise NotImplementedError(
-                f"{role}={shown} is not available in this version of hypernodes: only 'sequential' runs "
-                "today (threaded, async, parallel and executor objects arrive with the executors release). "
-                "Nothing was run."
-            )
+    def _require_sequential(self, *roles: str) -> None:
+        for role in roles:
+            spec = getattr(self, role)
+            if spec != "sequential":
+                shown = repr(spec) if isinstance(spec, str) else f"an executor object ({type(spec).__name__})"
+                raise NotImplementedError(
+                    f"{role}={shown} is not available in this version of hypernodes: only 'sequential' runs "
+                    "today (threaded, async, parallel and executor objects arrive with the executors release). "
+                    "Nothing was run."
+                )
+
+    def _check_runnable(self, plan: Plan, *roles: str) -> None:
+        self._require_sequential(*roles)
+        # Nested pipelines run on their own engine (the shared sequential one if they
+        # have none): check those too, so nothing fails half-way through a call.
+        for inner in plan.nested:
+            inner._engine()._require_sequential("node_executor", "map_executor")
 
     def _funcs(self, plan: Plan) -> Sequence[Callable[..., Any]]:
         if not plan.has_async:
@@ -160,7 +164,7 @@ class HypernodesEngine:
     ) -> dict[str, Any]:
         """Run ``pipeline`` once; see :meth:`Pipeline.run`."""
         plan, values = pipeline._prepare_run(inputs, output_name)
-        self._require_sequential("node_executor")
+        self._check_runnable(plan, "node_executor")
         _core.run_one(plan, self._funcs(plan), values)
         return {name: values[slot] for name, slot in plan.result_pairs}
 
@@ -172,11 +176,22 @@ class HypernodesEngine:
         map_mode: str = "zip",
         output_name: Any = None,
     ) -> dict[str, list[Any]]:
-        """Run ``pipeline`` once per item; see :meth:`Pipeline.map`."""
+        """Run ``pipeline`` once per item.
+
+        Args:
+            pipeline: the pipeline to map.
+            inputs, map_over, map_mode, output_name: as for :meth:`Pipeline.map`.
+
+        Returns:
+            ``{output name: [value per item]}`` in item order.
+
+        Raises:
+            NotImplementedError: as for :meth:`run`.
+            The errors of :meth:`Pipeline.map`.
+        """
         call = pipeline._prepare_map(inputs, map_over, map_mode, output_name)
-        self._require_sequential("map_executor")
-        self._require_sequential("node_executor")
         plan = call.plan
+        self._check_runnable(plan, "map_executor", "node_executor")
         if call.n_items == 0:
             return {name: [] for name in plan.result_names}
         columns = _core.run_batch(

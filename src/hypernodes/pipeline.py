@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._graph import Graph, Plan, build_graph, compile_plan
+from ._graph import Graph, Plan, _ticks, build_graph, compile_plan
 from .engine import HypernodesEngine, default_engine
 from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError
 from .node import Node
@@ -24,8 +24,8 @@ MAP_MODES = ("zip", "product")
 _PLAN_CACHE_SIZE = 256  # distinct call shapes kept per pipeline; real code uses a handful
 
 
-def _ticks(names: Sequence[str]) -> str:
-    return ", ".join(f"`{n}`" for n in names) or "(none)"
+def _map_mode_message(map_mode: Any) -> str:
+    return f"unknown map_mode {map_mode!r}; allowed: {', '.join(map(repr, MAP_MODES))}."
 
 
 def _check_inputs(inputs: Any, verb: str) -> Mapping[str, Any]:
@@ -118,10 +118,11 @@ class Pipeline:
             NodeDefinitionError: a member is not a node or pipeline.
             DuplicateOutputError: two nodes produce the same output.
             CycleError: the wiring is cyclic.
-            TypeError: ``backend`` and ``engine`` both given and different.
+            ArgumentTypeError: ``backend`` and ``engine`` both given and different.
+            ExecutorSpecError: ``backend`` is not an engine.
         """
         if backend is not None and engine is not None and backend is not engine:
-            raise TypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
+            raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
         if not isinstance(nodes, (list, tuple)):
             raise NodeDefinitionError(
                 f"Pipeline(nodes=...) takes a list of nodes, got {type(nodes).__name__} {nodes!r:.60}."
@@ -212,6 +213,8 @@ class Pipeline:
         Raises:
             MissingInputError, UnknownOutputError, InputError, ArgumentTypeError:
                 before any node runs.
+            NotImplementedError: the engine (or a nested pipeline's) uses an
+                executor this version cannot run yet; before any node runs.
             Whatever a node raises, with a note naming the node.
         """
         return self._engine().run(self, inputs, output_name)
@@ -237,9 +240,9 @@ class Pipeline:
             ``{output name: [value per item]}``, in item order; ``[]`` for no items.
 
         Raises:
-            MapSpecError, ArgumentTypeError, and the errors of :meth:`run`: before
-                any node runs. Whatever a node raises, with a note naming the node
-                and the item index.
+            MapSpecError, ArgumentTypeError, NotImplementedError, and the errors of
+                :meth:`run`: before any node runs. Whatever a node raises, with a
+                note naming the node and the item index.
         """
         return self._engine().map(self, inputs, map_over, map_mode, output_name)
 
@@ -302,7 +305,7 @@ class Pipeline:
         if repeated:
             raise MapSpecError(f"map_over names {_ticks(repeated)} more than once.")
         if map_mode not in MAP_MODES:
-            raise MapSpecError(f"Unknown map_mode {map_mode!r}; allowed: 'zip', 'product'.")
+            raise MapSpecError(_map_mode_message(map_mode).capitalize())
         absent = [m for m in mapped if m not in inputs]
         if absent:
             raise MapSpecError(
@@ -346,7 +349,7 @@ class Pipeline:
 class _NestedCall:
     """The function of a :class:`PipelineNode`: runs (or maps) the inner pipeline."""
 
-    __slots__ = ("inner_inputs", "inner_outputs", "map_mode", "map_over", "outer_params", "pipeline")
+    __slots__ = ("inner_inputs", "inner_outputs", "map_mode", "map_over", "name", "outer_params", "pipeline")
 
     def __init__(
         self,
@@ -356,7 +359,9 @@ class _NestedCall:
         inner_outputs: tuple[str, ...],
         map_over: tuple[str, ...] | None,
         map_mode: str,
+        name: str,
     ) -> None:
+        self.name = name
         self.pipeline = pipeline
         self.outer_params = outer_params
         self.inner_inputs = inner_inputs
@@ -376,10 +381,28 @@ class _NestedCall:
         if self.map_over is None:
             result = self.pipeline.run(inputs, output_name=outputs)
         else:
+            self._check_mapped(args)
             result = self.pipeline.map(
                 inputs, map_over=list(self.map_over), map_mode=self.map_mode, output_name=outputs
             )
         return tuple(result[o] for o in self.inner_outputs)
+
+    def _check_mapped(self, args: tuple[Any, ...]) -> None:
+        # Checked here, in the outer names the user wired, before the inner map runs.
+        outer_of = dict(zip(self.inner_inputs, self.outer_params))
+        value_of = dict(zip(self.inner_inputs, args))
+        lengths: dict[str, int] = {}
+        for inner in self.map_over or ():
+            value = value_of[inner]
+            if type(value) is not list:
+                raise ArgumentTypeError(
+                    f"Node `{self.name}` maps over `{outer_of[inner]}`, which must be a list of items; "
+                    f"got {type(value).__name__}."
+                )
+            lengths[outer_of[inner]] = len(value)
+        if self.map_mode == "zip" and len(set(lengths.values())) > 1:
+            shown = ", ".join(f"`{m}`: {n}" for m, n in lengths.items())
+            raise MapSpecError(f"Node `{self.name}` zips lists of unequal length: {shown}.")
 
 
 class PipelineNode(Node):
@@ -402,6 +425,12 @@ class PipelineNode(Node):
         map_mode: str = "zip",
         name: str | None = None,
     ) -> None:
+        """Wrap ``pipeline``; the arguments are those of :meth:`Pipeline.as_node`.
+
+        Raises:
+            NodeDefinitionError: a mapping or ``map_over`` names something the
+                pipeline does not have, or two inputs would share one outer name.
+        """
         label = name or pipeline.name or "pipeline"
         where = f"as_node() of pipeline `{label}`"
         graph = pipeline._graph
@@ -443,14 +472,14 @@ class PipelineNode(Node):
                     f"Its inputs: {_ticks(all_outer)}."
                 )
             if map_mode not in MAP_MODES:
-                raise NodeDefinitionError(f"{where}: unknown map_mode {map_mode!r}; allowed: 'zip', 'product'.")
+                raise NodeDefinitionError(f"{where}: {_map_mode_message(map_mode)}")
         mapped_inner = tuple(inner_of[m] for m in mapped)
         # mapped inputs set the number of items, so they are parameters even when
         # the selected outputs do not read them, and never optional
         needed = graph.inputs_for(inner_outputs) | set(mapped_inner)
         inner_inputs = tuple(i for i in graph.inputs if i in needed)
         outer_params = tuple(outer_of.get(i, i) for i in inner_inputs)
-        call = _NestedCall(pipeline, outer_params, inner_inputs, inner_outputs, mapped_inner or None, map_mode)
+        call = _NestedCall(pipeline, outer_params, inner_inputs, inner_outputs, mapped_inner or None, map_mode, label)
         super().__init__(call, outer_outputs, name=label)
         # The signature of _NestedCall is (*args, **kwargs): set the wiring explicitly.
         optional = graph.optional_inputs() - set(mapped_inner)

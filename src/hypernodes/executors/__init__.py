@@ -13,9 +13,19 @@ from ..errors import ExecutorSpecError
 if TYPE_CHECKING:
     from ._async import AsyncExecutor
 
-__all__ = ["EXECUTOR_NAMES", "AsyncExecutor", "resolve_spec"]
+__all__ = ["EXECUTOR_NAMES", "AsyncExecutor", "check_max_workers", "resolve_spec"]
 
 EXECUTOR_NAMES = ("sequential", "threaded", "async", "parallel")
+_ALLOWED = ", ".join(repr(n) for n in EXECUTOR_NAMES)
+
+
+def check_max_workers(max_workers: Any, where: str, *, allow_none: bool) -> None:
+    """Raise ExecutorSpecError unless ``max_workers`` is a positive int (or None, if allowed)."""
+    if max_workers is None and allow_none:
+        return
+    if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+        expected = "a positive int or None" if allow_none else "a positive int"
+        raise ExecutorSpecError(f"{where} must be {expected}, got {max_workers!r}.")
 
 
 def resolve_spec(spec: Any, role: str) -> str | Any:
@@ -30,9 +40,8 @@ def resolve_spec(spec: Any, role: str) -> str | Any:
     """
     if isinstance(spec, str):
         if spec not in EXECUTOR_NAMES:
-            allowed = ", ".join(repr(n) for n in EXECUTOR_NAMES)
             raise ExecutorSpecError(
-                f"Unknown {role} {spec!r}. Allowed: {allowed}, or an executor object with a submit() method "
+                f"Unknown {role} {spec!r}. Allowed: {_ALLOWED}, or an executor object with a submit() method "
                 "(e.g. ThreadPoolExecutor, AsyncExecutor, a loky or Dask executor)."
             )
         return spec
@@ -43,7 +52,7 @@ def resolve_spec(spec: Any, role: str) -> str | Any:
     if callable(getattr(spec, "submit", None)):
         return spec
     raise ExecutorSpecError(
-        f"{role} must be one of {', '.join(repr(n) for n in EXECUTOR_NAMES)} or an object with the "
+        f"{role} must be one of {_ALLOWED} or an object with the "
         f"concurrent.futures.Executor interface (a submit() method); got {type(spec).__name__} {spec!r}."
     )
 

@@ -20,8 +20,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
-from ..errors import ExecutorSpecError
 from ..node import is_async_callable
+from . import check_max_workers
 from ._loop import LoopThread
 
 __all__ = ["AsyncExecutor"]
@@ -38,8 +38,7 @@ class AsyncExecutor(Executor):
         Raises:
             ExecutorSpecError: ``max_workers`` is not a positive int.
         """
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
-            raise ExecutorSpecError(f"AsyncExecutor(max_workers=...) must be a positive int, got {max_workers!r}.")
+        check_max_workers(max_workers, "AsyncExecutor(max_workers=...)", allow_none=False)
         self.max_workers = max_workers
         self._loop_thread = LoopThread("hypernodes-async-loop")
         self._pool: ThreadPoolExecutor | None = None
@@ -49,10 +48,14 @@ class AsyncExecutor(Executor):
         # Stops the loop thread if the executor is dropped without shutdown().
         self._finalizer = weakref.finalize(self, self._loop_thread.close)
 
+    def _check_open(self) -> None:
+        # caller holds self._lock
+        if self._closed:
+            raise RuntimeError("cannot submit to an AsyncExecutor after shutdown()")
+
     def _thread_pool(self) -> ThreadPoolExecutor:
         with self._lock:
-            if self._closed:
-                raise RuntimeError("cannot submit to an AsyncExecutor after shutdown()")
+            self._check_open()
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="hypernodes-async")
             return self._pool
@@ -65,11 +68,16 @@ class AsyncExecutor(Executor):
             return await result if inspect.isawaitable(result) else result
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        """Schedule ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``."""
+        """Schedule ``fn(*args, **kwargs)``; returns a ``concurrent.futures.Future``.
+
+        Async callables (``async def``, async nodes) run on the loop, others on the pool.
+
+        Raises:
+            RuntimeError: the executor was shut down.
+        """
         if is_async_callable(fn):
             with self._lock:
-                if self._closed:
-                    raise RuntimeError("cannot submit to an AsyncExecutor after shutdown()")
+                self._check_open()
             return self._loop_thread.submit(self._bounded(fn, args, kwargs))
         return self._thread_pool().submit(fn, *args, **kwargs)
 

@@ -31,15 +31,6 @@ class LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The running loop, started on first use."""
-        loop = self._loop
-        if loop is not None:
-            return loop
-        with self._lock:
-            return self._start()
-
     def _start(self) -> asyncio.AbstractEventLoop:
         # caller holds self._lock
         import asyncio
