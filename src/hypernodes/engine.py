@@ -162,7 +162,20 @@ class HypernodesEngine:
     def run(
         self, pipeline: Pipeline, inputs: Mapping[str, Any] | None = None, output_name: Any = None
     ) -> dict[str, Any]:
-        """Run ``pipeline`` once; see :meth:`Pipeline.run`."""
+        """Run ``pipeline`` once.
+
+        Args:
+            pipeline: the pipeline to run.
+            inputs, output_name: as for :meth:`Pipeline.run`.
+
+        Returns:
+            ``{output name: value}`` for the requested outputs.
+
+        Raises:
+            NotImplementedError: an executor of this engine (or of a nested
+                pipeline's engine) is not available yet; before any node runs.
+            The errors of :meth:`Pipeline.run`.
+        """
         plan, values = pipeline._prepare_run(inputs, output_name)
         self._check_runnable(plan, "node_executor")
         _core.run_one(plan, self._funcs(plan), values)
