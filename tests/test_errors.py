@@ -228,7 +228,7 @@ def test_engine_accepts_every_spec_the_notebook_uses() -> None:
         ({"output_mapping": {"nope": "w"}}, "not produced by the pipeline"),
         ({"output_mapping": {}}, "would produce nothing"),
         ({"map_over": "nope"}, "map_over must name the node's (outer) inputs"),
-        ({"map_over": "x", "map_mode": "cross"}, "unknown map_mode"),
+        ({"map_over": "x", "map_mode": "cross"}, "Unknown map_mode"),
         ({"input_mapping": {"k": "x"}}, "two inputs share one outer name"),
     ],
 )

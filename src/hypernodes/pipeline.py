@@ -25,7 +25,7 @@ _PLAN_CACHE_SIZE = 256  # distinct call shapes kept per pipeline; real code uses
 
 
 def _map_mode_message(map_mode: Any) -> str:
-    return f"unknown map_mode {map_mode!r}; allowed: {', '.join(map(repr, MAP_MODES))}."
+    return f"Unknown map_mode {map_mode!r}; allowed: {', '.join(map(repr, MAP_MODES))}."
 
 
 def _check_inputs(inputs: Any, verb: str) -> Mapping[str, Any]:
@@ -305,7 +305,7 @@ class Pipeline:
         if repeated:
             raise MapSpecError(f"map_over names {_ticks(repeated)} more than once.")
         if map_mode not in MAP_MODES:
-            raise MapSpecError(_map_mode_message(map_mode).capitalize())
+            raise MapSpecError(_map_mode_message(map_mode))
         absent = [m for m in mapped if m not in inputs]
         if absent:
             raise MapSpecError(
