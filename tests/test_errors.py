@@ -23,7 +23,6 @@ from hypernodes import (
     MapSpecError,
     MissingInputError,
     NodeDefinitionError,
-    OutputArityError,
     Pipeline,
     UnknownOutputError,
     node,
@@ -124,18 +123,11 @@ def test_errors_subclass_the_stdlib_types_users_catch() -> None:
     assert issubclass(NodeDefinitionError, TypeError)
     assert issubclass(ExecutorSpecError, ValueError)
     assert issubclass(ExecutorSpecError, TypeError)
-    for cls in (
-        ArgumentTypeError,
-        CycleError,
-        DuplicateOutputError,
-        ExecutorSpecError,
-        InputError,
-        MapSpecError,
-        MissingInputError,
-        NodeDefinitionError,
-        OutputArityError,
-        UnknownOutputError,
-    ):
+    from hypernodes import errors
+
+    classes = [getattr(errors, name) for name in errors.__all__ if isinstance(getattr(errors, name), type)]
+    assert len(classes) == 11
+    for cls in classes:
         assert issubclass(cls, HypernodesError), cls
     # KeyError subclasses print their sentence, not a quoted repr of it
     assert str(MissingInputError("Missing `x`")) == "Missing `x`"
