@@ -5,8 +5,10 @@ Every test runs once per scheduling core: the ``core`` fixture (autouse) points
 core or at its pure-Python twin. With ``HYPERNODES_NO_EXTENSIONS=1`` only the
 twin is used (and the compiled core is never imported).
 
-After each test no thread started by the test may still be alive: engines and
-executors must clean up after themselves.
+After each test no thread or child process started by the test may still be
+alive: engines and executors must clean up after themselves. (multiprocessing's
+and loky's resource trackers are per-process singletons that live as long as
+the interpreter, so they do not count.)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import Iterator
 from types import ModuleType
 
+import psutil
 import pytest
 from hypothesis import settings
 
@@ -51,7 +54,7 @@ def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Mod
 def _ours(thread: threading.Thread) -> bool:
     # the shared default engine's loop thread lives as long as the process
     default = engine_module._default
-    return default is None or thread is not default._loop._thread
+    return default is None or thread is not default._owned.loop.thread
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +70,29 @@ def no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.02)
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
+
+
+def _children() -> dict[int, str]:
+    out = {}
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+        except psutil.Error:  # exited meanwhile
+            continue
+        if "resource_tracker" not in cmdline:
+            out[child.pid] = cmdline
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    """Fail a test that leaves a child process of its own running (loky workers included)."""
+    before = set(_children())
+    yield
+    deadline = time.monotonic() + 10.0
+    while True:
+        leaked = {pid: cmd for pid, cmd in _children().items() if pid not in before}
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"child processes left running: {leaked}"

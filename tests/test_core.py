@@ -199,6 +199,24 @@ def test_run_batch_notes_global_item_index(core: ModuleType) -> None:
     assert info.value.__notes__ == ["hypernodes: raised in node `fragile`, map item 3"]
 
 
+def test_run_batch_base_numbers_a_slice_of_columns(core: ModuleType) -> None:
+    """A worker given columns sliced from item ``base`` on reports items in the whole map's numbering."""
+
+    @node(output_name="y")
+    def fragile(x: int) -> float:
+        return 1 / x
+
+    plan = plan_of(Pipeline([fragile]), {"x"})
+    values = list(plan.template)
+    (slot,) = [s for name, s in plan.input_pairs if name == "x"]
+    assert core.run_batch(plan, plan.funcs, values, [slot], [(4, 2)], 0, 2, False, 40) == [[0.25, 0.5]]
+    with pytest.raises(ZeroDivisionError) as info:
+        core.run_batch(plan, plan.funcs, values, [slot], [(5, 0, 1)], 0, 3, False, 100)
+    assert info.value.__notes__ == ["hypernodes: raised in node `fragile`, map item 101"]
+    with pytest.raises(ValueError, match="base must be >= 0"):
+        core.run_batch(plan, plan.funcs, values, [slot], [(5,)], 0, 1, False, -1)
+
+
 @pytest.mark.parametrize("n_items", [0, 1, 3, 8, 80, 1001])
 @pytest.mark.parametrize("n_workers", [1, 3, 8, 100])
 @pytest.mark.parametrize(("per_worker", "min_batch"), [(1, 1), (4, 1), (2, 64)])

@@ -275,7 +275,7 @@ def test_engine_shutdown_stops_its_loop_and_stays_usable() -> None:
     engine = HypernodesEngine()
     p = Pipeline([async_double], engine=engine)
     assert p.run({"x": 1}) == {"y": 2}
-    thread = engine._loop._thread
+    thread = engine._owned.loop.thread
     assert thread is not None
     assert thread.is_alive()
     engine.shutdown()
@@ -502,19 +502,22 @@ def test_nested_map_checks_use_the_outer_names() -> None:
         Pipeline([zipped]).run({"ps": (1, 2), "qs": [1, 2]})
 
 
-def test_unsupported_engine_of_a_nested_pipeline_fails_before_anything_runs() -> None:
-    """A nested pipeline whose own engine cannot run yet is refused before the outer nodes run."""
-    ran: list[str] = []
+def test_nested_pipeline_runs_on_its_own_engine() -> None:
+    """A nested pipeline keeps its own engine: its nodes run on that engine's threads."""
+    threads: set[str] = set()
 
-    @node(output_name="a")
-    def pre(x: int) -> int:
-        ran.append("pre")
-        return x
+    @node(output_name="b")
+    def inner_node(a: int) -> int:
+        threads.add(threading.current_thread().name)
+        return a + 1
 
-    inner = Pipeline(
-        [plus_one.__class__(lambda a: a, output_name="b")], engine=HypernodesEngine(node_executor="threaded")
-    )
-    outer = Pipeline([pre, inner])
-    with pytest.raises(NotImplementedError, match="Nothing was run"):
-        outer.run({"x": 1})
-    assert ran == []
+    @node(output_name="c")
+    def sibling(a: int) -> int:
+        return a * 10
+
+    with HypernodesEngine(node_executor="threaded") as inner_engine:
+        inner = Pipeline([inner_node, sibling], engine=inner_engine)
+        outer = Pipeline([plus_one.__class__(lambda x: x, output_name="a"), inner])
+        assert outer.run({"x": 1}) == {"a": 1, "b": 2, "c": 10}
+    assert threads
+    assert all(name.startswith("hypernodes-node") for name in threads)

@@ -1,8 +1,7 @@
-"""The seed notebook's usage, as written there (sleeps shortened), on today's engines.
+"""The seed notebook's usage, as written there (sleeps shortened), on every engine it uses.
 
-Every pipeline of the notebook must construct; the sequential ones must give the
-notebook's results; the executors that are not implemented yet must say so before
-any node runs (the executors release turns those into real runs).
+Every pipeline of the notebook must construct and give the notebook's results,
+on each executor the notebook tries. How fast is ``python -m bench seed``'s job.
 """
 
 from __future__ import annotations
@@ -107,47 +106,79 @@ def test_cpu_bound_and_async_sequential() -> None:
     assert [r["delay"] for r in fetched["async_fetch"]] == [SLEEP] * 5
 
 
-@pytest.mark.parametrize(
-    "engine_kwargs",
-    [
-        {"node_executor": "async"},
-        {"node_executor": "threaded"},
-        {"map_executor": "parallel", "max_workers": os.cpu_count()},
-        {"map_executor": "threaded"},
-    ],
-    ids=["node-async", "node-threaded", "map-parallel", "map-threaded"],
-)
-def test_parallel_specs_construct_and_refuse_honestly(engine_kwargs: dict[str, Any]) -> None:
-    """The notebook's other engines construct; until the executors release they raise
-    NotImplementedError before any node runs."""
-    RAN.clear()
-    pipeline = Pipeline(nodes=[io_task1, process_item], backend=HypernodesEngine(**engine_kwargs))
-    if "map_executor" in engine_kwargs:
-        with pytest.raises(NotImplementedError, match="Nothing was run"):
-            pipeline.map(inputs={"x": [1, 2]}, map_over="x")
-    else:
-        with pytest.raises(NotImplementedError, match="Nothing was run"):
-            pipeline.run(inputs={"x": 1})
-    assert RAN == []
+@pytest.mark.parametrize("node_executor", ["sequential", "async", "threaded"])
+def test_node_level_on_every_engine(node_executor: str) -> None:
+    """Cells 2, 4 and 6: the node-level pipeline on the notebook's three node executors."""
+    with HypernodesEngine(node_executor=node_executor) as engine:
+        pipeline_seq = Pipeline(nodes=[io_task1, io_task2, io_task3, combine_tasks], backend=engine)
+        result_seq = pipeline_seq.run(inputs={"x": 10})
+    assert result_seq == {"task1": 20, "task2": 30, "task3": 40, "final": {"task1": 20, "task2": 30, "task3": 40}}
 
 
-def test_executor_objects_construct_and_refuse_honestly() -> None:
-    """Cells 10, 12 and 16: AsyncExecutor and ThreadPoolExecutor objects are accepted as executors;
-    until the executors release a map on them raises NotImplementedError before any node runs."""
-    RAN.clear()
+@pytest.mark.parametrize("map_executor", ["sequential", "AsyncExecutor", "ThreadPoolExecutor", "parallel"])
+def test_map_level_on_every_engine(map_executor: str) -> None:
+    """Cells 8, 10, 12 and 14: 80 items on the notebook's four map executors."""
+    items_list = list(range(80))
+    executor: Any = map_executor
+    if map_executor == "AsyncExecutor":
+        executor = AsyncExecutor(max_workers=100)
+    elif map_executor == "ThreadPoolExecutor":
+        executor = ThreadPoolExecutor(max_workers=100)
+    max_workers = os.cpu_count() if map_executor == "parallel" else None
+    try:
+        with HypernodesEngine(map_executor=executor, max_workers=max_workers) as engine:
+            pipeline = Pipeline(nodes=[process_item], backend=engine)
+            results = pipeline.map(inputs={"x": items_list}, map_over="x")
+    finally:
+        if not isinstance(executor, str):
+            executor.shutdown()
+    assert results == {"processed": [x**2 for x in items_list]}
+
+
+def test_native_async_versus_sync_wrapped() -> None:
+    """Cell 16: the four async/threaded combinations give the same squares."""
+    items = list(range(40))
+    expected = [x**2 for x in items]
+
+    @node(output_name="sync_result")
+    def sync_fn(x: int) -> int:
+        time.sleep(SLEEP)
+        return x**2
+
     async_executor = AsyncExecutor(max_workers=100)
-    with ThreadPoolExecutor(max_workers=100) as pool:
-        for backend in (
-            HypernodesEngine(map_executor=async_executor),
-            HypernodesEngine(map_executor=pool),
-            HypernodesEngine(map_executor=pool, node_executor="async"),
-        ):
-            pipeline = Pipeline(nodes=[process_item], backend=backend)
-            assert pipeline.backend is backend
-            with pytest.raises(NotImplementedError, match="an executor object"):
-                pipeline.map(inputs={"x": [1, 2]}, map_over="x")
-    async_executor.shutdown()
-    assert RAN == []
+    other_async_executor = AsyncExecutor(max_workers=100)
+    pool = ThreadPoolExecutor(max_workers=100)
+    other_pool = ThreadPoolExecutor(max_workers=100)
+    engines = [
+        HypernodesEngine(map_executor=async_executor),
+        HypernodesEngine(map_executor=other_async_executor),
+        HypernodesEngine(map_executor=pool),
+        HypernodesEngine(map_executor=other_pool, node_executor="async"),
+    ]
+    try:
+        native = Pipeline(nodes=[native_async_fn], backend=engines[0]).map(inputs={"x": items}, map_over="x")
+        wrapped = Pipeline(nodes=[sync_fn], backend=engines[1]).map(inputs={"x": items}, map_over="x")
+        thread = Pipeline(nodes=[sync_fn], backend=engines[2]).map(inputs={"x": items}, map_over="x")
+        thread_async = Pipeline(nodes=[sync_fn], backend=engines[3]).map(inputs={"x": items}, map_over="x")
+    finally:
+        for engine in engines:
+            engine.shutdown()
+        for executor in (async_executor, other_async_executor, pool, other_pool):
+            executor.shutdown()
+    assert native == {"async_result": expected}
+    assert wrapped == thread == thread_async == {"sync_result": expected}
+
+
+def test_cpu_bound_on_threads_and_processes() -> None:
+    """The CPU-bound cells: threaded and parallel maps give the sequential hashes."""
+    cpu_items = [f"item_{i}" for i in range(20)]
+    expected = [compute_heavy_hash.func(t) for t in cpu_items]
+    for spec in ("threaded", "parallel"):
+        with HypernodesEngine(map_executor=spec, max_workers=os.cpu_count()) as engine:
+            results = Pipeline(nodes=[compute_heavy_hash], backend=engine).map(
+                inputs={"text": cpu_items}, map_over="text"
+            )
+        assert results == {"hash_result": expected}
 
 
 def test_async_executor_runs_sync_and_async_functions() -> None:

@@ -7,7 +7,9 @@ else in the package imports either core or branches on which one is loaded.
 
 from __future__ import annotations
 
+import importlib
 import os
+from types import ModuleType
 
 __all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
 
@@ -27,3 +29,17 @@ else:
         )
     except ImportError:  # not built (a pure-Python install): the twin is the same contract
         from ._sched_py import API_VERSION, IMPLEMENTATION, ReadyQueue, plan_batches, run_batch, run_one
+
+
+def module(implementation: str) -> ModuleType:
+    """The core whose ``IMPLEMENTATION`` is ``implementation`` ("cython" or "python").
+
+    A worker process runs a map's items on the core the calling process used.
+    Falls back to the twin where the compiled core is not built.
+    """
+    if implementation == "cython":
+        try:
+            return importlib.import_module("hypernodes._sched")
+        except ImportError:
+            pass
+    return importlib.import_module("hypernodes._sched_py")

@@ -148,12 +148,14 @@ class Plan:
     predecessors. ``template`` is the initial slot list (defaults filled in);
     ``input_pairs`` / ``result_pairs`` map the given inputs and the requested
     outputs to their slots.
-    Picklable; the cores attach a private prepared form in ``_native``.
+    Picklable; the cores attach a private prepared form in ``_native``, and the
+    executor drivers their per-node view in ``_steps``.
     """
 
     __slots__ = (
         "__weakref__",
         "_native",
+        "_steps",
         "arg_ptr",
         "arg_slots",
         "funcs",
@@ -180,6 +182,7 @@ class Plan:
     )
 
     _native: object | None
+    _steps: object | None
     arg_ptr: np.ndarray
     arg_slots: np.ndarray
     funcs: tuple[Callable[..., Any], ...]
@@ -207,13 +210,13 @@ class Plan:
     # Pickled through its nodes, not `funcs`: a Node knows how to pickle a function
     # that `@node` shadowed at module level (see Node.__reduce__); the bare function does not.
     def __getstate__(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__ if k not in ("__weakref__", "_native", "funcs")}
+        return {k: getattr(self, k) for k in self.__slots__ if k not in ("__weakref__", "_native", "_steps", "funcs")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
         self.funcs = tuple(n._call for n in self.nodes)
-        self._native = None
+        self._native = self._steps = None
 
     def __repr__(self) -> str:
         return f"<Plan {self.n_nodes} nodes, {self.n_slots} slots -> {_ticks(self.result_names)}>"
@@ -351,5 +354,5 @@ def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset
     plan.input_pairs = tuple((name, slot_of[name]) for name in plan.input_names)
     plan.result_pairs = tuple((name, slot_of[name]) for name in plan.result_names)
     plan.template = tuple(template)
-    plan._native = None
+    plan._native = plan._steps = None
     return plan

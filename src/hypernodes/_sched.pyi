@@ -18,6 +18,7 @@ def run_batch(
     lo: int,
     hi: int,
     product: bool,
+    base: int = 0,
 ) -> list[list[Any]]: ...
 def plan_batches(
     n_items: int, n_workers: int, tasks_per_worker: int = 1, min_batch: int = 1

@@ -37,7 +37,7 @@ cdef extern from "Python.h":
 __all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
 
 IMPLEMENTATION = "cython"
-API_VERSION = 1
+API_VERSION = 2
 
 
 @cython.final
@@ -152,7 +152,9 @@ def run_one(plan, funcs, list values):
         PyMem_Free(argv)
 
 
-def run_batch(plan, funcs, list values, map_slots, columns, Py_ssize_t lo, Py_ssize_t hi, bint product):
+def run_batch(
+    plan, funcs, list values, map_slots, columns, Py_ssize_t lo, Py_ssize_t hi, bint product, Py_ssize_t base=0
+):
     """Run the items ``lo <= i < hi`` of a map through the whole plan.
 
     See ``_sched_py.run_batch`` (the spec) for the contract.
@@ -166,6 +168,8 @@ def run_batch(plan, funcs, list values, map_slots, columns, Py_ssize_t lo, Py_ss
         raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
     if lo < 0 or hi < lo:
         raise ValueError(f"bad item range [{lo}, {hi})")
+    if base < 0:
+        raise ValueError(f"base must be >= 0, got {base}")
     cdef Py_ssize_t* lengths = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* slots = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
     cdef PyObject** argv = NULL
@@ -197,7 +201,7 @@ def run_batch(plan, funcs, list values, map_slots, columns, Py_ssize_t lo, Py_ss
             else:
                 for j in range(n_cols):
                     values[slots[j]] = <object>PyTuple_GET_ITEM(<tuple>cols[j], i)
-            _run_nodes(p, f, values, argv, i)
+            _run_nodes(p, f, values, argv, base + i)
             for j in range(n_res):
                 out = <list>results[j]
                 out[i - lo] = <object>PyList_GET_ITEM(values, p.result_slots[j])

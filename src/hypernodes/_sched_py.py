@@ -18,14 +18,14 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .errors import OutputArityError, add_note
+from .errors import note_node, unpack_row
 
 __all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
 
 IMPLEMENTATION = "python"
 # Bumped whenever the core's contract changes; the tests check both cores agree,
 # which also catches a stale compiled extension left behind by an old build.
-API_VERSION = 1
+API_VERSION = 2
 
 
 class _Prepared:
@@ -58,17 +58,7 @@ def _prepared(plan: Any) -> _Prepared:
 
 
 def _store_unpacked(result: Any, outs: tuple[int, ...], values: list[Any], name: str) -> None:
-    if not isinstance(result, (tuple, list)):
-        raise OutputArityError(
-            f"Node `{name}` has {len(outs)} output names and must return a tuple (or list) of {len(outs)} "
-            f"values, but returned {type(result).__name__}."
-        )
-    # A private copy: storing into `values` drops the previous item's objects, whose
-    # __del__ (user code) could otherwise change a returned list while we unpack it.
-    row = tuple(result)
-    if len(row) != len(outs):
-        raise OutputArityError(f"Node `{name}` has {len(outs)} output names but returned {len(row)} values.")
-    for slot, value in zip(outs, row):
+    for slot, value in zip(outs, unpack_row(result, len(outs), name)):
         values[slot] = value
 
 
@@ -77,11 +67,6 @@ def _check_call(p: _Prepared, n_slots: int, funcs: Sequence[Callable[..., Any]],
         raise ValueError(f"values holds {len(values)} slots, the plan needs {n_slots}")
     if len(funcs) != p.n_nodes:
         raise ValueError(f"{len(funcs)} funcs given for a plan of {p.n_nodes} nodes")
-
-
-def _note(exc: BaseException, names: Sequence[str], k: int, item: int) -> None:
-    where = f"node `{names[k]}`" if item < 0 else f"node `{names[k]}`, map item {item}"
-    add_note(exc, f"hypernodes: raised in {where}")
 
 
 def _run_nodes(p: _Prepared, funcs: Sequence[Callable[..., Any]], values: list[Any], item: int) -> None:
@@ -97,7 +82,7 @@ def _run_nodes(p: _Prepared, funcs: Sequence[Callable[..., Any]], values: list[A
             else:
                 _store_unpacked(result, p.outs[k], values, p.names[k])
     except Exception as exc:
-        _note(exc, p.names, k, item)
+        note_node(exc, p.names[k], item)
         raise
 
 
@@ -148,6 +133,7 @@ def run_batch(
     lo: int,
     hi: int,
     product: bool,
+    base: int = 0,
 ) -> list[list[Any]]:
     """Run the items ``lo <= i < hi`` of a map through the whole plan.
 
@@ -160,6 +146,8 @@ def run_batch(
         lo, hi: the item range, in the map's global item numbering.
         product: False: item ``i`` takes element ``i`` of every column (zip).
             True: items enumerate the cartesian product, last column fastest.
+        base: added to the item index in error notes, for columns that are a
+            slice starting at item ``base`` of a larger map (a worker's share).
 
     Returns:
         One list per ``plan.result_slots`` entry, ``hi - lo`` values each, in item order.
@@ -174,6 +162,8 @@ def run_batch(
         raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
     if lo < 0 or hi < lo:
         raise ValueError(f"bad item range [{lo}, {hi})")
+    if base < 0:
+        raise ValueError(f"base must be >= 0, got {base}")
     lengths = [len(c) for c in columns]
     for slot in map_slots:
         if not 0 <= slot < len(values):
@@ -187,7 +177,7 @@ def run_batch(
     for item, row in zip(range(lo, hi), _rows(columns, lengths, lo, hi, product)):
         for slot, value in zip(map_slots, row):
             values[slot] = value
-        _run_nodes(p, funcs, values, item)
+        _run_nodes(p, funcs, values, base + item)
         for append, slot in pairs:
             append(values[slot])
     return results

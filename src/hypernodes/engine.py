@@ -5,40 +5,45 @@ Data flow of one call::
     Pipeline.run(inputs)  -- pipeline.py: validate the call, fetch the cached Plan
         |                    for this call shape, fill a values list (one slot per value)
         v
-    engine.run            -- sequential: core.run_one(plan, funcs, values), the whole
-                             node loop in C; outputs are read back from their slots
+    engine.run            -- node_executor "sequential": core.run_one(plan, funcs, values),
+                             the whole node loop in C. Otherwise a NodeRunner
+                             (executors/_drive.py) submits each node as soon as the
+                             core's ReadyQueue releases it.
 
     Pipeline.map(inputs)  -- pipeline.py: validate map_over/map_mode, snapshot the
         |                    mapped lists as columns, fill the broadcast inputs once
         v
-    engine.map            -- sequential: core.run_batch(..., 0, n_items): items are
-                             filled from the columns (zip or product index arithmetic
-                             in C), run through every node, results land in
-                             pre-sized per-output lists in input order
+    engine.map            -- map_executor "sequential": core.run_batch(..., 0, n_items)
+                             on this thread. Otherwise core.plan_batches cuts the items
+                             into slices and each executor task runs a slice through the
+                             whole pipeline (executors/_drive.py); results land in
+                             per-output lists in input order.
 
 ``funcs`` is the plan's callables, except that ``async def`` nodes are wrapped so
 their coroutine is awaited on the engine's own loop thread (so async nodes work
-under the sequential engine too, also from inside a running event loop).
+under any engine, also from inside a running event loop).
 
-The threaded/async/parallel executors hand ``core.plan_batches`` slices of items
-(map level) or ``core.ReadyQueue`` nodes (node level) to an executor; they arrive
-with the executors issue, and until then such a spec raises NotImplementedError
-before any node runs rather than pretending to be parallel.
+The drivers (and asyncio, cloudpickle, loky) are imported on the first call that
+needs an executor: a sequential engine costs none of them.
 """
 
 from __future__ import annotations
 
 import inspect
+import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import _core
-from .executors import check_max_workers, resolve_spec
+from .errors import ExecutorSpecError
+from .executors import _loky, check_max_workers, resolve_spec
 from .executors._loop import LoopThread
 
 if TYPE_CHECKING:
     from ._graph import Plan
+    from .executors._drive import NodeRunner
     from .pipeline import Pipeline
 
 __all__ = ["HypernodesEngine"]
@@ -70,11 +75,83 @@ class _AwaitOnLoop:
         return result
 
 
+class _Owned:
+    """What an engine started: an executor per role, its loop thread, its use of the loky pool.
+
+    Kept apart from the engine so that the engine's finalizer can release it all
+    without keeping the engine alive.
+    """
+
+    def __init__(self, max_workers: int | None) -> None:
+        self.max_workers = max_workers
+        self.lock = threading.Lock()
+        self.loop = LoopThread("hypernodes-engine-loop")
+        self.executors: dict[str, Executor] = {}
+        self.uses_loky = False
+
+    def executor(self, role: str, name: str) -> Executor:
+        """The executor the engine made for ``role`` from the spec ``name`` (made on first use)."""
+        if name == "parallel":
+            with self.lock:
+                first, self.uses_loky = not self.uses_loky, True
+                return _loky.acquire(self.max_workers, first=first)
+        with self.lock:
+            executor = self.executors.get(role)
+            if executor is None:
+                if name == "threaded":
+                    prefix = f"hypernodes-{role.partition('_')[0]}"
+                    executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix=prefix)
+                else:
+                    from .executors._async import AsyncExecutor
+
+                    executor = AsyncExecutor(self.max_workers or AsyncExecutor.DEFAULT_MAX_WORKERS)
+                self.executors[role] = executor
+            return executor
+
+    def close(self) -> None:
+        with self.lock:
+            executors = list(self.executors.values())
+            self.executors.clear()
+            uses_loky, self.uses_loky = self.uses_loky, False
+        for executor in executors:
+            executor.shutdown(wait=True, cancel_futures=True)
+        if uses_loky:
+            _loky.release()
+        self.loop.close()
+
+
+def _is_remote(spec: Any) -> bool:
+    """Whether a (valid) spec runs tasks outside this process."""
+    if isinstance(spec, str):
+        return spec == "parallel"
+    from .executors._drive import in_process
+
+    return not in_process(spec)
+
+
+def _check_combination(node_executor: Any, map_executor: Any) -> None:
+    if not isinstance(map_executor, str) and map_executor is node_executor:
+        raise ExecutorSpecError(
+            "map_executor and node_executor are the same executor object: map tasks would wait for node tasks "
+            "queued behind them on the same workers (a deadlock). Pass two executors, or a name for one of them."
+        )
+    if _is_remote(map_executor) and (node_executor == "parallel" or not isinstance(node_executor, str)):
+        shown = repr(node_executor) if isinstance(node_executor, str) else f"a {type(node_executor).__name__}"
+        raise ExecutorSpecError(
+            f"node_executor={shown} cannot run inside the worker processes of map_executor="
+            f"{map_executor if isinstance(map_executor, str) else type(map_executor).__name__!r}: executor objects "
+            "do not travel to other processes, and processes do not start processes. "
+            "Use node_executor='threaded' or 'async' (made in each worker), or 'sequential'."
+        )
+
+
 class HypernodesEngine:
     """Runs pipelines: which executor handles items (map level) and nodes (node level).
 
     An engine holds no per-call state: one engine may serve many pipelines and
-    many threads at once.
+    many threads at once. Executors it makes from names are its own (shut down
+    by :meth:`shutdown` or a ``with`` block); executors passed in are the
+    caller's and are never shut down here.
     """
 
     def __init__(
@@ -84,24 +161,30 @@ class HypernodesEngine:
         max_workers: int | None = None,
     ) -> None:
         """Args:
-            node_executor: runs independent nodes of one item: "sequential",
-                "threaded", "async", "parallel", or a ``concurrent.futures.Executor``.
+            node_executor: runs independent nodes of one item concurrently:
+                "sequential", "threaded", "async", "parallel", or any object with
+                the ``concurrent.futures.Executor`` interface.
             map_executor: runs the items of a map; same choices.
-            max_workers: worker count for executors the engine creates itself
-                (None: the executor's default).
+            max_workers: size of the executors the engine makes from names
+                (None: a ``ThreadPoolExecutor``'s default for "threaded", 100
+                for "async", one process per CPU for "parallel").
 
         Raises:
             ExecutorSpecError: an unknown executor name, an object without
-                ``submit``, or ``max_workers`` that is not a positive int.
+                ``submit``, ``max_workers`` that is not a positive int, one
+                executor object for both levels, or a node executor that cannot
+                run inside the map executor's worker processes.
         """
         self.node_executor = resolve_spec(node_executor, "node_executor")
         self.map_executor = resolve_spec(map_executor, "map_executor")
         check_max_workers(max_workers, "max_workers", allow_none=True)
+        _check_combination(self.node_executor, self.map_executor)
         self.max_workers = max_workers
-        self._loop = LoopThread("hypernodes-engine-loop")
+        self._owned = _Owned(max_workers)
         self._async_funcs: weakref.WeakKeyDictionary[Plan, tuple[Callable[..., Any], ...]] = weakref.WeakKeyDictionary()
-        # Stops the loop thread when the engine is collected or at interpreter exit.
-        self._finalizer = weakref.finalize(self, self._loop.close)
+        self._payloads: weakref.WeakKeyDictionary[Plan, tuple[str, bytes]] = weakref.WeakKeyDictionary()
+        # Releases what the engine started when it is collected or at interpreter exit.
+        self._finalizer = weakref.finalize(self, self._owned.close)
 
     def __repr__(self) -> str:
         def show(spec: Any) -> str:
@@ -115,12 +198,12 @@ class HypernodesEngine:
     # -- lifetime ---------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Release what the engine started (its event-loop thread). Idempotent.
+        """Shut down what the engine started: its executors, workers and loop thread. Idempotent.
 
-        The engine stays usable: a later call starts what it needs again.
-        Executors passed in by the user are never shut down here.
+        Waits for tasks already running. The engine stays usable: a later call
+        starts what it needs again. Executors passed in by the user are left alone.
         """
-        self._loop.close()
+        self._owned.close()
 
     def __enter__(self) -> HypernodesEngine:
         return self
@@ -128,36 +211,57 @@ class HypernodesEngine:
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
 
-    # -- calls ------------------------------------------------------------------
+    # -- executors ----------------------------------------------------------------
 
-    def _require_sequential(self, *roles: str) -> None:
-        for role in roles:
-            spec = getattr(self, role)
-            if spec != "sequential":
-                shown = repr(spec) if isinstance(spec, str) else f"an executor object ({type(spec).__name__})"
-                raise NotImplementedError(
-                    f"{role}={shown} is not available in this version of hypernodes: only 'sequential' runs "
-                    "today (threaded, async, parallel and executor objects arrive with the executors release). "
-                    "Nothing was run."
-                )
+    def _executor(self, role: str) -> Executor | None:
+        """The executor for ``role``; None to run that level on the calling thread."""
+        spec = getattr(self, role)
+        if spec == "sequential":
+            return None
+        executor: Executor = self._owned.executor(role, spec) if isinstance(spec, str) else spec
+        from .executors._drive import runs_on_current_thread
 
-    def _check_runnable(self, plan: Plan, *roles: str) -> None:
-        self._require_sequential(*roles)
-        # Nested pipelines run on their own engine (the shared sequential one if they
-        # have none): check those too, so nothing fails half-way through a call.
-        for inner in plan.nested:
-            inner._engine()._require_sequential("node_executor", "map_executor")
+        # A task of this very executor (a nested pipeline sharing it) must not wait on it.
+        return None if runs_on_current_thread(executor) else executor
+
+    def _node_runner(self, plan: Plan) -> NodeRunner | None:
+        """How to run one item's nodes: None for the compiled sequential loop."""
+        if self.node_executor == "sequential":
+            return None
+        executor = self._executor("node_executor")
+        if executor is None:
+            return None
+        from .executors._drive import NodeRunner, in_process
+
+        if plan.n_nodes < 2 and in_process(executor):
+            return None  # nothing to overlap, and this thread is as good as a pool's
+        return NodeRunner(self, plan, executor)
 
     def _funcs(self, plan: Plan) -> Sequence[Callable[..., Any]]:
         if not plan.has_async:
             return plan.funcs
         funcs = self._async_funcs.get(plan)
         if funcs is None:
-            funcs = tuple(
-                _AwaitOnLoop(f, self._loop) if is_async else f for f, is_async in zip(plan.funcs, plan.is_async)
-            )
+            loop = self._owned.loop
+            funcs = tuple(_AwaitOnLoop(f, loop) if is_async else f for f, is_async in zip(plan.funcs, plan.is_async))
             self._async_funcs[plan] = funcs
         return funcs
+
+    def _nodes_payload(self, plan: Plan) -> tuple[str, bytes]:
+        """``plan``'s nodes pickled for worker processes, once per plan."""
+        payload = self._payloads.get(plan)
+        if payload is None:
+            from .executors._tasks import dumps
+
+            payload = self._payloads[plan] = dumps(plan.nodes)
+        return payload
+
+    def _interrupted(self) -> None:
+        # Ctrl-C: tasks already running in worker processes would run on; stop them.
+        if "parallel" in (self.node_executor, self.map_executor) and self._owned.uses_loky:
+            _loky.kill()
+
+    # -- calls ------------------------------------------------------------------
 
     def run(
         self, pipeline: Pipeline, inputs: Mapping[str, Any] | None = None, output_name: Any = None
@@ -172,13 +276,19 @@ class HypernodesEngine:
             ``{output name: value}`` for the requested outputs.
 
         Raises:
-            NotImplementedError: an executor of this engine (or of a nested
-                pipeline's engine) is not available yet; before any node runs.
-            The errors of :meth:`Pipeline.run`.
+            The errors of :meth:`Pipeline.run`, before any node runs; then the
+            first exception a node raises (noted with the node's name).
         """
         plan, values = pipeline._prepare_run(inputs, output_name)
-        self._check_runnable(plan, "node_executor")
-        _core.run_one(plan, self._funcs(plan), values)
+        try:
+            runner = self._node_runner(plan)
+            if runner is None:
+                _core.run_one(plan, self._funcs(plan), values)
+            else:
+                runner.run(values)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
         return {name: values[slot] for name, slot in plan.result_pairs}
 
     def map(
@@ -199,17 +309,27 @@ class HypernodesEngine:
             ``{output name: [value per item]}`` in item order.
 
         Raises:
-            NotImplementedError: as for :meth:`run`.
-            The errors of :meth:`Pipeline.map`.
+            The errors of :meth:`Pipeline.map`, before any node runs; then the
+            first exception an item raises (noted with the node and item index).
         """
         call = pipeline._prepare_map(inputs, map_over, map_mode, output_name)
         plan = call.plan
-        self._check_runnable(plan, "map_executor", "node_executor")
         if call.n_items == 0:
             return {name: [] for name in plan.result_names}
-        columns = _core.run_batch(
-            plan, self._funcs(plan), call.values, call.map_slots, call.columns, 0, call.n_items, call.product
-        )
+        try:
+            runner = self._node_runner(plan)
+            executor = self._executor("map_executor")
+            if executor is None and runner is None:
+                columns = _core.run_batch(
+                    plan, self._funcs(plan), call.values, call.map_slots, call.columns, 0, call.n_items, call.product
+                )
+            else:
+                from .executors._drive import run_map
+
+                columns = run_map(self, call, executor, runner)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
         return dict(zip(plan.result_names, columns))
 
 

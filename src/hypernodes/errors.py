@@ -26,6 +26,8 @@ __all__ = [
     "OutputArityError",
     "UnknownOutputError",
     "add_note",
+    "note_node",
+    "unpack_row",
 ]
 
 
@@ -108,3 +110,29 @@ else:  # pragma: no cover - exercised on 3.10 only
                 return
         if isinstance(notes, list):
             notes.append(note)
+
+
+def note_node(exc: BaseException, name: str, item: int = -1) -> None:
+    """Note on ``exc`` that node ``name`` raised it (in map item ``item`` when >= 0)."""
+    where = f"node `{name}`" if item < 0 else f"node `{name}`, map item {item}"
+    add_note(exc, f"hypernodes: raised in {where}")
+
+
+def unpack_row(result: object, n_outputs: int, name: str) -> tuple[object, ...]:
+    """The values of a tuple-output node's ``result``, checked against its ``n_outputs`` names.
+
+    Returns a private tuple: the caller stores it into slots, and storing can run
+    user code (``__del__`` of the values it replaces) that could change a list.
+
+    Raises:
+        OutputArityError: ``result`` is not a tuple or list of ``n_outputs`` values.
+    """
+    if not isinstance(result, (tuple, list)):
+        raise OutputArityError(
+            f"Node `{name}` has {n_outputs} output names and must return a tuple (or list) of {n_outputs} "
+            f"values, but returned {type(result).__name__}."
+        )
+    row = tuple(result)
+    if len(row) != n_outputs:
+        raise OutputArityError(f"Node `{name}` has {n_outputs} output names but returned {len(row)} values.")
+    return row

@@ -173,6 +173,10 @@ class Node:
         module, qualname = getattr(self.func, "__module__", None), getattr(self.func, "__qualname__", "")
         if module and "<" not in qualname and _lookup(module, qualname) is self:
             return (_load_node, (module, qualname))
+        return self._reduce_by_value()
+
+    def _reduce_by_value(self) -> tuple[Any, ...]:
+        """Pickle field by field (the function itself, not its name)."""
         return (_rebuild, (type(self), {k: getattr(self, k) for k in _slots(type(self))}))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

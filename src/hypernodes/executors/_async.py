@@ -30,7 +30,9 @@ __all__ = ["AsyncExecutor"]
 class AsyncExecutor(Executor):
     """Runs sync and ``async def`` callables concurrently, bounded by ``max_workers``."""
 
-    def __init__(self, max_workers: int = 100) -> None:
+    DEFAULT_MAX_WORKERS = 100
+
+    def __init__(self, max_workers: int = DEFAULT_MAX_WORKERS) -> None:
         """Args:
             max_workers: the most coroutines awaited at once, and the size of the
                 thread pool for synchronous functions.
@@ -80,6 +82,14 @@ class AsyncExecutor(Executor):
                 self._check_open()
             return self._loop_thread.submit(self._bounded(fn, args, kwargs))
         return self._thread_pool().submit(fn, *args, **kwargs)
+
+    def _offload(self, fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
+        """On the loop: run sync ``fn(*args)`` in the pool, as an awaitable."""
+        return asyncio.wrap_future(self._thread_pool().submit(fn, *args))
+
+    def _runs_on(self, thread: threading.Thread) -> bool:
+        """Whether ``thread`` runs this executor's event loop."""
+        return self._loop_thread.thread is thread
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the loop thread and the pool. Idempotent."""

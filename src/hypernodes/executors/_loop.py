@@ -61,6 +61,11 @@ class LoopThread:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The loop's thread while it runs, else None."""
+        return self._thread
+
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the loop and block until it finishes; returns its result.
 

@@ -1,0 +1,302 @@
+"""How the engine drives executors: nodes as they become ready, items as pre-planned slices.
+
+Node level (:class:`NodeRunner`): the compiled core's ``ReadyQueue`` counts each
+node's unfinished inputs; every node whose inputs are all done is submitted at
+once, and each completion releases its successors. A slow node holds back only
+the nodes that read its outputs. When exactly one node is ready and nothing is
+in flight, an in-process runner calls it on the calling thread (nothing could
+overlap with it), which makes a chain cost no executor round trips.
+
+Map level (:func:`run_map`): ``core.plan_batches`` cuts the items into
+contiguous slices, every worker gets work, and each task runs its whole slice
+through the pipeline on the compiled batch loop. Threads get up to
+:data:`THREAD_TASKS_PER_WORKER` slices per worker (one item per slice when there
+are no more items than that: blocking I/O wants it), processes
+:data:`PROCESS_TASKS_PER_WORKER`. Slices come back as one list per output and
+are concatenated in input order.
+
+Failure: the first task to fail raises its own exception (noted with the node
+and the item); every task not yet started is cancelled and the call returns
+without waiting for the ones still running.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
+from functools import partial
+from queue import SimpleQueue
+from typing import TYPE_CHECKING, Any
+
+from .. import _core
+from ..errors import add_note, note_node
+from . import _tasks
+from ._async import AsyncExecutor
+from ._tasks import Items, Steps, steps_of
+
+if TYPE_CHECKING:
+    from .._graph import Plan
+    from ..engine import HypernodesEngine
+    from ..pipeline import _MapCall
+
+__all__ = [
+    "PROCESS_TASKS_PER_WORKER",
+    "THREAD_TASKS_PER_WORKER",
+    "NodeRunner",
+    "in_process",
+    "run_items",
+    "run_map",
+    "runs_on_current_thread",
+    "worker_count",
+]
+
+THREAD_TASKS_PER_WORKER = 4
+"""Slices per thread: enough to even out items of uneven cost, few enough to amortise a task."""
+
+PROCESS_TASKS_PER_WORKER = 2
+"""Slices per process: each carries the pickled plan and its share of the columns."""
+
+# Python 3.14's subinterpreter pool subclasses ThreadPoolExecutor but shares no objects.
+_NOT_IN_PROCESS: tuple[type, ...] = tuple(
+    c for c in [getattr(concurrent.futures, "InterpreterPoolExecutor", None)] if isinstance(c, type)
+)
+
+
+def in_process(executor: Executor) -> bool:
+    """Whether tasks run in this interpreter and may share the call's values (threads).
+
+    Only thread pools and :class:`AsyncExecutor` are known to; every other
+    executor (loky, processes, Dask, subinterpreters, anything else) gets
+    pickled, self-contained tasks.
+    """
+    return isinstance(executor, AsyncExecutor) or (
+        isinstance(executor, ThreadPoolExecutor) and not isinstance(executor, _NOT_IN_PROCESS)
+    )
+
+
+def worker_count(executor: Executor) -> int:
+    """How many tasks ``executor`` runs at once (its ``max_workers``; the CPU count if it does not say)."""
+    for attr in ("max_workers", "_max_workers"):
+        n = getattr(executor, attr, None)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    return os.cpu_count() or 1
+
+
+_tasks_running = threading.local()
+
+
+def _as_task_of(executor: Executor, fn: Callable[..., Any], /, *args: Any) -> Any:
+    """Run ``fn(*args)`` remembering, for this thread, that it is a task of ``executor``."""
+    stack: list[Executor] = _tasks_running.__dict__.setdefault("executors", [])
+    stack.append(executor)
+    try:
+        return fn(*args)
+    finally:
+        stack.pop()
+
+
+def runs_on_current_thread(executor: Executor) -> bool:
+    """Whether the calling thread is running a task of ``executor`` (or is its event loop).
+
+    A task that submits to its own pool and waits could wait forever behind
+    itself (a nested pipeline on the pool running the outer items); the engine
+    then runs that level inline instead.
+    """
+    if executor in getattr(_tasks_running, "executors", ()):
+        return True
+    return isinstance(executor, AsyncExecutor) and executor._runs_on(threading.current_thread())
+
+
+def _put(queue: SimpleQueue[int], index: int, _future: Future[Any]) -> None:
+    queue.put(index)
+
+
+def _died_note(exc: BaseException, what: str) -> None:
+    if isinstance(exc, BrokenExecutor):
+        add_note(
+            exc,
+            f"hypernodes: a worker process died while running {what}. Likely causes: a crash in native code "
+            "(a segfault), os._exit() or sys.exit() called in a node, or the OS killing the worker for lack of "
+            "memory. The next call starts fresh workers.",
+        )
+
+
+def _gather(
+    executor: Executor,
+    fn: Callable[..., Any],
+    calls: Sequence[tuple[Any, ...]],
+    on_error: Callable[[BaseException, int], None] | None = None,
+) -> list[Any]:
+    """Submit ``fn(*args)`` for each of ``calls``; their results in order.
+
+    Returns as soon as one fails, raising its exception (after ``on_error(exc,
+    index)`` annotates it), with every other task cancelled if not yet started.
+    """
+    done: SimpleQueue[int] = SimpleQueue()
+    futures: list[Future[Any]] = []
+    try:
+        for i, args in enumerate(calls):
+            future = executor.submit(fn, *args)
+            futures.append(future)
+            future.add_done_callback(partial(_put, done, i))
+        results: list[Any] = [None] * len(futures)
+        for _ in range(len(futures)):
+            i = done.get()
+            try:
+                results[i] = futures[i].result()
+            except Exception as exc:
+                if on_error is not None:
+                    on_error(exc, i)
+                raise
+        return results
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+
+def _concat(parts: list[list[list[Any]]]) -> list[list[Any]]:
+    if len(parts) == 1:
+        return parts[0]
+    columns: list[list[Any]] = [[] for _ in parts[0]]
+    for part in parts:
+        for column, piece in zip(columns, part):
+            column.extend(piece)
+    return columns
+
+
+class NodeRunner:
+    """Runs the nodes of one item on a node executor, each as soon as its inputs are done."""
+
+    __slots__ = ("executor", "funcs", "is_async_executor", "payload", "plan", "remote", "steps")
+
+    def __init__(self, engine: HypernodesEngine, plan: Plan, executor: Executor) -> None:
+        self.plan = plan
+        self.steps: Steps = steps_of(plan)
+        self.executor = executor
+        self.remote = not in_process(executor)
+        self.is_async_executor = isinstance(executor, AsyncExecutor)
+        self.funcs = engine._funcs(plan)  # for this process's threads: async nodes awaited on the engine loop
+        self.payload = engine._nodes_payload(plan) if self.remote else None
+
+    def _submit(self, k: int, values: list[Any], item: int) -> Future[Any]:
+        steps = self.steps
+        if self.payload is not None:
+            token, data = self.payload
+            return self.executor.submit(_tasks.remote_node, token, data, k, tuple(values[s] for s in steps.args[k]))
+        if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop
+            return self.executor.submit(_tasks.acall_node, steps, self.plan.funcs, values, k, item)
+        return self.executor.submit(_as_task_of, self.executor, _tasks.call_node, steps, self.funcs, values, k, item)
+
+    def _finish(self, k: int, future: Future[Any], values: list[Any], item: int) -> None:
+        if not self.remote:
+            future.result()  # the task stored the outputs, or noted and raised the node's error
+            return
+        name = self.steps.names[k]
+        try:
+            _tasks.store(self.steps, k, future.result(), values)
+        except BrokenExecutor as exc:
+            _died_note(exc, f"node `{name}`" + (f", map item {item}" if item >= 0 else ""))
+            raise
+        except Exception as exc:
+            note_node(exc, name, item)
+            raise
+
+    def run(self, values: list[Any], item: int = -1) -> None:
+        """Run every node on ``values`` (filled in place); ``item`` numbers error notes."""
+        steps = self.steps
+        queue = _core.ReadyQueue(self.plan)
+        done: SimpleQueue[int] = SimpleQueue()
+        running: dict[int, Future[Any]] = {}
+        inline = not self.remote
+        try:
+            while True:
+                ready = queue.get_ready()
+                if inline and len(ready) == 1 and not running:
+                    _tasks.call_node(steps, self.funcs, values, ready[0], item)
+                    queue.done(ready[0])
+                    continue
+                for k in ready:
+                    future = self._submit(k, values, item)
+                    running[k] = future
+                    future.add_done_callback(partial(_put, done, k))
+                if not running:
+                    return
+                k = done.get()
+                self._finish(k, running.pop(k), values, item)
+                queue.done(k)
+        except BaseException:
+            for future in running.values():
+                future.cancel()
+            raise
+
+
+def run_items(
+    engine: HypernodesEngine,
+    runner: NodeRunner | None,
+    plan: Plan,
+    template: Sequence[Any],
+    items: Items,
+    lo: int,
+    hi: int,
+    base: int = 0,
+) -> list[list[Any]]:
+    """Items ``lo..hi-1`` on this thread; one list per output. ``base`` numbers error notes."""
+    if runner is None:
+        funcs = engine._funcs(plan)
+        return _core.run_batch(plan, funcs, list(template), items.map_slots, items.columns, lo, hi, items.product, base)
+    result_slots = runner.steps.result_slots
+    results: list[list[Any]] = [[None] * (hi - lo) for _ in result_slots]
+    for i in range(lo, hi):
+        values = list(template)
+        items.fill(values, i)
+        runner.run(values, base + i)
+        for out, slot in zip(results, result_slots):
+            out[i - lo] = values[slot]
+    return results
+
+
+def run_map(engine: HypernodesEngine, call: _MapCall, executor: Executor | None, runner: NodeRunner | None) -> Any:
+    """The items of ``call`` on the map ``executor`` (None: this thread); one list per output."""
+    plan = call.plan
+    items = Items(call.map_slots, call.columns, call.product)
+    if executor is None:
+        return run_items(engine, runner, plan, call.values, items, 0, call.n_items)
+    if not in_process(executor):
+        return _map_remote(engine, call, executor)
+    if isinstance(executor, AsyncExecutor) and plan.has_async and runner is None:
+        slices = _core.plan_batches(call.n_items, executor.max_workers)
+        coroutines = [(steps_of(plan), plan.funcs, call.values, items, lo, hi, executor._offload) for lo, hi in slices]
+        return _concat(_gather(executor, _tasks.run_slice_async, coroutines))
+    slices = _core.plan_batches(call.n_items, worker_count(executor), THREAD_TASKS_PER_WORKER)
+    calls = [(executor, run_items, engine, runner, plan, call.values, items, lo, hi) for lo, hi in slices]
+    return _concat(_gather(executor, _as_task_of, calls))
+
+
+def _map_remote(engine: HypernodesEngine, call: _MapCall, executor: Executor) -> Any:
+    plan = call.plan
+    spec = (plan, call.values, call.map_slots, call.product, engine.node_executor, engine.max_workers)
+    try:
+        token, payload = _tasks.dumps((*spec, _core.IMPLEMENTATION))
+    except Exception as exc:
+        add_note(
+            exc,
+            f"hypernodes: a map on {type(executor).__name__} sends the pipeline's nodes and its broadcast "
+            "inputs to worker processes, so they must be picklable (with cloudpickle). Nothing was run.",
+        )
+        raise
+    slices = _core.plan_batches(call.n_items, worker_count(executor), PROCESS_TASKS_PER_WORKER)
+    if call.product:  # the columns are short (their product is long): every slice gets all of them
+        calls = [(token, payload, call.columns, lo, hi, 0) for lo, hi in slices]
+    else:
+        calls = [(token, payload, tuple(c[lo:hi] for c in call.columns), 0, hi - lo, lo) for lo, hi in slices]
+
+    def on_error(exc: BaseException, i: int) -> None:
+        lo, hi = slices[i]
+        _died_note(exc, f"map items {lo}..{hi - 1}")
+
+    return _concat(_gather(executor, _tasks.remote_batch, calls, on_error))

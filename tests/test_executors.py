@@ -1,0 +1,697 @@
+"""Executors at node and map level: same answers as sequential, real concurrency, clean failure.
+
+Every executor is tried as a name and as an instance: a thread pool, an
+AsyncExecutor, a loky pool, and ``PicklingExecutor`` -- an in-process stand-in for
+a remote cluster (Dask) that pickles every task and result, so the remote path is
+tested without processes. Concurrency is measured with counters (the most tasks
+in flight at once); time bounds are only a safety net against hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
+from typing import Any
+
+import cloudpickle
+import loky
+import psutil
+import pytest
+
+from hypernodes import HypernodesEngine, Pipeline, node
+from hypernodes.errors import ExecutorSpecError, OutputArityError
+from hypernodes.executors import AsyncExecutor, _drive, _tasks
+
+# -- executors under test -----------------------------------------------------
+
+
+class PicklingExecutor(Executor):
+    """Runs tasks on threads, but pickles each task and result as a remote cluster would."""
+
+    def __init__(self, max_workers: int = 4) -> None:
+        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="pickling")
+        self.submitted = 0
+
+    @staticmethod
+    def _remote(data: bytes) -> bytes:
+        fn, args, kwargs = pickle.loads(data)
+        return cloudpickle.dumps(fn(*args, **kwargs))
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        inner = self._pool.submit(self._remote, cloudpickle.dumps((fn, args, kwargs)))
+        outer: Future[Any] = Future()
+
+        def relay(f: Future[bytes]) -> None:
+            if f.cancelled():
+                outer.cancel()
+                outer.set_running_or_notify_cancel()
+            elif f.exception() is not None:
+                outer.set_exception(f.exception())
+            else:
+                outer.set_result(pickle.loads(f.result()))
+
+        inner.add_done_callback(relay)
+        return outer
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _make(kind: str) -> Any:
+    if kind == "ThreadPoolExecutor":
+        return ThreadPoolExecutor(4)
+    if kind == "AsyncExecutor":
+        return AsyncExecutor(8)
+    if kind == "loky":
+        return loky.ProcessPoolExecutor(2)
+    if kind == "PicklingExecutor":
+        return PicklingExecutor(4)
+    return kind  # a name
+
+
+EXECUTOR_KINDS = ["sequential", "threaded", "async", "parallel", "ThreadPoolExecutor", "AsyncExecutor", "loky"]
+EXECUTOR_KINDS.append("PicklingExecutor")
+NODE_EXECUTOR_KINDS = EXECUTOR_KINDS
+
+
+@pytest.fixture
+def make_executor() -> Iterator[Callable[[str], Any]]:
+    """Builds executors by kind; user-owned ones are shut down after the test."""
+    made: list[Any] = []
+
+    def make(kind: str) -> Any:
+        executor = _make(kind)
+        if not isinstance(executor, str):
+            made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.shutdown(wait=True)
+
+
+# -- pipelines (module level: worker processes import them by name) -----------
+
+
+@node(output_name="doubled")
+def double(x: int) -> int:
+    return 2 * x
+
+
+@node(output_name=("low", "high"))
+def split(doubled: int, offset: int = 1) -> tuple[int, int]:
+    return doubled - offset, doubled + offset
+
+
+@node(output_name="shifted")
+async def shift(x: int, step: int = 10) -> int:
+    await asyncio.sleep(0)
+    return x + step
+
+
+@node(output_name="total")
+def total(low: int, high: int, shifted: int) -> int:
+    return low + high + shifted
+
+
+DIAMOND = [double, split, shift, total]
+
+
+def expected_diamond(x: int, offset: int = 1, step: int = 10) -> dict[str, int]:
+    doubled = 2 * x
+    low, high = doubled - offset, doubled + offset
+    shifted = x + step
+    return {"doubled": doubled, "low": low, "high": high, "shifted": shifted, "total": low + high + shifted}
+
+
+# -- same answers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", EXECUTOR_KINDS)
+def test_map_executor_gives_the_sequential_result(kind: str, make_executor: Callable[[str], Any]) -> None:
+    """Zip, product, broadcast, restricted outputs and empty maps match the sequential engine."""
+    with HypernodesEngine(map_executor=make_executor(kind), max_workers=3) as engine:
+        pipeline = Pipeline(DIAMOND, backend=engine)
+        xs = list(range(23))
+        got = pipeline.map({"x": xs, "offset": 3}, map_over="x")
+        rows = [expected_diamond(x, offset=3) for x in xs]
+        assert got == {name: [r[name] for r in rows] for name in rows[0]}
+
+        product = pipeline.map({"x": [1, 2, 3], "step": [0, 100]}, map_over=["x", "step"], map_mode="product")
+        assert product["total"] == [expected_diamond(x, step=s)["total"] for x in (1, 2, 3) for s in (0, 100)]
+
+        assert pipeline.map({"x": xs}, map_over="x", output_name="high") == {"high": [2 * x + 1 for x in xs]}
+        assert pipeline.map({"x": []}, map_over="x", output_name="total") == {"total": []}
+        assert pipeline.run({"x": 4}) == expected_diamond(4)
+
+
+@pytest.mark.parametrize("kind", NODE_EXECUTOR_KINDS)
+def test_node_executor_gives_the_sequential_result(kind: str, make_executor: Callable[[str], Any]) -> None:
+    """run() and map() with nodes on an executor match the sequential engine."""
+    with HypernodesEngine(node_executor=make_executor(kind)) as engine:
+        pipeline = Pipeline(DIAMOND, backend=engine)
+        assert pipeline.run({"x": 5, "offset": 2}) == expected_diamond(5, offset=2)
+        assert pipeline.run({"x": 5}, output_name="shifted") == {"shifted": 15}
+        assert pipeline.map({"x": [1, 2, 3]}, map_over="x", output_name="total") == {
+            "total": [expected_diamond(x)["total"] for x in (1, 2, 3)]
+        }
+
+
+@pytest.mark.parametrize(
+    ("map_kind", "node_kind"),
+    [
+        ("ThreadPoolExecutor", "async"),  # the notebook's cell 16, test 4
+        ("threaded", "threaded"),
+        ("AsyncExecutor", "threaded"),
+        ("async", "async"),
+        ("parallel", "threaded"),
+        ("PicklingExecutor", "async"),
+        ("threaded", "parallel"),
+        ("sequential", "PicklingExecutor"),
+    ],
+)
+def test_map_and_node_executors_compose(map_kind: str, node_kind: str, make_executor: Callable[[str], Any]) -> None:
+    """Both levels at once give the sequential result."""
+    with HypernodesEngine(map_executor=make_executor(map_kind), node_executor=make_executor(node_kind)) as engine:
+        pipeline = Pipeline(DIAMOND, backend=engine)
+        xs = list(range(9))
+        assert pipeline.map({"x": xs}, map_over="x")["total"] == [expected_diamond(x)["total"] for x in xs]
+
+
+def test_results_keep_input_order_when_items_finish_out_of_order() -> None:
+    """Items that finish in reverse order still come back in input order."""
+
+    @node(output_name="y")
+    def slow_first(x: int) -> int:
+        time.sleep(0.002 * (20 - x))
+        return x
+
+    with HypernodesEngine(map_executor="threaded", max_workers=20) as engine:
+        assert Pipeline([slow_first], backend=engine).map({"x": list(range(20))}, "x") == {"y": list(range(20))}
+
+
+# -- concurrency, counted -------------------------------------------------------
+
+
+class InFlight:
+    """Counts calls running at once; ``peak`` is the most seen."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.peak = 0
+        self.calls = 0
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.calls += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+@pytest.mark.parametrize("kind", ["threaded", "async", "ThreadPoolExecutor", "AsyncExecutor"])
+def test_independent_nodes_run_at_once(kind: str, make_executor: Callable[[str], Any]) -> None:
+    """The notebook's node-level case: three independent sleeping nodes are in flight together."""
+    flight = InFlight()
+
+    def io_task(factor: int) -> Callable[[int], int]:
+        def task(x: int) -> int:
+            with flight:
+                time.sleep(0.1)
+            return x * factor
+
+        return task
+
+    nodes = [node(io_task(k), output_name=f"task{k}") for k in (2, 3, 4)]
+    nodes.append(node(lambda task2, task3, task4: task2 + task3 + task4, output_name="final"))
+    with HypernodesEngine(node_executor=make_executor(kind)) as engine:
+        assert Pipeline(nodes, backend=engine).run({"x": 10})["final"] == 90
+    assert flight.peak == 3
+
+
+def test_a_slow_node_does_not_hold_back_nodes_that_do_not_need_it() -> None:
+    """A chain finishes while an unrelated slow node is still running (no level-by-level barrier)."""
+    chain_done = threading.Event()
+
+    @node(output_name="slow")
+    def slow(x: int) -> bool:
+        return chain_done.wait(timeout=30)  # True only if the chain finished meanwhile
+
+    @node(output_name="a")
+    def first(x: int) -> int:
+        time.sleep(0.01)
+        return x + 1
+
+    @node(output_name="b")
+    def second(a: int) -> int:
+        time.sleep(0.01)
+        return a + 1
+
+    @node(output_name="c")
+    def third(b: int) -> int:
+        chain_done.set()
+        return b + 1
+
+    with HypernodesEngine(node_executor="threaded", max_workers=4) as engine:
+        result = Pipeline([slow, first, second, third], backend=engine).run({"x": 0})
+    assert result == {"slow": True, "a": 1, "b": 2, "c": 3}
+
+
+@pytest.mark.parametrize("kind", ["threaded", "ThreadPoolExecutor-100", "AsyncExecutor-100", "async"])
+def test_forty_blocking_items_run_concurrently(kind: str) -> None:
+    """40 sleeping items on a wide pool: at least 20 in flight at once (the notebook's cell 16)."""
+    flight = InFlight()
+
+    @node(output_name="y")
+    def sleepy(x: int) -> int:
+        with flight:
+            time.sleep(0.05)
+        return x * x
+
+    executor: Any = kind
+    if kind.startswith("ThreadPoolExecutor"):
+        executor = ThreadPoolExecutor(100)
+    elif kind.startswith("AsyncExecutor"):
+        executor = AsyncExecutor(100)
+    try:
+        with HypernodesEngine(map_executor=executor, max_workers=40) as engine:
+            assert Pipeline([sleepy], backend=engine).map({"x": list(range(40))}, "x") == {
+                "y": [x * x for x in range(40)]
+            }
+    finally:
+        if not isinstance(executor, str):
+            executor.shutdown()
+    assert flight.peak >= 20
+    assert flight.calls == 40
+
+
+@pytest.mark.parametrize("kind", ["threaded", "async", "ThreadPoolExecutor", "AsyncExecutor"])
+def test_never_more_items_in_flight_than_max_workers(kind: str) -> None:
+    """A pool of 5 runs at most 5 items at once, sync or async."""
+    flight = InFlight()
+
+    @node(output_name="y")
+    def sync_item(x: int) -> int:
+        with flight:
+            time.sleep(0.01)
+        return x
+
+    @node(output_name="y")
+    async def async_item(x: int) -> int:
+        with flight:
+            await asyncio.sleep(0.01)
+        return x
+
+    executor: Any = {"ThreadPoolExecutor": ThreadPoolExecutor(5), "AsyncExecutor": AsyncExecutor(5)}.get(kind, kind)
+    try:
+        with HypernodesEngine(map_executor=executor, max_workers=5) as engine:
+            for fn in (sync_item, async_item):
+                assert Pipeline([fn], backend=engine).map({"x": list(range(60))}, "x") == {"y": list(range(60))}
+    finally:
+        if not isinstance(executor, str):
+            executor.shutdown()
+    assert flight.calls == 120
+    assert 1 < flight.peak <= 5
+
+
+def test_async_executor_awaits_native_async_items_on_its_loop_without_a_thread_each() -> None:
+    """50 awaiting items run concurrently as coroutines on the executor's loop."""
+    flight = InFlight()
+    loops: set[int] = set()
+    threads: set[str] = set()
+
+    @node(output_name="y")
+    async def fetch(x: int) -> int:
+        loops.add(id(asyncio.get_running_loop()))
+        threads.add(threading.current_thread().name)
+        with flight:
+            await asyncio.sleep(0.05)
+        return x
+
+    executor = AsyncExecutor(max_workers=100)
+    try:
+        with HypernodesEngine(map_executor=executor) as engine:
+            assert Pipeline([fetch], backend=engine).map({"x": list(range(50))}, "x") == {"y": list(range(50))}
+    finally:
+        executor.shutdown()
+    assert flight.peak == 50
+    assert len(loops) == 1
+    assert threads == {"hypernodes-async-loop"}
+
+
+def test_async_executor_offloads_sync_nodes_of_an_async_pipeline() -> None:
+    """A blocking sync node after an async one does not stall the loop: items still overlap."""
+    flight = InFlight()
+
+    @node(output_name="fetched")
+    async def fetch(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x
+
+    @node(output_name="parsed")
+    def parse(fetched: int) -> int:
+        with flight:
+            time.sleep(0.05)
+        return fetched + 1
+
+    executor = AsyncExecutor(max_workers=20)
+    try:
+        with HypernodesEngine(map_executor=executor) as engine:
+            got = Pipeline([fetch, parse], backend=engine).map({"x": list(range(20))}, "x", output_name="parsed")
+    finally:
+        executor.shutdown()
+    assert got == {"parsed": [x + 1 for x in range(20)]}
+    assert flight.peak >= 10
+
+
+def test_parallel_map_spreads_items_over_worker_processes() -> None:
+    """Items of a "parallel" map run in more than one process, none of them this one."""
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        pids = Pipeline([node(_sleepy_pid, output_name="pid")], backend=engine).map({"x": list(range(8))}, "x")
+    assert len(set(pids["pid"])) == 2
+    assert os.getpid() not in pids["pid"]
+
+
+def _sleepy_pid(x: int) -> int:
+    time.sleep(0.05)
+    return os.getpid()
+
+
+# -- pre-batched work -----------------------------------------------------------
+
+
+def test_a_process_map_sends_the_plan_once_and_few_slices() -> None:
+    """1,000 items on 2 processes: the plan is pickled once and there are 4 tasks, not 1,000."""
+    executor = PicklingExecutor(max_workers=2)
+    dumps_calls: list[int] = []
+    real_dumps = _tasks.dumps
+
+    def counting_dumps(obj: Any) -> tuple[str, bytes]:
+        dumps_calls.append(1)
+        return real_dumps(obj)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch, HypernodesEngine(map_executor=executor) as engine:
+            patch.setattr(_tasks, "dumps", counting_dumps)
+            got = Pipeline([double], backend=engine).map({"x": list(range(1000))}, "x")
+    finally:
+        executor.shutdown()
+    assert got == {"doubled": [2 * x for x in range(1000)]}
+    assert len(dumps_calls) == 1
+    assert executor.submitted == 2 * _drive.PROCESS_TASKS_PER_WORKER
+
+
+def test_blocking_items_get_one_item_per_task_when_they_fit() -> None:
+    """Items <= workers: one task per item, so no item waits behind another."""
+    seen: list[tuple[int, int]] = []
+    real = _drive.run_items
+
+    def spy(engine: Any, runner: Any, plan: Any, template: Any, items: Any, lo: int, hi: int, base: int = 0) -> Any:
+        seen.append((lo, hi))
+        return real(engine, runner, plan, template, items, lo, hi, base)
+
+    with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(100) as pool:
+        patch.setattr(_drive, "run_items", spy)
+        with HypernodesEngine(map_executor=pool) as engine:
+            Pipeline([double], backend=engine).map({"x": list(range(80))}, "x")
+    assert sorted(seen) == [(i, i + 1) for i in range(80)]
+
+
+# -- failure --------------------------------------------------------------------
+
+
+def _fail_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError(f"bad item {x}")
+    time.sleep(0.001)
+    return x
+
+
+@pytest.mark.parametrize("kind", [k for k in EXECUTOR_KINDS if k != "sequential"])
+def test_first_failing_item_raises_its_own_exception_with_its_index(
+    kind: str, make_executor: Callable[[str], Any]
+) -> None:
+    """The node's exception keeps its type and message and is noted with the node and item."""
+    with HypernodesEngine(map_executor=make_executor(kind), max_workers=2) as engine:
+        pipeline = Pipeline([node(_fail_on_three, output_name="y")], backend=engine)
+        with pytest.raises(ValueError, match="bad item 3") as info:
+            pipeline.map({"x": list(range(40))}, "x")
+        assert "hypernodes: raised in node `_fail_on_three`, map item 3" in getattr(info.value, "__notes__", [])
+        assert pipeline.map({"x": [1, 2]}, "x") == {"y": [1, 2]}  # the engine still works
+
+
+@pytest.mark.parametrize("kind", [k for k in NODE_EXECUTOR_KINDS if k != "sequential"])
+def test_failing_node_raises_its_own_exception_with_its_name(kind: str, make_executor: Callable[[str], Any]) -> None:
+    """At node level too; a tuple-output arity error is reported for the offending node."""
+
+    def boom(doubled: int) -> int:
+        raise KeyError("no such thing")
+
+    with HypernodesEngine(node_executor=make_executor(kind)) as engine:
+        pipeline = Pipeline([double, shift, node(boom, output_name="z")], backend=engine)
+        with pytest.raises(KeyError, match="no such thing") as info:
+            pipeline.run({"x": 1})
+        assert "hypernodes: raised in node `boom`" in getattr(info.value, "__notes__", [])
+        bad_arity = Pipeline([double, shift, node(_one_value, output_name=("p", "q"))], backend=engine)
+        with pytest.raises(OutputArityError, match="Node `_one_value` has 2 output names but returned 1 values"):
+            bad_arity.run({"x": 1})
+        assert pipeline.run({"x": 1}, output_name="shifted") == {"shifted": 11}
+
+
+def _one_value(doubled: int) -> tuple[int]:
+    return (doubled,)
+
+
+@pytest.mark.parametrize("kind", ["threaded", "ThreadPoolExecutor", "AsyncExecutor"])
+def test_failure_cancels_work_not_started_and_returns_without_waiting(
+    kind: str, make_executor: Callable[[str], Any]
+) -> None:
+    """Item 0 fails while item 1 hangs: the call raises at once, and queued items never run."""
+    release = threading.Event()
+    ran: list[int] = []
+
+    @node(output_name="y")
+    def item(x: int) -> int:
+        ran.append(x)
+        if x == 0:
+            time.sleep(0.05)
+            raise RuntimeError("item 0 failed")
+        if x == 1:
+            release.wait(timeout=30)
+        return x
+
+    executor = make_executor(kind)
+    with HypernodesEngine(map_executor=executor, max_workers=2) as engine:
+        if isinstance(executor, ThreadPoolExecutor):
+            executor._max_workers = 2  # type: ignore[attr-defined]
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match="item 0 failed"):
+            Pipeline([item], backend=engine).map({"x": list(range(400))}, "x")
+        elapsed = time.monotonic() - start
+        release.set()
+    assert elapsed < 10, "the failure waited for the hanging item"
+    assert len(ran) < 400
+
+
+def test_a_dead_worker_process_is_a_clear_error_not_a_hang() -> None:
+    """os._exit in a node under "parallel": BrokenExecutor naming the likely causes; next call works."""
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        pipeline = Pipeline([node(_exit_on_five, output_name="y")], backend=engine)
+        with pytest.raises(BrokenExecutor) as info:
+            pipeline.map({"x": list(range(10))}, "x")
+        notes = " ".join(getattr(info.value, "__notes__", []))
+        assert "worker process died while running map items" in notes
+        assert "segfault" in notes
+        assert "memory" in notes
+        assert pipeline.map({"x": [1, 2, 3]}, "x") == {"y": [1, 2, 3]}
+
+
+def _exit_on_five(x: int) -> int:
+    if x == 5:
+        os._exit(1)
+    return x
+
+
+def test_ctrl_c_during_a_parallel_map_stops_promptly_and_leaves_no_workers() -> None:
+    """SIGINT while a "parallel" map of slow items runs: KeyboardInterrupt soon, workers gone."""
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        pipeline = Pipeline([node(_sleep_long, output_name="y")], backend=engine)
+        pipeline.map({"x": [0]}, "x", output_name="y")  # workers up
+        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+        start = time.monotonic()
+        timer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pipeline.map({"x": list(range(1, 9))}, "x")
+        finally:
+            timer.cancel()
+        assert time.monotonic() - start < 15
+        workers = [p for p in psutil.Process().children(recursive=True) if "resource_tracker" not in _cmd(p)]
+        assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert pipeline.map({"x": [0, 0]}, "x") == {"y": [0, 0]}  # fresh workers
+
+
+def _sleep_long(x: int) -> int:
+    time.sleep(x * 5)
+    return x
+
+
+def _cmd(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+
+# -- functions that only cloudpickle can ship -----------------------------------
+
+
+def test_closures_and_main_module_functions_run_in_worker_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A closure, and a notebook-style function decorated in __main__, run under "parallel"."""
+    offset = 100
+
+    @node(output_name="y")
+    def add_offset(x: int) -> int:
+        return x + offset
+
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec("def cube(y):\n    return y ** 3\n", namespace)
+    cube = node(namespace["cube"], output_name="z")
+    monkeypatch.setattr(sys.modules["__main__"], "cube", cube, raising=False)  # `@node` rebinds the name
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        got = Pipeline([add_offset, cube], backend=engine).map({"x": [1, 2]}, "x")
+    assert got == {"y": [101, 102], "z": [101**3, 102**3]}
+
+
+def test_unpicklable_broadcast_input_to_a_process_map_fails_before_anything_runs() -> None:
+    """A lock can't go to a worker process: the pickling error says so and no item ran."""
+
+    @node(output_name="y")
+    def uses_lock(x: int, lock: Any) -> int:
+        return x
+
+    with (
+        HypernodesEngine(map_executor="parallel", max_workers=2) as engine,
+        pytest.raises(TypeError, match="lock") as info,
+    ):
+        Pipeline([uses_lock], backend=engine).map({"x": [1, 2], "lock": threading.Lock()}, "x")
+    assert any("must be picklable" in n for n in getattr(info.value, "__notes__", []))
+
+
+# -- lifetime -------------------------------------------------------------------
+
+
+def test_engine_shared_by_pipelines_survives_one_being_collected() -> None:
+    """Dropping one pipeline leaves the shared engine and the other pipeline working."""
+    with HypernodesEngine(map_executor="threaded", node_executor="async") as engine:
+        first = Pipeline(DIAMOND, backend=engine)
+        second = Pipeline([double], backend=engine)
+        assert first.map({"x": [1]}, "x", output_name="total") == {"total": [expected_diamond(1)["total"]]}
+        del first
+        gc.collect()
+        assert second.map({"x": [1, 2]}, "x") == {"doubled": [2, 4]}
+        assert second.run({"x": 3}) == {"doubled": 6}
+
+
+def test_shutdown_stops_what_the_engine_made_and_leaves_user_executors_alone() -> None:
+    """After shutdown no engine thread runs; a user's pool still accepts work; the engine restarts."""
+    pool = ThreadPoolExecutor(2)
+    engine = HypernodesEngine(map_executor=pool, node_executor="threaded")
+    pipeline = Pipeline(DIAMOND, backend=engine)
+    assert pipeline.map({"x": [1, 2]}, "x", output_name="doubled") == {"doubled": [2, 4]}
+    engine.shutdown()
+    assert not [t for t in threading.enumerate() if t.name.startswith("hypernodes-")]
+    assert pool.submit(lambda: 7).result(timeout=10) == 7
+    assert pipeline.run({"x": 2}, output_name="doubled") == {"doubled": 4}  # usable again
+    engine.shutdown()
+    pool.shutdown()
+
+
+def test_an_engine_dropped_without_shutdown_releases_its_threads() -> None:
+    """Garbage collection of an engine shuts down the executors it made."""
+    engine = HypernodesEngine(map_executor="threaded", node_executor="async")
+    Pipeline(DIAMOND, backend=engine).map({"x": [1, 2, 3]}, "x")
+    assert [t for t in threading.enumerate() if t.name.startswith("hypernodes-")]
+    del engine
+    gc.collect()  # the conftest fixture then checks that no thread is left
+
+
+def test_parallel_workers_are_shared_by_engines_and_stop_with_the_last() -> None:
+    """Two "parallel" engines use one warm pool; it stops when the last engine shuts down."""
+    first = HypernodesEngine(map_executor="parallel", max_workers=2)
+    second = HypernodesEngine(map_executor="parallel", max_workers=2)
+    pid_pipeline = [node(_sleepy_pid, output_name="pid")]
+    pids_first = set(Pipeline(pid_pipeline, backend=first).map({"x": list(range(6))}, "x")["pid"])
+    pids_second = set(Pipeline(pid_pipeline, backend=second).map({"x": list(range(6))}, "x")["pid"])
+    assert pids_first == pids_second
+    first.shutdown()
+    assert all(psutil.pid_exists(pid) for pid in pids_first)
+    second.shutdown()
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(pid) for pid in pids_first) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(psutil.pid_exists(pid) for pid in pids_first)
+
+
+# -- nesting and event loops ----------------------------------------------------
+
+
+def test_nested_pipeline_sharing_the_outer_pool_does_not_deadlock() -> None:
+    """An inner pipeline mapped on the very pool running the outer items runs inline instead of waiting."""
+    with ThreadPoolExecutor(2) as pool:
+        inner = Pipeline([double], backend=HypernodesEngine(map_executor=pool), name="inner")
+        per_item = inner.as_node(input_mapping={"xs": "x"}, map_over="xs", name="per_item")
+        outer = Pipeline([per_item], backend=HypernodesEngine(map_executor=pool))
+        got = outer.map({"xs": [[1, 2], [3], [4, 5, 6], [7]]}, map_over="xs")
+    assert got == {"doubled": [[2, 4], [6], [8, 10, 12], [14]]}
+
+
+def test_async_executor_map_from_inside_a_running_event_loop() -> None:
+    """A notebook cell runs inside an event loop: the map still works and does not block forever."""
+
+    @node(output_name="y")
+    async def fetch(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x + 1
+
+    executor = AsyncExecutor(max_workers=10)
+
+    async def cell() -> dict[str, list[int]]:
+        with HypernodesEngine(map_executor=executor, node_executor="async") as engine:
+            return Pipeline([fetch, double], backend=engine).map({"x": [1, 2, 3]}, "x")
+
+    try:
+        assert asyncio.run(cell()) == {"y": [2, 3, 4], "doubled": [2, 4, 6]}
+    finally:
+        executor.shutdown()
+
+
+# -- bad combinations -----------------------------------------------------------
+
+
+def test_one_executor_object_for_both_levels_is_refused() -> None:
+    """The same pool for items and nodes would deadlock: refused at construction."""
+    with ThreadPoolExecutor(2) as pool, pytest.raises(ExecutorSpecError, match="same executor object"):
+        HypernodesEngine(map_executor=pool, node_executor=pool)
+
+
+@pytest.mark.parametrize("node_kind", ["parallel", "ThreadPoolExecutor"])
+def test_node_executors_that_cannot_run_in_worker_processes_are_refused(
+    node_kind: str, make_executor: Callable[[str], Any]
+) -> None:
+    """A process map cannot carry an executor object or start processes of its own."""
+    with pytest.raises(ExecutorSpecError, match="cannot run inside the worker processes"):
+        HypernodesEngine(map_executor="parallel", node_executor=make_executor(node_kind))
