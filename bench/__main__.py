@@ -11,16 +11,21 @@ fastest round counts), ``--items N`` the items ``overhead-map`` maps over (defau
 ``HYPERNODES_NO_EXTENSIONS=1`` to measure the pure-Python core instead of the
 compiled one; the header (or the ``core`` key) says which one ran.
 
-``seed`` replays the workloads of the user's executor-comparison notebook
-(``node-level``: three independent 0.1 s sleeping nodes and a combine node;
-``map-level``: 80 items sleeping 0.05 s; ``native-async``: 50 items of an
-``async def`` node awaiting 0.1 s; ``cpu-bound``: 20 items of 100,000 chained
-sha256), one row per workload and engine, variant ``<workload>/<engine>``, metric
-``s`` (seconds per call). Only the sequential engine exists today. Its workloads
-sleep for seconds, so ``seed`` times at most 2 rounds whatever ``--repeat`` says,
-and ``--quick`` shrinks them 10x (8, 5 and 2 items; 0.01 s node sleeps) for smoke
-runs. After the table it prints the notebook's own sequential figures for
-reference; JSON rows carry ``quick``.
+``seed`` replays the workloads of the user's executor-comparison notebook on every
+engine it uses, each next to the raw executor it wraps, timed in the same run:
+``node-level`` (three independent 0.1 s sleeping nodes and a combine node; baseline
+the three calls on a raw ``ThreadPoolExecutor``), ``map-level`` (80 items sleeping
+0.05 s; baselines ``ThreadPoolExecutor(100).map`` and loky's ``map`` on the same
+workers), ``native-async`` (50 items awaiting 0.1 s; baseline ``asyncio.gather``),
+``sync-wrapped`` (40 blocking items under ``AsyncExecutor`` and thread pools; baseline
+raw threads), ``cpu-bound`` (20 items of 100,000 chained sha256; baseline loky's
+``map``) and ``tiny-items`` (200,000 items of ``x + 1`` on "threaded" and "parallel";
+baseline the sequential map, in microseconds per item). Sequential rows are compared
+with plain Python. Variants are ``<workload>/<engine>``, metric ``s`` (seconds per
+call); the ``baseline is`` column names the baseline. Its workloads sleep for
+seconds, so ``seed`` times at most 2 rounds whatever ``--repeat`` says, and
+``--quick`` shrinks them 10x for smoke runs. After the table it prints the notebook's
+own tables filled with this run's figures, the notebook's beside them.
 
 Each row gives a candidate's cost (``value``), the cost of the equivalent plain
 Python (``baseline``) in the same unit, and ``ratio = value / baseline``. Both
@@ -33,13 +38,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
 from ._harness import BenchError, Row, Settings, environment
-from .scenarios import SCENARIOS, SEED_NOTEBOOK_S, SEED_ROUNDS
+from .scenarios import SCENARIOS, SEED_NOTEBOOK, SEED_ROUNDS
 
-_COLUMNS = ("scenario", "variant", "metric", "value", "baseline", "ratio")
+_COLUMNS = ("scenario", "variant", "metric", "value", "baseline", "ratio", "baseline is")
 
 
 def _positive_int(text: str) -> int:
@@ -74,27 +80,42 @@ def _parser() -> argparse.ArgumentParser:
 def _table(rows: Sequence[Row]) -> str:
     """The rows as an aligned table: text columns left-aligned, numbers right-aligned."""
     cells = [list(_COLUMNS)] + [
-        [r.scenario, r.variant, r.metric, f"{r.value:.4f}", f"{r.baseline:.4f}", f"{r.ratio:.2f}"] for r in rows
+        [r.scenario, r.variant, r.metric, f"{r.value:.4f}", f"{r.baseline:.4f}", f"{r.ratio:.2f}", r.against]
+        for r in rows
     ]
     widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
-    n_text = 3  # scenario, variant, metric: left-aligned; the numbers after them right-aligned
+    numbers = range(3, 6)  # value, baseline, ratio: right-aligned; text left-aligned
     return "\n".join(
         "  ".join(
-            cell.ljust(w) if i < n_text else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        )
+            cell.rjust(w) if i in numbers else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
         for line in cells
     )
 
 
-def _seed_reference(settings: Settings) -> str:
-    """Two lines to read beside the ``seed`` rows: its rounds, and the notebook's own sequential figures."""
+def _notebook_tables(rows: Sequence[Row], settings: Settings) -> str:
+    """The notebook's own tables, filled with this run's ``seed`` rows (its figures in brackets)."""
+    by_variant = {row.variant: row.value for row in rows if row.scenario == "seed"}
     rounds = min(settings.repeat, SEED_ROUNDS)
-    size = "--quick rows are 10x smaller" if settings.quick else "same sizes as the rows above"
-    figures = ", ".join(f"{workload} {seconds:.3f} s" for workload, seconds in SEED_NOTEBOOK_S.items())
-    return (
-        f"seed: best of {rounds} round(s). The notebook's sequential figures (one cold run each; {size}):\n"
-        f"  {figures} (its native-async row ran the sync twin)"
-    )
+    size = ", --quick: 10x smaller than the notebook's" if settings.quick else ""
+    lines = [
+        f"The notebook's tables, this run (best of {rounds}, {os.cpu_count()} CPUs{size}); "
+        "[the notebook's own figures: one cold run, about 10 CPUs]:"
+    ]
+    for title, workload, entries in SEED_NOTEBOOK:
+        found = [(label, by_variant[f"{workload}/{v}"], theirs) for label, v, theirs in entries]
+        if len(found) != len(entries) or not found:
+            continue
+        lines.append(f"  {title}")
+        lines.append("    " + "   ".join(f"{label} {ours:.3f}s [{theirs:.3f}]" for label, ours, theirs in found))
+        (_, sequential, their_sequential), *others = found
+        if others and entries[0][1] == "sequential":
+            speedups = "  ".join(
+                f"{label} {sequential / ours:.1f}x [{their_sequential / theirs:.1f}x]" for label, ours, theirs in others
+            )
+            lines.append(f"    speedup vs sequential: {speedups}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.json:
         print(_table(rows))
         if "seed" in names:
-            print(_seed_reference(settings))
+            print(_notebook_tables(rows, settings))
     return 0
 
 

@@ -34,17 +34,19 @@ class Settings:
 
 @dataclass(frozen=True)
 class Row:
-    """One result: a candidate's cost and its plain-Python baseline's, in the same unit and run."""
+    """One result: a candidate's cost and its baseline's, in the same unit and run."""
 
     scenario: str
     variant: str
     metric: str
     value: float
     baseline: float
+    against: str = "plain Python"
+    """What ``baseline`` measured: plain Python, or the raw executor the variant wraps."""
 
     @property
     def ratio(self) -> float:
-        """``value / baseline``: how many times the plain-Python cost the candidate pays."""
+        """``value / baseline``: how many times the baseline's cost the candidate pays."""
         return self.value / self.baseline
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +57,7 @@ class Row:
             "metric": self.metric,
             "value": self.value,
             "baseline": self.baseline,
+            "against": self.against,
             "ratio": self.ratio,
         }
 

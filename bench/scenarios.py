@@ -10,17 +10,24 @@ the pipeline's plan cache) before timing both with :func:`~bench._harness.best_o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import Any, NamedTuple
 
+from loky import get_reusable_executor
+
 from hypernodes import HypernodesEngine, Pipeline, node
+from hypernodes.executors import AsyncExecutor
+from hypernodes.executors._loky import IDLE_TIMEOUT_S
 
 from ._harness import Row, Settings, best_of, check
 
-__all__ = ["CHAIN_CALLS", "CHAIN_LENGTH", "SCENARIOS", "SEED_NOTEBOOK_S", "SEED_ROUNDS", "Scenario", "register"]
+__all__ = ["CHAIN_CALLS", "CHAIN_LENGTH", "SCENARIOS", "SEED_NOTEBOOK", "SEED_ROUNDS", "Scenario", "register"]
 
 Scenario = Callable[[Settings], list[Row]]
 
@@ -118,13 +125,25 @@ def overhead_chain(settings: Settings) -> list[Row]:
 
 SEED_ROUNDS = 2  # seed's timing rounds: at most this many (its workloads take seconds per round)
 
-SEED_NOTEBOOK_S = {
-    "node-level": 0.314,
-    "map-level": 4.326,
-    "native-async": 5.196,  # the notebook's sequential row here ran the sync twin (time.sleep)
-    "cpu-bound": 0.936,
-}
-"""The notebook's own sequential figures: seconds for one cold run of each full-size workload."""
+SEED_NOTEBOOK = (
+    ("NODE-LEVEL: 3 independent 0.1 s tasks -> combine", "node-level",
+     (("Sequential", "sequential", 0.314), ("Async", "async", 0.102), ("Threaded", "threaded", 0.106))),
+    ("MAP-LEVEL: 80 items x 0.05 s", "map-level",
+     (("Sequential", "sequential", 4.326), ("Async", "async", 0.331), ("Threaded", "threads", 0.069),
+      ("Parallel", "parallel", 1.324))),
+    ("SYNC-WRAPPED: 40 items x 0.05 s", "sync-wrapped",
+     (("AsyncExecutor", "AsyncExecutor", 0.164), ("ThreadPool", "threads", 0.059),
+      ("ThreadPool+async nodes", "threads+node-async", 0.059))),
+    ("NATIVE ASYNC: 50 items x await 0.1 s", "native-async",
+     (("Sequential", "sequential", 5.196), ("Async", "async", 0.418))),
+    ("CPU-BOUND: 20 items x 100,000 sha256", "cpu-bound",
+     (("Sequential", "sequential", 0.936), ("Threaded", "threaded", 0.963), ("Parallel", "parallel", 0.201))),
+)  # fmt: skip
+"""The notebook's tables: (title, workload, ((label, seed variant, the notebook's seconds), ...)).
+
+The notebook's figures are one cold run each on its author's machine (about 10 CPUs);
+its native-async sequential row ran the sync twin (time.sleep).
+"""
 
 _MAP_SLEEP = 0.05  # process_item's sleep
 _ASYNC_DELAY = 0.1  # async_io_operation's delay
@@ -135,11 +154,14 @@ class _SeedSize(NamedTuple):
     node_sleep: float  # each of io_task1..3
     map_items: int
     async_items: int
+    sync_items: int
     cpu_items: int
+    tiny_items: int
 
 
-_SEED_FULL = _SeedSize(node_sleep=0.1, map_items=80, async_items=50, cpu_items=20)  # the notebook's sizes
-_SEED_QUICK = _SeedSize(node_sleep=0.01, map_items=8, async_items=5, cpu_items=2)  # --quick: 10x smaller
+# the notebook's sizes, and --quick: 10x smaller
+_SEED_FULL = _SeedSize(node_sleep=0.1, map_items=80, async_items=50, sync_items=40, cpu_items=20, tiny_items=200_000)
+_SEED_QUICK = _SeedSize(node_sleep=0.01, map_items=8, async_items=5, sync_items=4, cpu_items=2, tiny_items=20_000)
 
 
 def _io_tasks(delay: float) -> tuple[Callable[[int], int], ...]:
@@ -197,6 +219,7 @@ def _seed_rows(
     candidates: Mapping[str, Callable[[], object]],
     baseline: Callable[[], object],
     rounds: int,
+    against: str = "plain Python",
     comparable: Callable[[Any], Any] = lambda result: result,
 ) -> list[Row]:
     """Time ``baseline`` and each candidate (seconds per call), then check every candidate's result.
@@ -219,81 +242,190 @@ def _seed_rows(
     for variant in candidates:
         label = f"{workload}/{variant}"
         check("seed", label, comparable(results[variant]), comparable(results["baseline"]))
-        rows.append(Row("seed", label, "s", best[variant], best["baseline"]))
+        rows.append(Row("seed", label, "s", best[variant], best["baseline"], against))
     return rows
+
+
+def _raw_thread_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], xs: list[Any]) -> list[Any]:
+    return list(pool.map(fn, xs))
+
+
+def _raw_loky_map(workers: int, fn: Callable[[Any], Any], xs: list[Any]) -> list[Any]:
+    # The very pool (same arguments) the "parallel" engine uses, so neither call restarts it.
+    executor = get_reusable_executor(max_workers=workers, timeout=IDLE_TIMEOUT_S)
+    return list(executor.map(fn, xs))
 
 
 @register("seed")
 def seed(settings: Settings) -> list[Row]:
-    """The notebook's four workloads on each engine hypernodes runs today, against plain Python.
+    """The notebook's workloads on each engine it uses, each next to the raw executor it wraps.
 
-    Each workload gives one row per engine, named ``<workload>/<variant>`` and timed
-    in seconds per call. Only the sequential engine runs today; the executors
-    release adds its threaded/async/parallel engines to ``engines``.
+    Rows are named ``<workload>/<engine>`` and timed in seconds per call (tiny-items:
+    microseconds per item). A sequential row's baseline is the same calls in plain
+    Python; an executor row's is the raw executor doing the same calls, in the same
+    run: ``ThreadPoolExecutor.map``, loky's ``map``, or ``asyncio.gather``.
     """
     size = _SEED_QUICK if settings.quick else _SEED_FULL
     rounds = min(settings.repeat, SEED_ROUNDS)
-    with HypernodesEngine(node_executor="sequential", map_executor="sequential") as sequential:
-        engines = {"sequential": sequential}
-        rows: list[Row] = []
+    cpus = os.cpu_count() or 1
+    rows: list[Row] = []
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=100))
+        executors: list[Executor] = [AsyncExecutor(100), AsyncExecutor(50), AsyncExecutor(100)]
+        executors += [ThreadPoolExecutor(max_workers=100) for _ in range(3)]
+        for executor in executors:
+            stack.callback(executor.shutdown)
+
+        def engine(**kwargs: Any) -> HypernodesEngine:
+            return stack.enter_context(HypernodesEngine(**kwargs))
 
         # node-level: three independent sleeping nodes and a combine node, run once.
         tasks = _io_tasks(size.node_sleep)
         nodes = [node(fn, output_name=f"task{i}") for i, fn in enumerate(tasks, 1)]
         nodes.append(node(_combine_tasks, output_name="final"))
+        node_pool = stack.enter_context(ThreadPoolExecutor(max_workers=3))
 
-        def node_baseline() -> dict[str, Any]:
-            t1, t2, t3 = (fn(10) for fn in tasks)
+        def combined(t1: int, t2: int, t3: int) -> dict[str, Any]:
             return {"task1": t1, "task2": t2, "task3": t3, "final": _combine_tasks(t1, t2, t3)}
 
-        node_pipelines = {v: Pipeline(nodes=nodes, backend=e) for v, e in engines.items()}
-        rows += _seed_rows(
-            "node-level",
-            {v: partial(p.run, inputs={"x": 10}) for v, p in node_pipelines.items()},
-            node_baseline,
-            rounds,
-        )
+        def node_plain() -> dict[str, Any]:
+            return combined(*(fn(10) for fn in tasks))
+
+        def node_threads() -> dict[str, Any]:
+            futures = [node_pool.submit(fn, 10) for fn in tasks]
+            return combined(*(f.result() for f in futures))
+
+        def node_run(**kwargs: Any) -> Callable[[], dict[str, Any]]:
+            return partial(Pipeline(nodes=nodes, backend=engine(**kwargs)).run, inputs={"x": 10})
+
+        rows += _seed_rows("node-level", {"sequential": node_run()}, node_plain, rounds)
+        node_executors = {"threaded": node_run(node_executor="threaded"), "async": node_run(node_executor="async")}
+        rows += _seed_rows("node-level", node_executors, node_threads, rounds, "ThreadPoolExecutor")
 
         # map-level: one sleeping node mapped over the items.
         xs = list(range(size.map_items))
-        map_pipelines = {
-            v: Pipeline(nodes=[node(_process_item, output_name="processed")], backend=e) for v, e in engines.items()
-        }
+
+        def map_call(**kwargs: Any) -> Callable[[], dict[str, list[Any]]]:
+            pipeline = Pipeline(nodes=[node(_process_item, output_name="processed")], backend=engine(**kwargs))
+            return partial(pipeline.map, inputs={"x": xs}, map_over="x")
+
+        def as_processed(fn: Callable[[], list[Any]]) -> Callable[[], dict[str, list[Any]]]:
+            return lambda: {"processed": fn()}
+
+        rows += _seed_rows(
+            "map-level", {"sequential": map_call()}, as_processed(lambda: [_process_item(x) for x in xs]), rounds
+        )
         rows += _seed_rows(
             "map-level",
-            {v: partial(p.map, inputs={"x": xs}, map_over="x") for v, p in map_pipelines.items()},
-            lambda: {"processed": [_process_item(x) for x in xs]},
+            {"async": map_call(map_executor=executors[0]), "threads": map_call(map_executor=executors[3])},
+            as_processed(partial(_raw_thread_map, pool, _process_item, xs)),
             rounds,
+            "ThreadPoolExecutor(100)",
+        )
+        parallel_map = map_call(map_executor="parallel", max_workers=cpus)
+        parallel_map()  # start the worker processes (the raw loky rows below share them)
+        rows += _seed_rows(
+            "map-level",
+            {"parallel": parallel_map},
+            as_processed(partial(_raw_loky_map, cpus, _process_item, xs)),
+            rounds,
+            f"loky({cpus})",
         )
 
-        # native-async: an `async def` node mapped over the delays (sequential awaits one at a time).
+        # native-async: an `async def` node mapped over the delays.
         delays = [_ASYNC_DELAY] * size.async_items
-        async_pipelines = {
-            v: Pipeline(nodes=[node(_async_io_operation, output_name="async_fetch")], backend=e)
-            for v, e in engines.items()
-        }
+
+        def async_call(**kwargs: Any) -> Callable[[], dict[str, list[Any]]]:
+            pipeline = Pipeline(nodes=[node(_async_io_operation, output_name="async_fetch")], backend=engine(**kwargs))
+            return partial(pipeline.map, inputs={"delay": delays}, map_over="delay")
 
         async def await_each() -> list[dict[str, float]]:
             return [await _async_io_operation(d) for d in delays]
 
+        async def gather() -> list[dict[str, float]]:
+            return list(await asyncio.gather(*(_async_io_operation(d) for d in delays)))
+
         rows += _seed_rows(
             "native-async",
-            {v: partial(p.map, inputs={"delay": delays}, map_over="delay") for v, p in async_pipelines.items()},
+            {"sequential": async_call()},
             lambda: {"async_fetch": asyncio.run(await_each())},
             rounds,
             comparable=_without_durations,
         )
+        rows += _seed_rows(
+            "native-async",
+            {"async": async_call(map_executor=executors[1])},
+            lambda: {"async_fetch": asyncio.run(gather())},
+            rounds,
+            "asyncio.gather",
+            comparable=_without_durations,
+        )
+
+        # sync-wrapped: the notebook's cell 16, a blocking node under each wide executor.
+        items = list(range(size.sync_items))
+
+        def sync_call(**kwargs: Any) -> Callable[[], dict[str, list[Any]]]:
+            pipeline = Pipeline(nodes=[node(_process_item, output_name="processed")], backend=engine(**kwargs))
+            return partial(pipeline.map, inputs={"x": items}, map_over="x")
+
+        rows += _seed_rows(
+            "sync-wrapped",
+            {
+                "AsyncExecutor": sync_call(map_executor=executors[2]),
+                "threads": sync_call(map_executor=executors[4]),
+                "threads+node-async": sync_call(map_executor=executors[5], node_executor="async"),
+            },
+            as_processed(partial(_raw_thread_map, pool, _process_item, items)),
+            rounds,
+            "ThreadPoolExecutor(100)",
+        )
 
         # cpu-bound: chained sha256 per item.
         texts = [f"item_{i}" for i in range(size.cpu_items)]
-        cpu_pipelines = {
-            v: Pipeline(nodes=[node(_compute_heavy_hash, output_name="hash_result")], backend=e)
-            for v, e in engines.items()
-        }
+
+        def cpu_call(**kwargs: Any) -> Callable[[], dict[str, list[Any]]]:
+            pipeline = Pipeline(nodes=[node(_compute_heavy_hash, output_name="hash_result")], backend=engine(**kwargs))
+            return partial(pipeline.map, inputs={"text": texts}, map_over="text")
+
+        def as_hashes(fn: Callable[[], list[Any]]) -> Callable[[], dict[str, list[Any]]]:
+            return lambda: {"hash_result": fn()}
+
+        rows += _seed_rows(
+            "cpu-bound", {"sequential": cpu_call()}, as_hashes(lambda: [_compute_heavy_hash(t) for t in texts]), rounds
+        )
         rows += _seed_rows(
             "cpu-bound",
-            {v: partial(p.map, inputs={"text": texts}, map_over="text") for v, p in cpu_pipelines.items()},
-            lambda: {"hash_result": [_compute_heavy_hash(t) for t in texts]},
+            {
+                "threaded": cpu_call(map_executor="threaded", max_workers=cpus),
+                "parallel": cpu_call(map_executor="parallel", max_workers=cpus),
+            },
+            as_hashes(partial(_raw_loky_map, cpus, _compute_heavy_hash, texts)),
             rounds,
+            f"loky({cpus})",
         )
+
+        # tiny-items: per-item overhead of slicing, against the sequential core loop.
+        rows += _tiny_items(settings, engine, size.tiny_items)
     return rows
+
+
+def _tiny_items(settings: Settings, engine: Callable[..., HypernodesEngine], n_items: int) -> list[Row]:
+    xs = list(range(n_items))
+    cpus = os.cpu_count() or 1
+    inc = node(_inc, output_name="y")
+    sequential = Pipeline(nodes=[inc], backend=engine())
+    candidates = {
+        "threaded": Pipeline(nodes=[inc], backend=engine(map_executor="threaded", max_workers=cpus)),
+        "parallel": Pipeline(nodes=[inc], backend=engine(map_executor="parallel", max_workers=cpus)),
+    }
+    expected = {"y": [x + 1 for x in xs]}
+    calls = {"baseline": partial(sequential.map, inputs={"x": xs}, map_over="x")}
+    for variant, pipeline in candidates.items():
+        calls[variant] = partial(pipeline.map, inputs={"x": xs}, map_over="x")
+        check("seed", f"tiny-items/{variant}", calls[variant](), expected)
+    best = best_of(calls, min(settings.repeat, 5))
+    per_item = _US / n_items
+    return [
+        Row("seed", f"tiny-items/{v}", "us/item", best[v] * per_item, best["baseline"] * per_item, "sequential map")
+        for v in candidates
+    ]

@@ -334,7 +334,8 @@ class Pipeline:
         values = [*plan.template, None]
         slot_of = dict(plan.input_pairs)
         for name, slot in plan.input_pairs:
-            values[slot] = inputs[name]
+            if name not in mapped:  # a mapped slot is filled per item (and its list must not travel to workers)
+                values[slot] = inputs[name]
         map_slots = tuple(slot_of.get(m, plan.n_slots) for m in mapped)  # n_slots: the scratch slot
         # a snapshot: the user's lists may change while the map runs without affecting it
         columns = tuple(tuple(inputs[m]) for m in mapped)
