@@ -19,11 +19,10 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 from typing import Any, NamedTuple
 
-from loky import get_reusable_executor
+from loky import ProcessPoolExecutor
 
 from hypernodes import HypernodesEngine, Pipeline, node
 from hypernodes.executors import AsyncExecutor
-from hypernodes.executors._loky import IDLE_TIMEOUT_S
 
 from ._harness import Row, Settings, best_of, check
 
@@ -246,13 +245,7 @@ def _seed_rows(
     return rows
 
 
-def _raw_thread_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], xs: list[Any]) -> list[Any]:
-    return list(pool.map(fn, xs))
-
-
-def _raw_loky_map(workers: int, fn: Callable[[Any], Any], xs: list[Any]) -> list[Any]:
-    # The very pool (same arguments) the "parallel" engine uses, so neither call restarts it.
-    executor = get_reusable_executor(max_workers=workers, timeout=IDLE_TIMEOUT_S)
+def _raw_map(executor: Executor, fn: Callable[[Any], Any], xs: list[Any]) -> list[Any]:
     return list(executor.map(fn, xs))
 
 
@@ -271,6 +264,8 @@ def seed(settings: Settings) -> list[Row]:
     rows: list[Row] = []
     with contextlib.ExitStack() as stack:
         pool = stack.enter_context(ThreadPoolExecutor(max_workers=100))
+        raw_loky = ProcessPoolExecutor(max_workers=cpus)  # the raw executor "parallel" wraps, started below
+        stack.callback(raw_loky.shutdown)
         executors: list[Executor] = [AsyncExecutor(100), AsyncExecutor(50), AsyncExecutor(100)]
         executors += [ThreadPoolExecutor(max_workers=100) for _ in range(3)]
         for executor in executors:
@@ -318,16 +313,17 @@ def seed(settings: Settings) -> list[Row]:
         rows += _seed_rows(
             "map-level",
             {"async": map_call(map_executor=executors[0]), "threads": map_call(map_executor=executors[3])},
-            as_processed(partial(_raw_thread_map, pool, _process_item, xs)),
+            as_processed(partial(_raw_map, pool, _process_item, xs)),
             rounds,
             "ThreadPoolExecutor(100)",
         )
         parallel_map = map_call(map_executor="parallel", max_workers=cpus)
-        parallel_map()  # start the worker processes (the raw loky rows below share them)
+        parallel_map()  # start both pools' worker processes before timing
+        _raw_map(raw_loky, _process_item, xs[:cpus])
         rows += _seed_rows(
             "map-level",
             {"parallel": parallel_map},
-            as_processed(partial(_raw_loky_map, cpus, _process_item, xs)),
+            as_processed(partial(_raw_map, raw_loky, _process_item, xs)),
             rounds,
             f"loky({cpus})",
         )
@@ -375,7 +371,7 @@ def seed(settings: Settings) -> list[Row]:
                 "threads": sync_call(map_executor=executors[4]),
                 "threads+node-async": sync_call(map_executor=executors[5], node_executor="async"),
             },
-            as_processed(partial(_raw_thread_map, pool, _process_item, items)),
+            as_processed(partial(_raw_map, pool, _process_item, items)),
             rounds,
             "ThreadPoolExecutor(100)",
         )
@@ -399,7 +395,7 @@ def seed(settings: Settings) -> list[Row]:
                 "threaded": cpu_call(map_executor="threaded", max_workers=cpus),
                 "parallel": cpu_call(map_executor="parallel", max_workers=cpus),
             },
-            as_hashes(partial(_raw_loky_map, cpus, _compute_heavy_hash, texts)),
+            as_hashes(partial(_raw_map, raw_loky, _compute_heavy_hash, texts)),
             rounds,
             f"loky({cpus})",
         )

@@ -659,6 +659,77 @@ def test_nested_pipeline_sharing_the_outer_pool_does_not_deadlock() -> None:
     assert got == {"doubled": [[2, 4], [6], [8, 10, 12], [14]]}
 
 
+def test_nested_pipeline_on_the_async_executor_running_the_outer_coroutines() -> None:
+    """Outer async items hold every slot of a 2-wide AsyncExecutor; the inner map on it runs inline."""
+
+    @node(output_name="y")
+    async def fetch(x: int) -> int:
+        await asyncio.sleep(0.001)
+        return x + 1
+
+    @node(output_name="xs")
+    async def expand(item: int) -> list[int]:
+        return [item, item * 10]
+
+    with HypernodesEngine(map_executor="async", max_workers=2) as engine:
+        inner = Pipeline([fetch], backend=engine, name="inner")
+        per_item = inner.as_node(input_mapping={"xs": "x"}, output_mapping={"y": "ys"}, map_over="xs")
+        outer = Pipeline([expand, per_item], backend=engine)
+        got = outer.map({"item": [1, 2, 3, 4, 5]}, map_over="item")
+    assert got["ys"] == [[i + 1, i * 10 + 1] for i in (1, 2, 3, 4, 5)]
+
+
+def test_engine_shut_down_from_one_of_its_own_threads() -> None:
+    """shutdown() inside a node running on the engine's own pool neither raises nor hangs."""
+    holder: list[HypernodesEngine] = []
+
+    @node(output_name="y")
+    def stop_engine(x: int) -> int:
+        holder[0].shutdown()
+        return x
+
+    engine = HypernodesEngine(map_executor="threaded", max_workers=2)
+    holder.append(engine)
+    pipeline = Pipeline([stop_engine], backend=engine)
+    assert pipeline.map({"x": [1]}, "x") == {"y": [1]}  # one slice: nothing else was queued
+    assert pipeline.map({"x": [2]}, "x") == {"y": [2]}  # a fresh pool
+    engine.shutdown()
+
+
+def test_process_node_tasks_see_the_current_closure_values() -> None:
+    """Functions are pickled per call: a value changed between calls (a notebook re-run) is seen."""
+    factor = 2
+
+    @node(output_name="a")
+    def scaled(x: int) -> int:
+        return x * factor
+
+    @node(output_name="b")
+    def plus(x: int) -> int:
+        return x + factor
+
+    with HypernodesEngine(node_executor="parallel", max_workers=2) as engine:
+        pipeline = Pipeline([scaled, plus], backend=engine)
+        assert pipeline.run({"x": 10}) == {"a": 20, "b": 12}
+        factor = 3
+        assert pipeline.run({"x": 10}) == {"a": 30, "b": 13}
+        assert pipeline.map({"x": [1]}, "x") == {"a": [3], "b": [4]}
+
+
+def test_parallel_engines_leave_the_users_own_loky_executor_alone() -> None:
+    """A loky reusable executor passed in by the user survives "parallel" engines coming and going."""
+    users_executor = loky.get_reusable_executor(max_workers=2)
+    try:
+        with HypernodesEngine(map_executor=users_executor) as theirs:
+            for workers in (1, 2):
+                with HypernodesEngine(map_executor="parallel", max_workers=workers) as ours:
+                    assert Pipeline([double], backend=ours).map({"x": [1, 2]}, "x") == {"doubled": [2, 4]}
+                assert Pipeline([double], backend=theirs).map({"x": [3]}, "x") == {"doubled": [6]}
+        assert users_executor.submit(abs, -5).result(timeout=60) == 5
+    finally:
+        users_executor.shutdown(wait=True)
+
+
 def test_async_executor_map_from_inside_a_running_event_loop() -> None:
     """A notebook cell runs inside an event loop: the map still works and does not block forever."""
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from . import _core
 from .errors import ExecutorSpecError
 from .executors import _loky, check_max_workers, resolve_spec
+from .executors._guard import is_task_of
 from .executors._loop import LoopThread
 
 if TYPE_CHECKING:
@@ -93,8 +94,9 @@ class _Owned:
         """The executor the engine made for ``role`` from the spec ``name`` (made on first use)."""
         if name == "parallel":
             with self.lock:
-                first, self.uses_loky = not self.uses_loky, True
-                return _loky.acquire(self.max_workers, first=first)
+                pool = _loky.acquire(self.max_workers, first=not self.uses_loky)
+                self.uses_loky = True
+                return pool
         with self.lock:
             executor = self.executors.get(role)
             if executor is None:
@@ -108,16 +110,21 @@ class _Owned:
                 self.executors[role] = executor
             return executor
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """Shut everything down; ``wait`` for running thread tasks (never from one of those threads)."""
         with self.lock:
             executors = list(self.executors.values())
             self.executors.clear()
             uses_loky, self.uses_loky = self.uses_loky, False
-        for executor in executors:
-            executor.shutdown(wait=True, cancel_futures=True)
-        if uses_loky:
-            _loky.release()
-        self.loop.close()
+        try:
+            for executor in executors:
+                executor.shutdown(wait=wait and not is_task_of(executor), cancel_futures=True)
+        finally:
+            try:
+                if uses_loky:
+                    _loky.release(self.max_workers)
+            finally:
+                self.loop.close()
 
 
 def _is_remote(spec: Any) -> bool:
@@ -182,9 +189,9 @@ class HypernodesEngine:
         self.max_workers = max_workers
         self._owned = _Owned(max_workers)
         self._async_funcs: weakref.WeakKeyDictionary[Plan, tuple[Callable[..., Any], ...]] = weakref.WeakKeyDictionary()
-        self._payloads: weakref.WeakKeyDictionary[Plan, tuple[str, bytes]] = weakref.WeakKeyDictionary()
-        # Releases what the engine started when it is collected or at interpreter exit.
-        self._finalizer = weakref.finalize(self, self._owned.close)
+        # Releases what the engine started when it is collected or at interpreter exit;
+        # without waiting: the last reference may go away on one of the engine's own threads.
+        self._finalizer = weakref.finalize(self, self._owned.close, False)
 
     def __repr__(self) -> str:
         def show(spec: Any) -> str:
@@ -200,8 +207,10 @@ class HypernodesEngine:
     def shutdown(self) -> None:
         """Shut down what the engine started: its executors, workers and loop thread. Idempotent.
 
-        Waits for tasks already running. The engine stays usable: a later call
-        starts what it needs again. Executors passed in by the user are left alone.
+        Waits for tasks running on its threads and processes; coroutines still
+        awaiting on its "async" executor's loop are cancelled. The engine stays
+        usable: a later call starts what it needs again. Executors passed in by
+        the user are left alone.
         """
         self._owned.close()
 
@@ -247,19 +256,10 @@ class HypernodesEngine:
             self._async_funcs[plan] = funcs
         return funcs
 
-    def _nodes_payload(self, plan: Plan) -> tuple[str, bytes]:
-        """``plan``'s nodes pickled for worker processes, once per plan."""
-        payload = self._payloads.get(plan)
-        if payload is None:
-            from .executors._tasks import dumps
-
-            payload = self._payloads[plan] = dumps(plan.nodes)
-        return payload
-
     def _interrupted(self) -> None:
         # Ctrl-C: tasks already running in worker processes would run on; stop them.
         if "parallel" in (self.node_executor, self.map_executor) and self._owned.uses_loky:
-            _loky.kill()
+            _loky.kill(self.max_workers)
 
     # -- calls ------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..node import is_async_callable
 from . import check_max_workers
+from ._guard import as_task_of, is_task_of
 from ._loop import LoopThread
 
 __all__ = ["AsyncExecutor"]
@@ -78,24 +79,27 @@ class AsyncExecutor(Executor):
             RuntimeError: the executor was shut down.
         """
         if is_async_callable(fn):
-            with self._lock:
+            with self._lock:  # held while submitting, so shutdown() cannot slip in and leak a new loop
                 self._check_open()
-            return self._loop_thread.submit(self._bounded(fn, args, kwargs))
+                return self._loop_thread.submit(self._bounded(fn, args, kwargs))
         return self._thread_pool().submit(fn, *args, **kwargs)
 
     def _offload(self, fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
-        """On the loop: run sync ``fn(*args)`` in the pool, as an awaitable."""
-        return asyncio.wrap_future(self._thread_pool().submit(fn, *args))
+        """On the loop: run sync ``fn(*args)`` in the pool, as an awaitable (and as a task of this executor)."""
+        return asyncio.wrap_future(self._thread_pool().submit(as_task_of, self, fn, *args))
 
     def _runs_on(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` runs this executor's event loop."""
         return self._loop_thread.thread is thread
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop the loop thread and the pool. Idempotent."""
+        """Stop the pool (waiting for its running calls if ``wait``) and the loop thread,
+        cancelling coroutines still awaiting on it. Idempotent."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-        self._loop_thread.close()
+        try:
+            if pool is not None:  # a pool thread cannot wait for itself
+                pool.shutdown(wait=wait and not is_task_of(self), cancel_futures=cancel_futures)
+        finally:
+            self._loop_thread.close()

@@ -35,6 +35,7 @@ from .. import _core
 from ..errors import add_note, note_node
 from . import _tasks
 from ._async import AsyncExecutor
+from ._guard import as_task_of, is_task_of
 from ._tasks import Items, Steps, steps_of
 
 if TYPE_CHECKING:
@@ -86,19 +87,6 @@ def worker_count(executor: Executor) -> int:
     return os.cpu_count() or 1
 
 
-_tasks_running = threading.local()
-
-
-def _as_task_of(executor: Executor, fn: Callable[..., Any], /, *args: Any) -> Any:
-    """Run ``fn(*args)`` remembering, for this thread, that it is a task of ``executor``."""
-    stack: list[Executor] = _tasks_running.__dict__.setdefault("executors", [])
-    stack.append(executor)
-    try:
-        return fn(*args)
-    finally:
-        stack.pop()
-
-
 def runs_on_current_thread(executor: Executor) -> bool:
     """Whether the calling thread is running a task of ``executor`` (or is its event loop).
 
@@ -106,7 +94,7 @@ def runs_on_current_thread(executor: Executor) -> bool:
     itself (a nested pipeline on the pool running the outer items); the engine
     then runs that level inline instead.
     """
-    if executor in getattr(_tasks_running, "executors", ()):
+    if is_task_of(executor):
         return True
     return isinstance(executor, AsyncExecutor) and executor._runs_on(threading.current_thread())
 
@@ -181,7 +169,9 @@ class NodeRunner:
         self.remote = not in_process(executor)
         self.is_async_executor = isinstance(executor, AsyncExecutor)
         self.funcs = engine._funcs(plan)  # for this process's threads: async nodes awaited on the engine loop
-        self.payload = engine._nodes_payload(plan) if self.remote else None
+        # Pickled per call, not cached: cloudpickle copies a notebook function's globals,
+        # and a later call must see the notebook's later values.
+        self.payload = _tasks.dumps(plan.nodes) if self.remote else None
 
     def _submit(self, k: int, values: list[Any], item: int) -> Future[Any]:
         steps = self.steps
@@ -190,7 +180,7 @@ class NodeRunner:
             return self.executor.submit(_tasks.remote_node, token, data, k, tuple(values[s] for s in steps.args[k]))
         if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop
             return self.executor.submit(_tasks.acall_node, steps, self.plan.funcs, values, k, item)
-        return self.executor.submit(_as_task_of, self.executor, _tasks.call_node, steps, self.funcs, values, k, item)
+        return self.executor.submit(as_task_of, self.executor, _tasks.call_node, steps, self.funcs, values, k, item)
 
     def _finish(self, k: int, future: Future[Any], values: list[Any], item: int) -> None:
         if not self.remote:
@@ -274,7 +264,7 @@ def run_map(engine: HypernodesEngine, call: _MapCall, executor: Executor | None,
         return _concat(_gather(executor, _tasks.run_slice_async, coroutines))
     slices = _core.plan_batches(call.n_items, worker_count(executor), THREAD_TASKS_PER_WORKER)
     calls = [(executor, run_items, engine, runner, plan, call.values, items, lo, hi) for lo, hi in slices]
-    return _concat(_gather(executor, _as_task_of, calls))
+    return _concat(_gather(executor, as_task_of, calls))
 
 
 def _map_remote(engine: HypernodesEngine, call: _MapCall, executor: Executor) -> Any:

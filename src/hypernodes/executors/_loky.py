@@ -1,17 +1,21 @@
-"""The "parallel" executor: loky's reusable process pool, shared by every engine.
+"""The "parallel" executor: loky process pools shared by every engine of this process.
 
 Worker processes cost 0.1-0.4 s to start (an interpreter plus the user's imports),
-so all engines use loky's one reusable executor: a notebook that builds a new
-engine per cell finds the workers warm. The executor is shut down (its workers
-joined) when the last engine that used it is shut down; an engine asking for a
-different ``max_workers`` resizes it. A broken executor (a worker died) is
-replaced by loky on the next call.
+so engines with the same ``max_workers`` share one pool: a notebook that builds a
+new engine per cell finds the workers warm. A pool is shut down (its workers
+joined) when the last engine using it shuts down; idle workers exit after
+:data:`IDLE_TIMEOUT_S` and come back on demand.
+
+The pools are our own ``loky.ProcessPoolExecutor`` objects, not loky's
+process-wide reusable executor: that one is also the user's (``loky`` or joblib
+code in the same process may hold it, resize it or pass it to an engine), and an
+executor the user holds is never resized or shut down by us.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-import weakref
 from concurrent.futures import Executor
 
 __all__ = ["IDLE_TIMEOUT_S", "acquire", "kill", "release"]
@@ -20,48 +24,61 @@ IDLE_TIMEOUT_S = 300
 """Idle workers exit after this long (loky's default, 10 s, is shorter than a pause in a notebook)."""
 
 _lock = threading.Lock()
-_users = 0
-_seen: weakref.WeakSet[Executor] = weakref.WeakSet()
+_pools: dict[int, Executor | None] = {}  # workers -> the pool (None: killed, made again on demand)
+_users: dict[int, int] = {}  # workers -> engines that acquired that pool and did not release it
+
+
+def _size(max_workers: int | None) -> int:
+    return max_workers if max_workers is not None else (os.cpu_count() or 1)
+
+
+def _usable(executor: Executor | None) -> bool:
+    flags = getattr(executor, "_flags", None)
+    return executor is not None and not (getattr(flags, "broken", None) or getattr(flags, "shutdown", False))
 
 
 def acquire(max_workers: int | None, *, first: bool) -> Executor:
-    """The reusable executor sized ``max_workers`` (None: one worker per CPU).
+    """The shared pool of ``max_workers`` processes (None: one per CPU), started if needed.
 
-    ``first`` is True on an engine's first use: it then counts as a user until
-    it calls :func:`release`.
+    ``first`` is True on an engine's first use: it then counts as a user of that
+    pool until it calls :func:`release`. A pool broken by a dead worker is replaced.
     """
-    from loky import get_reusable_executor
+    from loky import ProcessPoolExecutor
 
-    global _users
+    size = _size(max_workers)
     with _lock:
-        executor: Executor = get_reusable_executor(max_workers=max_workers, timeout=IDLE_TIMEOUT_S)
-        _seen.add(executor)
+        executor = _pools.get(size)
+        if not _usable(executor):
+            executor = _pools[size] = ProcessPoolExecutor(max_workers=size, timeout=IDLE_TIMEOUT_S)
         if first:
-            _users += 1
+            _users[size] = _users.get(size, 0) + 1
+        assert executor is not None
         return executor
 
 
-def _shutdown_seen(kill_workers: bool) -> None:
-    # caller holds _lock: nobody can fetch the executor while it goes down
-    for executor in list(_seen):
-        executor.shutdown(wait=True, kill_workers=kill_workers)  # type: ignore[call-arg]
-    _seen.clear()
-
-
-def release() -> None:
-    """One engine is done with the pool; the last one out shuts it down and joins its workers."""
-    global _users
+def release(max_workers: int | None) -> None:
+    """An engine is done with its pool; the last one out shuts it down and joins its workers."""
+    size = _size(max_workers)
     with _lock:
-        _users -= 1
-        if _users <= 0:
-            _users = 0
-            _shutdown_seen(kill_workers=False)
+        users = _users.get(size, 0) - 1
+        if users > 0:
+            _users[size] = users
+            return
+        _users.pop(size, None)
+        executor = _pools.pop(size, None)
+    if executor is not None:
+        executor.shutdown(wait=True)
 
 
-def kill() -> None:
-    """Terminate the workers now (after Ctrl-C): running tasks are abandoned.
+def kill(max_workers: int | None) -> None:
+    """Terminate that pool's workers now (after Ctrl-C): running tasks are abandoned.
 
     Engines keep working: the next call starts fresh workers.
     """
+    size = _size(max_workers)
     with _lock:
-        _shutdown_seen(kill_workers=True)
+        executor = _pools.get(size)
+        if size in _pools:
+            _pools[size] = None
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)  # type: ignore[call-arg]

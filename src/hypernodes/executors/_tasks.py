@@ -204,32 +204,49 @@ def _load(token: str, payload: bytes) -> Any:
     return found
 
 
-def _resolve(result: Any) -> Any:
-    """``result``, awaited first if it is awaitable (an async node in a worker)."""
-    if not inspect.isawaitable(result):
-        return result
+class _WorkerLoop:
+    """Awaits async nodes in a worker: one event loop per task, not one per item.
 
-    async def wait() -> Any:
-        return await result
+    Items of one slice run one after another in a worker; their coroutines run
+    to completion here. A thread that already runs a loop (rare in a worker)
+    hands the coroutine to a helper thread instead.
+    """
 
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:  # the usual case: a worker thread or process has no loop
-        return asyncio.run(wait())
-    with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-worker-loop") as helper:
-        return helper.submit(asyncio.run, wait()).result()
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __call__(self, awaitable: Awaitable[Any]) -> Any:
+        async def wait() -> Any:
+            return await awaitable
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: a worker thread or process has no loop
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(wait())
+        with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-worker-loop") as helper:
+            return helper.submit(asyncio.run, wait()).result()
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+            self._loop = None
 
 
 class _Resolving:
     """An async node's function for a worker: calls it and awaits what it returns."""
 
-    __slots__ = ("func",)
+    __slots__ = ("func", "loop")
 
-    def __init__(self, func: Callable[..., Any]) -> None:
+    def __init__(self, func: Callable[..., Any], loop: _WorkerLoop) -> None:
         self.func = func
+        self.loop = loop
 
     def __call__(self, *args: Any) -> Any:
-        return _resolve(self.func(*args))
+        result = self.func(*args)
+        return self.loop(result) if inspect.isawaitable(result) else result
 
 
 def remote_batch(token: str, payload: bytes, columns: Sequence[Sequence[Any]], lo: int, hi: int, base: int) -> Any:
@@ -239,19 +256,29 @@ def remote_batch(token: str, payload: bytes, columns: Sequence[Sequence[Any]], l
     core)``; ``base`` numbers the items in error notes when ``columns`` is a slice.
     """
     plan, template, map_slots, product, node_spec, max_workers, core = _load(token, payload)
-    funcs = tuple(_Resolving(f) if a else f for f, a in zip(plan.funcs, plan.is_async))
-    if node_spec == "sequential":
-        return _core.module(core).run_batch(plan, funcs, list(template), map_slots, columns, lo, hi, product, base)
-    # A node executor by name ("threaded", "async") runs each item's nodes in this worker.
-    from ..engine import HypernodesEngine
-    from ._drive import run_items
+    if node_spec != "sequential":  # a node executor by name ("threaded", "async"), made in this worker
+        from ..engine import HypernodesEngine
+        from ._drive import run_items
 
-    with HypernodesEngine(node_executor=node_spec, max_workers=max_workers) as engine:
-        items = Items(map_slots, columns, product)
-        return run_items(engine, engine._node_runner(plan), plan, template, items, lo, hi, base)
+        with HypernodesEngine(node_executor=node_spec, max_workers=max_workers) as engine:
+            items = Items(map_slots, columns, product)
+            return run_items(engine, engine._node_runner(plan), plan, template, items, lo, hi, base)
+    loop = _WorkerLoop()
+    try:
+        funcs = tuple(_Resolving(f, loop) if a else f for f, a in zip(plan.funcs, plan.is_async))
+        return _core.module(core).run_batch(plan, funcs, list(template), map_slots, columns, lo, hi, product, base)
+    finally:
+        loop.close()
 
 
 def remote_node(token: str, payload: bytes, k: int, args: tuple[Any, ...]) -> Any:
     """Worker side of a node task: node ``k`` of the pickled nodes, called on ``args``."""
     nodes: tuple[Node, ...] = _load(token, payload)
-    return _resolve(nodes[k]._call(*args))
+    result = nodes[k]._call(*args)
+    if not inspect.isawaitable(result):
+        return result
+    loop = _WorkerLoop()
+    try:
+        return loop(result)
+    finally:
+        loop.close()
