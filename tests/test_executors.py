@@ -394,7 +394,7 @@ def _sleepy_pid(x: int) -> int:
 
 
 def test_a_process_map_sends_the_plan_once_and_few_slices() -> None:
-    """1,000 items on 2 processes: the plan is pickled once and there are 4 tasks, not 1,000."""
+    """1,000 items on 2 processes: the plan is pickled once, and there are 8 tasks (4 per worker), not 1,000."""
     executor = PicklingExecutor(max_workers=2)
     dumps_calls: list[int] = []
     real_dumps = _tasks.dumps

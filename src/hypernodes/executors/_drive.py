@@ -57,8 +57,10 @@ __all__ = [
 THREAD_TASKS_PER_WORKER = 4
 """Slices per thread: enough to even out items of uneven cost, few enough to amortise a task."""
 
-PROCESS_TASKS_PER_WORKER = 2
-"""Slices per process: each carries the pickled plan and its share of the columns."""
+PROCESS_TASKS_PER_WORKER = 4
+"""Slices per process: each carries the pickled plan and its share of the columns. Four
+per worker let a worker that finishes early take more (loky hands tasks to free workers),
+while the per-task cost (~0.3 ms) stays small against tiny items' pickling."""
 
 # Python 3.14's subinterpreter pool subclasses ThreadPoolExecutor but shares no objects.
 _NOT_IN_PROCESS: tuple[type, ...] = tuple(
