@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import psutil
 import pytest
@@ -52,14 +53,39 @@ def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Mod
 
 
 def _ours(thread: threading.Thread) -> bool:
-    # the shared default engine's loop thread lives as long as the process
+    # Process-wide singletons that live as long as the interpreter: the shared default
+    # engine's loop thread, and distributed's offload thread (started by a Dask client).
     default = engine_module._default
-    return default is None or thread is not default._owned.loop.thread
+    if default is not None and thread is default._owned.loop.thread:
+        return False
+    return not thread.name.startswith("Dask-Offload")
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """A Dask cluster of two worker processes on loopback, shared by the session (skipped without distributed)."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+def _start_session_services(request: pytest.FixtureRequest) -> None:
+    # A test parametrized with "dask" uses the session's cluster: start it before the
+    # leak checks take their snapshot, so its threads and processes are not the test's.
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and any(v == "dask" for v in callspec.params.values() if isinstance(v, str)):
+        request.getfixturevalue("dask_client")
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_threads() -> Iterator[None]:
+def no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves a thread of its own running."""
+    _start_session_services(request)
     before = set(threading.enumerate())
     yield
     deadline = time.monotonic() + 5.0
@@ -85,8 +111,9 @@ def _children() -> dict[int, str]:
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_processes() -> Iterator[None]:
+def no_leaked_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves a child process of its own running (loky workers included)."""
+    _start_session_services(request)
     before = set(_children())
     yield
     deadline = time.monotonic() + 10.0

@@ -53,12 +53,18 @@ class PicklingExecutor(Executor):
         def relay(f: Future[bytes]) -> None:
             if f.cancelled():
                 outer.cancel()
-                outer.set_running_or_notify_cancel()
-            elif f.exception() is not None:
+            if not outer.set_running_or_notify_cancel():  # cancelled by the caller meanwhile
+                return
+            if f.exception() is not None:
                 outer.set_exception(f.exception())
             else:
                 outer.set_result(pickle.loads(f.result()))
 
+        def forward_cancel(f: Future[Any]) -> None:
+            if f.cancelled():
+                inner.cancel()
+
+        outer.add_done_callback(forward_cancel)
         inner.add_done_callback(relay)
         return outer
 
@@ -79,17 +85,20 @@ def _make(kind: str) -> Any:
 
 
 EXECUTOR_KINDS = ["sequential", "threaded", "async", "parallel", "ThreadPoolExecutor", "AsyncExecutor", "loky"]
-EXECUTOR_KINDS.append("PicklingExecutor")
+EXECUTOR_KINDS += ["PicklingExecutor", "dask"]
 NODE_EXECUTOR_KINDS = EXECUTOR_KINDS
 
 
 @pytest.fixture
-def make_executor() -> Iterator[Callable[[str], Any]]:
+def make_executor(request: pytest.FixtureRequest) -> Iterator[Callable[[str], Any]]:
     """Builds executors by kind; user-owned ones are shut down after the test."""
     made: list[Any] = []
 
     def make(kind: str) -> Any:
-        executor = _make(kind)
+        if kind == "dask":
+            executor = request.getfixturevalue("dask_client").get_executor()
+        else:
+            executor = _make(kind)
         if not isinstance(executor, str):
             made.append(executor)
         return executor
@@ -527,6 +536,7 @@ def _exit_on_five(x: int) -> int:
 
 def test_ctrl_c_during_a_parallel_map_stops_promptly_and_leaves_no_workers() -> None:
     """SIGINT while a "parallel" map of slow items runs: KeyboardInterrupt soon, workers gone."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
         pipeline = Pipeline([node(_sleep_long, output_name="y")], backend=engine)
         pipeline.map({"x": [0]}, "x", output_name="y")  # workers up
@@ -539,7 +549,11 @@ def test_ctrl_c_during_a_parallel_map_stops_promptly_and_leaves_no_workers() -> 
         finally:
             timer.cancel()
         assert time.monotonic() - start < 15
-        workers = [p for p in psutil.Process().children(recursive=True) if "resource_tracker" not in _cmd(p)]
+        workers = [
+            p
+            for p in psutil.Process().children(recursive=True)
+            if p.pid not in before and "resource_tracker" not in _cmd(p)
+        ]
         assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
         assert pipeline.map({"x": [0, 0]}, "x") == {"y": [0, 0]}  # fresh workers
 

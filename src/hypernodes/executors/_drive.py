@@ -81,10 +81,19 @@ def in_process(executor: Executor) -> bool:
 
 
 def worker_count(executor: Executor) -> int:
-    """How many tasks ``executor`` runs at once (its ``max_workers``; the CPU count if it does not say)."""
+    """How many tasks ``executor`` runs at once: its ``max_workers``, a Dask client's
+    worker threads, or else the CPU count."""
     for attr in ("max_workers", "_max_workers"):
         n = getattr(executor, attr, None)
         if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    nthreads = getattr(getattr(executor, "_client", None), "nthreads", None)  # distributed.Client.get_executor()
+    if callable(nthreads):
+        try:
+            n = sum(nthreads().values())
+        except Exception:  # a client that cannot tell (closed, not connected): fall back
+            n = 0
+        if isinstance(n, int) and n > 0:
             return n
     return os.cpu_count() or 1
 
