@@ -317,16 +317,15 @@ class HypernodesEngine:
         if call.n_items == 0:
             return {name: [] for name in plan.result_names}
         try:
-            runner = self._node_runner(plan)
             executor = self._executor("map_executor")
-            if executor is None and runner is None:
+            if executor is None and self.node_executor == "sequential":
                 columns = _core.run_batch(
                     plan, self._funcs(plan), call.values, call.map_slots, call.columns, 0, call.n_items, call.product
                 )
             else:
                 from .executors._drive import run_map
 
-                columns = run_map(self, call, executor, runner)
+                columns = run_map(self, call, executor)
         except KeyboardInterrupt:
             self._interrupted()
             raise

@@ -261,14 +261,15 @@ def run_items(
     return results
 
 
-def run_map(engine: HypernodesEngine, call: _MapCall, executor: Executor | None, runner: NodeRunner | None) -> Any:
+def run_map(engine: HypernodesEngine, call: _MapCall, executor: Executor | None) -> Any:
     """The items of ``call`` on the map ``executor`` (None: this thread); one list per output."""
+    if executor is not None and not in_process(executor):
+        return _map_remote(engine, call, executor)  # each worker runs the nodes of its items itself
     plan = call.plan
+    runner = engine._node_runner(plan)
     items = Items(call.map_slots, call.columns, call.product)
     if executor is None:
         return run_items(engine, runner, plan, call.values, items, 0, call.n_items)
-    if not in_process(executor):
-        return _map_remote(engine, call, executor)
     if isinstance(executor, AsyncExecutor) and plan.has_async and runner is None:
         slices = _core.plan_batches(call.n_items, executor.max_workers)
         coroutines = [(steps_of(plan), plan.funcs, call.values, items, lo, hi, executor._offload) for lo, hi in slices]
