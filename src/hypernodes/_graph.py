@@ -148,14 +148,14 @@ class Plan:
     predecessors. ``template`` is the initial slot list (defaults filled in);
     ``input_pairs`` / ``result_pairs`` map the given inputs and the requested
     outputs to their slots.
-    Picklable; the cores attach a private prepared form in ``_native``, and the
-    executor drivers their per-node view in ``_steps``.
+    Picklable; the cores attach a private prepared form in ``_native``; :attr:`wiring`
+    is the same per node as Python tuples, computed once.
     """
 
     __slots__ = (
         "__weakref__",
         "_native",
-        "_steps",
+        "_wiring",
         "arg_ptr",
         "arg_slots",
         "funcs",
@@ -182,7 +182,7 @@ class Plan:
     )
 
     _native: object | None
-    _steps: object | None
+    _wiring: Wiring | None
     arg_ptr: np.ndarray
     arg_slots: np.ndarray
     funcs: tuple[Callable[..., Any], ...]
@@ -210,16 +210,41 @@ class Plan:
     # Pickled through its nodes, not `funcs`: a Node knows how to pickle a function
     # that `@node` shadowed at module level (see Node.__reduce__); the bare function does not.
     def __getstate__(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__ if k not in ("__weakref__", "_native", "_steps", "funcs")}
+        return {k: getattr(self, k) for k in self.__slots__ if k not in ("__weakref__", "_native", "_wiring", "funcs")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
         self.funcs = tuple(n._call for n in self.nodes)
-        self._native = self._steps = None
+        self._native = self._wiring = None
+
+    @property
+    def wiring(self) -> Wiring:
+        """The per-node slots as Python tuples (indexing numpy arrays from Python is slow)."""
+        wiring = self._wiring
+        if wiring is None:
+            wiring = self._wiring = Wiring(self)
+        return wiring
 
     def __repr__(self) -> str:
         return f"<Plan {self.n_nodes} nodes, {self.n_slots} slots -> {_ticks(self.result_names)}>"
+
+
+class Wiring:
+    """A plan's arrays per node, as tuples: what Python code that runs nodes one by one reads."""
+
+    __slots__ = ("args", "is_async", "names", "outs", "result_slots", "unpack")
+
+    def __init__(self, plan: Plan) -> None:
+        arg_ptr, arg_slots = plan.arg_ptr.tolist(), plan.arg_slots.tolist()
+        out_ptr, out_slots = plan.out_ptr.tolist(), plan.out_slots.tolist()
+        n = plan.n_nodes
+        self.args: tuple[tuple[int, ...], ...] = tuple(tuple(arg_slots[arg_ptr[k] : arg_ptr[k + 1]]) for k in range(n))
+        self.outs: tuple[tuple[int, ...], ...] = tuple(tuple(out_slots[out_ptr[k] : out_ptr[k + 1]]) for k in range(n))
+        self.unpack: tuple[bool, ...] = tuple(bool(u) for u in plan.unpack.tolist())
+        self.names = plan.node_names
+        self.is_async = plan.is_async
+        self.result_slots: tuple[int, ...] = tuple(plan.result_slots.tolist())
 
 
 def _nested_pipelines(members: Iterable[Node]) -> tuple[Any, ...]:
@@ -354,5 +379,5 @@ def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset
     plan.input_pairs = tuple((name, slot_of[name]) for name in plan.input_names)
     plan.result_pairs = tuple((name, slot_of[name]) for name in plan.result_names)
     plan.template = tuple(template)
-    plan._native = plan._steps = None
+    plan._native = plan._wiring = None
     return plan

@@ -34,18 +34,17 @@ class _Prepared:
     __slots__ = ("args", "indegree", "n_nodes", "names", "outs", "result_slots", "steps", "succs", "unpack")
 
     def __init__(self, plan: Any) -> None:
-        arg_ptr, arg_slots = plan.arg_ptr.tolist(), plan.arg_slots.tolist()
-        out_ptr, out_slots = plan.out_ptr.tolist(), plan.out_slots.tolist()
+        wiring = plan.wiring
         succ_ptr, succ_idx = plan.succ_ptr.tolist(), plan.succ_idx.tolist()
         n = plan.n_nodes
         self.n_nodes = n
-        self.names = plan.node_names
-        self.args = [tuple(arg_slots[arg_ptr[k] : arg_ptr[k + 1]]) for k in range(n)]
-        self.outs = [tuple(out_slots[out_ptr[k] : out_ptr[k + 1]]) for k in range(n)]
-        self.unpack = [bool(u) for u in plan.unpack.tolist()]
+        self.names = wiring.names
+        self.args = wiring.args
+        self.outs = wiring.outs
+        self.unpack = wiring.unpack
         self.succs = [tuple(succ_idx[succ_ptr[k] : succ_ptr[k + 1]]) for k in range(n)]
         self.indegree = plan.indegree.tolist()
-        self.result_slots = tuple(plan.result_slots.tolist())
+        self.result_slots = wiring.result_slots
         # the node loop's view: (node, argument slots, output slot or -1 to unpack)
         self.steps = tuple((k, self.args[k], -1 if self.unpack[k] else self.outs[k][0]) for k in range(n))
 

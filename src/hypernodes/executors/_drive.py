@@ -36,7 +36,7 @@ from ..errors import add_note, note_node
 from . import _tasks
 from ._async import AsyncExecutor
 from ._guard import as_task_of, is_task_of
-from ._tasks import Items, Steps, steps_of
+from ._tasks import Items
 
 if TYPE_CHECKING:
     from .._graph import Plan
@@ -175,7 +175,7 @@ class NodeRunner:
 
     def __init__(self, engine: HypernodesEngine, plan: Plan, executor: Executor) -> None:
         self.plan = plan
-        self.steps: Steps = steps_of(plan)
+        self.steps = plan.wiring
         self.executor = executor
         self.remote = not in_process(executor)
         self.is_async_executor = isinstance(executor, AsyncExecutor)
@@ -272,7 +272,7 @@ def run_map(engine: HypernodesEngine, call: _MapCall, executor: Executor | None)
         return run_items(engine, runner, plan, call.values, items, 0, call.n_items)
     if isinstance(executor, AsyncExecutor) and plan.has_async and runner is None:
         slices = _core.plan_batches(call.n_items, executor.max_workers)
-        coroutines = [(steps_of(plan), plan.funcs, call.values, items, lo, hi, executor._offload) for lo, hi in slices]
+        coroutines = [(plan.wiring, plan.funcs, call.values, items, lo, hi, executor._offload) for lo, hi in slices]
         return _concat(_gather(executor, _tasks.run_slice_async, coroutines))
     slices = _core.plan_batches(call.n_items, worker_count(executor), THREAD_TASKS_PER_WORKER)
     calls = [(executor, run_items, engine, runner, plan, call.values, items, lo, hi) for lo, hi in slices]

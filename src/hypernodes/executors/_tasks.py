@@ -31,49 +31,23 @@ from typing import Any
 import cloudpickle
 
 from .. import _core
+from .._graph import Wiring
 from ..errors import note_node, unpack_row
 from ..node import Node
 
 __all__ = [
     "Items",
-    "Steps",
     "acall_node",
     "call_node",
     "dumps",
     "remote_batch",
     "remote_node",
     "run_slice_async",
-    "steps_of",
     "store",
 ]
 
 
-class Steps:
-    """A plan's wiring per node as Python tuples, for drivers that run one node at a time."""
-
-    __slots__ = ("args", "is_async", "names", "outs", "result_slots", "unpack")
-
-    def __init__(self, plan: Any) -> None:
-        arg_ptr, arg_slots = plan.arg_ptr.tolist(), plan.arg_slots.tolist()
-        out_ptr, out_slots = plan.out_ptr.tolist(), plan.out_slots.tolist()
-        n = plan.n_nodes
-        self.args = tuple(tuple(arg_slots[arg_ptr[k] : arg_ptr[k + 1]]) for k in range(n))
-        self.outs = tuple(tuple(out_slots[out_ptr[k] : out_ptr[k + 1]]) for k in range(n))
-        self.unpack = tuple(bool(u) for u in plan.unpack.tolist())
-        self.names: tuple[str, ...] = plan.node_names
-        self.is_async: tuple[bool, ...] = plan.is_async
-        self.result_slots = tuple(plan.result_slots.tolist())
-
-
-def steps_of(plan: Any) -> Steps:
-    """``plan``'s :class:`Steps`, computed once per plan."""
-    steps = plan._steps
-    if steps is None:
-        steps = plan._steps = Steps(plan)
-    return steps  # type: ignore[no-any-return]
-
-
-def store(steps: Steps, k: int, result: Any, values: list[Any]) -> None:
+def store(steps: Wiring, k: int, result: Any, values: list[Any]) -> None:
     """Put node ``k``'s ``result`` into its output slots (unpacking a tuple output)."""
     outs = steps.outs[k]
     if steps.unpack[k]:
@@ -83,7 +57,7 @@ def store(steps: Steps, k: int, result: Any, values: list[Any]) -> None:
         values[outs[0]] = result
 
 
-def call_node(steps: Steps, funcs: Sequence[Callable[..., Any]], values: list[Any], k: int, item: int) -> None:
+def call_node(steps: Wiring, funcs: Sequence[Callable[..., Any]], values: list[Any], k: int, item: int) -> None:
     """Run node ``k`` on ``values`` in place (an in-process node task)."""
     try:
         store(steps, k, funcs[k](*[values[s] for s in steps.args[k]]), values)
@@ -92,7 +66,7 @@ def call_node(steps: Steps, funcs: Sequence[Callable[..., Any]], values: list[An
         raise
 
 
-async def acall_node(steps: Steps, funcs: Sequence[Callable[..., Any]], values: list[Any], k: int, item: int) -> None:
+async def acall_node(steps: Wiring, funcs: Sequence[Callable[..., Any]], values: list[Any], k: int, item: int) -> None:
     """Await async node ``k`` on ``values`` in place (a node task on an event loop)."""
     try:
         result = funcs[k](*[values[s] for s in steps.args[k]])
@@ -126,7 +100,7 @@ class Items:
 
 
 async def run_slice_async(
-    steps: Steps,
+    steps: Wiring,
     funcs: Sequence[Callable[..., Any]],
     template: Sequence[Any],
     items: Items,
