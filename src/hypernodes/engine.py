@@ -29,10 +29,9 @@ needs an executor: a sequential engine costs none of them.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +39,7 @@ from . import _core
 from .errors import ExecutorSpecError
 from .executors import _loky, check_max_workers, resolve_spec
 from .executors._guard import is_task_of
-from .executors._loop import LoopThread
+from .executors._loop import AwaitOn, LoopThread
 
 if TYPE_CHECKING:
     from ._graph import Plan
@@ -48,32 +47,6 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline
 
 __all__ = ["HypernodesEngine"]
-
-
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
-
-
-class _AwaitOnLoop:
-    """Calls an async node and blocks until what it returns is awaited on the loop thread.
-
-    A result that is not awaitable (a sync wrapper of an ``async def`` that already
-    resolves it) is returned as it is.
-    """
-
-    __slots__ = ("func", "loop")
-
-    def __init__(self, func: Callable[..., Any], loop: LoopThread) -> None:
-        self.func = func
-        self.loop = loop
-
-    def __call__(self, *args: Any) -> Any:
-        result = self.func(*args)
-        if inspect.iscoroutine(result):
-            return self.loop.run(result)
-        if inspect.isawaitable(result):
-            return self.loop.run(_await(result))
-        return result
 
 
 class _Owned:
@@ -252,7 +225,7 @@ class HypernodesEngine:
         funcs = self._async_funcs.get(plan)
         if funcs is None:
             loop = self._owned.loop
-            funcs = tuple(_AwaitOnLoop(f, loop) if is_async else f for f, is_async in zip(plan.funcs, plan.is_async))
+            funcs = tuple(AwaitOn(f, loop) if is_async else f for f, is_async in zip(plan.funcs, plan.is_async))
             self._async_funcs[plan] = funcs
         return funcs
 

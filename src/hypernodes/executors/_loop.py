@@ -9,17 +9,50 @@ runs a loop.
 
 from __future__ import annotations
 
+import inspect
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import asyncio
 
 # asyncio is imported on first use (it costs ~60 ms): most pipelines have no async node.
 
-__all__ = ["LoopThread"]
+__all__ = ["AwaitOn", "CoroutineRunner", "LoopThread"]
+
+
+class CoroutineRunner(Protocol):
+    """Something that runs a coroutine to completion and returns its result."""
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any: ...
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class AwaitOn:
+    """Calls an async node and blocks until what it returns is awaited by ``runner``.
+
+    A result that is not awaitable (a sync wrapper of an ``async def`` that already
+    resolves it) is returned as it is.
+    """
+
+    __slots__ = ("func", "runner")
+
+    def __init__(self, func: Callable[..., Any], runner: CoroutineRunner) -> None:
+        self.func = func
+        self.runner = runner
+
+    def __call__(self, *args: Any) -> Any:
+        result = self.func(*args)
+        if inspect.iscoroutine(result):
+            return self.runner.run(result)
+        if inspect.isawaitable(result):
+            return self.runner.run(_await(result))
+        return result
 
 
 class LoopThread:

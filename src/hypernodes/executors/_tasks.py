@@ -24,7 +24,7 @@ import io
 import pickle
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,6 +34,7 @@ from .. import _core
 from .._graph import Wiring
 from ..errors import note_node, unpack_row
 from ..node import Node
+from ._loop import AwaitOn
 
 __all__ = [
     "Items",
@@ -189,38 +190,21 @@ class _WorkerLoop:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def __call__(self, awaitable: Awaitable[Any]) -> Any:
-        async def wait() -> Any:
-            return await awaitable
-
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # the usual case: a worker thread or process has no loop
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
-            return self._loop.run_until_complete(wait())
+            return self._loop.run_until_complete(coro)
         with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-worker-loop") as helper:
-            return helper.submit(asyncio.run, wait()).result()
+            return helper.submit(asyncio.run, coro).result()
 
     def close(self) -> None:
         if self._loop is not None:
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
             self._loop = None
-
-
-class _Resolving:
-    """An async node's function for a worker: calls it and awaits what it returns."""
-
-    __slots__ = ("func", "loop")
-
-    def __init__(self, func: Callable[..., Any], loop: _WorkerLoop) -> None:
-        self.func = func
-        self.loop = loop
-
-    def __call__(self, *args: Any) -> Any:
-        result = self.func(*args)
-        return self.loop(result) if inspect.isawaitable(result) else result
 
 
 def remote_batch(token: str, payload: bytes, columns: Sequence[Sequence[Any]], lo: int, hi: int, base: int) -> Any:
@@ -239,7 +223,7 @@ def remote_batch(token: str, payload: bytes, columns: Sequence[Sequence[Any]], l
             return run_items(engine, engine._node_runner(plan), plan, template, items, lo, hi, base)
     loop = _WorkerLoop()
     try:
-        funcs = tuple(_Resolving(f, loop) if a else f for f, a in zip(plan.funcs, plan.is_async))
+        funcs = tuple(AwaitOn(f, loop) if a else f for f, a in zip(plan.funcs, plan.is_async))
         return _core.module(core).run_batch(plan, funcs, list(template), map_slots, columns, lo, hi, product, base)
     finally:
         loop.close()
@@ -248,11 +232,8 @@ def remote_batch(token: str, payload: bytes, columns: Sequence[Sequence[Any]], l
 def remote_node(token: str, payload: bytes, k: int, args: tuple[Any, ...]) -> Any:
     """Worker side of a node task: node ``k`` of the pickled nodes, called on ``args``."""
     nodes: tuple[Node, ...] = _load(token, payload)
-    result = nodes[k]._call(*args)
-    if not inspect.isawaitable(result):
-        return result
-    loop = _WorkerLoop()
+    loop = _WorkerLoop()  # started only if the node is async
     try:
-        return loop(result)
+        return AwaitOn(nodes[k]._call, loop)(*args)
     finally:
         loop.close()
