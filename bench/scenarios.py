@@ -274,6 +274,17 @@ def seed(settings: Settings) -> list[Row]:
         def engine(**kwargs: Any) -> HypernodesEngine:
             return stack.enter_context(HypernodesEngine(**kwargs))
 
+        def mapped(
+            fn: Callable[[Any], Any], output: str, name: str, values: list[Any], **kwargs: Any
+        ) -> Callable[[], Any]:
+            """A one-node pipeline of ``fn`` mapped over ``values`` (as input ``name``) on an engine of ``kwargs``."""
+            pipeline = Pipeline(nodes=[node(fn, output_name=output)], backend=engine(**kwargs))
+            return partial(pipeline.map, inputs={name: values}, map_over=name)
+
+        def as_output(output: str, fn: Callable[[], list[Any]]) -> Callable[[], dict[str, list[Any]]]:
+            """``fn``'s list as a map result of ``output``."""
+            return lambda: {output: fn()}
+
         # node-level: three independent sleeping nodes and a combine node, run once.
         tasks = _io_tasks(size.node_sleep)
         nodes = [node(fn, output_name=f"task{i}") for i, fn in enumerate(tasks, 1)]
@@ -300,40 +311,35 @@ def seed(settings: Settings) -> list[Row]:
         # map-level: one sleeping node mapped over the items.
         xs = list(range(size.map_items))
 
-        def map_call(**kwargs: Any) -> Callable[[], dict[str, list[Any]]]:
-            pipeline = Pipeline(nodes=[node(_process_item, output_name="processed")], backend=engine(**kwargs))
-            return partial(pipeline.map, inputs={"x": xs}, map_over="x")
-
-        def as_processed(fn: Callable[[], list[Any]]) -> Callable[[], dict[str, list[Any]]]:
-            return lambda: {"processed": fn()}
-
         rows += _seed_rows(
-            "map-level", {"sequential": map_call()}, as_processed(lambda: [_process_item(x) for x in xs]), rounds
+            "map-level",
+            {"sequential": mapped(_process_item, "processed", "x", xs)},
+            as_output("processed", lambda: [_process_item(x) for x in xs]),
+            rounds,
         )
         rows += _seed_rows(
             "map-level",
-            {"async": map_call(map_executor=executors[0]), "threads": map_call(map_executor=executors[3])},
-            as_processed(partial(_raw_map, pool, _process_item, xs)),
+            {
+                "async": mapped(_process_item, "processed", "x", xs, map_executor=executors[0]),
+                "threads": mapped(_process_item, "processed", "x", xs, map_executor=executors[3]),
+            },
+            as_output("processed", partial(_raw_map, pool, _process_item, xs)),
             rounds,
             "ThreadPoolExecutor(100)",
         )
-        parallel_map = map_call(map_executor="parallel", max_workers=cpus)
+        parallel_map = mapped(_process_item, "processed", "x", xs, map_executor="parallel", max_workers=cpus)
         parallel_map()  # start both pools' worker processes before timing
         _raw_map(raw_loky, _process_item, xs[:cpus])
         rows += _seed_rows(
             "map-level",
             {"parallel": parallel_map},
-            as_processed(partial(_raw_map, raw_loky, _process_item, xs)),
+            as_output("processed", partial(_raw_map, raw_loky, _process_item, xs)),
             rounds,
             f"loky({cpus})",
         )
 
         # native-async: an `async def` node mapped over the delays.
         delays = [_ASYNC_DELAY] * size.async_items
-
-        def async_call(**kwargs: Any) -> Callable[[], dict[str, list[Any]]]:
-            pipeline = Pipeline(nodes=[node(_async_io_operation, output_name="async_fetch")], backend=engine(**kwargs))
-            return partial(pipeline.map, inputs={"delay": delays}, map_over="delay")
 
         async def await_each() -> list[dict[str, float]]:
             return [await _async_io_operation(d) for d in delays]
@@ -343,14 +349,14 @@ def seed(settings: Settings) -> list[Row]:
 
         rows += _seed_rows(
             "native-async",
-            {"sequential": async_call()},
+            {"sequential": mapped(_async_io_operation, "async_fetch", "delay", delays)},
             lambda: {"async_fetch": asyncio.run(await_each())},
             rounds,
             comparable=_without_durations,
         )
         rows += _seed_rows(
             "native-async",
-            {"async": async_call(map_executor=executors[1])},
+            {"async": mapped(_async_io_operation, "async_fetch", "delay", delays, map_executor=executors[1])},
             lambda: {"async_fetch": asyncio.run(gather())},
             rounds,
             "asyncio.gather",
@@ -360,18 +366,16 @@ def seed(settings: Settings) -> list[Row]:
         # sync-wrapped: the notebook's cell 16, a blocking node under each wide executor.
         items = list(range(size.sync_items))
 
-        def sync_call(**kwargs: Any) -> Callable[[], dict[str, list[Any]]]:
-            pipeline = Pipeline(nodes=[node(_process_item, output_name="processed")], backend=engine(**kwargs))
-            return partial(pipeline.map, inputs={"x": items}, map_over="x")
-
         rows += _seed_rows(
             "sync-wrapped",
             {
-                "AsyncExecutor": sync_call(map_executor=executors[2]),
-                "threads": sync_call(map_executor=executors[4]),
-                "threads+node-async": sync_call(map_executor=executors[5], node_executor="async"),
+                "AsyncExecutor": mapped(_process_item, "processed", "x", items, map_executor=executors[2]),
+                "threads": mapped(_process_item, "processed", "x", items, map_executor=executors[4]),
+                "threads+node-async": mapped(
+                    _process_item, "processed", "x", items, map_executor=executors[5], node_executor="async"
+                ),
             },
-            as_processed(partial(_raw_map, pool, _process_item, items)),
+            as_output("processed", partial(_raw_map, pool, _process_item, items)),
             rounds,
             "ThreadPoolExecutor(100)",
         )
@@ -379,23 +383,23 @@ def seed(settings: Settings) -> list[Row]:
         # cpu-bound: chained sha256 per item.
         texts = [f"item_{i}" for i in range(size.cpu_items)]
 
-        def cpu_call(**kwargs: Any) -> Callable[[], dict[str, list[Any]]]:
-            pipeline = Pipeline(nodes=[node(_compute_heavy_hash, output_name="hash_result")], backend=engine(**kwargs))
-            return partial(pipeline.map, inputs={"text": texts}, map_over="text")
-
-        def as_hashes(fn: Callable[[], list[Any]]) -> Callable[[], dict[str, list[Any]]]:
-            return lambda: {"hash_result": fn()}
-
         rows += _seed_rows(
-            "cpu-bound", {"sequential": cpu_call()}, as_hashes(lambda: [_compute_heavy_hash(t) for t in texts]), rounds
+            "cpu-bound",
+            {"sequential": mapped(_compute_heavy_hash, "hash_result", "text", texts)},
+            as_output("hash_result", lambda: [_compute_heavy_hash(t) for t in texts]),
+            rounds,
         )
         rows += _seed_rows(
             "cpu-bound",
             {
-                "threaded": cpu_call(map_executor="threaded", max_workers=cpus),
-                "parallel": cpu_call(map_executor="parallel", max_workers=cpus),
+                "threaded": mapped(
+                    _compute_heavy_hash, "hash_result", "text", texts, map_executor="threaded", max_workers=cpus
+                ),
+                "parallel": mapped(
+                    _compute_heavy_hash, "hash_result", "text", texts, map_executor="parallel", max_workers=cpus
+                ),
             },
-            as_hashes(partial(_raw_map, raw_loky, _compute_heavy_hash, texts)),
+            as_output("hash_result", partial(_raw_map, raw_loky, _compute_heavy_hash, texts)),
             rounds,
             f"loky({cpus})",
         )
