@@ -122,7 +122,12 @@ def test_keyboard_interrupt_passes_through_without_a_note(core: ModuleType) -> N
 
 @pytest.mark.parametrize(
     ("returned", "message"),
-    [((1, 2, 3), "returned 3 values"), ((1,), "returned 1 values"), (5, "returned int"), ("ab", "returned str")],
+    [
+        ((1, 2, 3), "returned a tuple of 3"),
+        ((1,), "returned a tuple of 1"),
+        (5, "returned int"),
+        ("ab", "returned str"),
+    ],
 )
 def test_tuple_output_must_match_its_names(core: ModuleType, returned: Any, message: str) -> None:
     """A node with two output names must return a 2-tuple (or list); anything else is an OutputArityError."""

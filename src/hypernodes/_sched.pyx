@@ -95,7 +95,7 @@ cdef int _store_unpacked(_Prepared p, Py_ssize_t k, object result, list values) 
     # __del__ is user code that could shrink a returned list under unchecked indexing.
     cdef tuple t = tuple(result)
     if len(t) != o1 - o0:
-        raise OutputArityError(f"Node `{p.names[k]}` has {o1 - o0} output names but returned {len(t)} values.")
+        raise OutputArityError(f"Node `{p.names[k]}` has {o1 - o0} output names but returned a tuple of {len(t)}.")
     for o in range(o0, o1):
         values[p.out_slots[o]] = t[o - o0]
     return 0

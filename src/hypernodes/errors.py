@@ -134,5 +134,5 @@ def unpack_row(result: object, n_outputs: int, name: str) -> tuple[object, ...]:
         )
     row = tuple(result)
     if len(row) != n_outputs:
-        raise OutputArityError(f"Node `{name}` has {n_outputs} output names but returned {len(row)} values.")
+        raise OutputArityError(f"Node `{name}` has {n_outputs} output names but returned a tuple of {len(row)}.")
     return row

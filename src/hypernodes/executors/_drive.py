@@ -25,7 +25,8 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from functools import partial
 from queue import SimpleQueue
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from ..errors import add_note, note_node
-from . import _tasks
+from . import _loky, _tasks
 from ._async import AsyncExecutor
 from ._guard import as_task_of, is_task_of
 from ._tasks import Items
@@ -61,6 +62,10 @@ PROCESS_TASKS_PER_WORKER = 4
 """Slices per process: each carries the pickled plan and its share of the columns. Four
 per worker let a worker that finishes early take more (loky hands tasks to free workers),
 while the per-task cost (~0.3 ms) stays small against tiny items' pickling."""
+
+CHUNK_S = 0.02
+"""A thread slice runs in chunks of about this long and checks between chunks whether the
+call has failed or was interrupted; a slice that is no longer wanted stops there."""
 
 # Python 3.14's subinterpreter pool subclasses ThreadPoolExecutor but shares no objects.
 _NOT_IN_PROCESS: tuple[type, ...] = tuple(
@@ -129,17 +134,25 @@ def _gather(
     fn: Callable[..., Any],
     calls: Sequence[tuple[Any, ...]],
     on_error: Callable[[BaseException, int], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[Any]:
     """Submit ``fn(*args)`` for each of ``calls``; their results in order.
 
-    Returns as soon as one fails, raising its exception (after ``on_error(exc,
-    index)`` annotates it), with every other task cancelled if not yet started.
+    Returns as soon as one fails (or the caller is interrupted), raising its
+    exception (after ``on_error(exc, index)`` annotates it): every other task is
+    cancelled if not yet started, and ``stop`` is set for the running ones that
+    check it. Tasks still running in a pool of worker processes are handed to
+    :func:`_loky.abandon`, so shutting that pool down does not wait for them.
     """
     done: SimpleQueue[int] = SimpleQueue()
     futures: list[Future[Any]] = []
     try:
         for i, args in enumerate(calls):
-            future = executor.submit(fn, *args)
+            try:
+                future = executor.submit(fn, *args)
+            except Exception as exc:
+                add_note(exc, f"hypernodes: the executor {type(executor).__name__} refused a task (was it shut down?)")
+                raise
             futures.append(future)
             future.add_done_callback(partial(_put, done, i))
         results: list[Any] = [None] * len(futures)
@@ -153,9 +166,17 @@ def _gather(
                 raise
         return results
     except BaseException:
-        for future in futures:
-            future.cancel()
+        if stop is not None:
+            stop.set()
+        _cancel(executor, futures)
         raise
+
+
+def _cancel(executor: Executor, futures: Iterable[Future[Any]]) -> None:
+    """Cancel the tasks not started; hand the ones still running to :func:`_loky.abandon`."""
+    running = [f for f in futures if not f.cancel() and not f.done()]
+    if running:
+        _loky.abandon(executor, running)
 
 
 def _concat(parts: list[list[list[Any]]]) -> list[list[Any]]:
@@ -231,8 +252,7 @@ class NodeRunner:
                 self._finish(k, running.pop(k), values, item)
                 queue.done(k)
         except BaseException:
-            for future in running.values():
-                future.cancel()
+            _cancel(self.executor, running.values())
             raise
 
 
@@ -245,20 +265,60 @@ def run_items(
     lo: int,
     hi: int,
     base: int = 0,
-) -> list[list[Any]]:
-    """Items ``lo..hi-1`` on this thread; one list per output. ``base`` numbers error notes."""
+    stop: threading.Event | None = None,
+) -> list[list[Any]] | None:
+    """Items ``lo..hi-1`` on this thread; one list per output. ``base`` numbers error notes.
+
+    With ``stop``, the items run in chunks of about :data:`CHUNK_S` each, and the
+    slice returns None (its result unwanted) once ``stop`` is set.
+    """
     if runner is None:
         funcs = engine._funcs(plan)
-        return _core.run_batch(plan, funcs, list(template), items.map_slots, items.columns, lo, hi, items.product, base)
+        if stop is None:
+            return _core.run_batch(
+                plan, funcs, list(template), items.map_slots, items.columns, lo, hi, items.product, base
+            )
+
+        def run(i: int, j: int) -> list[list[Any]]:
+            columns = items.columns
+            return _core.run_batch(plan, funcs, list(template), items.map_slots, columns, i, j, items.product, base)
+
+        return _run_chunked(run, lo, hi, stop)
     result_slots = runner.steps.result_slots
     results: list[list[Any]] = [[None] * (hi - lo) for _ in result_slots]
     for i in range(lo, hi):
+        if stop is not None and stop.is_set():
+            return None
         values = list(template)
         items.fill(values, i)
         runner.run(values, base + i)
         for out, slot in zip(results, result_slots):
             out[i - lo] = values[slot]
     return results
+
+
+def _run_chunked(
+    run: Callable[[int, int], list[list[Any]]], lo: int, hi: int, stop: threading.Event
+) -> list[list[Any]] | None:
+    # Chunks start at one item and double while they take under CHUNK_S / 2: slow items
+    # are checked between every item, tiny ones in chunks of thousands (the check and
+    # the extra batch call then cost well under 1% of the work).
+    parts: list[list[list[Any]]] = []
+    size = 1
+    i = lo
+    while i < hi:
+        if stop.is_set():
+            return None
+        j = min(hi, i + size)
+        started = time.perf_counter()
+        parts.append(run(i, j))
+        elapsed = time.perf_counter() - started
+        if elapsed < CHUNK_S / 2:
+            size *= 2
+        elif elapsed > 2 * CHUNK_S and size > 1:
+            size //= 2
+        i = j
+    return _concat(parts) if parts else run(lo, hi)
 
 
 def run_map(engine: HypernodesEngine, call: _MapCall, executor: Executor | None) -> Any:
@@ -275,8 +335,9 @@ def run_map(engine: HypernodesEngine, call: _MapCall, executor: Executor | None)
         coroutines = [(plan.wiring, plan.funcs, call.values, items, lo, hi, executor._offload) for lo, hi in slices]
         return _concat(_gather(executor, _tasks.run_slice_async, coroutines))
     slices = _core.plan_batches(call.n_items, worker_count(executor), THREAD_TASKS_PER_WORKER)
-    calls = [(executor, run_items, engine, runner, plan, call.values, items, lo, hi) for lo, hi in slices]
-    return _concat(_gather(executor, as_task_of, calls))
+    stop = threading.Event()
+    calls = [(executor, run_items, engine, runner, plan, call.values, items, lo, hi, 0, stop) for lo, hi in slices]
+    return _concat(_gather(executor, as_task_of, calls, stop=stop))
 
 
 def _map_remote(engine: HypernodesEngine, call: _MapCall, executor: Executor) -> Any:
@@ -285,10 +346,12 @@ def _map_remote(engine: HypernodesEngine, call: _MapCall, executor: Executor) ->
     try:
         token, payload = _tasks.dumps((*spec, _core.IMPLEMENTATION))
     except Exception as exc:
+        culprits = ", ".join(_unpicklable(call)) or "a node or an input"
         add_note(
             exc,
-            f"hypernodes: a map on {type(executor).__name__} sends the pipeline's nodes and its broadcast "
-            "inputs to worker processes, so they must be picklable (with cloudpickle). Nothing was run.",
+            f"hypernodes: {culprits} cannot be pickled. A map on {type(executor).__name__} sends the "
+            "pipeline's nodes and its inputs to worker processes, so they must be picklable (with "
+            "cloudpickle). Nothing was run.",
         )
         raise
     slices = _core.plan_batches(call.n_items, worker_count(executor), PROCESS_TASKS_PER_WORKER)
@@ -302,3 +365,17 @@ def _map_remote(engine: HypernodesEngine, call: _MapCall, executor: Executor) ->
         _died_note(exc, f"map items {lo}..{hi - 1}")
 
     return _concat(_gather(executor, _tasks.remote_batch, calls, on_error))
+
+
+def _unpicklable(call: _MapCall) -> list[str]:
+    """What in ``call`` fails to pickle: ``input `x```, ``node `f```. Only for the error message."""
+    mapped = dict(zip(call.map_slots, call.columns))
+    what = [(f"input `{name}`", mapped.get(slot, call.values[slot])) for name, slot in call.plan.input_pairs]
+    what += [(f"node `{n.name}`", n) for n in call.plan.nodes]
+    found = []
+    for label, value in what:
+        try:
+            _tasks.dumps(value)
+        except Exception:
+            found.append(label)
+    return found

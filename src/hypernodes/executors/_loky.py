@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Executor
+from collections.abc import Iterable
+from concurrent.futures import Executor, Future
+from typing import Any
 
-__all__ = ["IDLE_TIMEOUT_S", "acquire", "kill", "release"]
+__all__ = ["IDLE_TIMEOUT_S", "abandon", "acquire", "kill", "release"]
 
 IDLE_TIMEOUT_S = 300
 """Idle workers exit after this long (loky's default, 10 s, is shorter than a pause in a notebook)."""
@@ -26,6 +28,7 @@ IDLE_TIMEOUT_S = 300
 _lock = threading.Lock()
 _pools: dict[int, Executor | None] = {}  # workers -> the pool (None: killed, made again on demand)
 _users: dict[int, int] = {}  # workers -> engines that acquired that pool and did not release it
+_abandoned: dict[int, list[Future[Any]]] = {}  # workers -> tasks of failed calls that may still run
 
 
 def _size(max_workers: int | None) -> int:
@@ -50,14 +53,31 @@ def acquire(max_workers: int | None, *, first: bool) -> Executor:
         executor = _pools.get(size)
         if not _usable(executor):
             executor = _pools[size] = ProcessPoolExecutor(max_workers=size, timeout=IDLE_TIMEOUT_S)
+            _abandoned.pop(size, None)
         if first:
             _users[size] = _users.get(size, 0) + 1
         assert executor is not None
         return executor
 
 
+def abandon(executor: Executor, futures: Iterable[Future[Any]]) -> None:
+    """Record tasks that a failed or interrupted call left running on ``executor``.
+
+    Nobody waits for their results. If ``executor`` is one of these pools, its
+    last engine's :func:`release` terminates the workers instead of waiting for
+    them: a task that hangs (or runs for hours) must not hang ``shutdown()``.
+    """
+    with _lock:
+        for size, pool in _pools.items():
+            if pool is executor:
+                still = [f for f in _abandoned.get(size, ()) if not f.done()]
+                _abandoned[size] = still + list(futures)
+                return
+
+
 def release(max_workers: int | None) -> None:
-    """An engine is done with its pool; the last one out shuts it down and joins its workers."""
+    """An engine is done with its pool; the last one out shuts it down and joins its workers
+    (terminating them if abandoned tasks still run)."""
     size = _size(max_workers)
     with _lock:
         users = _users.get(size, 0) - 1
@@ -66,8 +86,9 @@ def release(max_workers: int | None) -> None:
             return
         _users.pop(size, None)
         executor = _pools.pop(size, None)
+        abandoned = any(not f.done() for f in _abandoned.pop(size, ()))
     if executor is not None:
-        executor.shutdown(wait=True)
+        executor.shutdown(wait=True, kill_workers=abandoned)  # type: ignore[call-arg]
 
 
 def kill(max_workers: int | None) -> None:
@@ -80,5 +101,6 @@ def kill(max_workers: int | None) -> None:
         executor = _pools.get(size)
         if size in _pools:
             _pools[size] = None
+        _abandoned.pop(size, None)
     if executor is not None:
         executor.shutdown(wait=True, kill_workers=True)  # type: ignore[call-arg]
