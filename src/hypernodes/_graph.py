@@ -86,11 +86,17 @@ def build_graph(nodes: Sequence[Node]) -> Graph:
     for i, n in enumerate(nodes):
         for out in n.outputs:
             j = producer.setdefault(out, i)
-            if j != i:
+            if j == i:
+                continue
+            if nodes[j] is n:  # "both node `f` and node `f`" would not say what is wrong
                 raise DuplicateOutputError(
-                    f"Output `{out}` is produced by both node `{nodes[j].name}` and node `{n.name}`; "
-                    "each output name must come from exactly one node (rename one of them)."
+                    f"Node `{n.name}` is listed twice (nodes[{j}] and nodes[{i}]), so output `{out}` would "
+                    "come from two nodes; list each node once."
                 )
+            raise DuplicateOutputError(
+                f"Output `{out}` is produced by both node `{nodes[j].name}` and node `{n.name}`; "
+                "each output name must come from exactly one node (rename one of them)."
+            )
     preds, succs = _edges([n.parameters for n in nodes], producer.get)
     indegree = [len(p) for p in preds]
     ready = [i for i, d in enumerate(indegree) if d == 0]
