@@ -5,19 +5,21 @@ Every test runs once per scheduling core: the ``core`` fixture (autouse) points
 core or at its pure-Python twin. With ``HYPERNODES_NO_EXTENSIONS=1`` only the
 twin is used (and the compiled core is never imported).
 
-After each test no thread or child process started by the test may still be
-alive: engines and executors must clean up after themselves. (multiprocessing's
-and loky's resource trackers are per-process singletons that live as long as
-the interpreter, so they do not count.)
+After each test no thread, child process or event loop started by the test may
+still be alive (or open): engines and executors must clean up after themselves.
+(multiprocessing's and loky's resource trackers are per-process singletons that
+live as long as the interpreter, so they do not count.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -98,6 +100,40 @@ def no_leaked_threads(request: pytest.FixtureRequest) -> Iterator[None]:
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
 
 
+# Every event loop made in this process, whoever makes it (asyncio.run, new_event_loop,
+# a library): the leak check below needs to see loops it holds no reference to.
+_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+_loop_init = asyncio.BaseEventLoop.__init__
+
+
+def _tracked_loop_init(self: asyncio.BaseEventLoop, *args: Any, **kwargs: Any) -> None:
+    _loop_init(self, *args, **kwargs)
+    _LOOPS.add(self)
+
+
+asyncio.BaseEventLoop.__init__ = _tracked_loop_init  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_event_loops(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves an event loop of its own open (running or not).
+
+    A loop dropped unclosed is caught too: its ResourceWarning is an error here.
+    """
+    _start_session_services(request)
+    before = weakref.WeakSet(_LOOPS)
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        default = engine_module._default  # the shared default engine's loop lives as long as the process
+        forever = default._owned.loop._loop if default is not None else None
+        leaked = [loop for loop in list(_LOOPS) if loop not in before and not loop.is_closed() and loop is not forever]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not leaked, f"event loops left open: {leaked}"
+
+
 def _children() -> dict[int, str]:
     out = {}
     for child in psutil.Process().children(recursive=True):
@@ -123,3 +159,14 @@ def no_leaked_processes(request: pytest.FixtureRequest) -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not leaked, f"child processes left running: {leaked}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the reliability figures recorded by the tests that ran (see tests/figures.py)."""
+    from .figures import FIGURES
+
+    lines = FIGURES.lines()
+    if lines:
+        terminalreporter.section("reliability figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -428,9 +428,9 @@ def test_blocking_items_get_one_item_per_task_when_they_fit() -> None:
     seen: list[tuple[int, int]] = []
     real = _drive.run_items
 
-    def spy(engine: Any, runner: Any, plan: Any, template: Any, items: Any, lo: int, hi: int, base: int = 0) -> Any:
+    def spy(engine: Any, runner: Any, plan: Any, template: Any, items: Any, lo: int, hi: int, *rest: Any) -> Any:
         seen.append((lo, hi))
-        return real(engine, runner, plan, template, items, lo, hi, base)
+        return real(engine, runner, plan, template, items, lo, hi, *rest)
 
     with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(100) as pool:
         patch.setattr(_drive, "run_items", spy)
@@ -475,7 +475,7 @@ def test_failing_node_raises_its_own_exception_with_its_name(kind: str, make_exe
             pipeline.run({"x": 1})
         assert "hypernodes: raised in node `boom`" in getattr(info.value, "__notes__", [])
         bad_arity = Pipeline([double, shift, node(_one_value, output_name=("p", "q"))], backend=engine)
-        with pytest.raises(OutputArityError, match="Node `_one_value` has 2 output names but returned 1 values"):
+        with pytest.raises(OutputArityError, match="Node `_one_value` has 2 output names but returned a tuple of 1"):
             bad_arity.run({"x": 1})
         assert pipeline.run({"x": 1}, output_name="shifted") == {"shifted": 11}
 
@@ -626,9 +626,13 @@ def test_shutdown_stops_what_the_engine_made_and_leaves_user_executors_alone() -
     pool = ThreadPoolExecutor(2)
     engine = HypernodesEngine(map_executor=pool, node_executor="threaded")
     pipeline = Pipeline(DIAMOND, backend=engine)
-    assert pipeline.map({"x": [1, 2]}, "x", output_name="doubled") == {"doubled": [2, 4]}
+    assert pipeline.map({"x": [1, 2]}, "x", output_name="total")["total"] == [
+        expected_diamond(x)["total"] for x in (1, 2)
+    ]
+    started = [t for e in engine._owned.executors.values() for t in e._threads]  # type: ignore[attr-defined]
+    assert started
     engine.shutdown()
-    assert not [t for t in threading.enumerate() if t.name.startswith("hypernodes-")]
+    assert not [t for t in started if t.is_alive()]
     assert pool.submit(lambda: 7).result(timeout=10) == 7
     assert pipeline.run({"x": 2}, output_name="doubled") == {"doubled": 4}  # usable again
     engine.shutdown()
