@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -74,6 +74,24 @@ def dask_client() -> Iterator[Any]:
         distributed.Client(cluster) as client,
     ):
         yield client
+
+
+@pytest.fixture
+def make_executor(request: pytest.FixtureRequest) -> Iterator[Callable[[str], Any]]:
+    """Builds executors by kind (see tests/kinds.py); user-owned ones are shut down after the test."""
+    from . import kinds
+
+    made: list[Any] = []
+
+    def make(kind: str) -> Any:
+        executor = request.getfixturevalue("dask_client").get_executor() if kind == "dask" else kinds.make(kind)
+        if not isinstance(executor, str):
+            made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.shutdown(wait=True)
 
 
 def _start_session_services(request: pytest.FixtureRequest) -> None:

@@ -24,6 +24,8 @@ from hypernodes import HypernodesEngine, Pipeline
 from .figures import FIGURES
 from .strategies import Call, MapCall, calls, map_calls
 
+pytestmark = pytest.mark.reliability
+
 KINDS = ("sequential", "threaded", "async", "parallel", "ThreadPoolExecutor")
 # Refused at construction, by design: processes do not start processes, and executor
 # objects do not travel to worker processes (see test_errors).

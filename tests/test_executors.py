@@ -1,10 +1,8 @@
-"""Executors at node and map level: same answers as sequential, real concurrency, clean failure.
+"""Executors at node and map level: same answers as sequential, real concurrency, lifetime.
 
-Every executor is tried as a name and as an instance: a thread pool, an
-AsyncExecutor, a loky pool, and ``PicklingExecutor`` -- an in-process stand-in for
-a remote cluster (Dask) that pickles every task and result, so the remote path is
-tested without processes. Concurrency is measured with counters (the most tasks
-in flight at once); time bounds are only a safety net against hangs.
+Every executor is tried as a name and as an instance (``tests/kinds.py``).
+Concurrency is measured with counters (the most tasks in flight at once); time
+bounds are only a safety net against hangs. Failures are in ``test_faults.py``.
 """
 
 from __future__ import annotations
@@ -12,101 +10,22 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import pickle
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import cloudpickle
 import loky
 import psutil
 import pytest
 
 from hypernodes import HypernodesEngine, Pipeline, node
-from hypernodes.errors import ExecutorSpecError, OutputArityError
+from hypernodes.errors import ExecutorSpecError
 from hypernodes.executors import AsyncExecutor, _drive, _tasks
 
-# -- executors under test -----------------------------------------------------
-
-
-class PicklingExecutor(Executor):
-    """Runs tasks on threads, but pickles each task and result as a remote cluster would."""
-
-    def __init__(self, max_workers: int = 4) -> None:
-        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="pickling")
-        self.submitted = 0
-
-    @staticmethod
-    def _remote(data: bytes) -> bytes:
-        fn, args, kwargs = pickle.loads(data)
-        return cloudpickle.dumps(fn(*args, **kwargs))
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        self.submitted += 1
-        inner = self._pool.submit(self._remote, cloudpickle.dumps((fn, args, kwargs)))
-        outer: Future[Any] = Future()
-
-        def relay(f: Future[bytes]) -> None:
-            if f.cancelled():
-                outer.cancel()
-            if not outer.set_running_or_notify_cancel():  # cancelled by the caller meanwhile
-                return
-            if f.exception() is not None:
-                outer.set_exception(f.exception())
-            else:
-                outer.set_result(pickle.loads(f.result()))
-
-        def forward_cancel(f: Future[Any]) -> None:
-            if f.cancelled():
-                inner.cancel()
-
-        outer.add_done_callback(forward_cancel)
-        inner.add_done_callback(relay)
-        return outer
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
-
-
-def _make(kind: str) -> Any:
-    if kind == "ThreadPoolExecutor":
-        return ThreadPoolExecutor(4)
-    if kind == "AsyncExecutor":
-        return AsyncExecutor(8)
-    if kind == "loky":
-        return loky.ProcessPoolExecutor(2)
-    if kind == "PicklingExecutor":
-        return PicklingExecutor(4)
-    return kind  # a name
-
-
-EXECUTOR_KINDS = ["sequential", "threaded", "async", "parallel", "ThreadPoolExecutor", "AsyncExecutor", "loky"]
-EXECUTOR_KINDS += ["PicklingExecutor", "dask"]
-NODE_EXECUTOR_KINDS = EXECUTOR_KINDS
-
-
-@pytest.fixture
-def make_executor(request: pytest.FixtureRequest) -> Iterator[Callable[[str], Any]]:
-    """Builds executors by kind; user-owned ones are shut down after the test."""
-    made: list[Any] = []
-
-    def make(kind: str) -> Any:
-        if kind == "dask":
-            executor = request.getfixturevalue("dask_client").get_executor()
-        else:
-            executor = _make(kind)
-        if not isinstance(executor, str):
-            made.append(executor)
-        return executor
-
-    yield make
-    for executor in made:
-        executor.shutdown(wait=True)
-
+from .kinds import EXECUTOR_KINDS, NODE_EXECUTOR_KINDS, PicklingExecutor
 
 # -- pipelines (module level: worker processes import them by name) -----------
 
@@ -437,138 +356,6 @@ def test_blocking_items_get_one_item_per_task_when_they_fit() -> None:
         with HypernodesEngine(map_executor=pool) as engine:
             Pipeline([double], backend=engine).map({"x": list(range(80))}, "x")
     assert sorted(seen) == [(i, i + 1) for i in range(80)]
-
-
-# -- failure --------------------------------------------------------------------
-
-
-def _fail_on_three(x: int) -> int:
-    if x == 3:
-        raise ValueError(f"bad item {x}")
-    time.sleep(0.001)
-    return x
-
-
-@pytest.mark.parametrize("kind", [k for k in EXECUTOR_KINDS if k != "sequential"])
-def test_first_failing_item_raises_its_own_exception_with_its_index(
-    kind: str, make_executor: Callable[[str], Any]
-) -> None:
-    """The node's exception keeps its type and message and is noted with the node and item."""
-    with HypernodesEngine(map_executor=make_executor(kind), max_workers=2) as engine:
-        pipeline = Pipeline([node(_fail_on_three, output_name="y")], backend=engine)
-        with pytest.raises(ValueError, match="bad item 3") as info:
-            pipeline.map({"x": list(range(40))}, "x")
-        assert "hypernodes: raised in node `_fail_on_three`, map item 3" in getattr(info.value, "__notes__", [])
-        assert pipeline.map({"x": [1, 2]}, "x") == {"y": [1, 2]}  # the engine still works
-
-
-@pytest.mark.parametrize("kind", [k for k in NODE_EXECUTOR_KINDS if k != "sequential"])
-def test_failing_node_raises_its_own_exception_with_its_name(kind: str, make_executor: Callable[[str], Any]) -> None:
-    """At node level too; a tuple-output arity error is reported for the offending node."""
-
-    def boom(doubled: int) -> int:
-        raise KeyError("no such thing")
-
-    with HypernodesEngine(node_executor=make_executor(kind)) as engine:
-        pipeline = Pipeline([double, shift, node(boom, output_name="z")], backend=engine)
-        with pytest.raises(KeyError, match="no such thing") as info:
-            pipeline.run({"x": 1})
-        assert "hypernodes: raised in node `boom`" in getattr(info.value, "__notes__", [])
-        bad_arity = Pipeline([double, shift, node(_one_value, output_name=("p", "q"))], backend=engine)
-        with pytest.raises(OutputArityError, match="Node `_one_value` has 2 output names but returned a tuple of 1"):
-            bad_arity.run({"x": 1})
-        assert pipeline.run({"x": 1}, output_name="shifted") == {"shifted": 11}
-
-
-def _one_value(doubled: int) -> tuple[int]:
-    return (doubled,)
-
-
-@pytest.mark.parametrize("kind", ["threaded", "ThreadPoolExecutor", "AsyncExecutor"])
-def test_failure_cancels_work_not_started_and_returns_without_waiting(
-    kind: str, make_executor: Callable[[str], Any]
-) -> None:
-    """Item 0 fails while item 1 hangs: the call raises at once, and queued items never run."""
-    release = threading.Event()
-    ran: list[int] = []
-
-    @node(output_name="y")
-    def item(x: int) -> int:
-        ran.append(x)
-        if x == 0:
-            time.sleep(0.05)
-            raise RuntimeError("item 0 failed")
-        if x == 1:
-            release.wait(timeout=30)
-        return x
-
-    executor = make_executor(kind)
-    with HypernodesEngine(map_executor=executor, max_workers=2) as engine:
-        if isinstance(executor, ThreadPoolExecutor):
-            executor._max_workers = 2  # type: ignore[attr-defined]
-        start = time.monotonic()
-        with pytest.raises(RuntimeError, match="item 0 failed"):
-            Pipeline([item], backend=engine).map({"x": list(range(400))}, "x")
-        elapsed = time.monotonic() - start
-        release.set()
-    assert elapsed < 10, "the failure waited for the hanging item"
-    assert len(ran) < 400
-
-
-def test_a_dead_worker_process_is_a_clear_error_not_a_hang() -> None:
-    """os._exit in a node under "parallel": BrokenExecutor naming the likely causes; next call works."""
-    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
-        pipeline = Pipeline([node(_exit_on_five, output_name="y")], backend=engine)
-        with pytest.raises(BrokenExecutor) as info:
-            pipeline.map({"x": list(range(10))}, "x")
-        notes = " ".join(getattr(info.value, "__notes__", []))
-        assert "worker process died while running map items" in notes
-        assert "segfault" in notes
-        assert "memory" in notes
-        assert pipeline.map({"x": [1, 2, 3]}, "x") == {"y": [1, 2, 3]}
-
-
-def _exit_on_five(x: int) -> int:
-    if x == 5:
-        os._exit(1)
-    return x
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="os.kill(SIGINT) terminates the whole process on Windows")
-def test_ctrl_c_during_a_parallel_map_stops_promptly_and_leaves_no_workers() -> None:
-    """SIGINT while a "parallel" map of slow items runs: KeyboardInterrupt soon, workers gone."""
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
-        pipeline = Pipeline([node(_sleep_long, output_name="y")], backend=engine)
-        pipeline.map({"x": [0]}, "x", output_name="y")  # workers up
-        timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-        start = time.monotonic()
-        timer.start()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                pipeline.map({"x": list(range(1, 9))}, "x")
-        finally:
-            timer.cancel()
-        assert time.monotonic() - start < 15
-        workers = [
-            p
-            for p in psutil.Process().children(recursive=True)
-            if p.pid not in before and "resource_tracker" not in _cmd(p)
-        ]
-        assert not [p for p in workers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-        assert pipeline.map({"x": [0, 0]}, "x") == {"y": [0, 0]}  # fresh workers
-
-
-def _sleep_long(x: int) -> int:
-    time.sleep(x * 5)
-    return x
-
-
-def _cmd(p: psutil.Process) -> str:
-    try:
-        return " ".join(p.cmdline())
-    except psutil.Error:
-        return ""
 
 
 # -- functions that only cloudpickle can ship -----------------------------------

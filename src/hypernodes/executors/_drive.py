@@ -300,9 +300,11 @@ def run_items(
 def _run_chunked(
     run: Callable[[int, int], list[list[Any]]], lo: int, hi: int, stop: threading.Event
 ) -> list[list[Any]] | None:
-    # Chunks start at one item and double while they take under CHUNK_S / 2: slow items
-    # are checked between every item, tiny ones in chunks of thousands (the check and
-    # the extra batch call then cost well under 1% of the work).
+    # The first chunk is one item; each next one is sized from the last one's pace to take
+    # about CHUNK_S, growing at most 16x a step (an unusually fast first item must not
+    # commit a slow slice to one long chunk). Slow items are then checked between every
+    # item, tiny ones in chunks of thousands after a few steps (the check and the extra
+    # batch calls cost well under 1% of the work).
     parts: list[list[list[Any]]] = []
     size = 1
     i = lo
@@ -313,10 +315,7 @@ def _run_chunked(
         started = time.perf_counter()
         parts.append(run(i, j))
         elapsed = time.perf_counter() - started
-        if elapsed < CHUNK_S / 2:
-            size *= 2
-        elif elapsed > 2 * CHUNK_S and size > 1:
-            size //= 2
+        size = max(1, min(16 * size, int(size * CHUNK_S / elapsed) if elapsed > 0 else 16 * size))
         i = j
     return _concat(parts) if parts else run(lo, hi)
 
