@@ -183,14 +183,16 @@ class MapCall:
 
 
 @st.composite
-def map_calls(draw: st.DrawFn, inner_engines: int = 1, max_items: int = 4) -> MapCall:
-    """A random pipeline and a zip or product map of it over some inputs (the others broadcast)."""
+def map_calls(draw: st.DrawFn, inner_engines: int = 1, min_items: int = 0, max_items: int = 4) -> MapCall:
+    """A random pipeline and a zip or product map of it over some inputs (the others broadcast),
+    over ``min_items``..``max_items`` items (a product: lists of up to 3, at least one item if asked)."""
     call = draw(calls(inner_engines).filter(lambda c: bool(c.inputs)))  # a map needs something to map over
     mode = draw(st.sampled_from(["zip", "product"]))
     mapped = draw(st.lists(st.sampled_from(sorted(call.inputs)), min_size=1, max_size=3, unique=True))
     if mode == "zip":
-        n = draw(st.integers(0, max_items))
+        n = draw(st.integers(min_items, max_items))
         lists = {m: draw(st.lists(st.integers(-50, 50), min_size=n, max_size=n)) for m in mapped}
     else:
-        lists = {m: draw(st.lists(st.integers(-50, 50), max_size=3)) for m in mapped}
+        size = 1 if min_items else 0
+        lists = {m: draw(st.lists(st.integers(-50, 50), min_size=size, max_size=3)) for m in mapped}
     return MapCall(call, lists, mode)

@@ -454,7 +454,7 @@ MALFORMED: list[tuple[str, Callable[[], Any], type[BaseException], str, str]] = 
         "shut-down map executor",
         _map_on_a_shut_down_pool,
         RuntimeError,
-        "refused a task (was it shut down?)",
+        "ThreadPoolExecutor.submit() raised this, so the task never ran",
         CALL,
     ),
     # the offending node runs

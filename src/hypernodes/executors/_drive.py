@@ -67,6 +67,10 @@ CHUNK_S = 0.02
 """A thread slice runs in chunks of about this long and checks between chunks whether the
 call has failed or was interrupted; a slice that is no longer wanted stops there."""
 
+MAX_CHUNK = 4096
+"""The most items in one chunk: tiny items reach it (a check per 4,096 costs nothing), and
+items that turn slow after fast ones delay a stop by at most that many."""
+
 # Python 3.14's subinterpreter pool subclasses ThreadPoolExecutor but shares no objects.
 _NOT_IN_PROCESS: tuple[type, ...] = tuple(
     c for c in [getattr(concurrent.futures, "InterpreterPoolExecutor", None)] if isinstance(c, type)
@@ -146,29 +150,37 @@ def _gather(
     """
     done: SimpleQueue[int] = SimpleQueue()
     futures: list[Future[Any]] = []
+    with _loky.in_use(executor):
+        try:
+            for i, args in enumerate(calls):
+                futures.append(_submit(executor, fn, *args))
+                futures[-1].add_done_callback(partial(_put, done, i))
+            results: list[Any] = [None] * len(futures)
+            for _ in range(len(futures)):
+                i = done.get()
+                try:
+                    results[i] = futures[i].result()
+                except Exception as exc:
+                    if on_error is not None:
+                        on_error(exc, i)
+                    raise
+            return results
+        except BaseException:
+            if stop is not None:
+                stop.set()
+            _cancel(executor, futures)
+            raise
+
+
+def _submit(executor: Executor, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
     try:
-        for i, args in enumerate(calls):
-            try:
-                future = executor.submit(fn, *args)
-            except Exception as exc:
-                add_note(exc, f"hypernodes: the executor {type(executor).__name__} refused a task (was it shut down?)")
-                raise
-            futures.append(future)
-            future.add_done_callback(partial(_put, done, i))
-        results: list[Any] = [None] * len(futures)
-        for _ in range(len(futures)):
-            i = done.get()
-            try:
-                results[i] = futures[i].result()
-            except Exception as exc:
-                if on_error is not None:
-                    on_error(exc, i)
-                raise
-        return results
-    except BaseException:
-        if stop is not None:
-            stop.set()
-        _cancel(executor, futures)
+        return executor.submit(fn, *args)
+    except Exception as exc:
+        add_note(
+            exc,
+            f"hypernodes: {type(executor).__name__}.submit() raised this, so the task never ran "
+            "(an executor refuses tasks after its shutdown(), for one).",
+        )
         raise
 
 
@@ -209,10 +221,10 @@ class NodeRunner:
         steps = self.steps
         if self.payload is not None:
             token, data = self.payload
-            return self.executor.submit(_tasks.remote_node, token, data, k, tuple(values[s] for s in steps.args[k]))
+            return _submit(self.executor, _tasks.remote_node, token, data, k, tuple(values[s] for s in steps.args[k]))
         if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop
-            return self.executor.submit(_tasks.acall_node, steps, self.plan.funcs, values, k, item)
-        return self.executor.submit(as_task_of, self.executor, _tasks.call_node, steps, self.funcs, values, k, item)
+            return _submit(self.executor, _tasks.acall_node, steps, self.plan.funcs, values, k, item)
+        return _submit(self.executor, as_task_of, self.executor, _tasks.call_node, steps, self.funcs, values, k, item)
 
     def _finish(self, k: int, future: Future[Any], values: list[Any], item: int) -> None:
         if not self.remote:
@@ -230,6 +242,13 @@ class NodeRunner:
 
     def run(self, values: list[Any], item: int = -1) -> None:
         """Run every node on ``values`` (filled in place); ``item`` numbers error notes."""
+        if self.remote:
+            with _loky.in_use(self.executor):  # a pool of ours is not stopped under this call
+                self._run(values, item)
+        else:
+            self._run(values, item)
+
+    def _run(self, values: list[Any], item: int) -> None:
         steps = self.steps
         queue = _core.ReadyQueue(self.plan)
         done: SimpleQueue[int] = SimpleQueue()
@@ -301,10 +320,10 @@ def _run_chunked(
     run: Callable[[int, int], list[list[Any]]], lo: int, hi: int, stop: threading.Event
 ) -> list[list[Any]] | None:
     # The first chunk is one item; each next one is sized from the last one's pace to take
-    # about CHUNK_S, growing at most 16x a step (an unusually fast first item must not
-    # commit a slow slice to one long chunk). Slow items are then checked between every
-    # item, tiny ones in chunks of thousands after a few steps (the check and the extra
-    # batch calls cost well under 1% of the work).
+    # about CHUNK_S, growing at most 16x a step and to MAX_CHUNK items (an unusually fast
+    # first item must not commit a slow slice to one long chunk). Slow items are then
+    # checked between every item, tiny ones every MAX_CHUNK items after a few steps (the
+    # check and the extra batch calls cost well under 1% of the work).
     parts: list[list[list[Any]]] = []
     size = 1
     i = lo
@@ -315,7 +334,7 @@ def _run_chunked(
         started = time.perf_counter()
         parts.append(run(i, j))
         elapsed = time.perf_counter() - started
-        size = max(1, min(16 * size, int(size * CHUNK_S / elapsed) if elapsed > 0 else 16 * size))
+        size = max(1, min(16 * size, MAX_CHUNK, int(size * CHUNK_S / elapsed) if elapsed > 0 else MAX_CHUNK))
         i = j
     return _concat(parts) if parts else run(lo, hi)
 

@@ -16,28 +16,43 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
-__all__ = ["IDLE_TIMEOUT_S", "abandon", "acquire", "kill", "release"]
+__all__ = ["IDLE_TIMEOUT_S", "abandon", "acquire", "in_use", "kill", "release"]
 
 IDLE_TIMEOUT_S = 300
 """Idle workers exit after this long (loky's default, 10 s, is shorter than a pause in a notebook)."""
 
+
+class _Pool:
+    """A pool of ours, the calls using it right now, and the tasks failed calls left running."""
+
+    __slots__ = ("abandoned", "calls", "executor")
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.calls = 0
+        self.abandoned: set[Future[Any]] = set()
+
+
 _lock = threading.Lock()
-_pools: dict[int, Executor | None] = {}  # workers -> the pool (None: killed, made again on demand)
+_idle = threading.Condition(_lock)  # notified when a call ends
+_pools: dict[int, _Pool | None] = {}  # workers -> the pool (None: killed, made again on demand)
 _users: dict[int, int] = {}  # workers -> engines that acquired that pool and did not release it
-_abandoned: dict[int, list[Future[Any]]] = {}  # workers -> tasks of failed calls that may still run
+_ours: dict[int, _Pool] = {}  # id(executor) -> its pool, while it may still run tasks
 
 
 def _size(max_workers: int | None) -> int:
     return max_workers if max_workers is not None else (os.cpu_count() or 1)
 
 
-def _usable(executor: Executor | None) -> bool:
-    flags = getattr(executor, "_flags", None)
-    return executor is not None and not (getattr(flags, "broken", None) or getattr(flags, "shutdown", False))
+def _usable(pool: _Pool | None) -> bool:
+    flags = getattr(pool.executor, "_flags", None) if pool is not None else None
+    return pool is not None and not (getattr(flags, "broken", None) or getattr(flags, "shutdown", False))
 
 
 def acquire(max_workers: int | None, *, first: bool) -> Executor:
@@ -50,34 +65,66 @@ def acquire(max_workers: int | None, *, first: bool) -> Executor:
 
     size = _size(max_workers)
     with _lock:
-        executor = _pools.get(size)
-        if not _usable(executor):
-            executor = _pools[size] = ProcessPoolExecutor(max_workers=size, timeout=IDLE_TIMEOUT_S)
-            _abandoned.pop(size, None)
+        pool = _pools.get(size)
+        if not _usable(pool):
+            if pool is not None:  # broken by a dead worker: nothing runs on it any more
+                _ours.pop(id(pool.executor), None)
+            pool = _pools[size] = _Pool(ProcessPoolExecutor(max_workers=size, timeout=IDLE_TIMEOUT_S))
+            _ours[id(pool.executor)] = pool
         if first:
             _users[size] = _users.get(size, 0) + 1
-        assert executor is not None
-        return executor
+        assert pool is not None
+        return pool.executor
+
+
+@contextmanager
+def in_use(executor: Executor) -> Iterator[None]:
+    """Counts a call as using ``executor`` while the block runs (a no-op for executors not ours).
+
+    :func:`release` waits for such calls before it decides how to stop the pool.
+    """
+    pool = _ours.get(id(executor))
+    if pool is None or pool.executor is not executor:
+        yield
+        return
+    with _lock:
+        pool.calls += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            pool.calls -= 1
+            _idle.notify_all()
 
 
 def abandon(executor: Executor, futures: Iterable[Future[Any]]) -> None:
     """Record tasks that a failed or interrupted call left running on ``executor``.
 
-    Nobody waits for their results. If ``executor`` is one of these pools, its
-    last engine's :func:`release` terminates the workers instead of waiting for
+    Nobody waits for their results, and each is forgotten when it finishes (its
+    result with it). If tasks are still running when the pool's last engine
+    releases it, :func:`release` terminates the workers instead of waiting for
     them: a task that hangs (or runs for hours) must not hang ``shutdown()``.
     """
+    pool = _ours.get(id(executor))
+    if pool is None or pool.executor is not executor:
+        return
+    for future in futures:
+        with _lock:
+            pool.abandoned.add(future)
+        future.add_done_callback(partial(_forget, pool))  # runs at once if already done
+
+
+def _forget(pool: _Pool, future: Future[Any]) -> None:
     with _lock:
-        for size, pool in _pools.items():
-            if pool is executor:
-                still = [f for f in _abandoned.get(size, ()) if not f.done()]
-                _abandoned[size] = still + list(futures)
-                return
+        pool.abandoned.discard(future)
 
 
 def release(max_workers: int | None) -> None:
-    """An engine is done with its pool; the last one out shuts it down and joins its workers
-    (terminating them if abandoned tasks still run)."""
+    """An engine is done with its pool; the last one out shuts it down.
+
+    Calls still running on the pool (from another thread) are waited for; then
+    its workers are joined, or terminated if abandoned tasks still run on them.
+    """
     size = _size(max_workers)
     with _lock:
         users = _users.get(size, 0) - 1
@@ -85,10 +132,14 @@ def release(max_workers: int | None) -> None:
             _users[size] = users
             return
         _users.pop(size, None)
-        executor = _pools.pop(size, None)
-        abandoned = any(not f.done() for f in _abandoned.pop(size, ()))
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=abandoned)  # type: ignore[call-arg]
+        pool = _pools.pop(size, None)
+        if pool is None:
+            return
+        while pool.calls:
+            _idle.wait()
+        abandoned = bool(pool.abandoned)
+        del _ours[id(pool.executor)]
+    pool.executor.shutdown(wait=True, kill_workers=abandoned)  # type: ignore[call-arg]
 
 
 def kill(max_workers: int | None) -> None:
@@ -98,9 +149,10 @@ def kill(max_workers: int | None) -> None:
     """
     size = _size(max_workers)
     with _lock:
-        executor = _pools.get(size)
+        pool = _pools.get(size)
         if size in _pools:
             _pools[size] = None
-        _abandoned.pop(size, None)
-    if executor is not None:
-        executor.shutdown(wait=True, kill_workers=True)  # type: ignore[call-arg]
+        if pool is not None:
+            _ours.pop(id(pool.executor), None)
+    if pool is not None:
+        pool.executor.shutdown(wait=True, kill_workers=True)  # type: ignore[call-arg]
