@@ -9,7 +9,6 @@ its outputs: nothing per item is kept beyond the results.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import subprocess
@@ -25,6 +24,7 @@ import pytest
 from hypernodes import HypernodesEngine, Pipeline, node
 
 from .figures import FIGURES
+from .pipelines import DIAMOND, expected_diamond
 
 pytestmark = pytest.mark.reliability
 
@@ -32,47 +32,23 @@ CALLERS = 16
 CALLS = 1000
 
 
-@node(output_name="doubled")
-def double(x: int) -> int:
-    return 2 * x
-
-
-@node(output_name=("low", "high"))
-def split(doubled: int, offset: int = 1) -> tuple[int, int]:
-    return doubled - offset, doubled + offset
-
-
-@node(output_name="shifted")
-async def shift(x: int, step: int = 10) -> int:
-    await asyncio.sleep(0)
-    return x + step
-
-
-@node(output_name="total")
-def total(low: int, high: int, shifted: int) -> int:
-    return low + high + shifted
-
-
-def expected(x: int, offset: int = 1, step: int = 10) -> dict[str, int]:
-    low, high = 2 * x - offset, 2 * x + offset
-    return {"doubled": 2 * x, "low": low, "high": high, "shifted": x + step, "total": low + high + x + step}
-
-
 def call_and_expect(pipeline: Pipeline, i: int) -> tuple[Any, Any]:
     """Call number ``i``: one of four call shapes, with inputs unique to ``i``; (result, expected)."""
     shape = i % 4
     if shape == 0:
-        return pipeline.run({"x": i}), expected(i)
+        return pipeline.run({"x": i}), expected_diamond(i)
     if shape == 1:
-        return pipeline.run({"x": i, "offset": i % 7}, output_name="total"), {"total": expected(i, i % 7)["total"]}
+        return pipeline.run({"x": i, "offset": i % 7}, output_name="total"), {
+            "total": expected_diamond(i, i % 7)["total"]
+        }
     if shape == 2:
         xs = list(range(i, i + 5))
-        rows = [expected(x, step=i) for x in xs]
+        rows = [expected_diamond(x, step=i) for x in xs]
         return pipeline.map({"x": xs, "step": i}, "x"), {k: [r[k] for r in rows] for k in rows[0]}
     got = pipeline.map(
         {"x": [i, i + 1], "offset": [0, 1]}, map_over=["x", "offset"], map_mode="product", output_name=["low", "total"]
     )
-    rows = [expected(x, o) for x in (i, i + 1) for o in (0, 1)]
+    rows = [expected_diamond(x, o) for x in (i, i + 1) for o in (0, 1)]
     return got, {"low": [r["low"] for r in rows], "total": [r["total"] for r in rows]}
 
 
@@ -94,7 +70,7 @@ def test_sixteen_threads_share_one_pipeline_and_engine(name: str) -> None:
         if spec.get("map_executor") == "ThreadPoolExecutor":
             spec["map_executor"] = user_pool
         with HypernodesEngine(**spec, max_workers=4) as engine:
-            pipeline = Pipeline([total, shift, split, double], backend=engine)
+            pipeline = Pipeline(DIAMOND[::-1], backend=engine)  # declared out of order
             numbers = itertools.count()
             lock = threading.Lock()
             start = threading.Barrier(CALLERS)
