@@ -539,3 +539,23 @@ def test_node_executors_that_cannot_run_in_worker_processes_are_refused(
     """A process map cannot carry an executor object or start processes of its own."""
     with pytest.raises(ExecutorSpecError, match="cannot run inside the worker processes"):
         HypernodesEngine(map_executor="parallel", node_executor=make_executor(node_kind))
+
+
+def _fails_on_one(x: int) -> int:
+    if x == 1:
+        raise ValueError("item 1")
+    return x
+
+
+@pytest.mark.parametrize("node_kind", ["sequential", "threaded"])
+def test_worker_processes_run_items_on_the_callers_core(node_kind: str, core: Any) -> None:
+    """A "parallel" map's workers use the core the caller uses (both cores are tested through
+    process maps too): the worker's traceback passes through that core's batch loop."""
+    with HypernodesEngine(map_executor="parallel", node_executor=node_kind, max_workers=2) as engine:
+        pipeline = Pipeline([node(_fails_on_one, output_name="y")], backend=engine)
+        with pytest.raises(ValueError, match="item 1") as info:
+            pipeline.map({"x": [0, 1, 2]}, "x")
+    remote = str(info.value.__cause__)  # loky attaches the worker's formatted traceback
+    files = {"python": "_sched_py.py", "cython": "_sched.pyx"}
+    assert files[core.IMPLEMENTATION] in remote
+    assert all(f not in remote for name, f in files.items() if name != core.IMPLEMENTATION)

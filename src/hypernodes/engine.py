@@ -33,6 +33,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from . import _core
@@ -206,8 +207,11 @@ class HypernodesEngine:
         # A task of this very executor (a nested pipeline sharing it) must not wait on it.
         return None if runs_on_current_thread(executor) else executor
 
-    def _node_runner(self, plan: Plan) -> NodeRunner | None:
-        """How to run one item's nodes: None for the compiled sequential loop."""
+    def _node_runner(self, plan: Plan, core: ModuleType | None = None) -> NodeRunner | None:
+        """How to run one item's nodes: None for the compiled sequential loop.
+
+        ``core``: the scheduling core the runner uses (a worker process uses its caller's).
+        """
         if self.node_executor == "sequential":
             return None
         executor = self._executor("node_executor")
@@ -217,7 +221,7 @@ class HypernodesEngine:
 
         if plan.n_nodes < 2 and in_process(executor):
             return None  # nothing to overlap, and this thread is as good as a pool's
-        return NodeRunner(self, plan, executor)
+        return NodeRunner(self, plan, executor, core)
 
     def _funcs(self, plan: Plan) -> Sequence[Callable[..., Any]]:
         if not plan.has_async:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from functools import partial
 from queue import SimpleQueue
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .. import _core
@@ -204,9 +205,12 @@ def _concat(parts: list[list[list[Any]]]) -> list[list[Any]]:
 class NodeRunner:
     """Runs the nodes of one item on a node executor, each as soon as its inputs are done."""
 
-    __slots__ = ("executor", "funcs", "is_async_executor", "payload", "plan", "remote", "steps")
+    __slots__ = ("core", "executor", "funcs", "is_async_executor", "payload", "plan", "remote", "steps")
 
-    def __init__(self, engine: HypernodesEngine, plan: Plan, executor: Executor) -> None:
+    def __init__(
+        self, engine: HypernodesEngine, plan: Plan, executor: Executor, core: ModuleType | None = None
+    ) -> None:
+        self.core = _core if core is None else core  # a worker process uses its caller's core
         self.plan = plan
         self.steps = plan.wiring
         self.executor = executor
@@ -250,7 +254,7 @@ class NodeRunner:
 
     def _run(self, values: list[Any], item: int) -> None:
         steps = self.steps
-        queue = _core.ReadyQueue(self.plan)
+        queue = self.core.ReadyQueue(self.plan)
         done: SimpleQueue[int] = SimpleQueue()
         running: dict[int, Future[Any]] = {}
         inline = not self.remote
@@ -285,22 +289,23 @@ def run_items(
     hi: int,
     base: int = 0,
     stop: threading.Event | None = None,
+    core: ModuleType | None = None,
 ) -> list[list[Any]] | None:
     """Items ``lo..hi-1`` on this thread; one list per output. ``base`` numbers error notes.
 
     With ``stop``, the items run in chunks of about :data:`CHUNK_S` each, and the
-    slice returns None (its result unwanted) once ``stop`` is set.
+    slice returns None (its result unwanted) once ``stop`` is set. ``core``: the
+    scheduling core to run on (a worker process uses its caller's).
     """
     if runner is None:
         funcs = engine._funcs(plan)
+        run_batch: Callable[..., list[list[Any]]] = (_core if core is None else core).run_batch
         if stop is None:
-            return _core.run_batch(
-                plan, funcs, list(template), items.map_slots, items.columns, lo, hi, items.product, base
-            )
+            return run_batch(plan, funcs, list(template), items.map_slots, items.columns, lo, hi, items.product, base)
 
         def run(i: int, j: int) -> list[list[Any]]:
             columns = items.columns
-            return _core.run_batch(plan, funcs, list(template), items.map_slots, columns, i, j, items.product, base)
+            return run_batch(plan, funcs, list(template), items.map_slots, columns, i, j, items.product, base)
 
         return _run_chunked(run, lo, hi, stop)
     result_slots = runner.steps.result_slots

@@ -218,9 +218,11 @@ def remote_batch(token: str, payload: bytes, columns: Sequence[Sequence[Any]], l
         from ..engine import HypernodesEngine
         from ._drive import run_items
 
+        module = _core.module(core)
         with HypernodesEngine(node_executor=node_spec, max_workers=max_workers) as engine:
             items = Items(map_slots, columns, product)
-            return run_items(engine, engine._node_runner(plan), plan, template, items, lo, hi, base)
+            runner = engine._node_runner(plan, module)
+            return run_items(engine, runner, plan, template, items, lo, hi, base, core=module)
     loop = _WorkerLoop()
     try:
         funcs = tuple(AwaitOn(f, loop) if a else f for f, a in zip(plan.funcs, plan.is_async))
