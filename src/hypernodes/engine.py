@@ -181,7 +181,9 @@ class HypernodesEngine:
     def shutdown(self) -> None:
         """Shut down what the engine started: its executors, workers and loop thread. Idempotent.
 
-        Waits for tasks running on its threads and processes; coroutines still
+        Waits for tasks running on its threads and processes, except that worker
+        processes still running work a failed or interrupted call abandoned (a
+        hung item) are terminated once no other call uses them; coroutines still
         awaiting on its "async" executor's loop are cancelled. The engine stays
         usable: a later call starts what it needs again. Executors passed in by
         the user are left alone.
