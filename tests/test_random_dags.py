@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from hypernodes import Pipeline
 
+from .figures import FIGURES
 from .strategies import Call, MapCall, calls, dags, map_calls, used_externals
 
 SETTINGS = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
@@ -27,6 +28,7 @@ def test_run_matches_reference(call: Call) -> None:
     """run() returns exactly the reference values of the requested outputs (all outputs when None)."""
     result = Pipeline(call.nodes()).run(call.inputs, output_name=call.wanted)
     assert result == call.expected()
+    FIGURES.count("random DAGs: run() examples against the reference")
 
 
 @SETTINGS
@@ -38,6 +40,7 @@ def test_map_matches_reference(m: MapCall) -> None:
         {**call.inputs, **m.lists}, map_over=list(m.lists), map_mode=m.mode, output_name=call.wanted
     )
     assert result == call.expected(m.items)
+    FIGURES.count("random DAGs: map() examples against the reference")
 
 
 @SETTINGS
