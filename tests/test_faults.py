@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -528,3 +529,38 @@ def test_a_node_executor_refusing_work_fails_the_run_cleanly(started: Started) -
         executor.left = 10
         assert pipeline.run({"x": 1, "log": started.path}) == {f"y{k}": 1 for k in range(4)}
     FIGURES.count("faults injected: executors refusing work")
+
+
+EXIT_AFTER_A_FAILED_MAP = """
+import os, sys, time
+from hypernodes import HypernodesEngine, Pipeline, node
+
+def item(x, release):
+    if x == 0:
+        time.sleep(0.2)
+        raise ValueError("item 0")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(release) and time.monotonic() < deadline:  # hangs
+        time.sleep(0.01)
+    return x
+
+engine = HypernodesEngine(map_executor="parallel", max_workers=2)  # never shut down
+try:
+    Pipeline([node(item, output_name="y")], backend=engine).map({"x": [0, 1], "release": sys.argv[1]}, "x")
+except ValueError:
+    print("raised")
+"""
+
+
+def test_a_script_exits_promptly_after_a_failed_map_left_a_worker_hanging(release: str) -> None:
+    """A script's "parallel" map fails while another item hangs in a worker, and the script ends
+    without shutting the engine down: the interpreter exits at once (the hung worker is
+    terminated) instead of waiting for the item."""
+    t0 = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-c", EXIT_AFTER_A_FAILED_MAP, release], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["raised"]
+    assert time.monotonic() - t0 < PROMPT_S, "the interpreter waited for the hung item"
+    FIGURES.count("faults injected: hanging beside failing")

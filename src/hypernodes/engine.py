@@ -96,7 +96,7 @@ class _Owned:
         finally:
             try:
                 if uses_loky:
-                    _loky.release(self.max_workers)
+                    _loky.release(self.max_workers, wait=wait)
             finally:
                 self.loop.close()
 

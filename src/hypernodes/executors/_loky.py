@@ -39,8 +39,11 @@ class _Pool:
         self.abandoned: set[Future[Any]] = set()
 
 
-_lock = threading.Lock()
+# Re-entrant: an engine's finalizer (which releases its pool) may run on any thread, at any
+# allocation, including inside one of these critical sections.
+_lock = threading.RLock()
 _idle = threading.Condition(_lock)  # notified when a call ends
+_exit_hook = False  # whether _at_exit is registered
 _pools: dict[int, _Pool | None] = {}  # workers -> the pool (None: killed, made again on demand)
 _users: dict[int, int] = {}  # workers -> engines that acquired that pool and did not release it
 _ours: dict[int, _Pool] = {}  # id(executor) -> its pool, while it may still run tasks
@@ -103,8 +106,10 @@ def abandon(executor: Executor, futures: Iterable[Future[Any]]) -> None:
     Nobody waits for their results, and each is forgotten when it finishes (its
     result with it). If tasks are still running when the pool's last engine
     releases it, :func:`release` terminates the workers instead of waiting for
-    them: a task that hangs (or runs for hours) must not hang ``shutdown()``.
+    them: a task that hangs (or runs for hours) must not hang ``shutdown()``,
+    nor the interpreter's exit (:func:`_at_exit`).
     """
+    global _exit_hook
     pool = _ours.get(id(executor))
     if pool is None or pool.executor is not executor:
         return
@@ -112,6 +117,26 @@ def abandon(executor: Executor, futures: Iterable[Future[Any]]) -> None:
         with _lock:
             pool.abandoned.add(future)
         future.add_done_callback(partial(_forget, pool))  # runs at once if already done
+    with _lock:
+        if not _exit_hook:
+            # Hooks run last-registered first, and loky registered its own (which joins
+            # every pool's manager thread, so waits for running tasks) when this pool
+            # started: ours runs before it. Private, but what concurrent.futures uses.
+            register = getattr(threading, "_register_atexit", None)
+            if register is not None:
+                try:
+                    register(_at_exit)
+                    _exit_hook = True
+                except RuntimeError:  # the interpreter is already shutting down
+                    pass
+
+
+def _at_exit() -> None:
+    """At interpreter exit: terminate the workers of pools that abandoned tasks still run on."""
+    with _lock:
+        stuck = [pool for pool in _ours.values() if pool.abandoned]
+    for pool in stuck:
+        pool.executor.shutdown(wait=True, kill_workers=True)  # type: ignore[call-arg]
 
 
 def _forget(pool: _Pool, future: Future[Any]) -> None:
@@ -119,11 +144,14 @@ def _forget(pool: _Pool, future: Future[Any]) -> None:
         pool.abandoned.discard(future)
 
 
-def release(max_workers: int | None) -> None:
+def release(max_workers: int | None, *, wait: bool = True) -> None:
     """An engine is done with its pool; the last one out shuts it down.
 
-    Calls still running on the pool (from another thread) are waited for; then
-    its workers are joined, or terminated if abandoned tasks still run on them.
+    With ``wait``, calls still running on the pool (from other threads) are
+    waited for; then its workers are joined, or terminated if abandoned tasks
+    still run on them. Without (an engine's finalizer, which must never block):
+    the pool is told to shut down once its running tasks finish, and its workers
+    are terminated at once if only abandoned tasks run on it.
     """
     size = _size(max_workers)
     with _lock:
@@ -135,11 +163,16 @@ def release(max_workers: int | None) -> None:
         pool = _pools.pop(size, None)
         if pool is None:
             return
-        while pool.calls:
-            _idle.wait()
-        abandoned = bool(pool.abandoned)
+        try:
+            while wait and pool.calls:
+                _idle.wait()
+        except BaseException:  # interrupted while waiting: do not leave the pool running unowned
+            _ours.pop(id(pool.executor), None)
+            pool.executor.shutdown(wait=False, kill_workers=True)  # type: ignore[call-arg]
+            raise
+        terminate = bool(pool.abandoned) and not pool.calls
         del _ours[id(pool.executor)]
-    pool.executor.shutdown(wait=True, kill_workers=abandoned)  # type: ignore[call-arg]
+    pool.executor.shutdown(wait=wait, kill_workers=terminate)  # type: ignore[call-arg]
 
 
 def kill(max_workers: int | None) -> None:
