@@ -300,14 +300,12 @@ def run_items(
     if runner is None:
         funcs = engine._funcs(plan)
         run_batch: Callable[..., list[list[Any]]] = (_core if core is None else core).run_batch
-        if stop is None:
-            return run_batch(plan, funcs, list(template), items.map_slots, items.columns, lo, hi, items.product, base)
+        slots, columns, product = items.map_slots, items.columns, items.product
 
         def run(i: int, j: int) -> list[list[Any]]:
-            columns = items.columns
-            return run_batch(plan, funcs, list(template), items.map_slots, columns, i, j, items.product, base)
+            return run_batch(plan, funcs, list(template), slots, columns, i, j, product, base)
 
-        return _run_chunked(run, lo, hi, stop)
+        return run(lo, hi) if stop is None else _run_chunked(run, lo, hi, stop)
     result_slots = runner.steps.result_slots
     results: list[list[Any]] = [[None] * (hi - lo) for _ in result_slots]
     for i in range(lo, hi):

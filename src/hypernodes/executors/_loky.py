@@ -80,14 +80,20 @@ def acquire(max_workers: int | None, *, first: bool) -> Executor:
         return pool.executor
 
 
+def _pool_of(executor: Executor) -> _Pool | None:
+    """The pool of ours that ``executor`` is, if it is one."""
+    pool = _ours.get(id(executor))
+    return pool if pool is not None and pool.executor is executor else None
+
+
 @contextmanager
 def in_use(executor: Executor) -> Iterator[None]:
     """Counts a call as using ``executor`` while the block runs (a no-op for executors not ours).
 
     :func:`release` waits for such calls before it decides how to stop the pool.
     """
-    pool = _ours.get(id(executor))
-    if pool is None or pool.executor is not executor:
+    pool = _pool_of(executor)
+    if pool is None:
         yield
         return
     with _lock:
@@ -110,12 +116,13 @@ def abandon(executor: Executor, futures: Iterable[Future[Any]]) -> None:
     nor the interpreter's exit (:func:`_at_exit`).
     """
     global _exit_hook
-    pool = _ours.get(id(executor))
-    if pool is None or pool.executor is not executor:
+    pool = _pool_of(executor)
+    if pool is None:
         return
+    futures = list(futures)
+    with _lock:
+        pool.abandoned.update(futures)
     for future in futures:
-        with _lock:
-            pool.abandoned.add(future)
         future.add_done_callback(partial(_forget, pool))  # runs at once if already done
     with _lock:
         if not _exit_hook:
