@@ -58,7 +58,7 @@ def _ours(thread: threading.Thread) -> bool:
     # Process-wide singletons that live as long as the interpreter: the shared default
     # engine's loop thread, and distributed's offload thread (started by a Dask client).
     default = engine_module._default
-    if default is not None and thread is default._owned.loop.thread:
+    if default is not None and thread is default._loop.thread:
         return False
     return not thread.name.startswith("Dask-Offload")
 
@@ -144,7 +144,7 @@ def no_leaked_event_loops(request: pytest.FixtureRequest) -> Iterator[None]:
     deadline = time.monotonic() + 5.0
     while True:
         default = engine_module._default  # the shared default engine's loop lives as long as the process
-        forever = default._owned.loop._loop if default is not None else None
+        forever = default._loop._loop if default is not None else None
         leaked = [loop for loop in list(_LOOPS) if loop not in before and not loop.is_closed() and loop is not forever]
         if not leaked or time.monotonic() > deadline:
             break

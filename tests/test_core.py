@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from hypernodes import OutputArityError, Pipeline, node
+from hypernodes._call import Items
 from hypernodes._graph import Plan
 
 from .conftest import NO_EXTENSIONS, load_core
 
 
 def plan_of(pipeline: Pipeline, given: set[str], outputs: tuple[str, ...] | None = None) -> Plan:
-    return pipeline._plan(outputs, frozenset(given), "run()")
+    return pipeline.plans.get(outputs, frozenset(given), "run()")
 
 
 def values_for(plan: Plan, **inputs: Any) -> list[Any]:
@@ -159,7 +160,7 @@ def test_tuple_output_accepts_tuple_and_list(core: ModuleType) -> None:
 def batch(core: ModuleType, plan: Plan, columns: list[list[Any]], lo: int, hi: int, product: bool) -> list[list[Any]]:
     values = [*plan.template, None]
     slots = tuple(slot for _, slot in plan.input_pairs)
-    return core.run_batch(plan, plan.funcs, values, slots, tuple(map(tuple, columns)), lo, hi, product)
+    return core.run_batch(plan, plan.funcs, values, Items(slots, tuple(map(tuple, columns)), product, lo, hi))
 
 
 @node(output_name="s")
@@ -214,12 +215,12 @@ def test_run_batch_base_numbers_a_slice_of_columns(core: ModuleType) -> None:
     plan = plan_of(Pipeline([fragile]), {"x"})
     values = list(plan.template)
     (slot,) = [s for name, s in plan.input_pairs if name == "x"]
-    assert core.run_batch(plan, plan.funcs, values, [slot], [(4, 2)], 0, 2, False, 40) == [[0.25, 0.5]]
+    assert core.run_batch(plan, plan.funcs, values, Items((slot,), ((4, 2),), False, 0, 2, 40)) == [[0.25, 0.5]]
     with pytest.raises(ZeroDivisionError) as info:
-        core.run_batch(plan, plan.funcs, values, [slot], [(5, 0, 1)], 0, 3, False, 100)
+        core.run_batch(plan, plan.funcs, values, Items((slot,), ((5, 0, 1),), False, 0, 3, 100))
     assert info.value.__notes__ == ["hypernodes: raised in node `fragile`, map item 101"]
     with pytest.raises(ValueError, match="base must be >= 0"):
-        core.run_batch(plan, plan.funcs, values, [slot], [(5,)], 0, 1, False, -1)
+        core.run_batch(plan, plan.funcs, values, Items((slot,), ((5,),), False, 0, 1, -1))
 
 
 @pytest.mark.parametrize("n_items", [0, 1, 3, 8, 80, 1001])
@@ -422,8 +423,8 @@ def test_run_batch_without_columns_runs_each_item(core: ModuleType) -> None:
         return 6
 
     plan = plan_of(Pipeline([const]), set())
-    assert core.run_batch(plan, plan.funcs, list(plan.template), (), (), 0, 3, False) == [[6, 6, 6]]
-    assert core.run_batch(plan, plan.funcs, list(plan.template), (), (), 0, 2, True) == [[6, 6]]
+    assert core.run_batch(plan, plan.funcs, list(plan.template), Items((), (), False, 0, 3)) == [[6, 6, 6]]
+    assert core.run_batch(plan, plan.funcs, list(plan.template), Items((), (), True, 0, 2)) == [[6, 6]]
 
 
 def test_plan_arrays_are_contiguous_int32(core: ModuleType) -> None:

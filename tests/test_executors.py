@@ -22,8 +22,10 @@ import psutil
 import pytest
 
 from hypernodes import HypernodesEngine, Pipeline, node
+from hypernodes._run import maps, payload, remote
 from hypernodes.errors import ExecutorSpecError
-from hypernodes.executors import AsyncExecutor, _drive, _tasks
+from hypernodes.executors import AsyncExecutor
+from hypernodes.executors.backends import PROCESS_TASKS_PER_WORKER
 
 from .kinds import EXECUTOR_KINDS, NODE_EXECUTOR_KINDS, PicklingExecutor
 from .pipelines import DIAMOND, double, expected_diamond
@@ -292,7 +294,7 @@ def test_a_process_map_sends_the_plan_once_and_few_slices() -> None:
     """1,000 items on 2 processes: the plan is pickled once, and there are 8 tasks (4 per worker), not 1,000."""
     executor = PicklingExecutor(max_workers=2)
     dumps_calls: list[int] = []
-    real_dumps = _tasks.dumps
+    real_dumps = payload.dumps
 
     def counting_dumps(obj: Any) -> tuple[str, bytes]:
         dumps_calls.append(1)
@@ -300,26 +302,26 @@ def test_a_process_map_sends_the_plan_once_and_few_slices() -> None:
 
     try:
         with pytest.MonkeyPatch.context() as patch, HypernodesEngine(map_executor=executor) as engine:
-            patch.setattr(_tasks, "dumps", counting_dumps)
+            patch.setattr(remote, "dumps", counting_dumps)
             got = Pipeline([double], backend=engine).map({"x": list(range(1000))}, "x")
     finally:
         executor.shutdown()
     assert got == {"doubled": [2 * x for x in range(1000)]}
     assert len(dumps_calls) == 1
-    assert executor.submitted == 2 * _drive.PROCESS_TASKS_PER_WORKER
+    assert executor.submitted == 2 * PROCESS_TASKS_PER_WORKER
 
 
 def test_blocking_items_get_one_item_per_task_when_they_fit() -> None:
     """Items <= workers: one task per item, so no item waits behind another."""
     seen: list[tuple[int, int]] = []
-    real = _drive.run_items
+    real = maps.run_items
 
-    def spy(engine: Any, runner: Any, plan: Any, template: Any, items: Any, lo: int, hi: int, *rest: Any) -> Any:
-        seen.append((lo, hi))
-        return real(engine, runner, plan, template, items, lo, hi, *rest)
+    def spy(runtime: Any, runner: Any, plan: Any, template: Any, items: Any, *rest: Any) -> Any:
+        seen.append((items.lo, items.hi))
+        return real(runtime, runner, plan, template, items, *rest)
 
     with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(100) as pool:
-        patch.setattr(_drive, "run_items", spy)
+        patch.setattr(maps, "run_items", spy)
         with HypernodesEngine(map_executor=pool) as engine:
             Pipeline([double], backend=engine).map({"x": list(range(80))}, "x")
     assert sorted(seen) == [(i, i + 1) for i in range(80)]
@@ -383,7 +385,7 @@ def test_shutdown_stops_what_the_engine_made_and_leaves_user_executors_alone() -
     assert pipeline.map({"x": [1, 2]}, "x", output_name="total")["total"] == [
         expected_diamond(x)["total"] for x in (1, 2)
     ]
-    started = [t for e in engine._owned.executors.values() for t in e._threads]  # type: ignore[attr-defined]
+    started = list(engine._runtime.nodes.executor()._threads)  # type: ignore[attr-defined]
     assert started
     engine.shutdown()
     assert not [t for t in started if t.is_alive()]

@@ -30,7 +30,8 @@ import psutil
 import pytest
 
 from hypernodes import HypernodesEngine, OutputArityError, Pipeline, node
-from hypernodes.executors import AsyncExecutor, _drive
+from hypernodes.executors import AsyncExecutor
+from hypernodes.executors.backends import worker_count
 
 from .figures import FIGURES
 from .kinds import EXECUTOR_KINDS, NODE_EXECUTOR_KINDS
@@ -151,7 +152,7 @@ def test_a_failure_cancels_the_rest_of_the_map(
         later = started.numbers()
         assert len(later) < 100, f"{len(later)} of 160 items started after item 3 failed"
         if kind in IN_PROCESS_KINDS:
-            workers = 2 if isinstance(executor, str) else _drive.worker_count(executor)
+            workers = 2 if isinstance(executor, str) else worker_count(executor)
             assert len(later) - at_return <= workers, "slices kept running after the call failed"
     FIGURES.count("faults injected: failing items")
 

@@ -186,7 +186,7 @@ def test_the_ready_queue_is_consistent_under_many_threads(core: ModuleType, seed
     interval: every node is issued exactly once, never before its producers are done, and the queue
     ends inactive with every node done."""
     pipeline, producers = _wide_dag(600, seed)
-    plan = pipeline._plan(None, frozenset(), "run()")
+    plan = pipeline.plans.get(None, frozenset(), "run()")
     index = {name: k for k, name in enumerate(plan.node_names)}
     deps = {index[f"n{i}"]: {index[f"n{d}"] for d in ds} for i, ds in producers.items()}
     queue = core.ReadyQueue(plan)
@@ -235,7 +235,7 @@ def test_racing_done_calls_for_one_node_succeed_exactly_once(core: ModuleType) -
     'already marked done' ValueError, and the successor is released exactly once."""
     first = node(lambda: 1, output_name="a", name="first")
     second = node(lambda a: a, output_name="b", name="second")
-    plan = Pipeline([first, second])._plan(None, frozenset(), "run()")
+    plan = Pipeline([first, second]).plans.get(None, frozenset(), "run()")
     for _ in range(200):
         queue = core.ReadyQueue(plan)
         (k,) = queue.get_ready()

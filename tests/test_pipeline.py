@@ -275,7 +275,7 @@ def test_engine_shutdown_stops_its_loop_and_stays_usable() -> None:
     engine = HypernodesEngine()
     p = Pipeline([async_double], engine=engine)
     assert p.run({"x": 1}) == {"y": 2}
-    thread = engine._owned.loop.thread
+    thread = engine._loop.thread
     assert thread is not None
     assert thread.is_alive()
     engine.shutdown()
@@ -454,16 +454,16 @@ def test_sequential_engine_runs_in_the_calling_thread() -> None:
 
 def test_plans_are_compiled_once_per_call_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     """Repeated calls of one shape reuse the compiled plan; a new output selection compiles a new one."""
-    from hypernodes import pipeline as pipeline_module
+    from hypernodes import _call
 
     compiled: list[Any] = []
-    original = pipeline_module.compile_plan
+    original = _call.compile_plan
 
     def counting_compile(*args: Any) -> Any:
         compiled.append(args[1:3])
         return original(*args)
 
-    monkeypatch.setattr(pipeline_module, "compile_plan", counting_compile)
+    monkeypatch.setattr(_call, "compile_plan", counting_compile)
     p = counting(Counter())
     p.run({"x": 1})
     p.run({"x": 2})

@@ -51,7 +51,7 @@ def test_ready_queue_issues_a_valid_topological_order(specs: list[Any], rnd: Any
     from hypernodes import _core
 
     pipeline = Pipeline([s.node for s in specs])
-    plan = pipeline._plan(None, frozenset(used_externals(specs)), "run()")
+    plan = pipeline.plans.get(None, frozenset(used_externals(specs)), "run()")
     position = {name: k for k, name in enumerate(plan.node_names)}
     producers = {
         position[s.node.name]: {position[t.node.name] for t in specs if set(t.outputs) & set(s.params)} for s in specs

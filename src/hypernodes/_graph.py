@@ -27,10 +27,11 @@ import numpy as np
 from .errors import CycleError, DuplicateOutputError, InputError, MissingInputError, UnknownOutputError
 from .node import Node
 
-__all__ = ["Graph", "Plan", "build_graph", "compile_plan"]
+__all__ = ["Graph", "Plan", "Wiring", "build_graph", "compile_plan", "ticks"]
 
 
-def _ticks(names: Iterable[Any]) -> str:
+def ticks(names: Iterable[Any]) -> str:
+    """Names as ``a``, ``b`` for messages; ``(none)`` for none."""
     return ", ".join(f"`{n}`" for n in names) or "(none)"
 
 
@@ -173,7 +174,6 @@ class Plan:
         "max_args",
         "n_nodes",
         "n_slots",
-        "nested",
         "node_names",
         "nodes",
         "out_ptr",
@@ -200,7 +200,6 @@ class Plan:
     max_args: int
     n_nodes: int
     n_slots: int
-    nested: tuple[Any, ...]
     node_names: tuple[str, ...]
     nodes: tuple[Node, ...]
     out_ptr: np.ndarray
@@ -212,6 +211,49 @@ class Plan:
     succ_ptr: np.ndarray
     template: tuple[Any, ...]
     unpack: np.ndarray
+
+    def __init__(
+        self,
+        nodes: Sequence[Node],
+        args: Sequence[Sequence[int]],
+        outs: Sequence[Sequence[int]],
+        succs: Sequence[Sequence[int]],
+        template: Sequence[Any],
+        inputs: Sequence[tuple[str, int]],
+        results: Sequence[tuple[str, int]],
+    ) -> None:
+        """Args:
+        nodes: the plan's nodes in topological order.
+        args, outs: per node, its argument slots and its output slots.
+        succs: per node, the nodes that read its outputs (each once).
+        template: the initial value of every slot.
+        inputs: ``(name, slot)`` of each given input the plan reads, sorted by name.
+        results: ``(name, slot)`` of each requested output, in request order.
+        """
+        self.nodes = tuple(nodes)
+        self.node_names = tuple(n.name for n in self.nodes)
+        self.funcs = tuple(n._call for n in self.nodes)
+        self.is_async = tuple(n.is_async for n in self.nodes)
+        self.has_async = any(self.is_async)
+        self.n_nodes = len(self.nodes)
+        self.n_slots = len(template)
+        self.arg_ptr, self.arg_slots = _csr(args)
+        self.out_ptr, self.out_slots = _csr(outs)
+        self.succ_ptr, self.succ_idx = _csr(succs)
+        indegree = [0] * self.n_nodes
+        for ss in succs:
+            for s in ss:
+                indegree[s] += 1
+        self.indegree = _i32(indegree)
+        self.unpack = _i32([not isinstance(n.output_name, str) for n in self.nodes])
+        self.max_args = max(map(len, args), default=0)
+        self.template = tuple(template)
+        self.input_pairs = tuple(inputs)
+        self.input_names = tuple(name for name, _ in self.input_pairs)
+        self.result_pairs = tuple(results)
+        self.result_names = tuple(name for name, _ in self.result_pairs)
+        self.result_slots = _i32([slot for _, slot in self.result_pairs])
+        self._native = self._wiring = None
 
     # Pickled through its nodes, not `funcs`: a Node knows how to pickle a function
     # that `@node` shadowed at module level (see Node.__reduce__); the bare function does not.
@@ -233,7 +275,7 @@ class Plan:
         return wiring
 
     def __repr__(self) -> str:
-        return f"<Plan {self.n_nodes} nodes, {self.n_slots} slots -> {_ticks(self.result_names)}>"
+        return f"<Plan {self.n_nodes} nodes, {self.n_slots} slots -> {ticks(self.result_names)}>"
 
 
 class Wiring:
@@ -253,137 +295,135 @@ class Wiring:
         self.result_slots: tuple[int, ...] = tuple(plan.result_slots.tolist())
 
 
-def _nested_pipelines(members: Iterable[Node]) -> tuple[Any, ...]:
-    found: dict[int, Any] = {}
-    stack = [n.pipeline for n in members if hasattr(n, "pipeline")]
-    while stack:
-        inner = stack.pop()
-        if id(inner) not in found:
-            found[id(inner)] = inner
-            stack.extend(n.pipeline for n in inner.nodes if hasattr(n, "pipeline"))
-    return tuple(found.values())
-
-
 def _i32(values: Sequence[int]) -> np.ndarray:
     return np.asarray(values, dtype=np.int32)
 
 
+def _csr(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(ptr, idx)``: row ``k`` is ``idx[ptr[k]:ptr[k+1]]``."""
+    ptr = [0]
+    for row in rows:
+        ptr.append(ptr[-1] + len(row))
+    return _i32(ptr), _i32([x for row in rows for x in row])
+
+
 def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset[str], verb: str = "run()") -> Plan:
     """Lower ``graph`` for a call that asks for ``outputs`` (None: all) given ``given``.
+
+    Four phases: check the call shape against the wiring, prune to the nodes the
+    outputs need, give every value a slot, and count the dependencies.
 
     Raises:
         UnknownOutputError: an output name the pipeline does not produce.
         InputError: a given name no node reads, or one a node produces.
         MissingInputError: a needed input is neither given nor defaulted.
     """
-    nodes = graph.nodes
     if outputs is None:
         outputs = graph.outputs
+    _check_shape(graph, outputs, given, verb)
+    order = _prune(graph, outputs)
+    nodes = [node for _, node in order]
+    args, outs, template, slot_of = _assign_slots(graph, nodes, given, verb)
+    position = {i: k for k, (i, _) in enumerate(order)}
+    _, succs = _edges(
+        [n.parameters for n in nodes], lambda p: position[graph.producer[p]] if p in graph.producer else None
+    )
+    inputs = [(name, slot_of[name]) for name in sorted(name for name in given if name in slot_of)]
+    results = [(name, slot_of[name]) for name in dict.fromkeys(outputs)]
+    return Plan(nodes, args, outs, succs, template, inputs, results)
+
+
+def _check_shape(graph: Graph, outputs: tuple[str, ...], given: frozenset[str], verb: str) -> None:
     unknown = [o for o in outputs if o not in graph.producer]
     if unknown:
         hint = " (it is an input, and run()/map() return outputs only)" if unknown[0] in graph.parameters else ""
         raise UnknownOutputError(
-            f"Unknown output_name {_ticks(unknown)}{hint}. Outputs this pipeline produces: {_ticks(graph.outputs)}."
+            f"Unknown output_name {ticks(unknown)}{hint}. Outputs this pipeline produces: {ticks(graph.outputs)}."
         )
     produced_given = sorted(given & graph.producer.keys(), key=str)
     if produced_given:
         name = produced_given[0]
         raise InputError(
-            f"Input `{name}` is an output of node `{nodes[graph.producer[name]].name}`; a value a node computes "
-            f"cannot also be given as an input. Pipeline inputs: {_ticks(graph.inputs)}."
+            f"Input `{name}` is an output of node `{graph.nodes[graph.producer[name]].name}`; a value a node "
+            f"computes cannot also be given as an input. Pipeline inputs: {ticks(graph.inputs)}."
         )
     stray = sorted(given - graph.parameters, key=str)  # keys need not be strings
     if stray:
         raise InputError(
-            f"{verb} was given {_ticks(stray)}, which no node takes as a parameter. "
-            f"Pipeline inputs: {_ticks(graph.inputs)}."
+            f"{verb} was given {ticks(stray)}, which no node takes as a parameter. "
+            f"Pipeline inputs: {ticks(graph.inputs)}."
         )
 
-    # Prune to what the requested outputs need. Walking the nodes in reverse
-    # topological order, every consumer of a node is visited before it, so the
-    # outputs wanted from it are known; a node that can compute fewer outputs (a
-    # nested pipeline) is narrowed to them, and its narrowed parameters are what
-    # its own producers must then supply.
+
+def _prune(graph: Graph, outputs: tuple[str, ...]) -> list[tuple[int, Node]]:
+    """The nodes ``outputs`` need, as (index in the graph, node) in topological order.
+
+    Walking the nodes in reverse topological order, every consumer of a node is
+    visited before it, so the outputs wanted from it are known; a node that can
+    compute fewer outputs (a nested pipeline) is narrowed to them, and its narrowed
+    parameters are what its own producers must then supply.
+    """
     wanted = set(outputs)
     members: dict[int, Node] = {}
     for i in reversed(graph.order):
-        n = nodes[i]
+        n = graph.nodes[i]
         keep = tuple(o for o in n.outputs if o in wanted)
         if not keep:
             continue
         members[i] = n if len(keep) == len(n.outputs) else n.restricted(keep)
         wanted.update(members[i].parameters)
-    order = [i for i in graph.order if i in members]
-    plan_nodes = [members[i] for i in order]
-    position = {node_index: k for k, node_index in enumerate(order)}
+    return [(i, members[i]) for i in graph.order if i in members]
 
+
+def _assign_slots(
+    graph: Graph, nodes: Sequence[Node], given: frozenset[str], verb: str
+) -> tuple[list[list[int]], list[list[int]], list[Any], dict[str, int]]:
+    """Per node its argument and output slots; the slot template; the slot of each name.
+
+    An input that is not given becomes a constant slot per consuming node, filled in
+    the template with *that node's* default: defaults then cost nothing per call.
+
+    Raises:
+        MissingInputError: a parameter neither produced, given nor defaulted.
+    """
     slot_of: dict[str, int] = {}
-    slot_names: list[str] = []
     template: list[Any] = []
 
-    def new_slot(name: str, value: Any = None) -> int:
-        slot_names.append(name)
+    def new_slot(value: Any = None) -> int:
         template.append(value)
-        return len(slot_names) - 1
+        return len(template) - 1
 
     missing: dict[str, str] = {}
-    arg_ptr, arg_slots, out_ptr, out_slots = [0], [], [0], []
-    for n in plan_nodes:
+    args: list[list[int]] = []
+    for n in nodes:
+        row = []
         for p in n.parameters:
             if p in graph.producer or p in given:
                 slot = slot_of.get(p)
                 if slot is None:
-                    slot = slot_of[p] = new_slot(p)
+                    slot = slot_of[p] = new_slot()
             elif p in n.defaults:
-                slot = new_slot(f"{p}@{n.name}", n.defaults[p])
+                slot = new_slot(n.defaults[p])
             else:
                 missing.setdefault(p, n.name)
                 slot = -1
-            arg_slots.append(slot)
-        arg_ptr.append(len(arg_slots))
+            row.append(slot)
+        args.append(row)
     if missing:
         need = "; ".join(f"node `{who}` needs `{p}`" for p, who in missing.items())
+        many = len(missing) > 1
         raise MissingInputError(
-            f"Missing input{'s' if len(missing) > 1 else ''} {_ticks(missing)}: {need}; no node produces "
-            f"{'them' if len(missing) > 1 else 'it'} and {verb} was not given {'them' if len(missing) > 1 else 'it'}. "
-            f"Inputs given: {_ticks(sorted(given, key=str))}."
+            f"Missing input{'s' if many else ''} {ticks(missing)}: {need}; no node produces "
+            f"{'them' if many else 'it'} and {verb} was not given {'them' if many else 'it'}. "
+            f"Inputs given: {ticks(sorted(given, key=str))}."
         )
-    for n in plan_nodes:
+    outs: list[list[int]] = []
+    for n in nodes:
+        row = []
         for o in n.outputs:
             slot = slot_of.get(o)
             if slot is None:  # an output nobody downstream reads still needs a slot
-                slot = slot_of[o] = new_slot(o)
-            out_slots.append(slot)
-        out_ptr.append(len(out_slots))
-
-    preds, succs = _edges(
-        [n.parameters for n in plan_nodes],
-        lambda p: position[graph.producer[p]] if p in graph.producer else None,
-    )
-
-    plan = Plan()
-    plan.node_names = tuple(n.name for n in plan_nodes)
-    plan.nodes = tuple(plan_nodes)
-    plan.funcs = tuple(n._call for n in plan.nodes)
-    plan.is_async = tuple(n.is_async for n in plan_nodes)
-    # pipelines nested in this plan at any depth, so engines can check them up front
-    plan.nested = _nested_pipelines(plan_nodes)
-    plan.has_async = any(plan.is_async)
-    plan.n_nodes = len(order)
-    plan.n_slots = len(slot_names)
-    plan.arg_ptr, plan.arg_slots = _i32(arg_ptr), _i32(arg_slots)
-    plan.out_ptr, plan.out_slots = _i32(out_ptr), _i32(out_slots)
-    plan.unpack = _i32([not isinstance(n.output_name, str) for n in plan_nodes])
-    plan.succ_ptr = _i32([0, *np.cumsum([len(s) for s in succs], dtype=np.int64).tolist()])
-    plan.succ_idx = _i32([s for ss in succs for s in ss])
-    plan.indegree = _i32([len(p) for p in preds])
-    plan.max_args = max((arg_ptr[k + 1] - arg_ptr[k] for k in range(len(plan_nodes))), default=0)
-    plan.input_names = tuple(sorted(name for name in given if name in slot_of))
-    plan.result_names = tuple(dict.fromkeys(outputs))
-    plan.result_slots = _i32([slot_of[name] for name in plan.result_names])
-    # (name, slot) pairs as Python ints for the front door's per-call loops
-    plan.input_pairs = tuple((name, slot_of[name]) for name in plan.input_names)
-    plan.result_pairs = tuple((name, slot_of[name]) for name in plan.result_names)
-    plan.template = tuple(template)
-    plan._native = plan._wiring = None
-    return plan
+                slot = slot_of[o] = new_slot()
+            row.append(slot)
+        outs.append(row)
+    return args, outs, template, slot_of

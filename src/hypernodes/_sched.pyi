@@ -3,22 +3,27 @@
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from ._events import Lookup, Observer
+
 __all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
 
 IMPLEMENTATION: Final[str]
 API_VERSION: Final[int]
 
-def run_one(plan: Any, funcs: Sequence[Callable[..., Any]], values: list[Any]) -> None: ...
+def run_one(
+    plan: Any,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
+) -> None: ...
 def run_batch(
     plan: Any,
     funcs: Sequence[Callable[..., Any]],
     values: list[Any],
-    map_slots: Sequence[int],
-    columns: Sequence[Sequence[Any]],
-    lo: int,
-    hi: int,
-    product: bool,
-    base: int = 0,
+    items: Any,
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
 ) -> list[list[Any]]: ...
 def plan_batches(
     n_items: int, n_workers: int, tasks_per_worker: int = 1, min_batch: int = 1

@@ -11,6 +11,10 @@ Same names, same behaviour, same tests. What the compilation buys:
   write results into pre-sized lists;
 * the ready queue keeps indegree counters and states in C arrays.
 
+With an observer or a lookup configured (the event seam, see ``_events``), a
+batch runs ``_run_nodes_observed`` instead of ``_run_nodes``: the choice is made
+once per batch, so the plain loop carries no per-item or per-node check.
+
 Safety of the unchecked indexing (boundscheck/wraparound are off): every slot
 index comes from ``_graph.compile_plan`` and is < ``plan.n_slots``; each entry
 point checks ``len(values) >= n_slots``, ``len(funcs) == n_nodes`` and that the
@@ -29,7 +33,9 @@ from libc.string cimport memcpy
 
 import operator
 
-from .errors import OutputArityError, add_note
+from time import perf_counter
+
+from .errors import OutputArityError, note_node
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
@@ -37,7 +43,7 @@ cdef extern from "Python.h":
 __all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
 
 IMPLEMENTATION = "cython"
-API_VERSION = 2
+API_VERSION = 3
 
 
 @cython.final
@@ -101,14 +107,6 @@ cdef int _store_unpacked(_Prepared p, Py_ssize_t k, object result, list values) 
     return 0
 
 
-cdef void _note(BaseException exc, _Prepared p, Py_ssize_t k, Py_ssize_t item) noexcept:
-    where = f"node `{p.names[k]}`" if item < 0 else f"node `{p.names[k]}`, map item {item}"
-    try:
-        add_note(exc, f"hypernodes: raised in {where}")
-    except BaseException:  # a note must never replace the user's exception
-        pass
-
-
 cdef int _run_nodes(_Prepared p, tuple funcs, list values, PyObject** argv, Py_ssize_t item) except -1:
     cdef Py_ssize_t k = 0, a, a0, a1
     cdef object result
@@ -126,7 +124,45 @@ cdef int _run_nodes(_Prepared p, tuple funcs, list values, PyObject** argv, Py_s
             else:
                 values[p.out_slots[p.out_ptr[k]]] = result
     except Exception as exc:
-        _note(exc, p, k, item)
+        note_node(exc, p.names[k], item)
+        raise
+    return 0
+
+
+cdef int _run_nodes_observed(
+    _Prepared p, tuple funcs, list values, Py_ssize_t item, object observer, object lookup
+) except -1:
+    # The same loop as _run_nodes, reporting each node to `observer` and asking `lookup`
+    # first; taken only when one of them is configured, so the plain loop stays as it is.
+    # The arguments are a tuple here (the lookup may keep them), not borrowed pointers.
+    cdef Py_ssize_t k = 0, a
+    cdef object result, hit, started = None
+    cdef tuple argv
+    try:
+        for k in range(p.n_nodes):
+            argv = tuple([values[p.arg_slots[a]] for a in range(p.arg_ptr[k], p.arg_ptr[k + 1])])
+            hit = lookup.get(k, item, argv) if lookup is not None else None
+            if hit is not None:
+                result = hit[0]
+                if observer is not None:
+                    observer.node_cached(k, item)
+            else:
+                if observer is not None:
+                    observer.node_start(k, item)
+                    started = perf_counter()
+                result = (<object>PyTuple_GET_ITEM(funcs, k))(*argv)
+                if lookup is not None:
+                    lookup.put(k, item, argv, result)
+                if observer is not None:
+                    observer.node_end(k, item, perf_counter() - started)
+            if p.unpack[k]:
+                _store_unpacked(p, k, result, values)
+            else:
+                values[p.out_slots[p.out_ptr[k]]] = result
+    except Exception as exc:
+        note_node(exc, p.names[k], item)
+        if observer is not None:
+            observer.node_error(k, item, exc)
         raise
     return 0
 
@@ -138,13 +174,16 @@ cdef PyObject** _alloc_argv(_Prepared p) except NULL:
     return argv
 
 
-def run_one(plan, funcs, list values):
+def run_one(plan, funcs, list values, observer=None, lookup=None):
     """Run every node of ``plan`` once, in topological order, on ``values``.
 
     See ``_sched_py.run_one`` (the spec) for the contract.
     """
     cdef _Prepared p = _prepared(plan)
     cdef tuple f = _check_call(p, funcs, values)
+    if observer is not None or lookup is not None:
+        _run_nodes_observed(p, f, values, -1, observer, lookup)
+        return
     cdef PyObject** argv = _alloc_argv(p)
     try:
         _run_nodes(p, f, values, argv, -1)
@@ -152,16 +191,18 @@ def run_one(plan, funcs, list values):
         PyMem_Free(argv)
 
 
-def run_batch(
-    plan, funcs, list values, map_slots, columns, Py_ssize_t lo, Py_ssize_t hi, bint product, Py_ssize_t base=0
-):
-    """Run the items ``lo <= i < hi`` of a map through the whole plan.
+def run_batch(plan, funcs, list values, items, observer=None, lookup=None):
+    """Run the items ``items.lo <= i < items.hi`` of a map through the whole plan.
 
     See ``_sched_py.run_batch`` (the spec) for the contract.
     """
     cdef _Prepared p = _prepared(plan)
     cdef tuple f = _check_call(p, funcs, values)
-    cdef tuple cols = tuple([c if type(c) is tuple else tuple(c) for c in columns])
+    cdef tuple cols = tuple([c if type(c) is tuple else tuple(c) for c in items.columns])
+    map_slots = items.map_slots
+    cdef Py_ssize_t lo = items.lo, hi = items.hi, base = items.base
+    cdef bint product = items.product
+    cdef bint observed = observer is not None or lookup is not None
     cdef Py_ssize_t n_cols = len(cols), n_res = p.result_slots.shape[0]
     cdef Py_ssize_t i, j, rest, idx, total
     if len(map_slots) != n_cols:
@@ -174,6 +215,7 @@ def run_batch(
     cdef Py_ssize_t* slots = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
     cdef PyObject** argv = NULL
     cdef list results, out
+    cdef object started
     try:
         if lengths == NULL or slots == NULL:
             raise MemoryError()
@@ -201,7 +243,15 @@ def run_batch(
             else:
                 for j in range(n_cols):
                     values[slots[j]] = <object>PyTuple_GET_ITEM(<tuple>cols[j], i)
-            _run_nodes(p, f, values, argv, base + i)
+            if not observed:
+                _run_nodes(p, f, values, argv, base + i)
+            elif observer is None:
+                _run_nodes_observed(p, f, values, base + i, None, lookup)
+            else:
+                observer.item_start(base + i)
+                started = perf_counter()
+                _run_nodes_observed(p, f, values, base + i, observer, lookup)
+                observer.item_end(base + i, perf_counter() - started)
             for j in range(n_res):
                 out = <list>results[j]
                 out[i - lo] = <object>PyList_GET_ITEM(values, p.result_slots[j])
@@ -236,10 +286,9 @@ def plan_batches(Py_ssize_t n_items, Py_ssize_t n_workers, Py_ssize_t tasks_per_
 
 
 cdef enum:
-    _WAITING = 0
-    _READY = 1
-    _ISSUED = 2
-    _DONE = 3
+    _PENDING = 0
+    _ISSUED = 1
+    _DONE = 2
 
 
 @cython.final
@@ -271,12 +320,10 @@ cdef class ReadyQueue:
         # Every node enters `ready` exactly once, so a flat array of n entries
         # read from `head` and appended at `tail` is the whole FIFO.
         for k in range(n):
+            self.state[k] = _PENDING
             if self.remaining[k] == 0:
-                self.state[k] = _READY
                 self.ready[self.tail] = <int>k
                 self.tail += 1
-            else:
-                self.state[k] = _WAITING
 
     def __dealloc__(self):
         PyMem_Free(self.remaining)
@@ -319,7 +366,6 @@ cdef class ReadyQueue:
                     s = succ_idx[e]
                     self.remaining[s] -= 1
                     if self.remaining[s] == 0:
-                        self.state[s] = _READY
                         self.ready[self.tail] = <int>s
                         self.tail += 1
         if error == 2:

@@ -16,16 +16,20 @@ import math
 import operator
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 from .errors import note_node, unpack_row
+
+if TYPE_CHECKING:
+    from ._events import Lookup, Observer
 
 __all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
 
 IMPLEMENTATION = "python"
 # Bumped whenever the core's contract changes; the tests check both cores agree,
 # which also catches a stale compiled extension left behind by an old build.
-API_VERSION = 2
+API_VERSION = 3
 
 
 class _Prepared:
@@ -85,7 +89,52 @@ def _run_nodes(p: _Prepared, funcs: Sequence[Callable[..., Any]], values: list[A
         raise
 
 
-def run_one(plan: Any, funcs: Sequence[Callable[..., Any]], values: list[Any]) -> None:
+def _run_nodes_observed(
+    p: _Prepared,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    item: int,
+    observer: Observer | None,
+    lookup: Lookup | None,
+) -> None:
+    # The same loop as _run_nodes, reporting each node to `observer` and asking `lookup`
+    # first; taken only when one of them is configured, so the plain loop stays as it is.
+    k = 0
+    try:
+        for k, args, out in p.steps:
+            argv = tuple([values[s] for s in args])
+            hit = lookup.get(k, item, argv) if lookup is not None else None
+            if hit is not None:
+                result = hit[0]
+                if observer is not None:
+                    observer.node_cached(k, item)
+            else:
+                if observer is not None:
+                    observer.node_start(k, item)
+                    started = perf_counter()
+                result = funcs[k](*argv)
+                if lookup is not None:
+                    lookup.put(k, item, argv, result)
+                if observer is not None:
+                    observer.node_end(k, item, perf_counter() - started)
+            if out >= 0:
+                values[out] = result
+            else:
+                _store_unpacked(result, p.outs[k], values, p.names[k])
+    except Exception as exc:
+        note_node(exc, p.names[k], item)
+        if observer is not None:
+            observer.node_error(k, item, exc)
+        raise
+
+
+def run_one(
+    plan: Any,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
+) -> None:
     """Run every node of ``plan`` once, in topological order, on ``values``.
 
     Args:
@@ -93,6 +142,8 @@ def run_one(plan: Any, funcs: Sequence[Callable[..., Any]], values: list[Any]) -
         funcs: one callable per plan node (``plan.funcs``, or the engine's
             wrappers of them), called positionally with the node's argument slots.
         values: the call's slots, ``len == plan.n_slots``; filled in place.
+        observer: told of each node's start, end and error (see ``_events``).
+        lookup: asked before each node is called; a hit replaces the call.
 
     Raises:
         Whatever a node raises, unchanged but for a note naming the node.
@@ -100,16 +151,18 @@ def run_one(plan: Any, funcs: Sequence[Callable[..., Any]], values: list[Any]) -
     """
     p = _prepared(plan)
     _check_call(p, plan.n_slots, funcs, values)
-    _run_nodes(p, funcs, values, -1)
+    if observer is None and lookup is None:
+        _run_nodes(p, funcs, values, -1)
+    else:
+        _run_nodes_observed(p, funcs, values, -1, observer, lookup)
 
 
-def _rows(
-    columns: Sequence[Sequence[Any]], lengths: list[int], lo: int, hi: int, product: bool
-) -> Iterator[tuple[Any, ...]]:
+def _rows(items: Any, lengths: list[int]) -> Iterator[tuple[Any, ...]]:
     """The mapped values of items ``lo..hi-1``: element-wise (zip) or mixed-radix (product)."""
+    columns, lo, hi = items.columns, items.lo, items.hi
     if not columns:
         return itertools.repeat((), hi - lo)
-    if not product:
+    if not items.product:
         return zip(*[column[lo:hi] for column in columns])
     return (_unravel(columns, lengths, item) for item in range(lo, hi))
 
@@ -127,26 +180,23 @@ def run_batch(
     plan: Any,
     funcs: Sequence[Callable[..., Any]],
     values: list[Any],
-    map_slots: Sequence[int],
-    columns: Sequence[Sequence[Any]],
-    lo: int,
-    hi: int,
-    product: bool,
-    base: int = 0,
+    items: Any,
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
 ) -> list[list[Any]]:
-    """Run the items ``lo <= i < hi`` of a map through the whole plan.
+    """Run the items ``items.lo <= i < items.hi`` of a map through the whole plan.
 
     Args:
-        plan, funcs: as for :func:`run_one`.
+        plan, funcs, observer, lookup: as for :func:`run_one`; the observer is
+            also told of each item's start and end.
         values: slot storage with every broadcast input filled in; reused for
             every item (each slot is written before it is read, so no copy).
-        map_slots: the slot each mapped column goes into.
-        columns: one sequence per mapped input.
-        lo, hi: the item range, in the map's global item numbering.
-        product: False: item ``i`` takes element ``i`` of every column (zip).
-            True: items enumerate the cartesian product, last column fastest.
-        base: added to the item index in error notes, for columns that are a
-            slice starting at item ``base`` of a larger map (a worker's share).
+        items: the item layout (``_call.Items``): ``map_slots`` (the slot each
+            mapped column goes into), ``columns`` (one sequence per mapped input),
+            ``product`` (False: item ``i`` takes element ``i`` of every column;
+            True: items enumerate the cartesian product, last column fastest),
+            the range ``lo``, ``hi`` in the columns' numbering, and ``base``, added
+            to the item index in notes and events (a worker's slice of a larger map).
 
     Returns:
         One list per ``plan.result_slots`` entry, ``hi - lo`` values each, in item order.
@@ -156,6 +206,7 @@ def run_batch(
     """
     p = _prepared(plan)
     _check_call(p, plan.n_slots, funcs, values)
+    map_slots, columns, lo, hi, base = items.map_slots, items.columns, items.lo, items.hi, items.base
     n_cols = len(columns)
     if len(map_slots) != n_cols:
         raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
@@ -167,16 +218,25 @@ def run_batch(
     for slot in map_slots:
         if not 0 <= slot < len(values):
             raise ValueError(f"map slot {slot} is outside the {len(values)} value slots")
-    total = (math.prod(lengths) if product else min(lengths)) if n_cols else -1
+    total = (math.prod(lengths) if items.product else min(lengths)) if n_cols else -1
     if n_cols and hi > total:
         raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
     results: list[list[Any]] = [[] for _ in p.result_slots]
     appends = [r.append for r in results]
     pairs = list(zip(appends, p.result_slots))
-    for item, row in zip(range(lo, hi), _rows(columns, lengths, lo, hi, product)):
+    observed = observer is not None or lookup is not None
+    for item, row in zip(range(lo, hi), _rows(items, lengths)):
         for slot, value in zip(map_slots, row):
             values[slot] = value
-        _run_nodes(p, funcs, values, base + item)
+        if not observed:
+            _run_nodes(p, funcs, values, base + item)
+        elif observer is None:
+            _run_nodes_observed(p, funcs, values, base + item, None, lookup)
+        else:
+            observer.item_start(base + item)
+            started = perf_counter()
+            _run_nodes_observed(p, funcs, values, base + item, observer, lookup)
+            observer.item_end(base + item, perf_counter() - started)
         for append, slot in pairs:
             append(values[slot])
     return results
@@ -212,7 +272,7 @@ def plan_batches(n_items: int, n_workers: int, tasks_per_worker: int = 1, min_ba
     return out
 
 
-_WAITING, _READY, _ISSUED, _DONE = 0, 1, 2, 3
+_PENDING, _ISSUED, _DONE = 0, 1, 2
 
 
 class ReadyQueue:
@@ -228,7 +288,7 @@ class ReadyQueue:
         p = _prepared(plan)
         self._succs = p.succs
         self._remaining = list(p.indegree)
-        self._state = [_READY if d == 0 else _WAITING for d in self._remaining]
+        self._state = [_PENDING] * len(self._remaining)
         self._ready = [k for k, d in enumerate(self._remaining) if d == 0]
         self._n = p.n_nodes
         self._n_issued = 0
@@ -270,7 +330,6 @@ class ReadyQueue:
                 for s in self._succs[k]:
                     self._remaining[s] -= 1
                     if self._remaining[s] == 0:
-                        self._state[s] = _READY
                         self._ready.append(s)
 
     def is_active(self) -> bool:

@@ -1,77 +1,25 @@
 """Pipeline: wiring, validation, and the run()/map() front door.
 
 A pipeline validates its wiring once (duplicate outputs, cycles) when built. Each
-call is checked before any node runs; the checked call *shape* (requested outputs,
-given input names) maps to a compiled :class:`~hypernodes._graph.Plan`, cached
-here, so a repeated call costs one dict lookup before the core takes over.
+call is checked before any node runs (``_call.py``); the checked call *shape*
+(requested outputs, given input names) maps to a compiled
+:class:`~hypernodes._graph.Plan`, cached in the pipeline's :class:`~hypernodes._call.PlanCache`,
+so a repeated call costs one dict lookup before the core takes over.
 """
 
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._graph import Graph, Plan, _ticks, build_graph, compile_plan
+from ._call import MAP_MODES, PlanCache, map_mode_message
+from ._graph import Graph, build_graph, ticks
 from .engine import HypernodesEngine, default_engine
 from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError
 from .node import Node
 
 __all__ = ["Pipeline", "PipelineNode"]
-
-MAP_MODES = ("zip", "product")
-_PLAN_CACHE_SIZE = 256  # distinct call shapes kept per pipeline; real code uses a handful
-
-
-def _map_mode_message(map_mode: Any) -> str:
-    return f"Unknown map_mode {map_mode!r}; allowed: {', '.join(map(repr, MAP_MODES))}."
-
-
-def _check_inputs(inputs: Any, verb: str) -> Mapping[str, Any]:
-    if inputs is None:
-        return {}
-    if not isinstance(inputs, Mapping):
-        raise ArgumentTypeError(
-            f"{verb} takes inputs as a dict of name -> value, got {type(inputs).__name__}: inputs={inputs!r:.80}"
-        )
-    return inputs
-
-
-def _outputs_key(output_name: Any) -> tuple[str, ...] | None:
-    if output_name is None:
-        return None
-    if isinstance(output_name, str):
-        return (output_name,)
-    if isinstance(output_name, (list, tuple)) and all(isinstance(o, str) for o in output_name):
-        if not output_name:
-            raise ArgumentTypeError("output_name=[] asks for nothing; pass None for every output, or names.")
-        return tuple(output_name)
-    raise ArgumentTypeError(
-        f"output_name must be None, a name, or a list of names; got {type(output_name).__name__} {output_name!r}."
-    )
-
-
-class _MapCall:
-    """A validated map call, ready for ``core.run_batch``."""
-
-    __slots__ = ("columns", "map_slots", "n_items", "plan", "product", "values")
-
-    def __init__(
-        self,
-        plan: Plan,
-        values: list[Any],
-        map_slots: tuple[int, ...],
-        columns: tuple[tuple[Any, ...], ...],
-        n_items: int,
-        product: bool,
-    ) -> None:
-        self.plan = plan
-        self.values = values
-        self.map_slots = map_slots
-        self.columns = columns
-        self.n_items = n_items
-        self.product = product
 
 
 class _Absent:
@@ -156,7 +104,7 @@ class Pipeline:
                 "engine: HypernodesEngine(map_executor='threaded')."
             )
         self._graph: Graph = build_graph(self.nodes)
-        self._plans: dict[tuple[tuple[str, ...] | None, frozenset[str]], Plan] = {}
+        self.plans = PlanCache(self._graph)  # one compiled Plan per call shape, read by engines
 
     def __getstate__(self) -> dict[str, Any]:
         # A pipeline travels to worker processes as its nodes: the engine (threads,
@@ -213,8 +161,6 @@ class Pipeline:
         Raises:
             MissingInputError, UnknownOutputError, InputError, ArgumentTypeError:
                 before any node runs.
-            NotImplementedError: the engine (or a nested pipeline's) uses an
-                executor this version cannot run yet; before any node runs.
             Whatever a node raises, with a note naming the node.
         """
         return self._engine().run(self, inputs, output_name)
@@ -240,8 +186,8 @@ class Pipeline:
             ``{output name: [value per item]}``, in item order; ``[]`` for no items.
 
         Raises:
-            MapSpecError, ArgumentTypeError, NotImplementedError, and the errors of
-                :meth:`run`: before any node runs. Whatever a node raises, with a
+            MapSpecError, ArgumentTypeError, and the errors of :meth:`run`: before
+                any node runs. Whatever a node raises, with a
                 note naming the node and the item index.
         """
         return self._engine().map(self, inputs, map_over, map_mode, output_name)
@@ -270,81 +216,6 @@ class Pipeline:
                 pipeline does not have.
         """
         return PipelineNode(self, input_mapping, output_mapping, map_over, map_mode, name)
-
-    # -- front door (used by the engine) ------------------------------------------
-
-    def _plan(self, outputs: tuple[str, ...] | None, given: frozenset[str], verb: str) -> Plan:
-        key = (outputs, given)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = compile_plan(self._graph, outputs, given, verb)
-            if len(self._plans) >= _PLAN_CACHE_SIZE:
-                self._plans.clear()
-            self._plans[key] = plan
-        return plan
-
-    def _prepare_run(self, inputs: Any, output_name: Any) -> tuple[Plan, list[Any]]:
-        inputs = _check_inputs(inputs, "run()")
-        plan = self._plan(_outputs_key(output_name), frozenset(inputs), "run()")
-        values = list(plan.template)
-        for name, slot in plan.input_pairs:
-            values[slot] = inputs[name]
-        return plan, values
-
-    def _prepare_map(self, inputs: Any, map_over: Any, map_mode: Any, output_name: Any) -> _MapCall:
-        inputs = _check_inputs(inputs, "map()")
-        if isinstance(map_over, str):
-            mapped: tuple[str, ...] = (map_over,)
-        elif isinstance(map_over, (list, tuple)) and map_over and all(isinstance(m, str) for m in map_over):
-            mapped = tuple(map_over)
-        else:
-            raise ArgumentTypeError(
-                f"map() needs map_over: an input name or a non-empty list of input names; got {map_over!r}."
-            )
-        repeated = sorted({m for m in mapped if mapped.count(m) > 1})
-        if repeated:
-            raise MapSpecError(f"map_over names {_ticks(repeated)} more than once.")
-        if map_mode not in MAP_MODES:
-            raise MapSpecError(_map_mode_message(map_mode))
-        absent = [m for m in mapped if m not in inputs]
-        if absent:
-            raise MapSpecError(
-                f"map_over names {_ticks(absent)}, which {'is' if len(absent) == 1 else 'are'} not in inputs. "
-                f"Inputs given: {_ticks(list(inputs))}."
-            )
-        for m in mapped:
-            value = inputs[m]
-            if type(value) is not list:
-                raise ArgumentTypeError(
-                    f"map_over input `{m}` must be a list of items, got {type(value).__name__}. "
-                    f"Pass list(...) of it (a tuple, generator or array is not mapped over, to keep "
-                    f"'map over this' separate from 'one value that is a sequence')."
-                )
-        lengths = [len(inputs[m]) for m in mapped]
-        product = map_mode == "product"
-        if not product and len(set(lengths)) > 1:
-            shown = ", ".join(f"`{m}`: {n}" for m, n in zip(mapped, lengths))
-            raise MapSpecError(
-                f"map_mode='zip' needs lists of equal length, got {shown}. "
-                "Use map_mode='product' for every combination."
-            )
-        plan = self._plan(_outputs_key(output_name), frozenset(inputs), "map()")
-        # One extra scratch slot receives mapped inputs that the (pruned) plan never
-        # reads, so the item numbering still spans every mapped list.
-        values = [*plan.template, None]
-        slot_of = dict(plan.input_pairs)
-        for name, slot in plan.input_pairs:
-            if name not in mapped:  # a mapped slot is filled per item (and its list must not travel to workers)
-                values[slot] = inputs[name]
-        map_slots = tuple(slot_of.get(m, plan.n_slots) for m in mapped)  # n_slots: the scratch slot
-        # a snapshot: the user's lists may change while the map runs without affecting it
-        columns = tuple(tuple(inputs[m]) for m in mapped)
-        n_items = 1
-        for n in lengths:
-            n_items = n_items * n if product else n
-        if n_items > sys.maxsize:
-            raise MapSpecError(f"map_mode='product' of lists of lengths {lengths} is {n_items} items; too many to run.")
-        return _MapCall(plan, values, map_slots, columns, n_items, product)
 
 
 class _NestedCall:
@@ -375,7 +246,7 @@ class _NestedCall:
             args = (*args, *(kwargs.pop(p, _ABSENT) for p in self.outer_params[len(args) :]))
             if kwargs:
                 raise TypeError(
-                    f"unexpected argument(s) {_ticks(sorted(kwargs))}; parameters: {_ticks(self.outer_params)}"
+                    f"unexpected argument(s) {ticks(sorted(kwargs))}; parameters: {ticks(self.outer_params)}"
                 )
         inputs = {inner: value for inner, value in zip(self.inner_inputs, args) if value is not _ABSENT}
         outputs = list(self.inner_outputs)
@@ -440,7 +311,7 @@ class PipelineNode(Node):
             if inner not in graph.inputs:
                 raise NodeDefinitionError(
                     f"{where}: input_mapping maps `{outer}` to `{inner}`, which is not an input of the pipeline. "
-                    f"Its inputs: {_ticks(graph.inputs)}."
+                    f"Its inputs: {ticks(graph.inputs)}."
                 )
             if inner in outer_of:
                 raise NodeDefinitionError(f"{where}: input_mapping maps two names to inner input `{inner}`.")
@@ -455,8 +326,8 @@ class PipelineNode(Node):
             unknown = [inner for inner in output_mapping if inner not in graph.producer]
             if unknown:
                 raise NodeDefinitionError(
-                    f"{where}: output_mapping names {_ticks(unknown)}, not produced by the pipeline. "
-                    f"Its outputs: {_ticks(graph.outputs)}."
+                    f"{where}: output_mapping names {ticks(unknown)}, not produced by the pipeline. "
+                    f"Its outputs: {ticks(graph.outputs)}."
                 )
             inner_outputs = tuple(output_mapping)
             outer_outputs = tuple(output_mapping[o] for o in inner_outputs)
@@ -470,10 +341,10 @@ class PipelineNode(Node):
             if not mapped or bad:
                 raise NodeDefinitionError(
                     f"{where}: map_over must name the node's (outer) inputs; got {map_over!r}. "
-                    f"Its inputs: {_ticks(all_outer)}."
+                    f"Its inputs: {ticks(all_outer)}."
                 )
             if map_mode not in MAP_MODES:
-                raise NodeDefinitionError(f"{where}: {_map_mode_message(map_mode)}")
+                raise NodeDefinitionError(f"{where}: {map_mode_message(map_mode)}")
         mapped_inner = tuple(inner_of[m] for m in mapped)
         # mapped inputs set the number of items, so they are parameters even when
         # the selected outputs do not read them, and never optional

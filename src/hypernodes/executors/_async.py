@@ -12,18 +12,23 @@ returns a ``concurrent.futures.Future`` either way:
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..node import is_async_callable
-from . import check_max_workers
 from ._guard import as_task_of, is_task_of
 from ._loop import LoopThread
+from ._spec import check_max_workers
+
+if TYPE_CHECKING:
+    import asyncio
+
+# asyncio is imported on first use (it costs ~60 ms), as in _loop.py: the engine
+# module checks isinstance(..., AsyncExecutor) without needing an event loop.
 
 __all__ = ["AsyncExecutor"]
 
@@ -64,6 +69,8 @@ class AsyncExecutor(Executor):
             return self._pool
 
     async def _bounded(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        import asyncio
+
         if self._semaphore is None:  # created on the loop thread, the only one touching it
             self._semaphore = asyncio.Semaphore(self.max_workers)
         async with self._semaphore:
@@ -86,6 +93,8 @@ class AsyncExecutor(Executor):
 
     def _offload(self, fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
         """On the loop: run sync ``fn(*args)`` in the pool, as an awaitable (and as a task of this executor)."""
+        import asyncio
+
         return asyncio.wrap_future(self._thread_pool().submit(as_task_of, self, fn, *args))
 
     def _runs_on(self, thread: threading.Thread) -> bool:

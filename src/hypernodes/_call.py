@@ -1,0 +1,311 @@
+"""One validated call: the record a pipeline builds once and every layer below reads by name.
+
+:func:`prepare_run` and :func:`prepare_map` check a call's arguments before any node
+runs, fetch the compiled :class:`~hypernodes._graph.Plan` for its shape from the
+pipeline's :class:`PlanCache`, and return a :class:`RunCall` or :class:`MapCall`.
+The engine, the drivers (``_run/``), the worker processes and the cores all read
+that record's fields; nothing below re-validates or re-shapes it.
+
+:class:`Items` is the one owner of the item layout: which slots the mapped values
+go into, the columns, zip or product (mixed-radix, last column fastest), and the
+item range with its numbering. Slicing a map for executors and shipping a slice
+to another process are its methods, so the product arithmetic lives here and in
+the two cores' batch loops, nowhere else.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from . import _core
+from ._events import Lookup, Observer
+from ._graph import Graph, Plan, compile_plan, ticks
+from .errors import ArgumentTypeError, MapSpecError
+
+__all__ = [
+    "MAP_MODES",
+    "HasPlans",
+    "Items",
+    "MapCall",
+    "PlanCache",
+    "RunCall",
+    "map_mode_message",
+    "prepare_map",
+    "prepare_run",
+]
+
+MAP_MODES = ("zip", "product")
+_PLAN_CACHE_SIZE = 256  # distinct call shapes kept per pipeline; real code uses a handful
+
+
+def map_mode_message(map_mode: Any) -> str:
+    """The error text for a ``map_mode`` that is not one of :data:`MAP_MODES`."""
+    return f"Unknown map_mode {map_mode!r}; allowed: {', '.join(map(repr, MAP_MODES))}."
+
+
+class PlanCache:
+    """A pipeline's compiled plans, one per call shape (requested outputs, given input names).
+
+    A repeated call shape costs one dict lookup; :func:`compile_plan` runs once per shape.
+    """
+
+    __slots__ = ("_plans", "graph")
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self._plans: dict[tuple[tuple[str, ...] | None, frozenset[str]], Plan] = {}
+
+    def get(self, outputs: tuple[str, ...] | None, given: frozenset[str], verb: str) -> Plan:
+        """The plan computing ``outputs`` (None: all) from the inputs named ``given``.
+
+        Raises:
+            UnknownOutputError, InputError, MissingInputError: see :func:`compile_plan`.
+        """
+        key = (outputs, given)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = compile_plan(self.graph, outputs, given, verb)
+            if len(self._plans) >= _PLAN_CACHE_SIZE:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+
+class HasPlans(Protocol):
+    """What an engine reads of a pipeline: its plans."""
+
+    plans: PlanCache
+
+
+class Items:
+    """The items of a map (or a slice of them): where each item's mapped values come from.
+
+    Item ``i`` (``lo <= i < hi``, in the numbering of ``columns``) puts, into slot
+    ``map_slots[j]``, element ``i`` of ``columns[j]`` (zip), or the ``j``-th digit of
+    ``i`` in the mixed radix of the column lengths (product, last column fastest, as
+    ``itertools.product``). ``base + i`` is the item's index in the whole map: a
+    slice shipped to a worker process carries only its rows of zip columns, numbered
+    from 0, with ``base`` where they started.
+    """
+
+    __slots__ = ("base", "columns", "hi", "lengths", "lo", "map_slots", "product")
+
+    def __init__(
+        self,
+        map_slots: tuple[int, ...],
+        columns: tuple[tuple[Any, ...], ...],
+        product: bool,
+        lo: int,
+        hi: int,
+        base: int = 0,
+    ) -> None:
+        self.map_slots = map_slots
+        self.columns = columns
+        self.lengths = tuple(len(c) for c in columns)
+        self.product = product
+        self.lo = lo
+        self.hi = hi
+        self.base = base
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def __repr__(self) -> str:
+        mode = "product" if self.product else "zip"
+        return f"<Items {mode} [{self.lo}, {self.hi}) base {self.base}, {len(self.columns)} columns>"
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.map_slots, self.columns, self.product, self.lo, self.hi, self.base)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.__init__(*state)  # type: ignore[misc]
+
+    def between(self, lo: int, hi: int) -> Items:
+        """Items ``lo..hi-1`` of these (same numbering, same columns)."""
+        return Items(self.map_slots, self.columns, self.product, lo, hi, self.base)
+
+    def split(self, n_workers: int, tasks_per_worker: int = 1) -> list[Items]:
+        """Contiguous slices for executors, sized by ``core.plan_batches``."""
+        slices = _core.plan_batches(len(self), n_workers, tasks_per_worker)
+        return [self.between(self.lo + lo, self.lo + hi) for lo, hi in slices]
+
+    def detached(self) -> Items:
+        """These items as a self-contained slice to send elsewhere.
+
+        Zip columns are cut to the slice's rows (renumbered from 0, ``base`` moved
+        along), so a worker receives its share only; product columns travel whole
+        (they are short; their product is long).
+        """
+        if self.product or (self.lo == 0 and all(n == self.hi for n in self.lengths)):
+            return self
+        lo, hi = self.lo, self.hi
+        return Items(self.map_slots, tuple(c[lo:hi] for c in self.columns), False, 0, hi - lo, self.base + lo)
+
+    def fill(self, values: list[Any], i: int) -> None:
+        """Put item ``i``'s mapped values into their slots of ``values``."""
+        if not self.product:
+            for slot, column in zip(self.map_slots, self.columns):
+                values[slot] = column[i]
+            return
+        for j in range(len(self.columns) - 1, -1, -1):  # last column fastest, as itertools.product
+            i, idx = divmod(i, self.lengths[j])
+            values[self.map_slots[j]] = self.columns[j][idx]
+
+
+class RunCall:
+    """A validated ``run()``: the plan and the call's slots with the inputs filled in."""
+
+    __slots__ = ("lookup", "observer", "plan", "values")
+
+    def __init__(self, plan: Plan, values: list[Any], observer: Observer | None, lookup: Lookup | None) -> None:
+        self.plan = plan
+        self.values = values
+        self.observer = observer
+        self.lookup = lookup
+
+    def results(self) -> dict[str, Any]:
+        """``{output name: value}`` once the nodes have run."""
+        values = self.values
+        return {name: values[slot] for name, slot in self.plan.result_pairs}
+
+
+class MapCall:
+    """A validated ``map()``: the plan, the broadcast inputs filled in once, and the items.
+
+    ``values`` is the slot template every item starts from (mapped slots empty, so
+    the mapped lists never travel inside it); ``items`` is the whole map.
+    """
+
+    __slots__ = ("items", "lookup", "observer", "plan", "values")
+
+    def __init__(
+        self, plan: Plan, values: list[Any], items: Items, observer: Observer | None, lookup: Lookup | None
+    ) -> None:
+        self.plan = plan
+        self.values = values
+        self.items = items
+        self.observer = observer
+        self.lookup = lookup
+
+    def results(self, columns: list[list[Any]]) -> dict[str, list[Any]]:
+        """``{output name: [value per item]}`` from one column per requested output."""
+        return dict(zip(self.plan.result_names, columns))
+
+
+def _check_inputs(inputs: Any, verb: str) -> Mapping[str, Any]:
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, Mapping):
+        raise ArgumentTypeError(
+            f"{verb} takes inputs as a dict of name -> value, got {type(inputs).__name__}: inputs={inputs!r:.80}"
+        )
+    return inputs
+
+
+def _outputs_key(output_name: Any) -> tuple[str, ...] | None:
+    if output_name is None:
+        return None
+    if isinstance(output_name, str):
+        return (output_name,)
+    if isinstance(output_name, (list, tuple)) and all(isinstance(o, str) for o in output_name):
+        if not output_name:
+            raise ArgumentTypeError("output_name=[] asks for nothing; pass None for every output, or names.")
+        return tuple(output_name)
+    raise ArgumentTypeError(
+        f"output_name must be None, a name, or a list of names; got {type(output_name).__name__} {output_name!r}."
+    )
+
+
+def prepare_run(
+    plans: PlanCache,
+    inputs: Any,
+    output_name: Any,
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
+) -> RunCall:
+    """Check a ``run()`` call and build its record (see :meth:`Pipeline.run` for the arguments).
+
+    Raises:
+        ArgumentTypeError, UnknownOutputError, InputError, MissingInputError: before any node runs.
+    """
+    inputs = _check_inputs(inputs, "run()")
+    plan = plans.get(_outputs_key(output_name), frozenset(inputs), "run()")
+    values = list(plan.template)
+    for name, slot in plan.input_pairs:
+        values[slot] = inputs[name]
+    return RunCall(plan, values, observer, lookup)
+
+
+def _mapped_names(map_over: Any) -> tuple[str, ...]:
+    if isinstance(map_over, str):
+        return (map_over,)
+    if isinstance(map_over, (list, tuple)) and map_over and all(isinstance(m, str) for m in map_over):
+        return tuple(map_over)
+    raise ArgumentTypeError(
+        f"map() needs map_over: an input name or a non-empty list of input names; got {map_over!r}."
+    )
+
+
+def prepare_map(
+    plans: PlanCache,
+    inputs: Any,
+    map_over: Any,
+    map_mode: Any,
+    output_name: Any,
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
+) -> MapCall:
+    """Check a ``map()`` call and build its record (see :meth:`Pipeline.map` for the arguments).
+
+    The mapped lists are snapshotted (as tuples): the user's lists may change while
+    the map runs without affecting it.
+
+    Raises:
+        ArgumentTypeError, MapSpecError, and the errors of :func:`prepare_run`: before any node runs.
+    """
+    inputs = _check_inputs(inputs, "map()")
+    mapped = _mapped_names(map_over)
+    repeated = sorted({m for m in mapped if mapped.count(m) > 1})
+    if repeated:
+        raise MapSpecError(f"map_over names {ticks(repeated)} more than once.")
+    if map_mode not in MAP_MODES:
+        raise MapSpecError(map_mode_message(map_mode))
+    absent = [m for m in mapped if m not in inputs]
+    if absent:
+        raise MapSpecError(
+            f"map_over names {ticks(absent)}, which {'is' if len(absent) == 1 else 'are'} not in inputs. "
+            f"Inputs given: {ticks(list(inputs))}."
+        )
+    for m in mapped:
+        value = inputs[m]
+        if type(value) is not list:
+            raise ArgumentTypeError(
+                f"map_over input `{m}` must be a list of items, got {type(value).__name__}. "
+                f"Pass list(...) of it (a tuple, generator or array is not mapped over, to keep "
+                f"'map over this' separate from 'one value that is a sequence')."
+            )
+    lengths = [len(inputs[m]) for m in mapped]
+    product = map_mode == "product"
+    if not product and len(set(lengths)) > 1:
+        shown = ", ".join(f"`{m}`: {n}" for m, n in zip(mapped, lengths))
+        raise MapSpecError(
+            f"map_mode='zip' needs lists of equal length, got {shown}. Use map_mode='product' for every combination."
+        )
+    plan = plans.get(_outputs_key(output_name), frozenset(inputs), "map()")
+    # One extra scratch slot receives mapped inputs that the (pruned) plan never
+    # reads, so the item numbering still spans every mapped list.
+    values = [*plan.template, None]
+    slot_of = dict(plan.input_pairs)
+    for name, slot in plan.input_pairs:
+        if name not in mapped:  # a mapped slot is filled per item (and its list must not travel to workers)
+            values[slot] = inputs[name]
+    map_slots = tuple(slot_of.get(m, plan.n_slots) for m in mapped)  # n_slots: the scratch slot
+    n_items = 1
+    for n in lengths:
+        n_items = n_items * n if product else n
+    if n_items > sys.maxsize:
+        raise MapSpecError(f"map_mode='product' of lists of lengths {lengths} is {n_items} items; too many to run.")
+    columns = tuple(tuple(inputs[m]) for m in mapped)
+    return MapCall(plan, values, Items(map_slots, columns, product, 0, n_items), observer, lookup)

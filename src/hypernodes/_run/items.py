@@ -1,0 +1,142 @@
+"""Items on one thread: a map slice through the whole pipeline, blocking or as a coroutine.
+
+:func:`run_items` is what a thread task (or the caller, or a worker process)
+runs: the cores' batch loop when the nodes run sequentially, else one item after
+another through a :class:`~hypernodes._run.nodes.NodeRunner`. With a stop flag it
+runs in chunks and gives up between them once the call has failed.
+:func:`run_slice_async` is the same slice as one coroutine on an
+``AsyncExecutor``'s loop, for pipelines with ``async def`` nodes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from time import perf_counter
+from typing import Any
+
+from .._call import Items
+from .._events import Lookup, Observer
+from .._graph import Plan
+from .gather import concat
+from .nodes import NodeRunner, acall_node, outputs_of, store
+from .runtime import Runtime
+
+__all__ = ["CHUNK_S", "MAX_CHUNK", "run_items", "run_slice_async"]
+
+CHUNK_S = 0.02
+"""A thread slice runs in chunks of about this long and checks between chunks whether the
+call has failed or was interrupted; a slice that is no longer wanted stops there."""
+
+MAX_CHUNK = 4096
+"""The most items in one chunk: tiny items reach it (a check per 4,096 costs nothing), and
+items that turn slow after fast ones delay a stop by at most that many."""
+
+
+def run_items(
+    runtime: Runtime,
+    runner: NodeRunner | None,
+    plan: Plan,
+    template: Sequence[Any],
+    items: Items,
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
+    stop: threading.Event | None = None,
+) -> list[list[Any]] | None:
+    """``items`` on this thread; one list per output.
+
+    With ``stop``, the items run in chunks of about :data:`CHUNK_S` each, and the
+    slice returns None (its result unwanted) once ``stop`` is set.
+    """
+    if runner is None:
+        funcs = runtime.funcs(plan)
+        run_batch: Callable[..., list[list[Any]]] = runtime.core.run_batch
+
+        def run(part: Items) -> list[list[Any]]:
+            return run_batch(plan, funcs, list(template), part, observer, lookup)
+
+        return run(items) if stop is None else _run_chunked(run, items, stop)
+    result_slots = runner.steps.result_slots
+    lo, base = items.lo, items.base
+    results: list[list[Any]] = [[None] * len(items) for _ in result_slots]
+    for i in range(lo, items.hi):
+        if stop is not None and stop.is_set():
+            return None
+        values = list(template)
+        items.fill(values, i)
+        if observer is not None:
+            observer.item_start(base + i)
+            started = perf_counter()
+        runner.run(values, base + i)
+        if observer is not None:
+            observer.item_end(base + i, perf_counter() - started)
+        for out, slot in zip(results, result_slots):
+            out[i - lo] = values[slot]
+    return results
+
+
+def _run_chunked(
+    run: Callable[[Items], list[list[Any]]], items: Items, stop: threading.Event
+) -> list[list[Any]] | None:
+    # The first chunk is one item; each next one is sized from the last one's pace to take
+    # about CHUNK_S, growing at most 16x a step and to MAX_CHUNK items (an unusually fast
+    # first item must not commit a slow slice to one long chunk). Slow items are then
+    # checked between every item, tiny ones every MAX_CHUNK items after a few steps (the
+    # check and the extra batch calls cost well under 1% of the work).
+    parts: list[list[list[Any]]] = []
+    size = 1
+    i, hi = items.lo, items.hi
+    while i < hi:
+        if stop.is_set():
+            return None
+        j = min(hi, i + size)
+        started = time.perf_counter()
+        parts.append(run(items.between(i, j)))
+        elapsed = time.perf_counter() - started
+        size = max(1, min(16 * size, MAX_CHUNK, int(size * CHUNK_S / elapsed) if elapsed > 0 else MAX_CHUNK))
+        i = j
+    return concat(parts) if parts else run(items)
+
+
+async def run_slice_async(
+    plan: Plan,
+    template: Sequence[Any],
+    items: Items,
+    offload: Callable[..., Awaitable[Any]],
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
+) -> list[list[Any]]:
+    """``items`` as one coroutine: async nodes awaited, sync nodes offloaded.
+
+    Used by an :class:`AsyncExecutor` map of a pipeline with ``async def`` nodes:
+    thousands of awaiting items then cost no thread each. ``offload(f, *args)``
+    runs a sync node in the executor's thread pool, so a blocking one does not
+    stall the loop.
+    """
+    steps, funcs = plan.wiring, plan.funcs
+    values = list(template)
+    lo, base = items.lo, items.base
+    results: list[list[Any]] = [[None] * len(items) for _ in steps.result_slots]
+    for i in range(lo, items.hi):
+        items.fill(values, i)
+        if observer is not None:
+            observer.item_start(base + i)
+            started = perf_counter()
+        for k in range(plan.n_nodes):
+            if lookup is not None:
+                args = tuple(values[s] for s in steps.args[k])
+                hit = lookup.get(k, base + i, args)
+                if hit is not None:
+                    store(steps, k, hit[0], values)
+                    if observer is not None:
+                        observer.node_cached(k, base + i)
+                    continue
+            await acall_node(steps, funcs, values, k, base + i, observer, offload)
+            if lookup is not None:
+                lookup.put(k, base + i, args, outputs_of(steps, k, values))
+        if observer is not None:
+            observer.item_end(base + i, perf_counter() - started)
+        for out, slot in zip(results, steps.result_slots):
+            out[i - lo] = values[slot]
+    return results

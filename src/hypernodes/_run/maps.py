@@ -1,0 +1,61 @@
+"""Map level: the one place that chooses how a map's items run.
+
+=================================================  ==========================================
+the map backend, from the calling thread            strategy
+=================================================  ==========================================
+no items                                            ``[]`` per output
+inline (sequential, or a task of that very pool)    :func:`run_items` here: the cores' batch
+                                                    loop, or item by item on the node runner
+out of process (loky, processes, Dask, ...)         :func:`~hypernodes._run.remote.map_remote`:
+                                                    few large slices, pickled once
+an ``AsyncExecutor``, async nodes, nodes inline     one coroutine per slice on its loop
+                                                    (:func:`run_slice_async`)
+threads (any other in-process executor)             :func:`run_items` per slice in the pool,
+                                                    in chunks that check a stop flag
+=================================================  ==========================================
+
+Slices come from ``Items.split`` (``core.plan_batches``): every worker gets work,
+the backend's ``tasks_per_worker`` slices each (one item per slice when there are
+no more items than that: blocking I/O wants it). Results come back as one list
+per output, concatenated in input order.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .._call import MapCall
+from ..executors._async import AsyncExecutor
+from ..executors._guard import as_task_of
+from .gather import concat, gather
+from .items import run_items, run_slice_async
+from .nodes import node_runner
+from .remote import map_remote
+from .runtime import Runtime
+
+__all__ = ["run_map"]
+
+
+def run_map(runtime: Runtime, call: MapCall) -> list[list[Any]]:
+    """The items of ``call``; one list per requested output, in item order."""
+    plan, items, observer, lookup = call.plan, call.items, call.observer, call.lookup
+    if not len(items):
+        return [[] for _ in plan.result_names]
+    executor = runtime.items.here()
+    if executor is not None and not runtime.items.in_process:
+        return map_remote(runtime, call, executor)  # each worker runs the nodes of its items itself
+    runner = node_runner(runtime.nodes, plan, runtime.funcs(plan), runtime.core, observer, lookup)
+    if executor is None:
+        columns = run_items(runtime, runner, plan, call.values, items, observer, lookup)
+        assert columns is not None  # only a stopped slice returns None
+        return columns
+    if isinstance(executor, AsyncExecutor) and plan.has_async and runner is None:
+        coroutines = [
+            (plan, call.values, s, executor._offload, observer, lookup) for s in items.split(executor.max_workers)
+        ]
+        return concat(gather(executor, run_slice_async, coroutines))
+    stop = threading.Event()
+    slices = items.split(runtime.items.workers(executor), runtime.items.tasks_per_worker)
+    calls = [(executor, run_items, runtime, runner, plan, call.values, s, observer, lookup, stop) for s in slices]
+    return concat(gather(executor, as_task_of, calls, stop=stop))

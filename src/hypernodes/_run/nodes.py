@@ -1,0 +1,253 @@
+"""Node level: the nodes of one item on a node executor, each as soon as its inputs are done.
+
+The compiled core's ``ReadyQueue`` counts each node's unfinished inputs; every node
+whose inputs are all done is submitted at once, and each completion releases its
+successors. A slow node holds back only the nodes that read its outputs. When
+exactly one node is ready and nothing is in flight, an in-process runner calls it
+on the calling thread (nothing could overlap with it), so a chain costs no
+executor round trips.
+
+:func:`call_node` / :func:`acall_node` are the one place (outside the cores' own
+loops) where a node is called, its outputs stored and its error noted.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from concurrent.futures import BrokenExecutor, Executor, Future
+from functools import partial
+from queue import SimpleQueue
+from time import perf_counter
+from types import ModuleType
+from typing import Any
+
+from .._events import Lookup, Observer
+from .._graph import Plan, Wiring
+from ..errors import note_node, unpack_row
+from ..executors import _loky
+from ..executors._async import AsyncExecutor
+from ..executors._guard import as_task_of
+from ..executors.backends import Backend
+from . import payload
+from .gather import cancel, died_note, submit
+
+__all__ = ["NodeRunner", "acall_node", "call_node", "node_runner", "outputs_of", "store"]
+
+
+def store(steps: Wiring, k: int, result: Any, values: list[Any]) -> None:
+    """Put node ``k``'s ``result`` into its output slots (unpacking a tuple output)."""
+    outs = steps.outs[k]
+    if steps.unpack[k]:
+        for slot, value in zip(outs, unpack_row(result, len(outs), steps.names[k])):
+            values[slot] = value
+    else:
+        values[outs[0]] = result
+
+
+def outputs_of(steps: Wiring, k: int, values: list[Any]) -> Any:
+    """What node ``k`` returned, read back from its output slots (the inverse of :func:`store`)."""
+    outs = steps.outs[k]
+    return tuple(values[s] for s in outs) if steps.unpack[k] else values[outs[0]]
+
+
+def call_node(
+    steps: Wiring,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    k: int,
+    item: int,
+    observer: Observer | None = None,
+) -> None:
+    """Run node ``k`` on ``values`` in place, reporting it to ``observer``."""
+    if observer is not None:
+        observer.node_start(k, item)
+        started = perf_counter()
+    try:
+        store(steps, k, funcs[k](*[values[s] for s in steps.args[k]]), values)
+    except Exception as exc:
+        note_node(exc, steps.names[k], item)
+        if observer is not None:
+            observer.node_error(k, item, exc)
+        raise
+    if observer is not None:
+        observer.node_end(k, item, perf_counter() - started)
+
+
+async def acall_node(
+    steps: Wiring,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    k: int,
+    item: int,
+    observer: Observer | None = None,
+    offload: Callable[..., Any] | None = None,
+) -> None:
+    """Await node ``k`` on ``values`` in place, on an event loop; reports to ``observer``.
+
+    A sync node goes through ``offload(f, *args)`` (a thread pool, so that a
+    blocking one cannot stall the loop) when given, else it is called here.
+    """
+    if observer is not None:
+        observer.node_start(k, item)
+        started = perf_counter()
+    try:
+        args = [values[s] for s in steps.args[k]]
+        if offload is not None and not steps.is_async[k]:
+            result = await offload(funcs[k], *args)
+        else:
+            result = funcs[k](*args)
+            if inspect.isawaitable(result):
+                result = await result
+        store(steps, k, result, values)
+    except Exception as exc:
+        note_node(exc, steps.names[k], item)
+        if observer is not None:
+            observer.node_error(k, item, exc)
+        raise
+    if observer is not None:
+        observer.node_end(k, item, perf_counter() - started)
+
+
+class NodeRunner:
+    """Runs the nodes of one item on a node executor, each as soon as its inputs are done."""
+
+    __slots__ = ("core", "executor", "funcs", "is_async_executor", "lookup", "observer", "payload", "plan", "steps")
+
+    def __init__(
+        self,
+        plan: Plan,
+        executor: Executor,
+        remote: bool,
+        funcs: Sequence[Callable[..., Any]],
+        core: ModuleType,
+        observer: Observer | None,
+        lookup: Lookup | None,
+    ) -> None:
+        self.core = core
+        self.plan = plan
+        self.steps = plan.wiring
+        self.executor = executor
+        self.is_async_executor = isinstance(executor, AsyncExecutor)
+        self.funcs = funcs  # for this process's threads: async nodes awaited on the engine loop
+        self.observer = observer
+        self.lookup = lookup
+        # Pickled per call, not cached: cloudpickle copies a notebook function's globals,
+        # and a later call must see the notebook's later values.
+        self.payload = payload.dumps(plan.nodes) if remote else None
+
+    def _submit(self, k: int, values: list[Any], item: int) -> Future[Any]:
+        steps = self.steps
+        if self.payload is not None:
+            token, data = self.payload
+            if self.observer is not None:
+                self.observer.node_start(k, item)
+            args = tuple(values[s] for s in steps.args[k])
+            return submit(self.executor, payload.remote_node, token, data, k, args)
+        if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop
+            return submit(self.executor, acall_node, steps, self.plan.funcs, values, k, item, self.observer)
+        return submit(
+            self.executor, as_task_of, self.executor, call_node, steps, self.funcs, values, k, item, self.observer
+        )
+
+    def _finish(self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float) -> None:
+        if self.payload is None:
+            future.result()  # the task stored the outputs, or noted and raised the node's error
+        else:
+            name = self.steps.names[k]
+            try:
+                store(self.steps, k, future.result(), values)
+            except BrokenExecutor as exc:
+                died_note(exc, f"node `{name}`" + (f", map item {item}" if item >= 0 else ""))
+                raise
+            except Exception as exc:
+                note_node(exc, name, item)
+                if self.observer is not None:
+                    self.observer.node_error(k, item, exc)
+                raise
+            if self.observer is not None:
+                self.observer.node_end(k, item, perf_counter() - submitted)
+        if self.lookup is not None:
+            self.lookup.put(k, item, self._args(k, values), outputs_of(self.steps, k, values))
+
+    def _args(self, k: int, values: list[Any]) -> tuple[Any, ...]:
+        # A node's argument slots are final once its producers are done: read them again.
+        return tuple(values[s] for s in self.steps.args[k])
+
+    def _from_lookup(self, k: int, values: list[Any], item: int) -> bool:
+        assert self.lookup is not None
+        hit = self.lookup.get(k, item, self._args(k, values))
+        if hit is None:
+            return False
+        store(self.steps, k, hit[0], values)
+        if self.observer is not None:
+            self.observer.node_cached(k, item)
+        return True
+
+    def run(self, values: list[Any], item: int = -1) -> None:
+        """Run every node on ``values`` (filled in place); ``item`` numbers notes and events."""
+        if self.payload is not None:
+            with _loky.in_use(self.executor):  # a pool of ours is not stopped under this call
+                self._run(values, item)
+        else:
+            self._run(values, item)
+
+    def _run(self, values: list[Any], item: int) -> None:
+        steps = self.steps
+        queue = self.core.ReadyQueue(self.plan)
+        done: SimpleQueue[int] = SimpleQueue()
+        running: dict[int, tuple[Future[Any], float]] = {}
+        inline = self.payload is None
+        try:
+            while True:
+                ready = queue.get_ready()
+                hits: tuple[int, ...] = ()
+                if self.lookup is not None and ready:
+                    hits = tuple(k for k in ready if self._from_lookup(k, values, item))
+                    if hits:
+                        queue.done(*hits)
+                        ready = tuple(k for k in ready if k not in hits)
+                if inline and len(ready) == 1 and not running and not hits:
+                    call_node(steps, self.funcs, values, ready[0], item, self.observer)
+                    if self.lookup is not None:
+                        self.lookup.put(
+                            ready[0], item, self._args(ready[0], values), outputs_of(steps, ready[0], values)
+                        )
+                    queue.done(ready[0])
+                    continue
+                for k in ready:
+                    future = self._submit(k, values, item)
+                    running[k] = (future, perf_counter())
+                    future.add_done_callback(partial(_put, done, k))
+                if hits:
+                    continue  # the nodes the hits released are ready now: submit them before waiting
+                if not running:
+                    return
+                k = done.get()
+                future, submitted = running.pop(k)
+                self._finish(k, future, values, item, submitted)
+                queue.done(k)
+        except BaseException:
+            cancel(self.executor, [future for future, _ in running.values()])
+            raise
+
+
+def _put(queue: SimpleQueue[int], index: int, _future: Future[Any]) -> None:
+    queue.put(index)
+
+
+def node_runner(
+    backend: Backend,
+    plan: Plan,
+    funcs: Sequence[Callable[..., Any]],
+    core: ModuleType,
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
+) -> NodeRunner | None:
+    """How to run one item's nodes on ``backend``: None for the cores' sequential loop."""
+    executor = backend.here()
+    if executor is None:
+        return None
+    if plan.n_nodes < 2 and backend.in_process:
+        return None  # nothing to overlap, and this thread is as good as a pool's
+    return NodeRunner(plan, executor, not backend.in_process, funcs, core, observer, lookup)

@@ -1,0 +1,155 @@
+"""Process maps: slices of items run by worker processes, both sides of the boundary.
+
+Parent side (:func:`map_remote`): the plan, the broadcast inputs and what the
+workers need to run the nodes (:class:`RemoteMap`) are pickled once per call;
+each task carries that payload's bytes and its own slice of the items (zip
+columns cut to its rows; product columns whole). Slices come back as one list per
+output, with the slice's events when the call has an observer: those are
+replayed on the calling thread as each slice arrives.
+
+Worker side (:func:`remote_batch`): the slice runs on the caller's core, through
+the cores' batch loop or, with a node executor by name ("threaded", "async"),
+through a node runner made in the worker; no engine is built there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import Executor
+from typing import Any
+
+from .. import _core
+from .._call import Items, MapCall
+from .._events import EVENTS_ATTR, Lookup, Recorder, replay
+from .._graph import Plan
+from ..errors import add_note
+from ..executors._loop import CoroutineRunner, LoopThread
+from ..executors.backends import Sequential, backend_for
+from .gather import concat, died_note, gather
+from .items import run_items
+from .nodes import node_runner
+from .payload import WorkerLoop, dumps, load
+from .runtime import FuncTable, Runtime
+
+__all__ = ["RemoteMap", "map_remote", "remote_batch"]
+
+
+class RemoteMap:
+    """What every worker of one process map needs; pickled once per call."""
+
+    __slots__ = ("core", "lookup", "max_workers", "node_backend", "observe", "plan", "template")
+
+    def __init__(
+        self,
+        plan: Plan,
+        template: list[Any],
+        node_backend: str,
+        max_workers: int | None,
+        core: str,
+        observe: bool,
+        lookup: Lookup | None,
+    ) -> None:
+        self.plan = plan
+        self.template = template
+        self.node_backend = node_backend  # a portable backend's name, made anew in each worker
+        self.max_workers = max_workers
+        self.core = core  # the IMPLEMENTATION the caller runs on
+        self.observe = observe
+        self.lookup = lookup
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, k) for k in self.__slots__)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for k, v in zip(self.__slots__, state):
+            setattr(self, k, v)
+
+
+def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list[Any]]:
+    """The items of ``call`` on the remote ``executor``; one list per output."""
+    observer = call.observer
+    spec = RemoteMap(
+        call.plan,
+        call.values,
+        runtime.nodes.name,
+        runtime.max_workers,
+        runtime.core.IMPLEMENTATION,
+        observer is not None,
+        call.lookup,
+    )
+    try:
+        token, payload = dumps(spec)
+    except Exception as exc:
+        culprits = ", ".join(_unpicklable(call)) or "a node or an input"
+        add_note(
+            exc,
+            f"hypernodes: {culprits} cannot be pickled. A map on {runtime.items!r} sends the "
+            "pipeline's nodes and its inputs to worker processes, so they must be picklable (with "
+            "cloudpickle). Nothing was run.",
+        )
+        raise
+    slices = call.items.split(runtime.items.workers(executor), runtime.items.tasks_per_worker)
+    calls = [(token, payload, s.detached()) for s in slices]
+
+    def on_error(exc: BaseException, i: int) -> None:
+        died_note(exc, f"map items {slices[i].base + slices[i].lo}..{slices[i].base + slices[i].hi - 1}")
+        events = getattr(exc, EVENTS_ATTR, None)
+        if observer is not None and isinstance(events, list):
+            replay(events, observer, exc)
+
+    def on_result(result: Any, _i: int) -> Any:
+        if observer is None:
+            return result
+        columns, events = result
+        replay(events, observer)
+        return columns
+
+    return concat(gather(executor, remote_batch, calls, on_error, on_result=on_result))
+
+
+def remote_batch(token: str, payload: bytes, items: Items) -> Any:
+    """Worker side of a map slice: ``items`` through the pipeline; one list per output.
+
+    With an observing caller, returns ``(columns, events)``; a failure carries the
+    events recorded before it on the exception (``EVENTS_ATTR``).
+    """
+    spec: RemoteMap = load(token, payload)
+    core = _core.module(spec.core)
+    recorder = Recorder() if spec.observe else None
+    nodes = backend_for(spec.node_backend, "node", spec.max_workers)
+    # Blocking loops await async nodes on one loop: this thread's own when the nodes run
+    # here, a loop thread when node tasks (threads) may await at once.
+    loop: WorkerLoop | LoopThread = WorkerLoop() if isinstance(nodes, Sequential) else LoopThread("hypernodes-worker")
+    runner: CoroutineRunner = loop
+    funcs = FuncTable(runner)
+    try:
+        runtime = Runtime(nodes, Sequential("sequential"), funcs, spec.max_workers, core)
+        node_level = node_runner(nodes, spec.plan, funcs(spec.plan), core, recorder, spec.lookup)
+        columns = run_items(runtime, node_level, spec.plan, spec.template, items, recorder, spec.lookup)
+    except BaseException as exc:
+        if recorder is not None:
+            # an exception that takes no attributes loses its events, never itself
+            with contextlib.suppress(Exception):
+                setattr(exc, EVENTS_ATTR, recorder.events)
+        raise
+    finally:
+        try:
+            nodes.shutdown()
+        finally:
+            loop.close()
+    return columns if recorder is None else (columns, recorder.events)
+
+
+def _unpicklable(call: MapCall) -> list[str]:
+    """What in ``call`` fails to pickle: ``input `x```, ``node `f```. Only for the error message."""
+    items = call.items
+    mapped = dict(zip(items.map_slots, items.columns))
+    what = [(f"input `{name}`", mapped.get(slot, call.values[slot])) for name, slot in call.plan.input_pairs]
+    what += [(f"node `{n.name}`", n) for n in call.plan.nodes]
+    found = []
+    for label, value in what:
+        try:
+            dumps(value)
+        except Exception:
+            found.append(label)
+    return found

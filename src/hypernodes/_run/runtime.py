@@ -1,0 +1,75 @@
+"""What the drivers run a call with: a backend per level, the function table, the core.
+
+The engine builds one :class:`Runtime` and hands it down with each call record; a
+worker process that runs a map slice with a node executor builds its own. The
+drivers read nothing else: they never import the engine or the pipeline.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from .. import _core
+from .._graph import Plan
+from ..executors._loop import AwaitOn, CoroutineRunner
+from ..executors.backends import Backend
+
+__all__ = ["FuncTable", "Runtime"]
+
+
+class FuncTable:
+    """The callables the loops call for a plan's nodes, one tuple per plan (cached).
+
+    ``plan.funcs`` as they are, except that each ``async def`` node is wrapped so
+    that its coroutine is awaited by ``runner`` (the engine's loop thread, or a
+    worker's own loop): blocking loops can then call every node alike, also from
+    inside a running event loop. Drivers that await coroutines themselves (an
+    async map slice) use ``plan.funcs``.
+    """
+
+    __slots__ = ("_tables", "runner")
+
+    def __init__(self, runner: CoroutineRunner) -> None:
+        self.runner = runner
+        self._tables: weakref.WeakKeyDictionary[Plan, tuple[Callable[..., Any], ...]] = weakref.WeakKeyDictionary()
+
+    def __call__(self, plan: Plan) -> tuple[Callable[..., Any], ...]:
+        if not plan.has_async:
+            return plan.funcs
+        funcs = self._tables.get(plan)
+        if funcs is None:
+            runner = self.runner
+            funcs = tuple(AwaitOn(f, runner) if a else f for f, a in zip(plan.funcs, plan.is_async))
+            self._tables[plan] = funcs
+        return funcs
+
+
+class Runtime:
+    """A backend per level, the function table, and the scheduling core to run on.
+
+    Attributes:
+        nodes: runs the nodes of one item.
+        items: runs the items of a map.
+        funcs: the function table (see :class:`FuncTable`).
+        core: the core module (``_core``, or in a worker the caller's core).
+        max_workers: the engine's ``max_workers``, for backends made in workers.
+    """
+
+    __slots__ = ("core", "funcs", "items", "max_workers", "nodes")
+
+    def __init__(
+        self,
+        nodes: Backend,
+        items: Backend,
+        funcs: FuncTable,
+        max_workers: int | None,
+        core: ModuleType = _core,
+    ) -> None:
+        self.nodes = nodes
+        self.items = items
+        self.funcs = funcs
+        self.max_workers = max_workers
+        self.core = core

@@ -1,0 +1,149 @@
+"""The package's layering: every import points down, read from the modules' own import statements.
+
+The layers are the ones ``engine.py``'s opening comment and the README's Layout
+section document. A module may import modules of a lower layer, and modules of its
+own layer (one package) without a cycle; never one above it. Imports inside
+functions count too: a lazy import is for heavy optional libraries, never for
+dodging a cycle between our own modules.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hypernodes
+
+ROOT = Path(hypernodes.__file__).parent
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("hypernodes",),
+    ("hypernodes.pipeline",),
+    ("hypernodes.engine",),
+    ("hypernodes._run",),
+    ("hypernodes.executors",),
+    ("hypernodes._call",),
+    ("hypernodes._graph",),
+    ("hypernodes._core",),
+    ("hypernodes._sched", "hypernodes._sched_py"),
+    ("hypernodes._events", "hypernodes.node", "hypernodes.errors"),
+)
+"""Top to bottom. A package's name stands for all of its modules."""
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(ROOT.rglob("*")):
+        if path.suffix in (".py", ".pyx") and "__pycache__" not in path.parts:
+            found[_module_name(path)] = path
+    return found
+
+
+def _layer(module: str) -> int:
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if module == name or (name != "hypernodes" and module.startswith(name + ".")):
+                return i
+    raise AssertionError(f"module {module} is in no layer: add it to LAYERS (and to the README's Layout)")
+
+
+def _resolve(importer: str, is_package: bool, level: int, target: str | None) -> str:
+    base = importer.split(".")
+    if not is_package:
+        base.pop()
+    if level > 1:
+        base = base[: len(base) - (level - 1)]
+    return ".".join([*base, target] if target else base)
+
+
+def _imports(module: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The hypernodes modules that ``module`` imports anywhere in its source."""
+    text = path.read_text()
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+
+    def add(name: str) -> None:
+        while name and name not in known:  # `from .x import y` names a module or a member of x
+            name = name.rpartition(".")[0]
+        if name and name != module:
+            found.add(name)
+
+    if path.suffix == ".pyx":  # Cython: read the Python-level imports by pattern
+        for level, target, names in re.findall(r"^\s*from\s+(\.+)(\w*(?:\.\w+)*)\s+import\s+(.+)$", text, re.M):
+            base = _resolve(module, is_package, len(level), target or None)
+            for n in names.split(","):
+                add(f"{base}.{n.strip()}")
+        return found
+    for stmt in ast.walk(ast.parse(text)):
+        if isinstance(stmt, ast.Import):
+            for alias in stmt.names:
+                if alias.name.startswith("hypernodes"):
+                    add(alias.name)
+        elif isinstance(stmt, ast.ImportFrom):
+            if stmt.level:
+                base = _resolve(module, is_package, stmt.level, stmt.module)
+            elif stmt.module and stmt.module.startswith("hypernodes"):
+                base = stmt.module
+            else:
+                continue
+            for alias in stmt.names:
+                add(f"{base}.{alias.name}")
+    return found
+
+
+GRAPH = {m: _imports(m, p, _modules()) for m, p in _modules().items()}
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_point_down(module: str) -> None:
+    """No module imports one from a layer above its own."""
+    up = sorted(t for t in GRAPH[module] if _layer(t) < _layer(module))
+    assert not up, f"{module} (layer {_layer(module)}) imports {up} from above"
+
+
+def test_no_import_cycle() -> None:
+    """The import graph, within layers too, has no cycle."""
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for t in sorted(GRAPH.get(m, ())):
+            if state.get(t) == 1:
+                cycle = [*path[path.index(t) :], t] if t in path else [m, t]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if t not in state:
+                visit(t, [*path, t])
+        state[m] = 2
+
+    for m in sorted(GRAPH):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_the_layers_name_every_module() -> None:
+    """Every module of the package sits in a documented layer, and the drivers never see the engine."""
+    for module in GRAPH:
+        _layer(module)
+    drivers = [m for m in GRAPH if m.startswith("hypernodes._run")]
+    assert drivers
+    for m in drivers:
+        assert not GRAPH[m] & {"hypernodes.engine", "hypernodes.pipeline"}, m
+
+
+def test_import_hypernodes_stays_light() -> None:
+    """`import hypernodes` loads neither asyncio, cloudpickle nor loky: a sequential pipeline needs none."""
+    code = "import sys, hypernodes; print(sorted(m for m in ('asyncio', 'cloudpickle', 'loky') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
