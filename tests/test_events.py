@@ -22,7 +22,13 @@ from .pipelines import DIAMOND, expected_diamond
 
 
 class Counting:
-    """A thread-safe observer keeping (event, node name, item) counts and every duration."""
+    """A thread-safe observer keeping (event, node name, item) counts and every duration.
+
+    Its remote twin (for worker processes) records the calls and the parent replays them.
+    """
+
+    node_events = True
+    item_events = True
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
@@ -30,6 +36,8 @@ class Counting:
         self.events: Counter[tuple[str, str, int]] = Counter()
         self.seconds: list[float] = []
         self.errors: list[tuple[str, int, BaseException]] = []
+        self.done = 0
+        self.recorded: list[tuple[str, tuple[Any, ...]]] | None = None  # set in a remote twin
 
     def _add(self, event: str, node: int, item: int, seconds: float | None = None) -> None:
         with self.lock:
@@ -37,25 +45,64 @@ class Counting:
             if seconds is not None:
                 self.seconds.append(seconds)
 
+    def _record(self, method: str, *args: Any) -> bool:
+        if self.recorded is None:
+            return False
+        self.recorded.append((method, args))
+        return True
+
     def item_start(self, item: int) -> None:
-        self._add("item_start", -1, item)
+        if not self._record("item_start", item):
+            self._add("item_start", -1, item)
 
     def item_end(self, item: int, seconds: float) -> None:
-        self._add("item_end", -1, item, seconds)
+        if not self._record("item_end", item, seconds):
+            self._add("item_end", -1, item, seconds)
 
-    def node_start(self, node: int, item: int) -> None:
-        self._add("node_start", node, item)
+    def items_done(self, count: int) -> None:
+        if not self._record("items_done", count):
+            with self.lock:
+                self.done += count
 
-    def node_end(self, node: int, item: int, seconds: float) -> None:
-        self._add("node_end", node, item, seconds)
+    def node_start(self, node: int, item: int, args: tuple[Any, ...]) -> None:
+        if not self._record("node_start", node, item, args):
+            self._add("node_start", node, item)
 
-    def node_cached(self, node: int, item: int) -> None:
-        self._add("node_cached", node, item)
+    def node_end(self, node: int, item: int, seconds: float, result: Any) -> None:
+        if not self._record("node_end", node, item, seconds, result):
+            self._add("node_end", node, item, seconds)
+
+    def node_cached(self, node: int, item: int, result: Any) -> None:
+        if not self._record("node_cached", node, item, result):
+            self._add("node_cached", node, item)
 
     def node_error(self, node: int, item: int, exc: BaseException) -> None:
+        if self._record("node_error", node, item, exc):
+            return
         self._add("node_error", node, item)
         with self.lock:
             self.errors.append((self.names[node], item, exc))
+
+    def remote(self) -> Counting:
+        twin = Counting(self.names)
+        twin.recorded = []
+        return twin
+
+    def drain(self) -> list[tuple[str, tuple[Any, ...]]]:
+        assert self.recorded is not None
+        events, self.recorded = self.recorded, []
+        return events
+
+    def replay(self, events: list[tuple[str, tuple[Any, ...]]]) -> None:
+        for method, args in events:
+            getattr(self, method)(*args)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
 
 
 class DoubledFromTable:
@@ -104,6 +151,7 @@ def test_a_map_reports_every_item_and_node_once(map_kind: str, make_executor: Ca
     assert observer.events == _expected(["item_start", "item_end", "node_start", "node_end"], xs, NAMES)
     assert len(observer.seconds) == len(xs) * (1 + len(NAMES))
     assert all(s >= 0 for s in observer.seconds)
+    assert observer.done == len(xs)
 
 
 @pytest.mark.parametrize("node_kind", NODE_EXECUTOR_KINDS)
@@ -141,6 +189,40 @@ def test_an_error_reaches_the_observer_with_its_node_and_item(
     assert [(name, item) for name, item, _ in observer.errors] == [("_fails_on_three", 3)]
     assert isinstance(observer.errors[0][2], ValueError)
     assert observer.events[("item_end", "", 3)] == 0
+
+
+class ErrorsOnly(Counting):
+    """An observer that wants neither node nor item events: the plain loops run, errors still arrive."""
+
+    node_events = False
+    item_events = False
+
+    def remote(self) -> ErrorsOnly:
+        twin = ErrorsOnly(self.names)
+        twin.recorded = []
+        return twin
+
+
+@pytest.mark.parametrize("map_kind", ["sequential", "threaded", "parallel"])
+def test_an_observer_without_node_or_item_events_hears_progress_and_errors_only(
+    map_kind: str, make_executor: Callable[[str], Any]
+) -> None:
+    """With both flags off no node or item event is sent; items_done adds up to the items, and an
+    error still reaches the observer with its node and item."""
+    with HypernodesEngine(map_executor=make_executor(map_kind), max_workers=2) as engine:
+        pipeline = Pipeline([_fails_on_three], backend=engine)
+        call = prepare_map(pipeline.plans, {"x": [0, 1, 2, 4, 5]}, "x", "zip", None)
+        observer = ErrorsOnly(call.plan.node_names)
+        call.observer = observer
+        assert engine.map_call(call) == {"y": [0, 1, 2, 4, 5]}
+        assert observer.done == 5
+        assert not observer.events
+        call = prepare_map(pipeline.plans, {"x": list(range(6))}, "x", "zip", None)
+        call.observer = observer
+        with pytest.raises(ValueError, match="three"):
+            engine.map_call(call)
+    assert [(name, item) for name, item, _ in observer.errors] == [("_fails_on_three", 3)]
+    assert set(observer.events) == {("node_error", "_fails_on_three", 3)}
 
 
 @pytest.mark.parametrize("map_kind", ["sequential", "threaded", "AsyncExecutor", "parallel", "PicklingExecutor"])

@@ -23,7 +23,9 @@ ROOT = Path(hypernodes.__file__).parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes",),
+    ("hypernodes.telemetry",),
     ("hypernodes.pipeline",),
+    ("hypernodes.callbacks",),
     ("hypernodes.engine",),
     ("hypernodes._run",),
     ("hypernodes.executors",),

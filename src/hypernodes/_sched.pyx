@@ -107,7 +107,9 @@ cdef int _store_unpacked(_Prepared p, Py_ssize_t k, object result, list values) 
     return 0
 
 
-cdef int _run_nodes(_Prepared p, tuple funcs, list values, PyObject** argv, Py_ssize_t item) except -1:
+cdef int _run_nodes(
+    _Prepared p, tuple funcs, list values, PyObject** argv, Py_ssize_t item, object errors
+) except -1:
     cdef Py_ssize_t k = 0, a, a0, a1
     cdef object result
     try:
@@ -125,14 +127,16 @@ cdef int _run_nodes(_Prepared p, tuple funcs, list values, PyObject** argv, Py_s
                 values[p.out_slots[p.out_ptr[k]]] = result
     except Exception as exc:
         note_node(exc, p.names[k], item)
+        if errors is not None:
+            errors.node_error(k, item, exc)
         raise
     return 0
 
 
 cdef int _run_nodes_observed(
-    _Prepared p, tuple funcs, list values, Py_ssize_t item, object observer, object lookup
+    _Prepared p, tuple funcs, list values, Py_ssize_t item, object events, object errors, object lookup
 ) except -1:
-    # The same loop as _run_nodes, reporting each node to `observer` and asking `lookup`
+    # The same loop as _run_nodes, reporting each node to `events` and asking `lookup`
     # first; taken only when one of them is configured, so the plain loop stays as it is.
     # The arguments are a tuple here (the lookup may keep them), not borrowed pointers.
     cdef Py_ssize_t k = 0, a
@@ -144,25 +148,25 @@ cdef int _run_nodes_observed(
             hit = lookup.get(k, item, argv) if lookup is not None else None
             if hit is not None:
                 result = hit[0]
-                if observer is not None:
-                    observer.node_cached(k, item)
+                if events is not None:
+                    events.node_cached(k, item, result)
             else:
-                if observer is not None:
-                    observer.node_start(k, item)
+                if events is not None:
+                    events.node_start(k, item, argv)
                     started = perf_counter()
                 result = (<object>PyTuple_GET_ITEM(funcs, k))(*argv)
                 if lookup is not None:
                     lookup.put(k, item, argv, result)
-                if observer is not None:
-                    observer.node_end(k, item, perf_counter() - started)
+                if events is not None:
+                    events.node_end(k, item, perf_counter() - started, result)
             if p.unpack[k]:
                 _store_unpacked(p, k, result, values)
             else:
                 values[p.out_slots[p.out_ptr[k]]] = result
     except Exception as exc:
         note_node(exc, p.names[k], item)
-        if observer is not None:
-            observer.node_error(k, item, exc)
+        if errors is not None:
+            errors.node_error(k, item, exc)
         raise
     return 0
 
@@ -181,12 +185,13 @@ def run_one(plan, funcs, list values, observer=None, lookup=None):
     """
     cdef _Prepared p = _prepared(plan)
     cdef tuple f = _check_call(p, funcs, values)
-    if observer is not None or lookup is not None:
-        _run_nodes_observed(p, f, values, -1, observer, lookup)
+    events = observer if observer is not None and observer.node_events else None
+    if events is not None or lookup is not None:
+        _run_nodes_observed(p, f, values, -1, events, observer, lookup)
         return
     cdef PyObject** argv = _alloc_argv(p)
     try:
-        _run_nodes(p, f, values, argv, -1)
+        _run_nodes(p, f, values, argv, -1, observer)
     finally:
         PyMem_Free(argv)
 
@@ -202,7 +207,9 @@ def run_batch(plan, funcs, list values, items, observer=None, lookup=None):
     map_slots = items.map_slots
     cdef Py_ssize_t lo = items.lo, hi = items.hi, base = items.base
     cdef bint product = items.product
-    cdef bint observed = observer is not None or lookup is not None
+    events = observer if observer is not None and observer.node_events else None
+    cdef bint per_node = events is not None or lookup is not None
+    cdef bint per_item = observer is not None and observer.item_events
     cdef Py_ssize_t n_cols = len(cols), n_res = p.result_slots.shape[0]
     cdef Py_ssize_t i, j, rest, idx, total
     if len(map_slots) != n_cols:
@@ -243,18 +250,20 @@ def run_batch(plan, funcs, list values, items, observer=None, lookup=None):
             else:
                 for j in range(n_cols):
                     values[slots[j]] = <object>PyTuple_GET_ITEM(<tuple>cols[j], i)
-            if not observed:
-                _run_nodes(p, f, values, argv, base + i)
-            elif observer is None:
-                _run_nodes_observed(p, f, values, base + i, None, lookup)
-            else:
+            if per_item:
                 observer.item_start(base + i)
                 started = perf_counter()
-                _run_nodes_observed(p, f, values, base + i, observer, lookup)
+            if per_node:
+                _run_nodes_observed(p, f, values, base + i, events, observer, lookup)
+            else:
+                _run_nodes(p, f, values, argv, base + i, observer)
+            if per_item:
                 observer.item_end(base + i, perf_counter() - started)
             for j in range(n_res):
                 out = <list>results[j]
                 out[i - lo] = <object>PyList_GET_ITEM(values, p.result_slots[j])
+        if observer is not None:
+            observer.items_done(hi - lo)
         return results
     finally:
         PyMem_Free(lengths)

@@ -72,7 +72,9 @@ def _check_call(p: _Prepared, n_slots: int, funcs: Sequence[Callable[..., Any]],
         raise ValueError(f"{len(funcs)} funcs given for a plan of {p.n_nodes} nodes")
 
 
-def _run_nodes(p: _Prepared, funcs: Sequence[Callable[..., Any]], values: list[Any], item: int) -> None:
+def _run_nodes(
+    p: _Prepared, funcs: Sequence[Callable[..., Any]], values: list[Any], item: int, errors: Observer | None = None
+) -> None:
     k = 0
     try:
         for k, args, out in p.steps:
@@ -86,6 +88,8 @@ def _run_nodes(p: _Prepared, funcs: Sequence[Callable[..., Any]], values: list[A
                 _store_unpacked(result, p.outs[k], values, p.names[k])
     except Exception as exc:
         note_node(exc, p.names[k], item)
+        if errors is not None:
+            errors.node_error(k, item, exc)
         raise
 
 
@@ -94,10 +98,11 @@ def _run_nodes_observed(
     funcs: Sequence[Callable[..., Any]],
     values: list[Any],
     item: int,
-    observer: Observer | None,
+    events: Observer | None,
+    errors: Observer | None,
     lookup: Lookup | None,
 ) -> None:
-    # The same loop as _run_nodes, reporting each node to `observer` and asking `lookup`
+    # The same loop as _run_nodes, reporting each node to `events` and asking `lookup`
     # first; taken only when one of them is configured, so the plain loop stays as it is.
     k = 0
     try:
@@ -106,25 +111,25 @@ def _run_nodes_observed(
             hit = lookup.get(k, item, argv) if lookup is not None else None
             if hit is not None:
                 result = hit[0]
-                if observer is not None:
-                    observer.node_cached(k, item)
+                if events is not None:
+                    events.node_cached(k, item, result)
             else:
-                if observer is not None:
-                    observer.node_start(k, item)
+                if events is not None:
+                    events.node_start(k, item, argv)
                     started = perf_counter()
                 result = funcs[k](*argv)
                 if lookup is not None:
                     lookup.put(k, item, argv, result)
-                if observer is not None:
-                    observer.node_end(k, item, perf_counter() - started)
+                if events is not None:
+                    events.node_end(k, item, perf_counter() - started, result)
             if out >= 0:
                 values[out] = result
             else:
                 _store_unpacked(result, p.outs[k], values, p.names[k])
     except Exception as exc:
         note_node(exc, p.names[k], item)
-        if observer is not None:
-            observer.node_error(k, item, exc)
+        if errors is not None:
+            errors.node_error(k, item, exc)
         raise
 
 
@@ -142,7 +147,8 @@ def run_one(
         funcs: one callable per plan node (``plan.funcs``, or the engine's
             wrappers of them), called positionally with the node's argument slots.
         values: the call's slots, ``len == plan.n_slots``; filled in place.
-        observer: told of each node's start, end and error (see ``_events``).
+        observer: told of each node's start and end (if it wants node events)
+            and of the error that stops the loop (see ``_events``).
         lookup: asked before each node is called; a hit replaces the call.
 
     Raises:
@@ -151,10 +157,11 @@ def run_one(
     """
     p = _prepared(plan)
     _check_call(p, plan.n_slots, funcs, values)
-    if observer is None and lookup is None:
-        _run_nodes(p, funcs, values, -1)
+    events = observer if observer is not None and observer.node_events else None
+    if events is None and lookup is None:
+        _run_nodes(p, funcs, values, -1, observer)
     else:
-        _run_nodes_observed(p, funcs, values, -1, observer, lookup)
+        _run_nodes_observed(p, funcs, values, -1, events, observer, lookup)
 
 
 def _rows(items: Any, lengths: list[int]) -> Iterator[tuple[Any, ...]]:
@@ -188,7 +195,8 @@ def run_batch(
 
     Args:
         plan, funcs, observer, lookup: as for :func:`run_one`; the observer is
-            also told of each item's start and end.
+            also told of each item's start and end (if it wants item events), and
+            of the batch's item count when it is done (``items_done``).
         values: slot storage with every broadcast input filled in; reused for
             every item (each slot is written before it is read, so no copy).
         items: the item layout (``_call.Items``): ``map_slots`` (the slot each
@@ -224,21 +232,25 @@ def run_batch(
     results: list[list[Any]] = [[] for _ in p.result_slots]
     appends = [r.append for r in results]
     pairs = list(zip(appends, p.result_slots))
-    observed = observer is not None or lookup is not None
+    events = observer if observer is not None and observer.node_events else None
+    per_node = events is not None or lookup is not None
+    per_item = observer is not None and observer.item_events
     for item, row in zip(range(lo, hi), _rows(items, lengths)):
         for slot, value in zip(map_slots, row):
             values[slot] = value
-        if not observed:
-            _run_nodes(p, funcs, values, base + item)
-        elif observer is None:
-            _run_nodes_observed(p, funcs, values, base + item, None, lookup)
-        else:
-            observer.item_start(base + item)
+        if per_item:
+            observer.item_start(base + item)  # type: ignore[union-attr]
             started = perf_counter()
-            _run_nodes_observed(p, funcs, values, base + item, observer, lookup)
-            observer.item_end(base + item, perf_counter() - started)
+        if per_node:
+            _run_nodes_observed(p, funcs, values, base + item, events, observer, lookup)
+        else:
+            _run_nodes(p, funcs, values, base + item, observer)
+        if per_item:
+            observer.item_end(base + item, perf_counter() - started)  # type: ignore[union-attr]
         for append, slot in pairs:
             append(values[slot])
+    if observer is not None:
+        observer.items_done(hi - lo)
     return results
 
 

@@ -2,7 +2,9 @@
 
 The layers, each importing only those below it (``tests/test_layers.py`` checks it)::
 
+    telemetry.py    ProgressCallback, TimingCallback (callbacks users add)
     pipeline.py     Pipeline, as_node: wiring, the run()/map() front door
+    callbacks.py    PipelineCallback, CallbackContext; callback hooks from the event seam
     engine.py       HypernodesEngine: its backends' lifetime; run()/map() dispatch
     _run/           the drivers: node runner, map strategies, process workers
     executors/      backends (one per executor kind), AsyncExecutor, loky's shared pool

@@ -13,8 +13,9 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._call import MAP_MODES, PlanCache, map_mode_message
+from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
 from ._graph import Graph, build_graph, ticks
+from .callbacks import PipelineCallback, check_callbacks, current_scope, map_observed, pipeline_id, run_observed
 from .engine import HypernodesEngine, default_engine
 from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError
 from .node import Node
@@ -55,12 +56,16 @@ class Pipeline:
         *,
         engine: HypernodesEngine | None = None,
         name: str | None = None,
+        callbacks: Sequence[PipelineCallback] | None = None,
     ) -> None:
         """Args:
             nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
             backend: the engine; None uses a shared sequential engine.
             engine: alias of ``backend``.
             name: a name, shown in errors and used when nested.
+            callbacks: :class:`~hypernodes.PipelineCallback` instances that see each
+                call as it runs (see ``hypernodes.callbacks``); nested pipelines
+                inherit them.
 
         Raises:
             NodeDefinitionError: a member is not a node or pipeline.
@@ -68,6 +73,7 @@ class Pipeline:
             CycleError: the wiring is cyclic.
             ArgumentTypeError: ``backend`` and ``engine`` both given and different.
             ExecutorSpecError: ``backend`` is not an engine.
+            TypeError: ``callbacks`` is not a list of ``PipelineCallback`` instances.
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
@@ -103,23 +109,30 @@ class Pipeline:
                 f"{type(self.engine).__name__} {self.engine!r:.60}. Executors and executor names go into the "
                 "engine: HypernodesEngine(map_executor='threaded')."
             )
+        self.callbacks = check_callbacks(callbacks)
         self._graph: Graph = build_graph(self.nodes)
         self.plans = PlanCache(self._graph)  # one compiled Plan per call shape, read by engines
 
     def __getstate__(self) -> dict[str, Any]:
         # A pipeline travels to worker processes as its nodes: the engine (threads,
         # loops, executors) stays home, and a nested pipeline runs in-process there.
+        # Callbacks stay home too: a worker records hook calls and the caller makes them.
         return {"nodes": self.nodes, "name": self.name}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["nodes"], name=state["name"])  # type: ignore[misc]
 
-    # copies (unlike pickles) stay in this process, so they keep the engine
+    # copies (unlike pickles) stay in this process, so they keep the engine and callbacks
     def __copy__(self) -> Pipeline:
-        return Pipeline(self.nodes, engine=self.engine, name=self.name)
+        return Pipeline(self.nodes, engine=self.engine, name=self.name, callbacks=self.callbacks)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
-        return Pipeline(copy.deepcopy(self.nodes, memo), engine=self.engine, name=self.name)
+        return Pipeline(copy.deepcopy(self.nodes, memo), engine=self.engine, name=self.name, callbacks=self.callbacks)
+
+    @property
+    def id(self) -> str:
+        """The pipeline's id in callbacks: its name, or one derived from its nodes (stable across runs)."""
+        return pipeline_id(self.name, [n.name for n in self.nodes])
 
     @property
     def backend(self) -> HypernodesEngine | None:
@@ -163,7 +176,11 @@ class Pipeline:
                 before any node runs.
             Whatever a node raises, with a note naming the node.
         """
-        return self._engine().run(self, inputs, output_name)
+        engine = self._engine()
+        run_call = getattr(engine, "run_call", None)
+        if run_call is None or (not self.callbacks and current_scope() is None):
+            return engine.run(self, inputs, output_name)  # nothing observes (or an engine of another kind)
+        return run_observed(self, run_call, prepare_run(self.plans, inputs, output_name), inputs)
 
     def map(
         self,
@@ -190,7 +207,12 @@ class Pipeline:
                 any node runs. Whatever a node raises, with a
                 note naming the node and the item index.
         """
-        return self._engine().map(self, inputs, map_over, map_mode, output_name)
+        engine = self._engine()
+        map_call = getattr(engine, "map_call", None)
+        if map_call is None or (not self.callbacks and current_scope() is None):
+            return engine.map(self, inputs, map_over, map_mode, output_name)
+        call = prepare_map(self.plans, inputs, map_over, map_mode, output_name)
+        return map_observed(self, map_call, call, inputs)
 
     def as_node(
         self,

@@ -47,7 +47,9 @@ def run_items(
     """``items`` on this thread; one list per output.
 
     With ``stop``, the items run in chunks of about :data:`CHUNK_S` each, and the
-    slice returns None (its result unwanted) once ``stop`` is set.
+    slice returns None (its result unwanted) once ``stop`` is set. So they do with
+    an observer, which hears ``items_done`` after each chunk: progress moves during
+    a long slice at the cost of one call per chunk, not per item.
     """
     if runner is None:
         funcs = runtime.funcs(plan)
@@ -56,7 +58,9 @@ def run_items(
         def run(part: Items) -> list[list[Any]]:
             return run_batch(plan, funcs, list(template), part, observer, lookup)
 
-        return run(items) if stop is None else _run_chunked(run, items, stop)
+        if stop is None and observer is None:
+            return run(items)
+        return _run_chunked(run, items, stop)
     result_slots = runner.steps.result_slots
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in result_slots]
@@ -65,19 +69,21 @@ def run_items(
             return None
         values = list(template)
         items.fill(values, i)
-        if observer is not None:
+        if observer is not None and observer.item_events:
             observer.item_start(base + i)
             started = perf_counter()
         runner.run(values, base + i)
         if observer is not None:
-            observer.item_end(base + i, perf_counter() - started)
+            if observer.item_events:
+                observer.item_end(base + i, perf_counter() - started)
+            observer.items_done(1)
         for out, slot in zip(results, result_slots):
             out[i - lo] = values[slot]
     return results
 
 
 def _run_chunked(
-    run: Callable[[Items], list[list[Any]]], items: Items, stop: threading.Event
+    run: Callable[[Items], list[list[Any]]], items: Items, stop: threading.Event | None
 ) -> list[list[Any]] | None:
     # The first chunk is one item; each next one is sized from the last one's pace to take
     # about CHUNK_S, growing at most 16x a step and to MAX_CHUNK items (an unusually fast
@@ -88,7 +94,7 @@ def _run_chunked(
     size = 1
     i, hi = items.lo, items.hi
     while i < hi:
-        if stop.is_set():
+        if stop is not None and stop.is_set():
             return None
         j = min(hi, i + size)
         started = time.perf_counter()
@@ -120,7 +126,7 @@ async def run_slice_async(
     results: list[list[Any]] = [[None] * len(items) for _ in steps.result_slots]
     for i in range(lo, items.hi):
         items.fill(values, i)
-        if observer is not None:
+        if observer is not None and observer.item_events:
             observer.item_start(base + i)
             started = perf_counter()
         for k in range(plan.n_nodes):
@@ -129,14 +135,16 @@ async def run_slice_async(
                 hit = lookup.get(k, base + i, args)
                 if hit is not None:
                     store(steps, k, hit[0], values)
-                    if observer is not None:
-                        observer.node_cached(k, base + i)
+                    if observer is not None and observer.node_events:
+                        observer.node_cached(k, base + i, hit[0])
                     continue
             await acall_node(steps, funcs, values, k, base + i, observer, offload)
             if lookup is not None:
                 lookup.put(k, base + i, args, outputs_of(steps, k, values))
         if observer is not None:
-            observer.item_end(base + i, perf_counter() - started)
+            if observer.item_events:
+                observer.item_end(base + i, perf_counter() - started)
+            observer.items_done(1)
         for out, slot in zip(results, steps.result_slots):
             out[i - lo] = values[slot]
     return results

@@ -60,18 +60,21 @@ def call_node(
     observer: Observer | None = None,
 ) -> None:
     """Run node ``k`` on ``values`` in place, reporting it to ``observer``."""
-    if observer is not None:
-        observer.node_start(k, item)
+    events = observer if observer is not None and observer.node_events else None
+    args = tuple([values[s] for s in steps.args[k]])
+    if events is not None:
+        events.node_start(k, item, args)
         started = perf_counter()
     try:
-        store(steps, k, funcs[k](*[values[s] for s in steps.args[k]]), values)
+        result = funcs[k](*args)
+        store(steps, k, result, values)
     except Exception as exc:
         note_node(exc, steps.names[k], item)
         if observer is not None:
             observer.node_error(k, item, exc)
         raise
-    if observer is not None:
-        observer.node_end(k, item, perf_counter() - started)
+    if events is not None:
+        events.node_end(k, item, perf_counter() - started, result)
 
 
 async def acall_node(
@@ -88,11 +91,12 @@ async def acall_node(
     A sync node goes through ``offload(f, *args)`` (a thread pool, so that a
     blocking one cannot stall the loop) when given, else it is called here.
     """
-    if observer is not None:
-        observer.node_start(k, item)
+    events = observer if observer is not None and observer.node_events else None
+    args = tuple([values[s] for s in steps.args[k]])
+    if events is not None:
+        events.node_start(k, item, args)
         started = perf_counter()
     try:
-        args = [values[s] for s in steps.args[k]]
         if offload is not None and not steps.is_async[k]:
             result = await offload(funcs[k], *args)
         else:
@@ -105,8 +109,8 @@ async def acall_node(
         if observer is not None:
             observer.node_error(k, item, exc)
         raise
-    if observer is not None:
-        observer.node_end(k, item, perf_counter() - started)
+    if events is not None:
+        events.node_end(k, item, perf_counter() - started, result)
 
 
 class NodeRunner:
@@ -140,9 +144,9 @@ class NodeRunner:
         steps = self.steps
         if self.payload is not None:
             token, data = self.payload
-            if self.observer is not None:
-                self.observer.node_start(k, item)
             args = tuple(values[s] for s in steps.args[k])
+            if self.observer is not None and self.observer.node_events:
+                self.observer.node_start(k, item, args)
             return submit(self.executor, payload.remote_node, token, data, k, args)
         if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop
             return submit(self.executor, acall_node, steps, self.plan.funcs, values, k, item, self.observer)
@@ -156,7 +160,8 @@ class NodeRunner:
         else:
             name = self.steps.names[k]
             try:
-                store(self.steps, k, future.result(), values)
+                result = future.result()
+                store(self.steps, k, result, values)
             except BrokenExecutor as exc:
                 died_note(exc, f"node `{name}`" + (f", map item {item}" if item >= 0 else ""))
                 raise
@@ -165,8 +170,8 @@ class NodeRunner:
                 if self.observer is not None:
                     self.observer.node_error(k, item, exc)
                 raise
-            if self.observer is not None:
-                self.observer.node_end(k, item, perf_counter() - submitted)
+            if self.observer is not None and self.observer.node_events:
+                self.observer.node_end(k, item, perf_counter() - submitted, result)
         if self.lookup is not None:
             self.lookup.put(k, item, self._args(k, values), outputs_of(self.steps, k, values))
 
@@ -180,8 +185,8 @@ class NodeRunner:
         if hit is None:
             return False
         store(self.steps, k, hit[0], values)
-        if self.observer is not None:
-            self.observer.node_cached(k, item)
+        if self.observer is not None and self.observer.node_events:
+            self.observer.node_cached(k, item, hit[0])
         return True
 
     def run(self, values: list[Any], item: int = -1) -> None:

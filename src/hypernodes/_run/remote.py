@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import _core
 from .._call import Items, MapCall
-from .._events import EVENTS_ATTR, Lookup, Recorder, replay
+from .._events import EVENTS_ATTR, Lookup, RemoteObserver
 from .._graph import Plan
 from ..errors import add_note
 from ..executors._loop import CoroutineRunner, LoopThread
@@ -37,7 +37,7 @@ __all__ = ["RemoteMap", "map_remote", "remote_batch"]
 class RemoteMap:
     """What every worker of one process map needs; pickled once per call."""
 
-    __slots__ = ("core", "lookup", "max_workers", "node_backend", "observe", "plan", "template")
+    __slots__ = ("core", "lookup", "max_workers", "node_backend", "observer", "plan", "template")
 
     def __init__(
         self,
@@ -46,7 +46,7 @@ class RemoteMap:
         node_backend: str,
         max_workers: int | None,
         core: str,
-        observe: bool,
+        observer: RemoteObserver | None,
         lookup: Lookup | None,
     ) -> None:
         self.plan = plan
@@ -54,7 +54,7 @@ class RemoteMap:
         self.node_backend = node_backend  # a portable backend's name, made anew in each worker
         self.max_workers = max_workers
         self.core = core  # the IMPLEMENTATION the caller runs on
-        self.observe = observe
+        self.observer = observer  # records the slice's events, sent back with its results
         self.lookup = lookup
 
     def __getstate__(self) -> tuple[Any, ...]:
@@ -74,7 +74,7 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
         runtime.nodes.name,
         runtime.max_workers,
         runtime.core.IMPLEMENTATION,
-        observer is not None,
+        None if observer is None else observer.remote(),
         call.lookup,
     )
     try:
@@ -94,14 +94,14 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
     def on_error(exc: BaseException, i: int) -> None:
         died_note(exc, f"map items {slices[i].base + slices[i].lo}..{slices[i].base + slices[i].hi - 1}")
         events = getattr(exc, EVENTS_ATTR, None)
-        if observer is not None and isinstance(events, list):
-            replay(events, observer, exc)
+        if observer is not None and events is not None:
+            observer.replay(events)
 
     def on_result(result: Any, _i: int) -> Any:
         if observer is None:
             return result
         columns, events = result
-        replay(events, observer)
+        observer.replay(events)
         return columns
 
     return concat(gather(executor, remote_batch, calls, on_error, on_result=on_result))
@@ -115,7 +115,7 @@ def remote_batch(token: str, payload: bytes, items: Items) -> Any:
     """
     spec: RemoteMap = load(token, payload)
     core = _core.module(spec.core)
-    recorder = Recorder() if spec.observe else None
+    recorder = None if spec.observer is None else spec.observer.remote()  # one per task: tasks may share a process
     nodes = backend_for(spec.node_backend, "node", spec.max_workers)
     # Blocking loops await async nodes on one loop: this thread's own when the nodes run
     # here, a loop thread when node tasks (threads) may await at once.
@@ -130,14 +130,14 @@ def remote_batch(token: str, payload: bytes, items: Items) -> Any:
         if recorder is not None:
             # an exception that takes no attributes loses its events, never itself
             with contextlib.suppress(Exception):
-                setattr(exc, EVENTS_ATTR, recorder.events)
+                setattr(exc, EVENTS_ATTR, recorder.drain())
         raise
     finally:
         try:
             nodes.shutdown()
         finally:
             loop.close()
-    return columns if recorder is None else (columns, recorder.events)
+    return columns if recorder is None else (columns, recorder.drain())
 
 
 def _unpicklable(call: MapCall) -> list[str]:

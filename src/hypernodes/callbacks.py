@@ -1,0 +1,491 @@
+"""Callbacks: hooks that see a run or map as it happens, under every executor.
+
+``Pipeline(..., callbacks=[...])`` takes :class:`PipelineCallback` subclasses; each
+overrides the hooks it wants (all are no-ops by default; the names are the
+notebook-era API's). One call of a pipeline with callbacks gets one
+:class:`CallbackContext`; the hooks fire in this order::
+
+    run():  on_pipeline_start
+              on_node_start / on_node_end  (or on_node_cached, or on_error)   per node
+            on_pipeline_end                (on_pipeline_error instead when the call fails)
+
+    map():  on_pipeline_start, on_map_start(total)
+              on_map_item_start
+                on_node_start / on_node_end ...                               per node
+              on_map_item_end
+              on_map_items_done(count)                                        after each batch
+            on_map_end, on_pipeline_end
+
+Items may interleave with one another under a concurrent executor, but an item's
+node events come between its own start and end. A nested pipeline's events come
+between its node's ``on_node_start`` and ``on_node_end``, bracketed by
+``on_nested_pipeline_start`` / ``on_nested_pipeline_end``; it inherits its parent's
+callbacks. Ids are paths: the root pipeline's :attr:`~hypernodes.Pipeline.id`, and
+for a nested one ``<parent id>/<node name>``; a node's id is its name, prefixed by
+the nested nodes it runs inside (``inner/embed``).
+
+How it runs: the front door (:func:`run_observed`, :func:`map_observed`) fires the
+call-level hooks; a :class:`CallObserver` turns the cores' integer events (the
+``_events`` seam) into node and item hooks. Only what some callback overrides is
+reported: a map whose callbacks want neither node nor item hooks runs the plain
+batch loop, in chunks, and hears only ``items_done``. Hooks are never called from
+two threads at once (one lock per call), and always in the calling process: worker
+processes record hook calls (:meth:`CallObserver.remote`) and send them back with
+each slice's results.
+
+A hook that raises fails the call with its own exception, noted with the hook and
+the node or item; the call stops as it does for a failing node (nothing is left
+running) and ``on_error`` is not called for the callback's own exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ._graph import Plan
+from .errors import add_note
+
+if TYPE_CHECKING:
+    from ._call import MapCall, RunCall
+
+__all__ = ["CallObserver", "CallbackContext", "PipelineCallback", "current_scope", "map_observed", "run_observed"]
+
+
+class CallbackContext:
+    """State shared by the callbacks of one call (and of the nested pipelines it runs).
+
+    ``set``/``get`` pass values between callbacks; the hierarchy properties say
+    where the current event comes from. Two calls, even of one pipeline from two
+    threads, get two contexts.
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self._stack: list[str] = []
+
+    def set(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key`` for other callbacks to read."""
+        self.data[key] = value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key``, or ``default``."""
+        return self.data.get(key, default)
+
+    def push_pipeline(self, pipeline_id: str) -> None:
+        """Enter a pipeline (kept for the notebook-era API; hypernodes sets the place of each event itself)."""
+        self._stack.append(pipeline_id)
+
+    def pop_pipeline(self) -> str:
+        """Leave the current pipeline; returns its id (see :meth:`push_pipeline`)."""
+        return self._stack.pop()
+
+    @property
+    def current_pipeline_id(self) -> str | None:
+        """The id of the pipeline the current event belongs to (None outside a call)."""
+        return self._stack[-1] if self._stack else None
+
+    @property
+    def parent_pipeline_id(self) -> str | None:
+        """The id of the pipeline that runs the current one (None at the root)."""
+        return self._stack[-2] if len(self._stack) >= 2 else None
+
+    @property
+    def depth(self) -> int:
+        """0 in the root pipeline, 1 in a pipeline nested in it, and so on."""
+        return max(len(self._stack) - 1, 0)
+
+    @property
+    def hierarchy_path(self) -> list[str]:
+        """The pipeline ids from the root to the current one."""
+        return list(self._stack)
+
+    def get_pipeline_metadata(self, pipeline_id: str) -> dict[str, Any]:
+        """What is known of a pipeline of this call: ``name``, ``kind`` ("run" or "map"),
+        ``total_nodes``, ``node_ids`` and, for a map, ``total_items``."""
+        return dict(self.data.get(f"_pipeline_metadata:{pipeline_id}", {}))
+
+    def set_pipeline_metadata(self, pipeline_id: str, metadata: Mapping[str, Any]) -> None:
+        """Record a pipeline's metadata (done by hypernodes when the pipeline starts)."""
+        self.data[f"_pipeline_metadata:{pipeline_id}"] = dict(metadata)
+
+
+class PipelineCallback:
+    """Base class of callbacks: override any hook; the others cost nothing.
+
+    Two class attributes say what a callback needs, so that nothing else is paid for:
+
+    Attributes:
+        node_values: whether ``on_node_start``/``on_node_end`` need the values in
+            their ``inputs``/``outputs`` dicts. Under a process map the workers then
+            send every node's inputs and outputs back; with False (and no other
+            callback wanting them) the dicts there map each name to None.
+        node_events_in_maps: whether the node hooks fire for every item of a map
+            (False: only in ``run()``; a map then costs one call per batch).
+    """
+
+    node_values: ClassVar[bool] = True
+    node_events_in_maps: ClassVar[bool] = True
+
+    def on_pipeline_start(self, pipeline_id: str, inputs: dict[str, Any], ctx: CallbackContext) -> None:
+        """A run or map of ``pipeline_id`` starts with ``inputs``."""
+
+    def on_pipeline_end(self, pipeline_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
+        """It returned ``outputs`` after ``duration`` seconds."""
+
+    def on_pipeline_error(self, pipeline_id: str, error: BaseException, duration: float, ctx: CallbackContext) -> None:
+        """It failed (with ``error``, also Ctrl-C) instead; no ``on_pipeline_end`` follows."""
+
+    def on_node_start(self, node_id: str, inputs: dict[str, Any], ctx: CallbackContext) -> None:
+        """Node ``node_id`` is called with ``inputs`` (parameter name -> value)."""
+
+    def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
+        """It returned ``outputs`` (output name -> value) after ``duration`` seconds."""
+
+    def on_node_cached(self, node_id: str, signature: str, ctx: CallbackContext) -> None:
+        """Its outputs came from the cache (``signature`` names the entry) instead of a call."""
+
+    def on_error(self, node_id: str, error: BaseException, ctx: CallbackContext) -> None:
+        """Node ``node_id`` raised ``error``, which then fails the call."""
+
+    def on_nested_pipeline_start(self, parent_id: str, child_pipeline_id: str, ctx: CallbackContext) -> None:
+        """A nested pipeline starts inside ``parent_id``."""
+
+    def on_nested_pipeline_end(
+        self, parent_id: str, child_pipeline_id: str, duration: float, ctx: CallbackContext
+    ) -> None:
+        """The nested pipeline finished after ``duration`` seconds."""
+
+    def on_map_start(self, total_items: int, ctx: CallbackContext) -> None:
+        """A map of ``total_items`` items starts."""
+
+    def on_map_item_start(self, item_index: int, ctx: CallbackContext) -> None:
+        """Item ``item_index`` starts."""
+
+    def on_map_item_end(self, item_index: int, duration: float, ctx: CallbackContext) -> None:
+        """Item ``item_index`` finished after ``duration`` seconds."""
+
+    def on_map_item_cached(self, item_index: int, signature: str, ctx: CallbackContext) -> None:
+        """Item ``item_index`` came whole from the cache."""
+
+    def on_map_items_done(self, count: int, ctx: CallbackContext) -> None:
+        """``count`` more items finished (once per batch: progress at next to no cost)."""
+
+    def on_map_end(self, total_duration: float, ctx: CallbackContext) -> None:
+        """The map finished after ``total_duration`` seconds."""
+
+
+_NODE_HOOKS = ("on_node_start", "on_node_end", "on_node_cached")
+_ITEM_HOOKS = ("on_map_item_start", "on_map_item_end")
+
+
+def _overrides(callback: PipelineCallback, hook: str) -> bool:
+    return getattr(type(callback), hook, None) is not getattr(PipelineCallback, hook)
+
+
+def check_callbacks(callbacks: Any) -> tuple[PipelineCallback, ...]:
+    """``callbacks`` as a tuple, each a :class:`PipelineCallback` instance.
+
+    Raises:
+        TypeError: not a list of callbacks (a class instead of an instance, say).
+    """
+    if callbacks is None:
+        return ()
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks= takes a list of PipelineCallback instances, got {type(callbacks).__name__}.")
+    for cb in callbacks:
+        if isinstance(cb, type):
+            raise TypeError(f"callbacks= got the class {cb.__name__}; pass an instance: {cb.__name__}().")
+        if not isinstance(cb, PipelineCallback):
+            raise TypeError(f"callbacks= takes PipelineCallback instances, got {type(cb).__name__} {cb!r:.60}.")
+    return tuple(callbacks)
+
+
+class _Session:
+    """The callbacks and context of one top-level call, shared with its nested calls."""
+
+    def __init__(self, callbacks: Sequence[PipelineCallback]) -> None:
+        self.callbacks = tuple(callbacks)
+        self.ctx = CallbackContext()
+        self.lock = threading.RLock()  # hooks are never called from two threads at once
+
+    def including(self, more: Iterable[PipelineCallback]) -> _Session:
+        """This session, with a nested pipeline's own callbacks added (once each)."""
+        extra = [cb for cb in more if all(cb is not c for c in self.callbacks)]
+        if extra:
+            self.callbacks = (*self.callbacks, *extra)
+        return self
+
+    def emit(self, hook: str, *args: Any, path: tuple[str, ...], where: str = "") -> None:
+        with self.lock:
+            self.ctx._stack = list(path)  # under the lock: each hook sees its own event's place
+            for cb in self.callbacks:
+                if not _overrides(cb, hook):
+                    continue
+                try:
+                    getattr(cb, hook)(*args, self.ctx)
+                except Exception as exc:
+                    add_note(exc, f"hypernodes: raised by callback {type(cb).__name__}.{hook}{where}")
+                    with contextlib.suppress(Exception):
+                        setattr(exc, _FROM_CALLBACK, True)
+                    raise
+
+    def wants(self, hooks: Sequence[str], in_map: bool) -> bool:
+        return any(
+            _overrides(cb, h) and (not in_map or cb.node_events_in_maps or h not in _NODE_HOOKS)
+            for cb in self.callbacks
+            for h in hooks
+        )
+
+    def wants_values(self, in_map: bool) -> bool:
+        return any(
+            cb.node_values and (not in_map or cb.node_events_in_maps) and any(_overrides(cb, h) for h in _NODE_HOOKS)
+            for cb in self.callbacks
+        )
+
+
+# Marks an exception a hook raised: the loops report it as the node's error, but
+# on_error is for a node's own exceptions.
+_FROM_CALLBACK = "__hypernodes_from_callback__"
+
+
+class _Scope:
+    """Where a nested pipeline call happens: the session, the pipeline ids from the root
+    to the nested one, and the prefix of its nodes' ids."""
+
+    __slots__ = ("node_prefix", "path", "session")
+
+    def __init__(self, session: Any, path: tuple[str, ...], node_prefix: str) -> None:
+        self.session = session
+        self.path = path
+        self.node_prefix = node_prefix
+
+
+_SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("hypernodes_callback_scope", default=None)
+
+
+def current_scope() -> _Scope | None:
+    """The scope of the pipeline call the current thread is inside, if that call observes."""
+    return _SCOPE.get()
+
+
+def pipeline_id(name: str | None, node_names: Sequence[str]) -> str:
+    """A pipeline's id: its name, or one derived from its nodes' names (stable across runs)."""
+    if name:
+        return name
+    digest = hashlib.sha1("\0".join(node_names).encode()).hexdigest()[:8]
+    return f"pipeline-{digest}"
+
+
+class CallObserver:
+    """The cores' integer events of one pipeline call, as callback hooks (an ``_events.Observer``)."""
+
+    def __init__(
+        self,
+        session: Any,
+        path: tuple[str, ...],
+        node_prefix: str,
+        plan: Plan,
+        in_map: bool,
+        nested: frozenset[int] = frozenset(),
+    ) -> None:
+        self.session = session
+        self.path = path  # pipeline ids, root first; the last is this call's
+        self.node_prefix = node_prefix
+        self.in_map = in_map
+        self.names = plan.node_names
+        self.node_ids = tuple(node_prefix + n for n in plan.node_names)
+        self.params = tuple(n.parameters for n in plan.nodes)
+        self.outputs = tuple(n.outputs for n in plan.nodes)
+        self.unpack = plan.wiring.unpack
+        self.nested = nested  # plan indices of nested-pipeline nodes: they open a scope
+        self.node_events = bool(nested) or session.wants(_NODE_HOOKS, in_map)
+        self.item_events = in_map and session.wants(_ITEM_HOOKS, in_map)
+        self.values = session.wants_values(in_map)
+        self._tokens: dict[tuple[int, int, int], contextvars.Token[_Scope | None]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_tokens"] = {}
+        return state
+
+    # -- the _events.Observer interface -------------------------------------------
+
+    def item_start(self, item: int) -> None:
+        self.session.emit("on_map_item_start", item, path=self.path, where=f" (map item {item})")
+
+    def item_end(self, item: int, seconds: float) -> None:
+        self.session.emit("on_map_item_end", item, seconds, path=self.path, where=f" (map item {item})")
+
+    def items_done(self, count: int) -> None:
+        if self.in_map:
+            self.session.emit("on_map_items_done", count, path=self.path)
+
+    def node_start(self, node: int, item: int, args: tuple[Any, ...]) -> None:
+        if node in self.nested:  # the nested pipeline's call, made inside this node, observes too
+            child = _Scope(self.session, (*self.path, f"{self.path[-1]}/{self.names[node]}"), self.node_ids[node] + "/")
+            self._tokens[(node, item, threading.get_ident())] = _SCOPE.set(child)
+        inputs = dict(zip(self.params[node], args if self.values else (None,) * len(args)))
+        self.session.emit("on_node_start", self.node_ids[node], inputs, path=self.path, where=self._where(node, item))
+
+    def node_end(self, node: int, item: int, seconds: float, result: Any) -> None:
+        self._close_scope(node, item)
+        names = self.outputs[node]
+        if not self.values:
+            outputs: dict[str, Any] = dict.fromkeys(names)
+        elif self.unpack[node]:
+            outputs = dict(zip(names, result))
+        else:
+            outputs = {names[0]: result}
+        self.session.emit(
+            "on_node_end", self.node_ids[node], outputs, seconds, path=self.path, where=self._where(node, item)
+        )
+
+    def node_cached(self, node: int, item: int, result: Any) -> None:
+        self.session.emit("on_node_cached", self.node_ids[node], "", path=self.path, where=self._where(node, item))
+
+    def node_error(self, node: int, item: int, exc: BaseException) -> None:
+        self._close_scope(node, item)
+        if getattr(exc, _FROM_CALLBACK, False):
+            return
+        self.session.emit("on_error", self.node_ids[node], exc, path=self.path, where=self._where(node, item))
+
+    def remote(self) -> CallObserver:
+        """A twin that records hook calls in a worker process, to :meth:`replay` here."""
+        twin = CallObserver.__new__(CallObserver)
+        twin.__dict__.update(self.__getstate__())
+        twin.session = _Recording(self.session)
+        return twin
+
+    def drain(self) -> list[tuple[str, tuple[Any, ...], tuple[str, ...], str]]:
+        """The hook calls a :meth:`remote` twin recorded since the last drain."""
+        recording: _Recording = self.session
+        events, recording.events = recording.events, []
+        return events
+
+    def replay(self, events: list[tuple[str, tuple[Any, ...], tuple[str, ...], str]]) -> None:
+        """Deliver hook calls recorded in a worker process, in their order."""
+        for hook, args, path, where in events:
+            self.session.emit(hook, *args, path=path, where=where)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _where(self, node: int, item: int) -> str:
+        return f" (node `{self.node_ids[node]}`" + (f", map item {item})" if item >= 0 else ")")
+
+    def _close_scope(self, node: int, item: int) -> None:
+        if node in self.nested:
+            token = self._tokens.pop((node, item, threading.get_ident()), None)
+            if token is not None:
+                _SCOPE.reset(token)
+
+
+class _Recording:
+    """A session stand-in in a worker process: records hook calls instead of making them."""
+
+    def __init__(self, session: Any) -> None:
+        self.events: list[tuple[str, tuple[Any, ...], tuple[str, ...], str]] = []
+        # what the caller's callbacks want, as the nested calls in this worker ask for it
+        self.map_nodes: bool = session.wants(_NODE_HOOKS, True)
+        self.map_items: bool = session.wants(_ITEM_HOOKS, True)
+        self.map_values: bool = session.wants_values(True)
+        self.run_nodes: bool = session.wants(_NODE_HOOKS, False)
+        self.run_values: bool = session.wants_values(False)
+        self.ctx = None  # hooks are called in the caller's process, with its context
+
+    def emit(self, hook: str, *args: Any, path: tuple[str, ...], where: str = "") -> None:
+        self.events.append((hook, args, path, where))
+
+    def including(self, more: Iterable[PipelineCallback]) -> _Recording:
+        return self  # a nested pipeline's own callbacks stay in the parent process
+
+    def wants(self, hooks: Sequence[str], in_map: bool) -> bool:
+        if hooks == _ITEM_HOOKS:
+            return self.map_items
+        return self.map_nodes if in_map else self.run_nodes
+
+    def wants_values(self, in_map: bool) -> bool:
+        return self.map_values if in_map else self.run_values
+
+
+def _start(pipeline: Any, kind: str, plan: Plan, inputs: Mapping[str, Any] | None) -> tuple[Any, tuple[str, ...], str]:
+    """Open a call: its session, its pipeline path and its nodes' id prefix; fires the start hooks."""
+    scope = _SCOPE.get()
+    path: tuple[str, ...]
+    if scope is None:
+        session: Any = _Session(pipeline.callbacks)
+        path, prefix = (pipeline.id,), ""
+    else:
+        session = scope.session.including(pipeline.callbacks)
+        path, prefix = scope.path, scope.node_prefix
+    if session.ctx is not None:
+        metadata = {
+            "name": pipeline.name or path[-1],
+            "kind": kind,
+            "total_nodes": plan.n_nodes,
+            "node_ids": [prefix + n for n in plan.node_names],
+        }
+        with session.lock:
+            session.ctx.set_pipeline_metadata(path[-1], metadata)
+    if len(path) > 1:
+        session.emit("on_nested_pipeline_start", path[-2], path[-1], path=path)
+    session.emit("on_pipeline_start", path[-1], dict(inputs or {}), path=path)
+    return session, path, prefix
+
+
+def _finish(session: Any, path: tuple[str, ...], started: float, error: BaseException | None, outputs: Any) -> None:
+    duration = time.perf_counter() - started
+    if error is not None:
+        session.emit("on_pipeline_error", path[-1], error, duration, path=path)
+        return
+    session.emit("on_pipeline_end", path[-1], outputs, duration, path=path)
+    if len(path) > 1:
+        session.emit("on_nested_pipeline_end", path[-2], path[-1], duration, path=path)
+
+
+def _nested_nodes(plan: Plan) -> frozenset[int]:
+    return frozenset(k for k, n in enumerate(plan.nodes) if hasattr(n, "pipeline"))
+
+
+def run_observed(
+    pipeline: Any, run_call: Callable[[RunCall], dict[str, Any]], call: RunCall, inputs: Any
+) -> dict[str, Any]:
+    """``run_call(call)`` with the call-level hooks around it and an observer for the node hooks."""
+    session, path, prefix = _start(pipeline, "run", call.plan, inputs)
+    call.observer = CallObserver(session, path, prefix, call.plan, False, _nested_nodes(call.plan))
+    started = time.perf_counter()
+    try:
+        result = run_call(call)
+    except BaseException as exc:
+        _finish(session, path, started, exc, None)
+        raise
+    _finish(session, path, started, None, result)
+    return result
+
+
+def map_observed(
+    pipeline: Any, map_call: Callable[[MapCall], dict[str, list[Any]]], call: MapCall, inputs: Any
+) -> dict[str, list[Any]]:
+    """``map_call(call)`` with the call- and map-level hooks around it and an observer for the rest."""
+    session, path, prefix = _start(pipeline, "map", call.plan, inputs)
+    total = len(call.items)
+    if session.ctx is not None:
+        with session.lock:
+            metadata = session.ctx.get_pipeline_metadata(path[-1])
+            session.ctx.set_pipeline_metadata(path[-1], {**metadata, "total_items": total})
+    call.observer = CallObserver(session, path, prefix, call.plan, True, _nested_nodes(call.plan))
+    started = time.perf_counter()
+    try:
+        session.emit("on_map_start", total, path=path)
+        result = map_call(call)
+        session.emit("on_map_end", time.perf_counter() - started, path=path)
+    except BaseException as exc:
+        _finish(session, path, started, exc, None)
+        raise
+    _finish(session, path, started, None, result)
+    return result
