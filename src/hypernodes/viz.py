@@ -591,7 +591,7 @@ def to_dot(
     _check_orient(orient)
     _check_show_types(show_types)
     s = _resolve_style(style)
-    title = {"label": _html(f"<B>{_esc(graph.name)}</B>"), "labelloc": "t"} if graph.name else {}
+    title = {"label": _Html(f"<B>{_esc(graph.name)}</B>"), "labelloc": "t"} if graph.name else {}
     lines = [
         f"digraph {_quote(graph.name or 'pipeline')} {{",
         "  graph "
@@ -660,7 +660,7 @@ def _write_level(lines: list[str], graph: VizGraph, cluster: str, pad: str, show
             + "  graph "
             + _attrs(
                 id=c.id,
-                label=_html(_table(rows, s)),
+                label=_Html(_table(rows, s)),
                 style="rounded,filled,dashed" if c.map_over else "rounded,filled",
                 fillcolor=s.cluster_fill,
                 color=border,
@@ -680,7 +680,7 @@ def _node_attrs(n: VizNode, show_types: bool, s: GraphvizStyle) -> str:
         rounded = "rounded," if s.input_shape == "box" else ""
         return _attrs(
             id=n.id,
-            label=_html(label),
+            label=_Html(label),
             shape=s.input_shape,
             style=f"{rounded}filled{dashed}",
             fillcolor=s.input_fill,
@@ -709,7 +709,7 @@ def _node_attrs(n: VizNode, show_types: bool, s: GraphvizStyle) -> str:
     rounded = "rounded," if s.node_shape == "box" else ""
     return _attrs(
         id=n.id,
-        label=_html(_table(head, s, ports)),
+        label=_Html(_table(head, s, ports)),
         shape=s.node_shape,
         style=f"{rounded}filled",
         fillcolor=fill,
@@ -749,10 +749,6 @@ class _Html(str):
     """An HTML-like label: written between ``<`` and ``>``, not quoted."""
 
     __slots__ = ()
-
-
-def _html(text: str) -> _Html:
-    return _Html(text)
 
 
 def _quote(text: str) -> str:
