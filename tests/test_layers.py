@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes",),
     ("hypernodes.telemetry",),
     ("hypernodes.pipeline",),
-    ("hypernodes.callbacks",),
+    ("hypernodes.callbacks", "hypernodes.viz"),
     ("hypernodes.engine",),
     ("hypernodes._run",),
     ("hypernodes.executors",),

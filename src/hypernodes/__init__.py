@@ -6,6 +6,8 @@ Write plain functions for one item, wire them by parameter name into a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .engine import HypernodesEngine
 from .errors import (
     ArgumentTypeError,
@@ -23,13 +25,31 @@ from .errors import (
 from .node import Node, node
 from .pipeline import Pipeline, PipelineNode
 
+if TYPE_CHECKING:  # for type checkers only; at run time __getattr__ loads them
+    from .viz import DESIGN_STYLES, GraphvizStyle, build_graph, visualize
+
 __version__ = "0.1.0"
 
+# Loaded on first use, not here: pictures are optional, and `import hypernodes` must
+# not pay for viz.py or import graphviz.
+_LAZY_VIZ = ("DESIGN_STYLES", "GraphvizStyle", "build_graph", "visualize")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_VIZ:
+        from . import viz
+
+        return getattr(viz, name)
+    raise AttributeError(f"module 'hypernodes' has no attribute {name!r}")
+
+
 __all__ = [
+    "DESIGN_STYLES",
     "ArgumentTypeError",
     "CycleError",
     "DuplicateOutputError",
     "ExecutorSpecError",
+    "GraphvizStyle",
     "HypernodesEngine",
     "HypernodesError",
     "InputError",
@@ -42,5 +62,7 @@ __all__ = [
     "PipelineNode",
     "UnknownOutputError",
     "__version__",
+    "build_graph",
     "node",
+    "visualize",
 ]

@@ -239,6 +239,36 @@ class Pipeline:
         """
         return PipelineNode(self, input_mapping, output_mapping, map_over, map_mode, name)
 
+    def visualize(
+        self,
+        filename: Any = None,
+        orient: str = "TB",
+        depth: int | None = 1,
+        show_types: bool = False,
+        style: Any = "default",
+    ) -> Any:
+        """Draw this pipeline; see :func:`hypernodes.viz.visualize` for what the picture shows.
+
+        Args:
+            filename: also write the picture there (.svg, .png, .pdf, or .dot).
+            orient: "TB", "LR", "BT" or "RL".
+            depth: 1 draws nested pipelines as one box; higher expands that many levels; None all.
+            show_types: also show parameter and return annotations.
+            style: a name in ``hypernodes.DESIGN_STYLES`` or a ``GraphvizStyle``.
+
+        Returns:
+            A ``hypernodes.viz.Diagram``: ``.source`` is the DOT text; it shows as SVG in
+            Jupyter. (``filename``, ``style`` and the result are typed loosely here so this
+            module need not import viz; :func:`hypernodes.viz.visualize` has the exact types.)
+
+        Raises:
+            ArgumentTypeError, VizSpecError: a bad argument. GraphvizNotFoundError:
+                ``filename`` needs rendering and ``graphviz`` or ``dot`` is missing.
+        """
+        from .viz import visualize  # lazy: pictures are optional, and graphviz must not load with hypernodes
+
+        return visualize(self, filename, orient=orient, depth=depth, show_types=show_types, style=style)
+
 
 class _NestedCall:
     """The function of a :class:`PipelineNode`: runs (or maps) the inner pipeline."""

@@ -1,0 +1,932 @@
+"""Pictures of a pipeline: :func:`visualize` and the DOT text behind it.
+
+Two steps, each testable alone::
+
+    build_graph(pipeline, depth)        -> VizGraph   plain data: nodes, edges, clusters
+    to_dot(graph, orient, types, style) -> str        DOT text, written here
+
+The DOT text is byte-identical across runs for the same pipeline: everything is
+emitted in declaration order, ids are built from names (never ``id()``), and no set
+is iterated. Only rendering (SVG, PNG, PDF) needs the optional ``graphviz`` package
+and Graphviz's ``dot`` program; both load on the first render, so ``import
+hypernodes``, ``.source`` and ``.dot`` files work without them.
+"""
+
+from __future__ import annotations
+
+import html
+import inspect
+import os
+import re
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeGuard
+
+from .errors import ArgumentTypeError, HypernodesError
+from .node import Node
+
+
+class _PipelineLike(Protocol):
+    """What a picture reads of a pipeline (viz sits below ``pipeline.py`` and imports nothing of it)."""
+
+    name: str | None
+    nodes: tuple[Node, ...]
+
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
+
+
+class _NestedLike(Node):
+    """What a picture reads of a nested pipeline's node (see ``pipeline.PipelineNode``)."""
+
+    pipeline: _PipelineLike
+    _spec: tuple[dict[str, str], dict[str, str], Any, str, str]
+
+
+def _is_nested(member: Node) -> TypeGuard[_NestedLike]:
+    return getattr(member, "pipeline", None) is not None and hasattr(member, "_spec")
+
+
+def _is_pipeline(obj: Any) -> TypeGuard[_PipelineLike]:
+    return isinstance(getattr(obj, "nodes", None), tuple) and callable(getattr(obj, "as_node", None))
+
+
+__all__ = [
+    "DESIGN_STYLES",
+    "Diagram",
+    "GraphvizNotFoundError",
+    "GraphvizStyle",
+    "VizCluster",
+    "VizEdge",
+    "VizGraph",
+    "VizNode",
+    "VizPort",
+    "VizSpecError",
+    "build_graph",
+    "to_dot",
+    "visualize",
+]
+
+ORIENTS = ("TB", "LR", "BT", "RL")
+FORMATS = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot"}
+
+
+# The two error classes live here rather than in errors.py: only this module raises
+# them, and keeping them here keeps viz.py a leaf the rest of the package never imports.
+class VizSpecError(HypernodesError, ValueError):
+    """An argument of :func:`visualize` has a value it does not allow (orient, depth, style, suffix)."""
+
+
+class GraphvizNotFoundError(HypernodesError, ImportError):
+    """Rendering needs the ``graphviz`` package or the ``dot`` program, and one is missing."""
+
+
+@dataclass(frozen=True)
+class GraphvizStyle:
+    """Colours, fonts and shapes of a picture. Colours are any Graphviz colour
+    (``"#4a6fa5"``, ``"lightgrey"``); ``background`` may be ``"transparent"``."""
+
+    font: str = "Helvetica"
+    font_size: float = 11.0
+    font_color: str = "#1f2933"
+    muted_color: str = "#616e7c"  # types, defaults, edge labels and markers
+    background: str = "white"
+    node_shape: str = "box"
+    node_fill: str = "#e8f0fb"
+    node_border: str = "#4a6fa5"
+    input_shape: str = "box"
+    input_fill: str = "#fdf6e3"
+    input_border: str = "#b58900"
+    pipeline_fill: str = "#eef6ee"  # a nested pipeline drawn as one box
+    pipeline_border: str = "#3f7f4f"
+    cluster_fill: str = "#f7faf7"  # a nested pipeline drawn expanded
+    cluster_border: str = "#3f7f4f"
+    async_color: str = "#8e44ad"
+    map_color: str = "#c0392b"
+    edge_color: str = "#7b8794"
+    pen_width: float = 1.2
+
+
+DESIGN_STYLES: dict[str, GraphvizStyle] = {
+    "default": GraphvizStyle(),
+    "dark": GraphvizStyle(
+        font_color="#e6e6e6",
+        muted_color="#a0a8b0",
+        background="#1e1e1e",
+        node_fill="#2b3a55",
+        node_border="#7aa2f7",
+        input_fill="#3b3222",
+        input_border="#e0af68",
+        pipeline_fill="#233a2c",
+        pipeline_border="#9ece6a",
+        cluster_fill="#25282e",
+        cluster_border="#9ece6a",
+        async_color="#bb9af7",
+        map_color="#f7768e",
+        edge_color="#8a93a0",
+    ),
+    # black on white, for print: kinds differ by shape and line, not by colour
+    "mono": GraphvizStyle(
+        font="Courier",
+        font_color="black",
+        muted_color="#555555",
+        node_fill="white",
+        node_border="black",
+        input_shape="ellipse",
+        input_fill="white",
+        input_border="black",
+        pipeline_fill="#eeeeee",
+        pipeline_border="black",
+        cluster_fill="white",
+        cluster_border="black",
+        async_color="black",
+        map_color="black",
+        edge_color="black",
+    ),
+}
+
+
+# -- the picture as data ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VizPort:
+    """One value a box produces: one row of the box, and where its edges start.
+
+    Attributes:
+        name: the name nodes downstream read.
+        inner: the name inside a nested pipeline it is renamed from; "" if not renamed.
+        type: its annotation as text; "" if none.
+    """
+
+    name: str
+    inner: str = ""
+    type: str = ""
+
+
+@dataclass(frozen=True)
+class VizNode:
+    """One box.
+
+    Attributes:
+        id: a stable id built from names (the DOT node id and the SVG element id).
+        kind: "input", "node", or "pipeline" (a nested pipeline drawn as one box).
+        name: the input's or node's name.
+        cluster: id of the expanded nested pipeline it sits in; "" at top level.
+        type: an input's annotation (from the nodes reading it); "" if none.
+        default: an input's default value(s) as text; None when it is required.
+        params: a node's parameters as ``(name, annotation)``.
+        outputs: a node's outputs, one port each (a tuple output has several).
+        returns: a return annotation that does not split over several outputs.
+        is_async: the node's function is ``async``.
+        map_over: a nested pipeline's ``map_over`` (outer names); () if not mapped.
+        map_mode: "zip" or "product" when mapped; "" otherwise.
+    """
+
+    id: str
+    kind: str
+    name: str
+    cluster: str = ""
+    type: str = ""
+    default: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    outputs: tuple[VizPort, ...] = ()
+    returns: str = ""
+    is_async: bool = False
+    map_over: tuple[str, ...] = ()
+    map_mode: str = ""
+
+
+@dataclass(frozen=True)
+class VizEdge:
+    """A value going from one box to the node that reads it.
+
+    Attributes:
+        source: id of the producing box (an input or a node).
+        port: the output name at the source (the port it leaves from); "" from an input.
+        target: id of the reading node.
+        names: the value's names from source to target; several when a nested
+            pipeline renames it on the way (``("doc", "text")``).
+        mapped: the value is a list that a nested pipeline maps over, item by item.
+    """
+
+    source: str
+    port: str
+    target: str
+    names: tuple[str, ...]
+    mapped: bool = False
+
+
+@dataclass(frozen=True)
+class VizCluster:
+    """A nested pipeline drawn expanded, as a box around its own nodes.
+
+    Attributes:
+        id: a stable id starting with "cluster".
+        name: the nested pipeline's node name.
+        parent: id of the enclosing cluster; "" at top level.
+        renamed: its output renames as ``(inner, outer)``.
+        map_over: its ``map_over`` (outer names); () if not mapped.
+        map_mode: "zip" or "product" when mapped; "" otherwise.
+    """
+
+    id: str
+    name: str
+    parent: str = ""
+    renamed: tuple[tuple[str, str], ...] = ()
+    map_over: tuple[str, ...] = ()
+    map_mode: str = ""
+
+
+@dataclass(frozen=True)
+class VizGraph:
+    """The whole picture, as data: what :func:`to_dot` draws. Every tuple is in declaration order."""
+
+    name: str
+    nodes: tuple[VizNode, ...]
+    edges: tuple[VizEdge, ...]
+    clusters: tuple[VizCluster, ...]
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where a name's value comes from, as seen by the nodes that read it."""
+
+    box: str
+    port: str
+    names: tuple[str, ...]
+    mapped: bool = False
+
+
+def build_graph(pipeline: _PipelineLike, depth: int | None = 1) -> VizGraph:
+    """The picture of ``pipeline`` as plain data (nodes, edges, clusters).
+
+    Args:
+        pipeline: the pipeline to draw.
+        depth: how many levels are drawn: 1 draws each nested pipeline as one box,
+            2 expands the nested pipelines of the top level (theirs stay boxes), and
+            so on; None expands every level.
+
+    Returns:
+        A :class:`VizGraph`.
+
+    Raises:
+        ArgumentTypeError: ``pipeline`` is not a Pipeline, or ``depth`` is not an int or None.
+        VizSpecError: ``depth`` is below 1.
+    """
+    if not _is_pipeline(pipeline):
+        raise ArgumentTypeError(f"build_graph() draws a Pipeline, got {type(pipeline).__name__} {pipeline!r:.60}.")
+    _check_depth(depth)
+    builder = _Builder(depth)
+    scope = builder.place(pipeline, prefix="", cluster="", level=1, fed=())
+    builder.wire(scope, {})
+    return VizGraph(pipeline.name or "", tuple(builder.nodes), tuple(builder.edges), tuple(builder.clusters))
+
+
+@dataclass
+class _Scope:
+    """One drawn level: its members, and where each name it produces comes from."""
+
+    members: list[tuple[Node, str, _Scope | None]]  # (member, its box id or cluster id, inner scope if expanded)
+    produced: dict[str, _Source]  # own outputs and inputs drawn as boxes here
+
+
+class _Builder:
+    """Collects the boxes and edges of a pipeline and of the nested ones it expands.
+
+    Two passes, because members may be listed in any order (a reader before its
+    producer): :meth:`place` makes every box, :meth:`wire` then draws the edges.
+    """
+
+    def __init__(self, depth: int | None) -> None:
+        self.depth = depth
+        self.nodes: list[VizNode] = []
+        self.edges: list[VizEdge] = []
+        self.clusters: list[VizCluster] = []
+
+    def place(self, pipeline: _PipelineLike, prefix: str, cluster: str, level: int, fed: tuple[str, ...]) -> _Scope:
+        """Add the boxes of ``pipeline``; ``fed`` names the inputs an outer level provides."""
+        scope = _Scope([], {})
+        names = [n.name for n in pipeline.nodes]
+        for i, member in enumerate(pipeline.nodes):
+            # node names need not be unique; the declaration index tells twins apart
+            key = prefix + (member.name if names.count(member.name) == 1 else f"{member.name}~{i}")
+            if _is_nested(member) and (self.depth is None or level < self.depth):
+                _, renames, map_over, map_mode, _ = member._spec
+                cluster_id = f"cluster:{key}"
+                self.clusters.append(
+                    VizCluster(
+                        cluster_id,
+                        member.name,
+                        cluster,
+                        tuple((inner, outer) for inner, outer in renames.items() if inner != outer),
+                        _names(map_over),
+                        map_mode if map_over is not None else "",
+                    )
+                )
+                fed_inner = tuple(_inner_input(member, p) for p in member.parameters)
+                inner = self.place(member.pipeline, f"{key}/", cluster_id, level + 1, fed_inner)
+                scope.members.append((member, cluster_id, inner))
+                for inner_name, outer_name in renames.items():
+                    src = inner.produced[inner_name]
+                    scope.produced[outer_name] = _Source(src.box, src.port, _chain(src.names, outer_name))
+            else:
+                node_id = f"node:{key}"
+                self.nodes.append(_node_box(member, node_id, cluster))
+                scope.members.append((member, node_id, None))
+                for out in member.outputs:
+                    scope.produced[out] = _Source(node_id, out, (out,))
+        for name in pipeline.inputs:
+            if name not in fed:
+                input_id = f"input:{prefix}{name}"
+                type_, default = _input_type(pipeline, name), _default_text(pipeline, name)
+                self.nodes.append(VizNode(input_id, "input", name, cluster, type_, default))
+                scope.produced[name] = _Source(input_id, "", (name,))
+        return scope
+
+    def wire(self, scope: _Scope, fed: Mapping[str, _Source]) -> None:
+        """Add the edges of a placed level; ``fed`` says where the inputs from outside come from."""
+        sources = {**scope.produced, **fed}
+        for member, box, inner in scope.members:
+            mapped = _names(member._spec[2]) if _is_nested(member) else ()
+            if inner is not None:
+                assert _is_nested(member)  # only nested pipelines expand
+                inner_fed = {}
+                for outer in member.parameters:
+                    src = sources[outer]
+                    name = _inner_input(member, outer)
+                    inner_fed[name] = _Source(src.box, src.port, _chain(src.names, name), src.mapped or outer in mapped)
+                self.wire(inner, inner_fed)
+                continue
+            for param in member.parameters:
+                src = sources[param]
+                names = _chain(src.names, _inner_input(member, param))
+                self.edges.append(VizEdge(src.box, src.port, box, names, src.mapped or param in mapped))
+
+
+# -- what the boxes say ------------------------------------------------------------------
+
+
+def _names(spec: str | typing.Sequence[str] | None) -> tuple[str, ...]:
+    if spec is None:
+        return ()
+    return (spec,) if isinstance(spec, str) else tuple(spec)
+
+
+def _chain(names: tuple[str, ...], nxt: str) -> tuple[str, ...]:
+    return names if names[-1] == nxt else (*names, nxt)
+
+
+def _inner_input(member: Node, outer: str) -> str:
+    """The name inside a nested pipeline of its (outer) parameter ``outer``."""
+    if not _is_nested(member):
+        return outer
+    input_mapping: dict[str, str] = member._spec[0]  # {outer: inner}
+    return input_mapping.get(outer, outer)
+
+
+def _inner_output(member: _NestedLike, outer: str) -> str:
+    for inner, out in member._spec[1].items():  # {inner: outer}
+        if out == outer:
+            return str(inner)
+    return outer
+
+
+def _format_annotation(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return ""
+    text = annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+    return re.sub(r"\b(?:typing|builtins)\.", "", text)
+
+
+def _signature(member: Node) -> inspect.Signature | None:
+    try:
+        return inspect.signature(member.func)
+    except (TypeError, ValueError):  # a builtin without a signature; the node read it another way
+        return None
+
+
+def _param_type(member: Node, param: str) -> str:
+    if _is_nested(member):
+        return _input_type(member.pipeline, _inner_input(member, param))
+    sig = _signature(member)
+    if sig is None or param not in sig.parameters:
+        return ""
+    return _format_annotation(sig.parameters[param].annotation)
+
+
+def _input_type(pipeline: _PipelineLike, name: str) -> str:
+    """The annotation of input ``name``: the first one among the nodes that read it."""
+    for member in pipeline.nodes:
+        if name in member.parameters:
+            found = _param_type(member, name)
+            if found:
+                return found
+    return ""
+
+
+def _output_types(member: Node) -> tuple[tuple[str, ...], str]:
+    """Per-output annotations of ``member``, and its return annotation when it does not split over them."""
+    n = len(member.outputs)
+    if _is_nested(member):
+        return tuple(_produced_type(member.pipeline, _inner_output(member, o)) for o in member.outputs), ""
+    sig = _signature(member)
+    if sig is None or sig.return_annotation is inspect.Signature.empty:
+        return ("",) * n, ""
+    annotation = sig.return_annotation
+    if n == 1:
+        return (_format_annotation(annotation),), ""
+    parts = _tuple_parts(annotation)
+    if parts is not None and len(parts) == n:
+        return parts, ""
+    return ("",) * n, _format_annotation(annotation)
+
+
+def _tuple_parts(annotation: Any) -> tuple[str, ...] | None:
+    """``tuple[int, str]`` (an object or, under postponed annotations, a string) as ``("int", "str")``."""
+    if isinstance(annotation, str):
+        match = re.fullmatch(r"\s*(?:typing\.)?[Tt]uple\[(.*)\]\s*", annotation)
+        if match is None:
+            return None
+        parts, depth, start = [], 0, 0
+        body = match.group(1)
+        for i, char in enumerate(body):
+            if char in "[(":
+                depth += 1
+            elif char in "])":
+                depth -= 1
+            elif char == "," and depth == 0:
+                parts.append(body[start:i])
+                start = i + 1
+        parts.append(body[start:])
+        found = tuple(_format_annotation(p.strip()) for p in parts)
+        return None if "..." in found else found
+    if typing.get_origin(annotation) is not tuple:
+        return None
+    args = typing.get_args(annotation)
+    return None if Ellipsis in args else tuple(_format_annotation(a) for a in args)
+
+
+def _produced_type(pipeline: _PipelineLike, name: str) -> str:
+    for member in pipeline.nodes:
+        if name in member.outputs:
+            return _output_types(member)[0][member.outputs.index(name)]
+    return ""
+
+
+def _node_box(member: Node, node_id: str, cluster: str) -> VizNode:
+    types, returns = _output_types(member)
+    ports = []
+    for out, type_ in zip(member.outputs, types):
+        inner = _inner_output(member, out) if _is_nested(member) else out
+        ports.append(VizPort(out, inner if inner != out else "", type_))
+    params = tuple((p, _param_type(member, p)) for p in member.parameters)
+    if not _is_nested(member):
+        return VizNode(
+            node_id,
+            "node",
+            member.name,
+            cluster,
+            params=params,
+            outputs=tuple(ports),
+            returns=returns,
+            is_async=member.is_async,
+        )
+    _, _, map_over, map_mode, _ = member._spec
+    mapped = _names(map_over)
+    return VizNode(
+        node_id,
+        "pipeline",
+        member.name,
+        cluster,
+        params=params,
+        outputs=tuple(ports),
+        map_over=mapped,
+        map_mode=map_mode if mapped else "",
+    )
+
+
+def _default_text(pipeline: _PipelineLike, name: str) -> str | None:
+    """Input ``name``'s default as text (" | "-joined if readers differ); None if some reader requires it."""
+    shown: dict[str, None] = {}  # an ordered set: the text must not depend on hash order
+    for member in pipeline.nodes:
+        if name not in member.parameters:
+            continue
+        if name not in member.defaults:
+            return None
+        if _is_nested(member):
+            inner = _default_text(member.pipeline, _inner_input(member, name))
+            if inner is None:
+                return None
+            shown[inner] = None
+        else:
+            shown[_short_repr(member.defaults[name])] = None
+    return " | ".join(shown) if shown else None
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a user's broken __repr__ must not break the picture
+        text = f"<{type(value).__name__}>"
+    # memory addresses ("<object at 0x7f...>") change from run to run
+    text = re.sub(r" at 0x[0-9A-Fa-f]+", "", text)
+    return text if len(text) <= 32 else text[:31] + "…"
+
+
+# -- checks --------------------------------------------------------------------------
+
+
+def _check_depth(depth: Any) -> None:
+    if depth is None:
+        return
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise ArgumentTypeError(
+            f"depth must be an int (1: nested pipelines as boxes) or None (all levels); got {depth!r}."
+        )
+    if depth < 1:
+        raise VizSpecError(f"depth must be 1 or more (1: only the top level) or None (every level); got {depth}.")
+
+
+def _check_orient(orient: Any) -> None:
+    if orient not in ORIENTS or not isinstance(orient, str):
+        raise VizSpecError(
+            f"orient must be one of {', '.join(map(repr, ORIENTS))} (top to bottom, left to right, bottom to top, "
+            f"right to left); got {orient!r}."
+        )
+
+
+def _check_show_types(show_types: Any) -> None:
+    if not isinstance(show_types, bool):
+        raise ArgumentTypeError(f"show_types must be True or False, got {type(show_types).__name__} {show_types!r}.")
+
+
+def _resolve_style(style: Any) -> GraphvizStyle:
+    if isinstance(style, GraphvizStyle):
+        return style
+    if isinstance(style, str):
+        found = DESIGN_STYLES.get(style)
+        if found is None:
+            raise VizSpecError(
+                f"Unknown style {style!r}; named styles: {', '.join(map(repr, DESIGN_STYLES))}, "
+                "or pass a GraphvizStyle(...)."
+            )
+        return found
+    raise ArgumentTypeError(
+        f"style must be a name in DESIGN_STYLES or a GraphvizStyle, got {type(style).__name__} {style!r:.60}."
+    )
+
+
+def _format_of(filename: Any) -> str:
+    if not isinstance(filename, (str, os.PathLike)):
+        raise ArgumentTypeError(f"filename must be a str or a path, got {type(filename).__name__} {filename!r:.60}.")
+    suffix = Path(filename).suffix.lower()
+    if suffix not in FORMATS:
+        raise VizSpecError(
+            f"filename {os.fspath(filename)!r} ends in {suffix or 'no suffix'!r}; the suffix picks the format: "
+            f"{', '.join(FORMATS)}."
+        )
+    return FORMATS[suffix]
+
+
+# -- DOT text ------------------------------------------------------------------------
+
+
+def to_dot(
+    graph: VizGraph, orient: str = "TB", show_types: bool = False, style: str | GraphvizStyle = "default"
+) -> str:
+    """The DOT text of a picture; the same graph and arguments always give the same bytes.
+
+    Args:
+        graph: what :func:`build_graph` returned.
+        orient: the direction of flow: "TB" (top to bottom), "LR", "BT" or "RL".
+        show_types: also write each node's parameter annotations, each value's
+            annotation and the inputs' types.
+        style: a name in :data:`DESIGN_STYLES` or a :class:`GraphvizStyle`.
+
+    Returns:
+        DOT source text ending in a newline.
+
+    Raises:
+        VizSpecError: ``orient`` or the style name is not one allowed.
+        ArgumentTypeError: ``show_types`` is not a bool or ``style`` of the wrong type.
+    """
+    _check_orient(orient)
+    _check_show_types(show_types)
+    s = _resolve_style(style)
+    title = {"label": _Html(f"<B>{_esc(graph.name)}</B>"), "labelloc": "t"} if graph.name else {}
+    lines = [
+        f"digraph {_quote(graph.name or 'pipeline')} {{",
+        "  graph "
+        + _attrs(
+            rankdir=orient,
+            bgcolor=s.background,
+            fontname=s.font,
+            fontsize=_num(s.font_size + 2),
+            fontcolor=s.font_color,
+            nodesep="0.3",
+            ranksep="0.4",
+            **title,
+        ),
+        "  node "
+        + _attrs(
+            fontname=s.font,
+            fontsize=_num(s.font_size),
+            fontcolor=s.font_color,
+            margin="0.08,0.04",
+            penwidth=_num(s.pen_width),
+        ),
+        "  edge "
+        + _attrs(
+            color=s.edge_color,
+            fontname=s.font,
+            fontsize=_num(s.font_size - 2),
+            fontcolor=s.muted_color,
+            arrowsize="0.7",
+            penwidth=_num(s.pen_width),
+        ),
+    ]
+    _write_level(lines, graph, "", "  ", show_types, s)
+    for e in graph.edges:
+        tail = _quote(e.source) + (f":{_quote('out_' + e.port)}" if e.port else "")
+        attrs = {"id": f"edge:{e.source}:{e.port}->{e.target}"}
+        # A value keeps its name along an edge unless a nested pipeline renames it;
+        # the port it leaves from already names it, so only renames need a label.
+        label = " → ".join(e.names) if len(e.names) > 1 else ""
+        if e.mapped:
+            attrs.update(
+                label=f"map over {label or e.names[0]}",
+                color=s.map_color,
+                fontcolor=s.map_color,
+                penwidth=_num(2 * s.pen_width),
+            )
+        elif label:
+            attrs["label"] = label
+        lines.append(f"  {tail} -> {_quote(e.target)} " + _attrs(**attrs))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_level(lines: list[str], graph: VizGraph, cluster: str, pad: str, show_types: bool, s: GraphvizStyle) -> None:
+    lines.extend(pad + _quote(n.id) + " " + _node_attrs(n, show_types, s) for n in graph.nodes if n.cluster == cluster)
+    for c in graph.clusters:
+        if c.parent != cluster:
+            continue
+        rows = [f"<B>{_esc(c.name)}</B>", _muted("pipeline", s)]
+        if c.map_over:
+            rows.append(_font(f"map over {', '.join(c.map_over)} ({c.map_mode})", s.map_color, s.font_size - 1))
+        rows += [_muted(f"out: {inner} → {outer}", s) for inner, outer in c.renamed]
+        border = s.map_color if c.map_over else s.cluster_border
+        lines.append(f"{pad}subgraph {_quote(c.id)} {{")
+        lines.append(
+            pad
+            + "  graph "
+            + _attrs(
+                id=c.id,
+                label=_Html(_table(rows, s)),
+                style="rounded,filled,dashed" if c.map_over else "rounded,filled",
+                fillcolor=s.cluster_fill,
+                color=border,
+                penwidth=_num(s.pen_width * (2 if c.map_over else 1)),
+            )
+        )
+        _write_level(lines, graph, c.id, pad + "  ", show_types, s)
+        lines.append(pad + "}")
+
+
+def _node_attrs(n: VizNode, show_types: bool, s: GraphvizStyle) -> str:
+    if n.kind == "input":
+        text = _esc(n.name)
+        extra = (f": {n.type}" if show_types and n.type else "") + (f" = {n.default}" if n.default is not None else "")
+        label = text + (_muted(extra, s) if extra else "")
+        dashed = ",dashed" if n.default is not None else ""  # optional inputs: a dashed outline as well as "= value"
+        rounded = "rounded," if s.input_shape == "box" else ""
+        return _attrs(
+            id=n.id,
+            label=_Html(label),
+            shape=s.input_shape,
+            style=f"{rounded}filled{dashed}",
+            fillcolor=s.input_fill,
+            color=s.input_border,
+        )
+    head = [f"<B>{_esc(n.name)}</B>"]
+    if n.is_async:
+        head.append(_font("async", s.async_color))
+    if n.kind == "pipeline":
+        head.append(_muted("pipeline", s))
+    if n.map_over:
+        head.append(_font(f"map over {', '.join(n.map_over)} ({n.map_mode})", s.map_color, s.font_size - 1))
+    if show_types:
+        head += [_muted(f"{p}: {t}" if t else p, s) for p, t in n.params]
+    ports = []
+    for p in n.outputs:
+        text = f"{p.inner} → {p.name}" if p.inner else p.name
+        text += f": {p.type}" if show_types and p.type else ""
+        ports.append((p.name, _esc(text)))
+    if show_types and n.returns:
+        ports.append(("", _muted(f"-> {n.returns}", s)))
+    if n.kind == "pipeline":
+        fill, border, peripheries = s.pipeline_fill, s.map_color if n.map_over else s.pipeline_border, "2"
+    else:
+        fill, border, peripheries = s.node_fill, s.async_color if n.is_async else s.node_border, "1"
+    rounded = "rounded," if s.node_shape == "box" else ""
+    return _attrs(
+        id=n.id,
+        label=_Html(_table(head, s, ports)),
+        shape=s.node_shape,
+        style=f"{rounded}filled",
+        fillcolor=fill,
+        color=border,
+        peripheries=peripheries,
+        penwidth=_num(s.pen_width * (2 if n.is_async or n.map_over else 1)),
+    )
+
+
+def _table(rows: list[str], s: GraphvizStyle, ports: list[tuple[str, str]] | None = None) -> str:
+    """An HTML-like label: centred heading rows, then one left-aligned row per output (its port)."""
+    out = ['<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">']
+    out += [f"<TR><TD>{row}</TD></TR>" for row in rows]
+    if ports:
+        out.append("<HR/>")
+        for port, text in ports:
+            attr = f' PORT="{_esc("out_" + port)}"' if port else ""
+            out.append(f'<TR><TD ALIGN="LEFT"{attr}>{text}</TD></TR>')
+    out.append("</TABLE>")
+    return "".join(out)
+
+
+def _font(text: str, color: str, size: float | None = None) -> str:
+    size_attr = f' POINT-SIZE="{_num(size)}"' if size is not None else ""
+    return f'<FONT COLOR="{_esc(color)}"{size_attr}>{_esc(text)}</FONT>'
+
+
+def _muted(text: str, s: GraphvizStyle) -> str:
+    return _font(text, s.muted_color, s.font_size - 1)
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+class _Html(str):
+    """An HTML-like label: written between ``<`` and ``>``, not quoted."""
+
+    __slots__ = ()
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _attrs(**attrs: str) -> str:
+    # keyword order is the order written: part of what keeps the text byte-stable
+    parts = [f"{k}=<{v}>" if isinstance(v, _Html) else f"{k}={_quote(v)}" for k, v in attrs.items()]
+    return "[" + ", ".join(parts) + "]"
+
+
+# -- rendering -----------------------------------------------------------------------
+
+
+_INSTALL = (
+    "Rendering a picture needs the `graphviz` Python package and Graphviz's `dot` program; {missing}. "
+    "Install the package with `pip install 'hypernodes[viz]'` and the program from your system's packages "
+    "(e.g. `apt-get install graphviz`, `brew install graphviz` or `conda install graphviz`). "
+    "Without them `.source` still gives the DOT text, and filename='picture.dot' writes it."
+)
+
+
+def _render(source: str, fmt: str) -> bytes:
+    # Imported here, not at the top: graphviz is an optional extra, and `.source`
+    # and `.dot` files must work without it.
+    try:
+        import graphviz
+    except ImportError as exc:
+        raise GraphvizNotFoundError(_INSTALL.format(missing="the `graphviz` package is not installed")) from exc
+    try:
+        data: bytes = graphviz.pipe("dot", fmt, source.encode("utf-8"))
+    except graphviz.ExecutableNotFound as exc:
+        raise GraphvizNotFoundError(_INSTALL.format(missing="the `dot` program is not on PATH")) from exc
+    return data
+
+
+class Diagram:
+    """A pipeline's picture: its DOT text, rendered on demand.
+
+    Shows inline in Jupyter (as SVG). Rendering needs ``hypernodes[viz]`` and the
+    ``dot`` program; ``source`` and ``graph`` do not.
+
+    Attributes:
+        source: the DOT text.
+        graph: the :class:`VizGraph` it was written from.
+    """
+
+    __slots__ = ("_svg", "graph", "source")
+
+    def __init__(self, source: str, graph: VizGraph) -> None:
+        self.source = source
+        self.graph = graph
+        self._svg: str | None = None
+
+    def pipe(self, format: str = "svg") -> bytes:
+        """The picture rendered by ``dot``.
+
+        Args:
+            format: "svg", "png" or "pdf" (or "dot": the DOT text itself).
+
+        Returns:
+            The file's bytes.
+
+        Raises:
+            VizSpecError: ``format`` is not one of those.
+            GraphvizNotFoundError: the ``graphviz`` package or the ``dot`` program is missing.
+        """
+        if format not in FORMATS.values():
+            raise VizSpecError(f"format must be one of {', '.join(map(repr, FORMATS.values()))}; got {format!r}.")
+        if format == "dot":
+            return self.source.encode("utf-8")
+        return _render(self.source, format)
+
+    def svg(self) -> str:
+        """The picture as SVG text (rendered once, then kept).
+
+        Raises:
+            GraphvizNotFoundError: the ``graphviz`` package or the ``dot`` program is missing.
+        """
+        if self._svg is None:
+            self._svg = self.pipe("svg").decode("utf-8")
+        return self._svg
+
+    def save(self, filename: str | os.PathLike[str]) -> Path:
+        """Write the picture; the suffix picks the format (.svg, .png, .pdf, or .dot for the DOT text).
+
+        Returns:
+            The path written.
+
+        Raises:
+            VizSpecError: the suffix is not one of those.
+            GraphvizNotFoundError: rendering is needed (not .dot) and ``graphviz`` or ``dot`` is missing.
+        """
+        path = Path(filename)
+        path.write_bytes(self.pipe(_format_of(filename)))
+        return path
+
+    def _repr_svg_(self) -> str:
+        return self.svg()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"image/svg+xml": self.svg(), "text/plain": repr(self)}
+
+    def __repr__(self) -> str:
+        g = self.graph
+        return f"<Diagram {g.name!r}: {len(g.nodes)} boxes, {len(g.edges)} edges, {len(g.clusters)} clusters>"
+
+
+def visualize(
+    pipeline: _PipelineLike,
+    filename: str | os.PathLike[str] | None = None,
+    orient: str = "TB",
+    depth: int | None = 1,
+    show_types: bool = False,
+    style: str | GraphvizStyle = "default",
+) -> Diagram:
+    """Draw ``pipeline``: its inputs (defaults shown as ``k = 2``), its nodes with their
+    outputs (one row each), the values flowing between them, and nested pipelines.
+
+    Args:
+        pipeline: the pipeline to draw.
+        filename: also write the picture there; the suffix picks the format:
+            .svg, .png, .pdf, or .dot (the DOT text, which needs no Graphviz).
+        orient: "TB" (top to bottom), "LR" (left to right), "BT" or "RL".
+        depth: 1 draws each nested pipeline as one box (its renames on its rows
+            and edges); 2 expands those of the top level into frames around their
+            own nodes, and so on; None expands every level.
+        show_types: also show each node's parameter annotations, each output's
+            return annotation and each input's type.
+        style: a name in :data:`DESIGN_STYLES` ("default", "dark", "mono") or a
+            :class:`GraphvizStyle`.
+
+    Returns:
+        A :class:`Diagram`: ``.source`` is the DOT text; it shows as SVG in Jupyter.
+
+    Raises:
+        ArgumentTypeError: an argument has the wrong type.
+        VizSpecError: ``orient``, ``depth``, the style name or the suffix is not one allowed.
+        GraphvizNotFoundError: ``filename`` needs rendering and ``graphviz`` or ``dot`` is missing.
+    """
+    # every argument is checked before anything is drawn or written
+    if filename is not None:
+        _format_of(filename)
+    _check_orient(orient)
+    _check_show_types(show_types)
+    _resolve_style(style)
+    graph = build_graph(pipeline, depth)
+    diagram = Diagram(to_dot(graph, orient, show_types, style), graph)
+    if filename is not None:
+        diagram.save(filename)
+    return diagram
