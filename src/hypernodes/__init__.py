@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .callbacks import CallbackContext, PipelineCallback
 from .engine import HypernodesEngine
 from .errors import (
     ArgumentTypeError,
@@ -46,6 +47,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DESIGN_STYLES",
     "ArgumentTypeError",
+    "CallbackContext",
     "CycleError",
     "DuplicateOutputError",
     "ExecutorSpecError",
@@ -59,6 +61,7 @@ __all__ = [
     "NodeDefinitionError",
     "OutputArityError",
     "Pipeline",
+    "PipelineCallback",
     "PipelineNode",
     "UnknownOutputError",
     "__version__",

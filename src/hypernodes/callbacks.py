@@ -266,12 +266,13 @@ class _Scope:
         self.node_prefix = node_prefix
 
 
-_SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("hypernodes_callback_scope", default=None)
+SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("hypernodes_callback_scope", default=None)
+"""Set while a nested pipeline's node runs inside an observed call: its own call then observes too."""
 
 
 def current_scope() -> _Scope | None:
     """The scope of the pipeline call the current thread is inside, if that call observes."""
-    return _SCOPE.get()
+    return SCOPE.get()
 
 
 def pipeline_id(name: str | None, node_names: Sequence[str]) -> str:
@@ -329,7 +330,7 @@ class CallObserver:
     def node_start(self, node: int, item: int, args: tuple[Any, ...]) -> None:
         if node in self.nested:  # the nested pipeline's call, made inside this node, observes too
             child = _Scope(self.session, (*self.path, f"{self.path[-1]}/{self.names[node]}"), self.node_ids[node] + "/")
-            self._tokens[(node, item, threading.get_ident())] = _SCOPE.set(child)
+            self._tokens[(node, item, threading.get_ident())] = SCOPE.set(child)
         inputs = dict(zip(self.params[node], args if self.values else (None,) * len(args)))
         self.session.emit("on_node_start", self.node_ids[node], inputs, path=self.path, where=self._where(node, item))
 
@@ -382,7 +383,7 @@ class CallObserver:
         if node in self.nested:
             token = self._tokens.pop((node, item, threading.get_ident()), None)
             if token is not None:
-                _SCOPE.reset(token)
+                SCOPE.reset(token)
 
 
 class _Recording:
@@ -415,7 +416,7 @@ class _Recording:
 
 def _start(pipeline: Any, kind: str, plan: Plan, inputs: Mapping[str, Any] | None) -> tuple[Any, tuple[str, ...], str]:
     """Open a call: its session, its pipeline path and its nodes' id prefix; fires the start hooks."""
-    scope = _SCOPE.get()
+    scope = SCOPE.get()
     path: tuple[str, ...]
     if scope is None:
         session: Any = _Session(pipeline.callbacks)

@@ -171,7 +171,13 @@ class HypernodesEngine:
             The errors of :meth:`Pipeline.run`, before any node runs; then the
             first exception a node raises (noted with the node's name).
         """
-        return self.run_call(prepare_run(pipeline.plans, inputs, output_name))
+        call = prepare_run(pipeline.plans, inputs, output_name)
+        try:
+            run_one(self._runtime, call)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        return call.results()
 
     def map(
         self,
@@ -194,7 +200,13 @@ class HypernodesEngine:
             The errors of :meth:`Pipeline.map`, before any node runs; then the
             first exception an item raises (noted with the node and item index).
         """
-        return self.map_call(prepare_map(pipeline.plans, inputs, map_over, map_mode, output_name))
+        call = prepare_map(pipeline.plans, inputs, map_over, map_mode, output_name)
+        try:
+            columns = run_map(self._runtime, call)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        return call.results(columns)
 
     def run_call(self, call: RunCall) -> dict[str, Any]:
         """Execute a prepared ``run()`` call (``_call.prepare_run``, which may add an observer and a lookup)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
 from ._graph import Graph, build_graph, ticks
-from .callbacks import PipelineCallback, check_callbacks, current_scope, map_observed, pipeline_id, run_observed
+from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
 from .engine import HypernodesEngine, default_engine
 from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError
 from .node import Node
@@ -153,9 +153,6 @@ class Pipeline:
         label = f" {self.name!r}" if self.name else ""
         return f"<Pipeline{label}: {len(self.nodes)} nodes, inputs {list(self.inputs)} -> outputs {list(self.outputs)}>"
 
-    def _engine(self) -> HypernodesEngine:
-        return self.engine if self.engine is not None else default_engine()
-
     # -- public calls -----------------------------------------------------------
 
     def run(
@@ -176,10 +173,12 @@ class Pipeline:
                 before any node runs.
             Whatever a node raises, with a note naming the node.
         """
-        engine = self._engine()
+        engine = self.engine if self.engine is not None else default_engine()
+        if not self.callbacks and SCOPE.get() is None:  # nothing observes this call
+            return engine.run(self, inputs, output_name)
         run_call = getattr(engine, "run_call", None)
-        if run_call is None or (not self.callbacks and current_scope() is None):
-            return engine.run(self, inputs, output_name)  # nothing observes (or an engine of another kind)
+        if run_call is None:  # an engine of another kind runs the call its own way, unobserved
+            return engine.run(self, inputs, output_name)
         return run_observed(self, run_call, prepare_run(self.plans, inputs, output_name), inputs)
 
     def map(
@@ -207,9 +206,11 @@ class Pipeline:
                 any node runs. Whatever a node raises, with a
                 note naming the node and the item index.
         """
-        engine = self._engine()
+        engine = self.engine if self.engine is not None else default_engine()
+        if not self.callbacks and SCOPE.get() is None:
+            return engine.map(self, inputs, map_over, map_mode, output_name)
         map_call = getattr(engine, "map_call", None)
-        if map_call is None or (not self.callbacks and current_scope() is None):
+        if map_call is None:
             return engine.map(self, inputs, map_over, map_mode, output_name)
         call = prepare_map(self.plans, inputs, map_over, map_mode, output_name)
         return map_observed(self, map_call, call, inputs)

@@ -1,0 +1,275 @@
+"""Callbacks users add: progress bars (:class:`ProgressCallback`) and a timing summary (:class:`TimingCallback`).
+
+``ProgressCallback`` draws tqdm bars: one per map (items done of total, rate, ETA),
+one per ``run()`` (nodes done), nested pipelines' bars below their parent's. It
+picks the bar by where the output goes: the notebook widget in Jupyter, the text
+bar in a terminal, and when the output is not a terminal (CI, a log file) a plain
+line every ``log_interval`` seconds instead of thousands of redraws. A map advances
+its bar once per batch (``on_map_items_done``), so a million tiny items cost a few
+hundred updates, not a million. tqdm is the optional extra ``hypernodes[progress]``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from .callbacks import CallbackContext, PipelineCallback
+
+__all__ = ["NodeTiming", "ProgressCallback", "TimingCallback"]
+
+_INSTALL = "ProgressCallback draws its bars with tqdm, which is not installed: pip install 'hypernodes[progress]'"
+
+
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel that can show widgets."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if isatty is not None else False
+    except ValueError:  # a closed stream
+        return False
+
+
+class ProgressCallback(PipelineCallback):
+    """Progress bars for maps (items) and runs (nodes), nested pipelines included.
+
+    Bars of a call that fails are closed (showing where they stopped); bars of nested
+    pipelines inside a map's items are transient (``leave=False``).
+    """
+
+    node_values = False  # bars need no values: process maps send none back for them
+    node_events_in_maps = False  # a map's bar counts items, per batch
+
+    def __init__(
+        self,
+        file: IO[str] | None = None,
+        *,
+        mode: str = "auto",
+        log_interval: float = 5.0,
+        enable: bool = True,
+    ) -> None:
+        """Args:
+            file: where text bars go (default: ``sys.stderr``).
+            mode: "auto" (notebook widget in Jupyter, text bar on a terminal, log lines
+                otherwise), or one of "notebook", "terminal", "log".
+            log_interval: seconds between lines in "log" mode.
+            enable: False draws nothing (a switch for scripts).
+
+        Raises:
+            ImportError: tqdm is not installed (the message says what to install).
+            ValueError: an unknown ``mode`` or a ``log_interval`` that is not positive.
+        """
+        if mode not in ("auto", "notebook", "terminal", "log"):
+            raise ValueError(f"ProgressCallback(mode={mode!r}): allowed are 'auto', 'notebook', 'terminal', 'log'.")
+        if not log_interval > 0:
+            raise ValueError(f"ProgressCallback(log_interval={log_interval!r}) must be a positive number of seconds.")
+        try:
+            import tqdm  # noqa: F401
+        except ImportError:
+            raise ImportError(_INSTALL) from None
+        self.file = file
+        self.mode = mode
+        self.log_interval = log_interval
+        self.enable = enable
+
+    # -- bars -----------------------------------------------------------------------
+
+    def _kind(self) -> str:
+        if self.mode != "auto":
+            return self.mode
+        if self.file is None and _in_notebook():
+            return "notebook"
+        return "terminal" if _is_terminal(self.file or sys.stderr) else "log"
+
+    def _open(self, ctx: CallbackContext, total: int, unit: str) -> Any:
+        pid = ctx.current_pipeline_id or ""
+        meta = ctx.get_pipeline_metadata(pid)
+        depth = ctx.depth
+        inside_map = any(ctx.get_pipeline_metadata(p).get("kind") == "map" for p in ctx.hierarchy_path[:-1])
+        options: dict[str, Any] = {
+            "total": total,
+            "desc": ("  " * depth) + str(meta.get("name", pid)),
+            "unit": unit,
+            "leave": not inside_map,
+            "disable": not self.enable,
+        }
+        kind = self._kind()
+        if kind == "notebook":
+            bar = _bar_class("notebook")(**options)
+        elif kind == "terminal":
+            bar = _bar_class("terminal")(file=self.file or sys.stderr, mininterval=0.1, dynamic_ncols=True, **options)
+        else:
+            bar = _bar_class("log")(file=self.file or sys.stderr, mininterval=self.log_interval, ncols=100, **options)
+        ctx.set(_key(pid), bar)
+        return bar
+
+    def _close(self, ctx: CallbackContext, pipeline_id: str) -> None:
+        bar = ctx.get(_key(pipeline_id))
+        if bar is not None:
+            ctx.set(_key(pipeline_id), None)
+            bar.close()
+
+    # -- hooks ----------------------------------------------------------------------
+
+    def on_map_start(self, total_items: int, ctx: CallbackContext) -> None:
+        self._open(ctx, total_items, "item")
+
+    def on_map_items_done(self, count: int, ctx: CallbackContext) -> None:
+        bar = ctx.get(_key(ctx.current_pipeline_id or ""))
+        if bar is not None:
+            bar.update(count)
+
+    def on_map_end(self, total_duration: float, ctx: CallbackContext) -> None:
+        self._close(ctx, ctx.current_pipeline_id or "")
+
+    def on_pipeline_start(self, pipeline_id: str, inputs: dict[str, Any], ctx: CallbackContext) -> None:
+        meta = ctx.get_pipeline_metadata(pipeline_id)
+        inside_map = any(ctx.get_pipeline_metadata(p).get("kind") == "map" for p in ctx.hierarchy_path[:-1])
+        if meta.get("kind") == "run" and not inside_map:  # one bar per item of a map would be noise
+            self._open(ctx, int(meta.get("total_nodes", 0)), "node")
+
+    def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
+        self._advance_run(node_id, ctx)
+
+    def on_node_cached(self, node_id: str, signature: str, ctx: CallbackContext) -> None:
+        self._advance_run(node_id, ctx)
+
+    def _advance_run(self, node_id: str, ctx: CallbackContext) -> None:
+        pid = ctx.current_pipeline_id or ""
+        if ctx.get_pipeline_metadata(pid).get("kind") != "run":
+            return
+        bar = ctx.get(_key(pid))
+        if bar is not None:
+            bar.set_postfix_str(node_id, refresh=False)
+            bar.update(1)
+
+    def on_pipeline_end(self, pipeline_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
+        self._close(ctx, pipeline_id)
+
+    def on_pipeline_error(self, pipeline_id: str, error: BaseException, duration: float, ctx: CallbackContext) -> None:
+        self._close(ctx, pipeline_id)
+
+
+def _key(pipeline_id: str) -> str:
+    return f"hypernodes.progress:{pipeline_id}"
+
+
+_BARS: dict[str, type] = {}
+
+
+def _bar_class(kind: str) -> type:
+    """The tqdm class for ``kind`` ("notebook", "terminal", "log"), made once tqdm is imported.
+
+    Each has ``monitor_interval = 0``: tqdm's monitor thread (which tunes how often slow
+    bars redraw) would otherwise outlive the call; our bars are updated per batch anyway.
+    """
+    found = _BARS.get(kind)
+    if found is not None:
+        return found
+    if kind == "notebook":
+        from tqdm.notebook import tqdm as base
+    else:
+        from tqdm import tqdm as base
+
+    class Bar(base):  # type: ignore[misc]
+        monitor_interval = 0
+
+    made: type = Bar
+    if kind == "log":
+
+        class LogBar(Bar):
+            """A bar that writes a whole new line per refresh, for logs (no carriage returns)."""
+
+            def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+                text = self.__str__() if msg is None else msg
+                if text.strip():
+                    self.fp.write(text + "\n")
+                    self.fp.flush()
+                return True
+
+        made = LogBar
+    _BARS[kind] = made
+    return made
+
+
+@dataclass(frozen=True)
+class NodeTiming:
+    """One node's calls and time, summed over the calls a :class:`TimingCallback` saw."""
+
+    node_id: str
+    calls: int
+    total: float
+    max: float
+    cached: int
+
+    @property
+    def mean(self) -> float:
+        """Seconds per call (0 without calls)."""
+        return self.total / self.calls if self.calls else 0.0
+
+
+class TimingCallback(PipelineCallback):
+    """Per node: calls, total, mean and slowest time, across every run and map item it sees.
+
+    ``timings`` is the summary (node id -> :class:`NodeTiming`, slowest total first);
+    ``report()`` formats it as a table; ``reset()`` starts over. Under a process map
+    the durations are measured in the workers and sent back.
+    """
+
+    node_values = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # one callback may serve calls in several threads
+        self._stats: dict[str, list[float]] = {}  # node id -> [calls, total, max, cached]
+
+    def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
+        with self._lock:
+            stats = self._stats.setdefault(node_id, [0, 0.0, 0.0, 0])
+            stats[0] += 1
+            stats[1] += duration
+            stats[2] = max(stats[2], duration)
+
+    def on_node_cached(self, node_id: str, signature: str, ctx: CallbackContext) -> None:
+        with self._lock:
+            self._stats.setdefault(node_id, [0, 0.0, 0.0, 0])[3] += 1
+
+    @property
+    def timings(self) -> dict[str, NodeTiming]:
+        """node id -> its timing, the node with the largest total first."""
+        with self._lock:
+            rows = [NodeTiming(k, int(c), t, m, int(h)) for k, (c, t, m, h) in self._stats.items()]
+        rows.sort(key=lambda r: -r.total)
+        return {r.node_id: r for r in rows}
+
+    def report(self, fmt: Callable[[float], str] = lambda s: f"{s * 1e3:.3f} ms") -> str:
+        """The timings as a text table: node, calls, total, mean, max, cached."""
+        rows = list(self.timings.values())
+        head = ("node", "calls", "total", "mean", "max", "cached")
+        body = [(r.node_id, str(r.calls), fmt(r.total), fmt(r.mean), fmt(r.max), str(r.cached)) for r in rows]
+        widths = [max(len(x) for x in col) for col in zip(head, *body)]
+        lines = [
+            "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths)))
+            for row in (head, *body)
+        ]
+        return os.linesep.join(lines)
+
+    def reset(self) -> None:
+        """Forget what was timed so far."""
+        with self._lock:
+            self._stats.clear()
