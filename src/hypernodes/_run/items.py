@@ -60,7 +60,8 @@ def run_items(
 
         if stop is None and observer is None:
             return run(items)
-        return _run_chunked(run, items, stop)
+        # Progress alone needs no quick stop: chunks may grow past MAX_CHUNK, to CHUNK_S.
+        return _run_chunked(run, items, stop, MAX_CHUNK if stop is not None else len(items))
     result_slots = runner.steps.result_slots
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in result_slots]
@@ -83,7 +84,7 @@ def run_items(
 
 
 def _run_chunked(
-    run: Callable[[Items], list[list[Any]]], items: Items, stop: threading.Event | None
+    run: Callable[[Items], list[list[Any]]], items: Items, stop: threading.Event | None, max_chunk: int = MAX_CHUNK
 ) -> list[list[Any]] | None:
     # The first chunk is one item; each next one is sized from the last one's pace to take
     # about CHUNK_S, growing at most 16x a step and to MAX_CHUNK items (an unusually fast
@@ -100,7 +101,7 @@ def _run_chunked(
         started = time.perf_counter()
         parts.append(run(items.between(i, j)))
         elapsed = time.perf_counter() - started
-        size = max(1, min(16 * size, MAX_CHUNK, int(size * CHUNK_S / elapsed) if elapsed > 0 else MAX_CHUNK))
+        size = max(1, min(16 * size, max_chunk, int(size * CHUNK_S / elapsed) if elapsed > 0 else max_chunk))
         i = j
     return concat(parts) if parts else run(items)
 
