@@ -21,7 +21,7 @@ __all__ = ["FuncTable", "Runtime", "run_map", "run_one"]
 def run_one(runtime: Runtime, call: RunCall) -> None:
     """Run the nodes of ``call`` once, filling ``call.values``."""
     plan = call.plan
-    funcs = runtime.funcs(plan)
+    funcs = runtime.funcs(plan) if plan.has_async else plan.funcs  # the table is plan.funcs without async nodes
     runner = (
         None
         if runtime.nodes.inline
