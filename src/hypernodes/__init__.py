@@ -20,6 +20,7 @@ from .errors import (
     MissingInputError,
     NodeDefinitionError,
     OutputArityError,
+    RemoteError,
     UnknownOutputError,
 )
 from .node import Node, node
@@ -60,6 +61,7 @@ __all__ = [
     "OutputArityError",
     "Pipeline",
     "PipelineNode",
+    "RemoteError",
     "UnknownOutputError",
     "__version__",
     "build_graph",

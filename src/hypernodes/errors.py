@@ -24,6 +24,7 @@ __all__ = [
     "MissingInputError",
     "NodeDefinitionError",
     "OutputArityError",
+    "RemoteError",
     "UnknownOutputError",
     "add_note",
     "note_node",
@@ -88,6 +89,34 @@ class ExecutorSpecError(HypernodesError, ValueError, TypeError):
 
 class OutputArityError(HypernodesError, ValueError):
     """A node with a tuple ``output_name`` returned something that does not unpack into it."""
+
+
+class RemoteError(HypernodesError):
+    """Stands in for an exception raised in a worker process that cannot be rebuilt here.
+
+    Pickle rebuilds an exception by calling its class with ``exc.args``; an exception
+    whose ``__init__`` requires more than that (many HTTP and API client errors do)
+    cannot make the trip back, and neither can one holding an unpicklable attribute.
+    The worker then sends this instead, with what can travel: the original's type
+    name, message, traceback text and notes (which node and item raised it).
+
+    Attributes:
+        type_name: the original exception's qualified type name (``module.QualName``).
+        message: ``str()`` of the original exception.
+        remote_traceback: the original's traceback as formatted in the worker.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(type_name, message, remote_traceback)
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return (
+            f"{self.type_name}: {self.message} (raised in a worker process; pickle cannot rebuild that exception "
+            "here, so this stands in for it; its traceback is in .remote_traceback)"
+        )
 
 
 if sys.version_info >= (3, 11):

@@ -14,6 +14,7 @@ loops) where a node is called, its outputs stored and its error noted.
 from __future__ import annotations
 
 import inspect
+import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from functools import partial
@@ -160,7 +161,7 @@ class NodeRunner:
         else:
             name = self.steps.names[k]
             try:
-                result = future.result()
+                result = pickle.loads(future.result())  # remote_node pickled it
                 store(self.steps, k, result, values)
             except BrokenExecutor as exc:
                 died_note(exc, f"node `{name}`" + (f", map item {item}" if item >= 0 else ""))

@@ -1,0 +1,188 @@
+"""What a new user hit (issue 15): errors lost at the process boundary, silent wrong results.
+
+Process-level behaviour that needs a ``__main__`` module or a real signal runs a small
+script in a fresh interpreter (on the core under test, through HYPERNODES_NO_EXTENSIONS).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from hypernodes import HypernodesEngine, Pipeline, RemoteError, node
+from hypernodes.callbacks import CallbackContext, PipelineCallback
+
+SCRIPT_TIMEOUT_S = 120
+
+
+class ApiError(Exception):
+    """Like many HTTP and LLM client errors: ``__init__`` needs more than the message."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Rebuildable(Exception):
+    """An exception pickle can rebuild from its args."""
+
+
+def _fails_on_one(x: int) -> int:
+    if x == 1:
+        raise ApiError("service unavailable", 503)
+    return x
+
+
+def _rebuildable_on_one(x: int) -> int:
+    if x == 1:
+        raise Rebuildable("plain")
+    return x
+
+
+def _lock_on_two(x: int) -> tuple[int, Any]:
+    return x, threading.Lock() if x == 2 else x
+
+
+def _run_script(source: str, core: ModuleType, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HYPERNODES_NO_EXTENSIONS": "1" if core.IMPLEMENTATION == "python" else "0"}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source), *args],
+        capture_output=True,
+        text=True,
+        timeout=SCRIPT_TIMEOUT_S,
+        env=env,
+    )
+
+
+# -- exceptions pickle cannot rebuild ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["map_executor", "node_executor"])
+def test_an_exception_pickle_cannot_rebuild_arrives_as_a_remote_error(level: str) -> None:
+    """An exception whose __init__ needs extra arguments, raised in a "parallel" worker, arrives as a
+    RemoteError keeping its type name, message, traceback text and the node and item notes; no
+    "worker died" note, and the pool keeps working."""
+    pipeline_nodes = [node(_fails_on_one, output_name="y"), node(lambda y: y, output_name="z")]
+    with HypernodesEngine(**{level: "parallel"}, max_workers=2) as engine:
+        pipeline = Pipeline(pipeline_nodes, backend=engine)
+        with pytest.raises(RemoteError) as info:
+            pipeline.map({"x": [0, 1, 2]}, "x")
+        exc = info.value
+        assert exc.type_name == f"{__name__}.ApiError"
+        assert exc.message == "service unavailable"
+        assert str(exc).startswith(f"{__name__}.ApiError: service unavailable")
+        assert "_fails_on_one" in exc.remote_traceback
+        assert "ApiError: service unavailable" in exc.remote_traceback
+        notes = getattr(exc, "__notes__", [])
+        assert "hypernodes: raised in node `_fails_on_one`, map item 1" in notes
+        assert not any("died" in n for n in notes)
+        assert pipeline.map({"x": [0, 2]}, "x") == {"y": [0, 2], "z": [0, 2]}
+
+
+def test_an_exception_pickle_can_rebuild_keeps_its_type() -> None:
+    """A rebuildable exception from a "parallel" worker arrives as its own type, noted."""
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        with pytest.raises(Rebuildable, match="plain") as info:
+            Pipeline([node(_rebuildable_on_one, output_name="y")], backend=engine).map({"x": [0, 1, 2]}, "x")
+        assert "hypernodes: raised in node `_rebuildable_on_one`, map item 1" in info.value.__notes__
+
+
+MAIN_EXCEPTIONS = """
+import sys
+from hypernodes import HypernodesEngine, Pipeline, RemoteError, node
+from hypernodes.callbacks import CallbackContext, PipelineCallback
+
+class ApiError(Exception):
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+class Plain(Exception):
+    pass
+
+def item(x, kind):
+    if x == 1:
+        raise ApiError("quota", 429) if kind == "api" else Plain("plain")
+    return x
+
+with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+    pipeline = Pipeline([node(item, output_name="y")], backend=engine)
+    for kind in ("api", "plain"):
+        try:
+            pipeline.map({"x": [0, 1, 2], "kind": kind}, "x")
+        except RemoteError as exc:
+            print("remote", exc.type_name, exc.message, exc.__notes__[-1], "died" in str(exc.__notes__))
+        except Plain as exc:
+            print("plain", exc, exc.__notes__[-1])
+"""
+
+
+def test_exceptions_defined_in_main_cross_the_process_boundary(core: ModuleType) -> None:
+    """In a script, a __main__ exception pickle cannot rebuild arrives as a RemoteError naming
+    __main__.ApiError and item 1; a rebuildable __main__ exception arrives as its own class."""
+    out = _run_script(MAIN_EXCEPTIONS, core)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "remote __main__.ApiError quota hypernodes: raised in node `item`, map item 1 False",
+        "plain plain hypernodes: raised in node `item`, map item 1",
+    ]
+    assert "Traceback" not in out.stderr, out.stderr
+
+
+class _Errors(PipelineCallback):
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, BaseException]] = []
+
+    def on_error(self, node_id: str, error: BaseException, ctx: CallbackContext) -> None:
+        self.errors.append((node_id, error))
+
+
+def test_a_remote_error_reaches_the_callbacks_as_the_caller_gets_it() -> None:
+    """With a callback on a "parallel" map (its events travel back with the failed slice, holding the
+    error), the exception pickle cannot rebuild still arrives as a RemoteError, not a broken pool, and
+    on_error hears that very RemoteError."""
+    errors = _Errors()
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        pipeline = Pipeline([node(_fails_on_one, output_name="y")], backend=engine, callbacks=[errors])
+        with pytest.raises(RemoteError) as info:
+            pipeline.map({"x": [0, 1, 2]}, "x")
+    assert not any("died" in n for n in info.value.__notes__)
+    assert [(name, type(error)) for name, error in errors.errors] == [("_fails_on_one", RemoteError)]
+    assert errors.errors[0][1] is info.value
+
+
+# -- outputs that cannot be pickled ------------------------------------------------------------
+
+
+def test_an_unpicklable_output_of_a_process_map_is_named() -> None:
+    """A lock returned by a node in a "parallel" map fails naming the output, the node and the item,
+    with what to do; restricting output_name to picklable outputs works."""
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        pipeline = Pipeline([node(_lock_on_two, output_name=("v", "w"))], backend=engine)
+        with pytest.raises(TypeError, match="pickle") as info:
+            pipeline.map({"x": [0, 1, 2, 3]}, "x")
+        (note,) = [n for n in info.value.__notes__ if "cannot be pickled" in n]
+        assert "output `w` of node `_lock_on_two`, map item 2" in note
+        assert "return plain data" in note
+        assert "output_name" in note
+        assert pipeline.map({"x": [0, 1, 2, 3]}, "x", output_name="v") == {"v": [0, 1, 2, 3]}
+
+
+def test_an_unpicklable_output_of_a_process_node_is_named() -> None:
+    """A lock returned by a node on node_executor="parallel" fails naming the output and the node."""
+    with HypernodesEngine(node_executor="parallel", max_workers=2) as engine:
+        pipeline = Pipeline(
+            [node(_lock_on_two, output_name=("v", "w")), node(lambda w: 1, output_name="u")], backend=engine
+        )
+        with pytest.raises(TypeError, match="pickle") as info:
+            pipeline.run({"x": 2})
+        notes = info.value.__notes__
+        assert any("output `w` of node `_lock_on_two` cannot be pickled" in n for n in notes)
+        assert "hypernodes: raised in node `_lock_on_two`" in notes
