@@ -7,6 +7,7 @@ script in a fresh interpreter (on the core under test, through HYPERNODES_NO_EXT
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -50,14 +51,17 @@ def _lock_on_two(x: int) -> tuple[int, Any]:
     return x, threading.Lock() if x == 2 else x
 
 
+def _script_env(core: ModuleType) -> dict[str, str]:
+    return {**os.environ, "HYPERNODES_NO_EXTENSIONS": "1" if core.IMPLEMENTATION == "python" else "0"}
+
+
 def _run_script(source: str, core: ModuleType, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HYPERNODES_NO_EXTENSIONS": "1" if core.IMPLEMENTATION == "python" else "0"}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(source), *args],
         capture_output=True,
         text=True,
         timeout=SCRIPT_TIMEOUT_S,
-        env=env,
+        env=_script_env(core),
     )
 
 
@@ -186,3 +190,60 @@ def test_an_unpicklable_output_of_a_process_node_is_named() -> None:
         notes = info.value.__notes__
         assert any("output `w` of node `_lock_on_two` cannot be pickled" in n for n in notes)
         assert "hypernodes: raised in node `_lock_on_two`" in notes
+
+
+# -- Ctrl-C and sys.exit() in a process map ----------------------------------------------------
+
+INTERRUPTED_MAP = """
+import sys, time
+from hypernodes import HypernodesEngine, Pipeline, node
+
+def item(x, exit_at):
+    if x == exit_at:
+        sys.exit(3)
+    time.sleep(0.2)
+    return x
+
+engine = HypernodesEngine(map_executor="parallel", max_workers=2)  # a script that never shuts it down
+pipeline = Pipeline([node(item, output_name="y")], backend=engine)
+pipeline.map({"x": [0, 1], "exit_at": -1}, "x")
+print("warm", flush=True)
+pipeline.map({"x": list(range(60)), "exit_at": int(sys.argv[1])}, "x")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to a process group on Windows")
+def test_ctrl_c_in_a_process_map_prints_only_the_keyboard_interrupt(core: ModuleType) -> None:
+    """Ctrl-C (SIGINT to the script's process group, as a terminal sends it) during a "parallel" map
+    prints the KeyboardInterrupt traceback and nothing from loky's or our threads."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_MAP, "-1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_script_env(core),
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "warm"
+        threading.Event().wait(0.5)  # the map is under way, tasks queued behind the running ones
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=SCRIPT_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    assert "InvalidStateError" not in err, err
+    assert "Exception in" not in err, err
+    assert err.count("Traceback") == 1, err
+    assert err.rstrip().endswith("KeyboardInterrupt"), err
+
+
+def test_sys_exit_in_a_process_map_exits_quietly(core: ModuleType) -> None:
+    """A node calling sys.exit(3) in a "parallel" map ends the script with status 3 and prints nothing."""
+    out = _run_script(INTERRUPTED_MAP, core, "5")
+    assert out.returncode == 3
+    assert out.stdout.split() == ["warm"]
+    assert out.stderr == ""
