@@ -6,6 +6,8 @@ script in a fresh interpreter (on the core under test, through HYPERNODES_NO_EXT
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +21,7 @@ import pytest
 
 from hypernodes import HypernodesEngine, Pipeline, RemoteError, node
 from hypernodes.callbacks import CallbackContext, PipelineCallback
+from hypernodes.executors import AsyncExecutor
 
 SCRIPT_TIMEOUT_S = 120
 
@@ -247,3 +250,51 @@ def test_sys_exit_in_a_process_map_exits_quietly(core: ModuleType) -> None:
     assert out.returncode == 3
     assert out.stdout.split() == ["warm"]
     assert out.stderr == ""
+
+
+# -- CancelledError raised by an async node ----------------------------------------------------
+
+
+async def _cancels_on_one(x: int) -> int:
+    await asyncio.sleep(0.001)
+    if x == 1:
+        raise asyncio.CancelledError("upstream gave up")
+    return x
+
+
+async def _echo(x: int) -> int:
+    return x
+
+
+@pytest.mark.parametrize(
+    "spec", [{"map_executor": "async"}, {"map_executor": "AsyncExecutor"}, {"node_executor": "async"}]
+)
+def test_a_cancelled_error_raised_by_an_async_node_keeps_its_note(spec: dict[str, str]) -> None:
+    """An async node raising CancelledError itself under an AsyncExecutor: that very exception reaches
+    the caller, noted with the node and item (asyncio would otherwise take it for a cancellation)."""
+    with contextlib.ExitStack() as stack:
+        if spec.get("map_executor") == "AsyncExecutor":
+            spec = {"map_executor": stack.enter_context(AsyncExecutor(8))}
+        engine = stack.enter_context(HypernodesEngine(**spec))
+        nodes = [node(_cancels_on_one, output_name="y"), node(_echo, output_name="z")]
+        with pytest.raises(asyncio.CancelledError, match="upstream gave up") as info:
+            Pipeline(nodes, backend=engine).map({"x": [0, 1, 2]}, "x")
+        assert "hypernodes: raised in node `_cancels_on_one`, map item 1" in info.value.__notes__
+
+
+async def _fails_or_sleeps(x: int) -> int:
+    if x == 0:
+        await asyncio.sleep(0.01)
+        raise ValueError("item 0")
+    await asyncio.sleep(30)
+    return x
+
+
+def test_the_items_cancelled_after_a_failure_stay_cancelled() -> None:
+    """After one item fails under an AsyncExecutor, the others are cancelled (not turned into errors):
+    the failure raises at once and the engine maps again."""
+    with HypernodesEngine(map_executor="async") as engine:
+        pipeline = Pipeline([node(_fails_or_sleeps, output_name="y")], backend=engine)
+        with pytest.raises(ValueError, match="item 0"):
+            pipeline.map({"x": list(range(8))}, "x")
+        assert pipeline.map({"x": []}, "x") == {"y": []}

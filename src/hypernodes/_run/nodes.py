@@ -31,7 +31,7 @@ from ..executors._async import AsyncExecutor
 from ..executors._guard import as_task_of
 from ..executors.backends import Backend
 from . import payload
-from .gather import cancel, died_note, submit
+from .gather import NodeCancelled, cancel, died_note, submit
 
 __all__ = ["NodeRunner", "acall_node", "call_node", "node_runner", "outputs_of", "store"]
 
@@ -110,8 +110,30 @@ async def acall_node(
         if observer is not None:
             observer.node_error(k, item, exc)
         raise
+    except BaseException as exc:  # a CancelledError is one; not noted (nor reported) unless the node raised it
+        if _raised_by_node(exc):
+            note_node(exc, steps.names[k], item)
+            if observer is not None:
+                observer.node_error(k, item, exc)
+            raise NodeCancelled(exc) from None
+        raise
     if events is not None:
         events.node_end(k, item, perf_counter() - started, result)
+
+
+def _raised_by_node(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``CancelledError`` the node raised, not a cancellation of the running task.
+
+    A task being cancelled (by a failed call, or the loop's shutdown) must end
+    cancelled. ``Task.cancelling()`` tells them apart (3.11+); on 3.10 every
+    ``CancelledError`` counts as the node's.
+    """
+    import asyncio  # loaded already: this runs on an event loop
+
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or not cancelling()
 
 
 class NodeRunner:
@@ -157,7 +179,10 @@ class NodeRunner:
 
     def _finish(self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float) -> None:
         if self.payload is None:
-            future.result()  # the task stored the outputs, or noted and raised the node's error
+            try:
+                future.result()  # the task stored the outputs, or noted and raised the node's error
+            except NodeCancelled as exc:
+                raise exc.error from None
         else:
             name = self.steps.names[k]
             try:
