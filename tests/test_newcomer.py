@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hypernodes import HypernodesEngine, Pipeline, RemoteError, node
+from hypernodes import HypernodesEngine, NodeDefinitionError, Pipeline, RemoteError, node
 from hypernodes.callbacks import CallbackContext, PipelineCallback
 from hypernodes.executors import AsyncExecutor
 
@@ -144,8 +144,14 @@ def test_exceptions_defined_in_main_cross_the_process_boundary(core: ModuleType)
 
 
 class _Errors(PipelineCallback):
+    """Hears errors, and node ends (so the cores take their observed loops, and workers send events)."""
+
     def __init__(self) -> None:
         self.errors: list[tuple[str, BaseException]] = []
+        self.ended: list[str] = []
+
+    def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
+        self.ended.append(node_id)
 
     def on_error(self, node_id: str, error: BaseException, ctx: CallbackContext) -> None:
         self.errors.append((node_id, error))
@@ -298,3 +304,52 @@ def test_the_items_cancelled_after_a_failure_stay_cancelled() -> None:
         with pytest.raises(ValueError, match="item 0"):
             pipeline.map({"x": list(range(8))}, "x")
         assert pipeline.map({"x": []}, "x") == {"y": []}
+
+
+# -- a plain node returning a coroutine --------------------------------------------------------
+
+
+async def _fetch(x: int) -> int:
+    return x
+
+
+def _wraps_fetch(x: int) -> Any:
+    return _fetch(x)  # the bug: a plain function around an async call
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {"map_executor": "threaded"},
+        {"map_executor": "async"},
+        {"map_executor": "parallel"},
+        {"node_executor": "threaded"},
+    ],
+)
+def test_a_plain_node_returning_a_coroutine_fails_naming_it(spec: dict[str, str]) -> None:
+    """A plain node that returns a coroutine fails with NodeDefinitionError naming it (the coroutine is
+    closed, so no 'never awaited' warning), instead of storing an un-awaited coroutine."""
+    nodes = [node(_wraps_fetch, output_name="y"), node(lambda x: x, output_name="z")]
+    with HypernodesEngine(**spec, max_workers=2) as engine:
+        pipeline = Pipeline(nodes, backend=engine)
+        with pytest.raises(NodeDefinitionError, match="Node `_wraps_fetch` is a plain function but returned a corou"):
+            pipeline.map({"x": [1, 2]}, "x")
+        with pytest.raises(NodeDefinitionError, match="async def") as info:
+            pipeline.run({"x": 1})
+        assert "hypernodes: raised in node `_wraps_fetch`" in info.value.__notes__
+
+
+@pytest.mark.parametrize("spec", [{}, {"map_executor": "parallel"}, {"node_executor": "threaded"}])
+def test_a_plain_node_returning_a_coroutine_fails_also_with_a_callback(spec: dict[str, str]) -> None:
+    """With a callback (the cores' observed loops, and node events), the plain node returning a coroutine
+    fails the same way, and on_error hears it."""
+    errors = _Errors()
+    nodes = [node(_wraps_fetch, output_name="y"), node(lambda x: x, output_name="z")]
+    with HypernodesEngine(**spec, max_workers=2) as engine:
+        pipeline = Pipeline(nodes, backend=engine, callbacks=[errors])
+        with pytest.raises(NodeDefinitionError, match="Node `_wraps_fetch` is a plain function but returned a corou"):
+            pipeline.map({"x": [1, 2]}, "x")
+        with pytest.raises(NodeDefinitionError, match="async def"):
+            pipeline.run({"x": 1})
+    assert [(name, type(error)) for name, error in errors.errors][-1] == ("_wraps_fetch", NodeDefinitionError)

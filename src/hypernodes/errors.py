@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import Any
 
 __all__ = [
     "ArgumentTypeError",
@@ -27,6 +28,7 @@ __all__ = [
     "RemoteError",
     "UnknownOutputError",
     "add_note",
+    "coroutine_returned",
     "note_node",
     "unpack_row",
 ]
@@ -145,6 +147,24 @@ def note_node(exc: BaseException, name: str, item: int = -1) -> None:
     """Note on ``exc`` that node ``name`` raised it (in map item ``item`` when >= 0)."""
     where = f"node `{name}`" if item < 0 else f"node `{name}`, map item {item}"
     add_note(exc, f"hypernodes: raised in {where}")
+
+
+def coroutine_returned(result: Any, name: str) -> NodeDefinitionError:
+    """The error for plain (non-async) node ``name`` returning the coroutine ``result``; closes it.
+
+    Awaiting it for the node would hide that the node itself never waits (and would
+    not run concurrently, as an ``async def`` node does); storing it would hand
+    un-awaited coroutines to the next node. Closing it stops the "never awaited" warning.
+    """
+    close = getattr(result, "close", None)
+    if callable(close):
+        with contextlib.suppress(Exception):
+            close()
+    return NodeDefinitionError(
+        f"Node `{name}` is a plain function but returned a coroutine ({getattr(result, '__qualname__', result)!r}), "
+        "which hypernodes does not await for it. Make the node `async def` and await the call inside "
+        "(`async def f(x): return await client.get(x)`), or call a synchronous API."
+    )
 
 
 def unpack_row(result: object, n_outputs: int, name: str) -> tuple[object, ...]:

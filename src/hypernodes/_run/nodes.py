@@ -20,12 +20,12 @@ from concurrent.futures import BrokenExecutor, Executor, Future
 from functools import partial
 from queue import SimpleQueue
 from time import perf_counter
-from types import ModuleType
+from types import CoroutineType, ModuleType
 from typing import Any
 
 from .._events import Lookup, Observer
 from .._graph import Plan, Wiring
-from ..errors import note_node, unpack_row
+from ..errors import coroutine_returned, note_node, unpack_row
 from ..executors import _loky
 from ..executors._async import AsyncExecutor
 from ..executors._guard import as_task_of
@@ -37,7 +37,14 @@ __all__ = ["NodeRunner", "acall_node", "call_node", "node_runner", "outputs_of",
 
 
 def store(steps: Wiring, k: int, result: Any, values: list[Any]) -> None:
-    """Put node ``k``'s ``result`` into its output slots (unpacking a tuple output)."""
+    """Put node ``k``'s ``result`` into its output slots (unpacking a tuple output).
+
+    Raises:
+        NodeDefinitionError: the result is a coroutine (async nodes' results come awaited).
+        OutputArityError: a tuple-output node's result does not unpack into its outputs.
+    """
+    if type(result) is CoroutineType:
+        raise coroutine_returned(result, steps.names[k])
     outs = steps.outs[k]
     if steps.unpack[k]:
         for slot, value in zip(outs, unpack_row(result, len(outs), steps.names[k])):

@@ -22,9 +22,10 @@ import traceback
 import uuid
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RemoteError, add_note
+from ..errors import RemoteError, add_note, coroutine_returned
 from ..executors._loop import AwaitOn
 from ..node import Node
 
@@ -236,7 +237,9 @@ def remote_node(token: str, payload: bytes, k: int, args: tuple[Any, ...]) -> by
     loop = WorkerLoop()  # started only if the node is async
     try:
         node = nodes[k]
-        result = AwaitOn(node._call, loop)(*args)
+        result = (AwaitOn(node._call, loop) if node.is_async else node._call)(*args)  # async nodes awaited
+        if type(result) is CoroutineType:
+            raise coroutine_returned(result, node.name)
         try:
             return pickled(result)
         except Exception as exc:
