@@ -19,7 +19,16 @@ from typing import Any
 
 import pytest
 
-from hypernodes import HypernodesEngine, NodeDefinitionError, Pipeline, RemoteError, node
+from hypernodes import (
+    ArgumentTypeError,
+    DuplicateOutputError,
+    ExecutorSpecError,
+    HypernodesEngine,
+    NodeDefinitionError,
+    Pipeline,
+    RemoteError,
+    node,
+)
 from hypernodes.callbacks import CallbackContext, PipelineCallback
 from hypernodes.executors import AsyncExecutor
 
@@ -104,7 +113,6 @@ def test_an_exception_pickle_can_rebuild_keeps_its_type() -> None:
 MAIN_EXCEPTIONS = """
 import sys
 from hypernodes import HypernodesEngine, Pipeline, RemoteError, node
-from hypernodes.callbacks import CallbackContext, PipelineCallback
 
 class ApiError(Exception):
     def __init__(self, message, status):
@@ -353,3 +361,103 @@ def test_a_plain_node_returning_a_coroutine_fails_also_with_a_callback(spec: dic
         with pytest.raises(NodeDefinitionError, match="async def"):
             pipeline.run({"x": 1})
     assert [(name, type(error)) for name, error in errors.errors][-1] == ("_wraps_fetch", NodeDefinitionError)
+
+
+# -- one-shot iterators as shared inputs -------------------------------------------------------
+
+
+def _total(x: int, weights: Any) -> int:
+    return x + sum(weights)
+
+
+@pytest.mark.parametrize("make", [lambda: (w for w in [1, 2]), lambda: iter([1, 2]), lambda: map(int, "12")])
+def test_a_one_shot_iterator_as_a_shared_map_input_is_refused(make: Any) -> None:
+    """A generator, iterator or map object given as a shared map input is refused before any node runs
+    (item 0 would use it up), with a message saying to pass a list; a list works; run() still takes one."""
+    ran: list[int] = []
+
+    def total(x: int, weights: Any) -> int:
+        ran.append(x)
+        return x + sum(weights)
+
+    pipeline = Pipeline([node(total, output_name="y")])
+    with pytest.raises(ArgumentTypeError, match="Shared input `weights` is a one-shot iterator") as info:
+        pipeline.map({"x": [0, 1, 2], "weights": make()}, "x")
+    assert "Pass a list" in str(info.value)
+    assert ran == []
+    assert pipeline.map({"x": [0, 1, 2], "weights": [1, 2]}, "x") == {"y": [3, 4, 5]}
+    assert pipeline.run({"x": 0, "weights": make()}) == {"y": 3}
+
+
+# -- re-wrapping a node ------------------------------------------------------------------------
+
+
+def test_rewrapping_a_node_keeps_its_function_parameters() -> None:
+    """node(existing_node, output_name="w") wraps the node's function: same parameters and defaults."""
+
+    @node(output_name="y")
+    def f(x: int, k: int = 2) -> int:
+        return x * k
+
+    w = node(f, output_name="w")
+    assert w.parameters == ("x", "k")
+    assert w.defaults == {"k": 2}
+    assert w.func is f.func
+    assert Pipeline([w]).run({"x": 3}) == {"w": 6}
+    with pytest.raises(NodeDefinitionError, match="as_node"):
+        node(Pipeline([f], name="inner").as_node(), output_name="z")
+
+
+# -- constructor arguments ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keyword", ["backend", "engine"])
+def test_an_engine_class_instead_of_an_engine_is_refused_at_construction(keyword: str) -> None:
+    """Pipeline(backend=HypernodesEngine) (the class) fails at construction, naming the class and the fix."""
+    with pytest.raises(ExecutorSpecError, match=rf"Pipeline\({keyword}=...\) got the class HypernodesEngine") as info:
+        Pipeline([node(_echo, output_name="y")], **{keyword: HypernodesEngine})
+    assert f"{keyword}=HypernodesEngine()" in str(info.value)
+
+
+def test_a_bad_map_mode_is_refused_without_map_over() -> None:
+    """as_node(map_mode="bogus") fails at once, with or without map_over."""
+    inner = Pipeline([node(_echo, output_name="y")], name="inner")
+    with pytest.raises(NodeDefinitionError, match="Unknown map_mode 'bogus'"):
+        inner.as_node(map_mode="bogus")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Pipeline([node(_echo, output_name="y")], name=123),
+        lambda: Pipeline([node(_echo, output_name="y")]).as_node(name=123),
+        lambda: node(_echo, output_name="y", name=123),
+    ],
+    ids=["Pipeline", "as_node", "node"],
+)
+def test_a_name_that_is_not_a_string_is_refused(make: Any) -> None:
+    """Pipeline(name=123), as_node(name=123) and node(name=123) fail at construction naming the value."""
+    with pytest.raises(NodeDefinitionError, match=r"string.*, got int 123"):
+        make()
+
+
+def test_nesting_one_pipeline_twice_says_how_to_tell_them_apart() -> None:
+    """The same pipeline nested twice: the DuplicateOutputError names both positions and suggests
+    as_node(name=..., output_mapping=...); following the advice works."""
+    inner = Pipeline([node(_echo, output_name="y")], name="P")
+    with pytest.raises(DuplicateOutputError, match=r"nodes\[0\] and nodes\[1\], both named `P`") as info:
+        Pipeline([inner, inner])
+    assert 'as_node(name="P_2", output_mapping={"y": "y_2"})' in str(info.value)
+    both = Pipeline([inner, inner.as_node(name="P_2", output_mapping={"y": "y_2"})])
+    assert both.run({"x": 1}) == {"y": 1, "y_2": 1}
+
+
+def test_the_unpicklable_input_message_says_parallel() -> None:
+    """An unpicklable input to a map_executor="parallel" map says "parallel", as the user wrote it."""
+    with HypernodesEngine(map_executor="parallel", max_workers=1) as engine:
+        pipeline = Pipeline([node(_total, output_name="y")], backend=engine)
+        with pytest.raises(TypeError) as info:
+            pipeline.map({"x": [1], "weights": threading.Lock()}, "x")
+        (note,) = [n for n in info.value.__notes__ if "cannot be pickled" in n]
+        assert 'A map on "parallel"' in note
+        assert "ProcessPoolExecutor" not in note

@@ -84,9 +84,11 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
         token, payload = dumps(spec)
     except Exception as exc:
         culprits = ", ".join(_unpicklable(call)) or "a node or an input"
+        spec = runtime.items.spec  # as the user wrote it: "parallel", or the executor's type
+        shown = f'"{spec}"' if isinstance(spec, str) else repr(runtime.items)
         add_note(
             exc,
-            f"hypernodes: {culprits} cannot be pickled. A map on {runtime.items!r} sends the "
+            f"hypernodes: {culprits} cannot be pickled. A map on {shown} sends the "
             "pipeline's nodes and its inputs to worker processes, so they must be picklable (with "
             "cloudpickle). Nothing was run.",
         )
