@@ -29,7 +29,7 @@ from .pipeline import Pipeline, PipelineNode
 if TYPE_CHECKING:  # for type checkers only; at run time __getattr__ loads them
     from .viz import DESIGN_STYLES, GraphvizStyle, build_graph, visualize
 
-__version__ = "0.1.0"
+__version__ = "0.5.0"
 
 # Loaded on first use, not here: pictures are optional, and `import hypernodes` must
 # not pay for viz.py or import graphviz.
