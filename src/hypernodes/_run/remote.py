@@ -84,8 +84,8 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
         token, payload = dumps(spec)
     except Exception as exc:
         culprits = ", ".join(_unpicklable(call)) or "a node or an input"
-        spec = runtime.items.spec  # as the user wrote it: "parallel", or the executor's type
-        shown = f'"{spec}"' if isinstance(spec, str) else repr(runtime.items)
+        given = runtime.items.spec  # as the user wrote it: "parallel", or the executor's type
+        shown = f'"{given}"' if isinstance(given, str) else repr(runtime.items)
         add_note(
             exc,
             f"hypernodes: {culprits} cannot be pickled. A map on {shown} sends the "
