@@ -137,18 +137,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     try:
         for name in names:
+            if not args.json:  # a scenario takes seconds to a minute: say which one runs
+                print(f"running {name} ...", file=sys.stderr, flush=True)
             scenario_rows = SCENARIOS[name](settings)
             if args.json:
                 for row in scenario_rows:
                     print(json.dumps({**row.as_dict(), **env, "quick": settings.quick}), flush=True)
+            else:  # each scenario's rows as soon as it finishes, not the whole table at the end
+                print(_table(scenario_rows), flush=True)
             rows.extend(scenario_rows)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
-    if not args.json:
-        print(_table(rows))
-        if "seed" in names:
-            print(_notebook_tables(rows, settings))
+    if not args.json and "seed" in names:
+        print(_notebook_tables(rows, settings))
     return 0
 
 

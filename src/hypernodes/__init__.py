@@ -21,6 +21,7 @@ from .errors import (
     MissingInputError,
     NodeDefinitionError,
     OutputArityError,
+    RemoteError,
     UnknownOutputError,
 )
 from .node import Node, node
@@ -29,7 +30,7 @@ from .pipeline import Pipeline, PipelineNode
 if TYPE_CHECKING:  # for type checkers only; at run time __getattr__ loads them
     from .viz import DESIGN_STYLES, GraphvizStyle, build_graph, visualize
 
-__version__ = "0.1.0"
+__version__ = "0.5.0"
 
 # Loaded on first use, not here: pictures are optional, and `import hypernodes` must
 # not pay for viz.py or import graphviz.
@@ -63,6 +64,7 @@ __all__ = [
     "Pipeline",
     "PipelineCallback",
     "PipelineNode",
+    "RemoteError",
     "UnknownOutputError",
     "__version__",
     "build_graph",

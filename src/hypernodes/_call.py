@@ -16,7 +16,7 @@ the two cores' batch loops, nowhere else.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from . import _core
@@ -300,7 +300,13 @@ def prepare_map(
     slot_of = dict(plan.input_pairs)
     for name, slot in plan.input_pairs:
         if name not in mapped:  # a mapped slot is filled per item (and its list must not travel to workers)
-            values[slot] = inputs[name]
+            value = values[slot] = inputs[name]
+            if isinstance(value, Iterator):
+                raise ArgumentTypeError(
+                    f"Shared input `{name}` is a one-shot iterator ({type(value).__name__}): every item reads "
+                    "a shared input, and the first item would use it up. Pass a list (list(...) of it), or "
+                    f"map over it with map_over={[*mapped, name]!r}."
+                )
     map_slots = tuple(slot_of.get(m, plan.n_slots) for m in mapped)  # n_slots: the scratch slot
     n_items = 1
     for n in lengths:

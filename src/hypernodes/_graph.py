@@ -94,6 +94,13 @@ def build_graph(nodes: Sequence[Node]) -> Graph:
                     f"Node `{n.name}` is listed twice (nodes[{j}] and nodes[{i}]), so output `{out}` would "
                     "come from two nodes; list each node once."
                 )
+            if nodes[j].name == n.name:  # e.g. one pipeline nested twice: say how to tell them apart
+                raise DuplicateOutputError(
+                    f"Output `{out}` is produced by nodes[{j}] and nodes[{i}], both named `{n.name}` (the same "
+                    "pipeline nested twice?). Each output name must come from exactly one node: give each copy "
+                    f'its own name and outputs, e.g. pipeline.as_node(name="{n.name}_2", '
+                    f'output_mapping={{"{out}": "{out}_2"}}).'
+                )
             raise DuplicateOutputError(
                 f"Output `{out}` is produced by both node `{nodes[j].name}` and node `{n.name}`; "
                 "each output name must come from exactly one node (rename one of them)."

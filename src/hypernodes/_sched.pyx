@@ -32,10 +32,11 @@ from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.string cimport memcpy
 
 import operator
+import types
 
 from time import perf_counter
 
-from .errors import OutputArityError, note_node
+from .errors import OutputArityError, coroutine_returned, note_node
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
@@ -43,7 +44,11 @@ cdef extern from "Python.h":
 __all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
 
 IMPLEMENTATION = "cython"
-API_VERSION = 3
+API_VERSION = 4
+
+# A node result of this exact type is a coroutine from a plain node: funcs wraps async
+# nodes so that they return the awaited value. One pointer comparison per call.
+cdef object _CoroutineType = types.CoroutineType
 
 
 @cython.final
@@ -121,6 +126,8 @@ cdef int _run_nodes(
             for a in range(a0, a1):
                 argv[a - a0] = PyList_GET_ITEM(values, p.arg_slots[a])
             result = PyObject_Vectorcall(<object>PyTuple_GET_ITEM(funcs, k), argv, <size_t>(a1 - a0), NULL)
+            if type(result) is _CoroutineType:
+                raise coroutine_returned(result, p.names[k])
             if p.unpack[k]:
                 _store_unpacked(p, k, result, values)
             else:
@@ -155,6 +162,8 @@ cdef int _run_nodes_observed(
                     events.node_start(k, item, argv)
                     started = perf_counter()
                 result = (<object>PyTuple_GET_ITEM(funcs, k))(*argv)
+                if type(result) is _CoroutineType:  # before the lookup keeps it
+                    raise coroutine_returned(result, p.names[k])
                 if lookup is not None:
                     lookup.put(k, item, argv, result)
                 if events is not None:

@@ -17,9 +17,10 @@ import operator
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
-from .errors import note_node, unpack_row
+from .errors import coroutine_returned, note_node, unpack_row
 
 if TYPE_CHECKING:
     from ._events import Lookup, Observer
@@ -29,7 +30,7 @@ __all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_b
 IMPLEMENTATION = "python"
 # Bumped whenever the core's contract changes; the tests check both cores agree,
 # which also catches a stale compiled extension left behind by an old build.
-API_VERSION = 3
+API_VERSION = 4
 
 
 class _Prepared:
@@ -82,6 +83,8 @@ def _run_nodes(
                 result = funcs[k](values[args[0]])
             else:
                 result = funcs[k](*[values[s] for s in args])
+            if type(result) is CoroutineType:  # a plain node around an async call (async nodes come awaited)
+                raise coroutine_returned(result, p.names[k])
             if out >= 0:
                 values[out] = result
             else:
@@ -118,6 +121,8 @@ def _run_nodes_observed(
                     events.node_start(k, item, argv)
                     started = perf_counter()
                 result = funcs[k](*argv)
+                if type(result) is CoroutineType:  # before the lookup keeps it
+                    raise coroutine_returned(result, p.names[k])
                 if lookup is not None:
                     lookup.put(k, item, argv, result)
                 if events is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from typing import Any
 
 __all__ = [
     "ArgumentTypeError",
@@ -24,8 +25,10 @@ __all__ = [
     "MissingInputError",
     "NodeDefinitionError",
     "OutputArityError",
+    "RemoteError",
     "UnknownOutputError",
     "add_note",
+    "coroutine_returned",
     "note_node",
     "unpack_row",
 ]
@@ -90,6 +93,34 @@ class OutputArityError(HypernodesError, ValueError):
     """A node with a tuple ``output_name`` returned something that does not unpack into it."""
 
 
+class RemoteError(HypernodesError):
+    """Stands in for an exception raised in a worker process that cannot be rebuilt here.
+
+    Pickle rebuilds an exception by calling its class with ``exc.args``; an exception
+    whose ``__init__`` requires more than that (many HTTP and API client errors do)
+    cannot make the trip back, and neither can one holding an unpicklable attribute.
+    The worker then sends this instead, with what can travel: the original's type
+    name, message, traceback text and notes (which node and item raised it).
+
+    Attributes:
+        type_name: the original exception's qualified type name (``module.QualName``).
+        message: ``str()`` of the original exception.
+        remote_traceback: the original's traceback as formatted in the worker.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(type_name, message, remote_traceback)
+        self.type_name = type_name
+        self.message = message
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return (
+            f"{self.type_name}: {self.message} (raised in a worker process; pickle cannot rebuild that exception "
+            "here, so this stands in for it; its traceback is in .remote_traceback)"
+        )
+
+
 if sys.version_info >= (3, 11):
 
     def add_note(exc: BaseException, note: str) -> None:
@@ -116,6 +147,24 @@ def note_node(exc: BaseException, name: str, item: int = -1) -> None:
     """Note on ``exc`` that node ``name`` raised it (in map item ``item`` when >= 0)."""
     where = f"node `{name}`" if item < 0 else f"node `{name}`, map item {item}"
     add_note(exc, f"hypernodes: raised in {where}")
+
+
+def coroutine_returned(result: Any, name: str) -> NodeDefinitionError:
+    """The error for plain (non-async) node ``name`` returning the coroutine ``result``; closes it.
+
+    Awaiting it for the node would hide that the node itself never waits (and would
+    not run concurrently, as an ``async def`` node does); storing it would hand
+    un-awaited coroutines to the next node. Closing it stops the "never awaited" warning.
+    """
+    close = getattr(result, "close", None)
+    if callable(close):
+        with contextlib.suppress(Exception):
+            close()
+    return NodeDefinitionError(
+        f"Node `{name}` is a plain function but returned a coroutine ({getattr(result, '__qualname__', result)!r}), "
+        "which hypernodes does not await for it. Make the node `async def` and await the call inside "
+        "(`async def f(x): return await client.get(x)`), or call a synchronous API."
+    )
 
 
 def unpack_row(result: object, n_outputs: int, name: str) -> tuple[object, ...]:

@@ -96,6 +96,9 @@ class Node:
 
     __slots__ = ("_call", "defaults", "func", "is_async", "name", "output_name", "outputs", "parameters")
 
+    func: Callable[..., Any]
+    name: str
+
     def __init__(
         self,
         func: Callable[..., Any],
@@ -120,6 +123,16 @@ class Node:
                 f"A node wraps a callable; got {type(func).__name__} {func!r}. "
                 "Decorate a function with @node(output_name=...)."
             )
+        if isinstance(func, Node):  # node(existing_node, output_name=...): re-wrap its function
+            existing: Node = func
+            if hasattr(existing, "pipeline"):
+                raise NodeDefinitionError(
+                    f"node() got the nested pipeline `{existing.name}`; rename its outputs with "
+                    "pipeline.as_node(output_mapping={...}, name=...) instead."
+                )
+            func = existing.func
+        if name is not None and not isinstance(name, str):
+            raise NodeDefinitionError(f"A node's name must be a string, got {type(name).__name__} {name!r:.60}.")
         func_name = getattr(func, "__name__", None) or type(func).__name__
         where = f"Node `{name or func_name}`"
         try:

@@ -68,15 +68,20 @@ class Pipeline:
                 inherit them.
 
         Raises:
-            NodeDefinitionError: a member is not a node or pipeline.
+            NodeDefinitionError: a member is not a node or pipeline, or ``name`` is not a string.
             DuplicateOutputError: two nodes produce the same output.
             CycleError: the wiring is cyclic.
             ArgumentTypeError: ``backend`` and ``engine`` both given and different.
-            ExecutorSpecError: ``backend`` is not an engine.
+            ExecutorSpecError: ``backend`` is not an engine (an engine class, for one).
             TypeError: ``callbacks`` is not a list of ``PipelineCallback`` instances.
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
+        if name is not None and not isinstance(name, str):
+            raise NodeDefinitionError(
+                f"Pipeline(name=...) takes a string (it names the pipeline in errors and when nested), "
+                f"got {type(name).__name__} {name!r:.60}."
+            )
         if not isinstance(nodes, (list, tuple)):
             raise NodeDefinitionError(
                 f"Pipeline(nodes=...) takes a list of nodes, got {type(nodes).__name__} {nodes!r:.60}."
@@ -101,11 +106,17 @@ class Pipeline:
         self.nodes: tuple[Node, ...] = tuple(members)
         self.name = name
         self.engine = backend if backend is not None else engine
+        keyword = "backend" if backend is not None else "engine"
+        if isinstance(self.engine, type):
+            raise ExecutorSpecError(
+                f"Pipeline({keyword}=...) got the class {self.engine.__name__}, not an engine; pass an instance: "
+                f"{keyword}={self.engine.__name__}() or {self.engine.__name__}(map_executor='threaded')."
+            )
         if self.engine is not None and not (
             callable(getattr(self.engine, "run", None)) and callable(getattr(self.engine, "map", None))
         ):
             raise ExecutorSpecError(
-                f"Pipeline(backend=...) takes an engine such as HypernodesEngine(map_executor=...), got "
+                f"Pipeline({keyword}=...) takes an engine such as HypernodesEngine(map_executor=...), got "
                 f"{type(self.engine).__name__} {self.engine!r:.60}. Executors and executor names go into the "
                 "engine: HypernodesEngine(map_executor='threaded')."
             )
@@ -202,8 +213,8 @@ class Pipeline:
             ``{output name: [value per item]}``, in item order; ``[]`` for no items.
 
         Raises:
-            MapSpecError, ArgumentTypeError, and the errors of :meth:`run`: before
-                any node runs. Whatever a node raises, with a
+            MapSpecError, ArgumentTypeError (also for a one-shot iterator as a
+                shared input), and the errors of :meth:`run`: before any node runs. Whatever a node raises, with a
                 note naming the node and the item index.
         """
         engine = self.engine if self.engine is not None else default_engine()
@@ -354,8 +365,12 @@ class PipelineNode(Node):
 
         Raises:
             NodeDefinitionError: a mapping or ``map_over`` names something the
-                pipeline does not have, or two inputs would share one outer name.
+                pipeline does not have, two inputs would share one outer name,
+                ``map_mode`` is unknown (with or without ``map_over``), or ``name``
+                is not a string.
         """
+        if name is not None and not isinstance(name, str):
+            raise NodeDefinitionError(f"as_node(name=...) takes a string, got {type(name).__name__} {name!r:.60}.")
         label = name or pipeline.name or "pipeline"
         where = f"as_node() of pipeline `{label}`"
         graph = pipeline._graph
@@ -396,8 +411,8 @@ class PipelineNode(Node):
                     f"{where}: map_over must name the node's (outer) inputs; got {map_over!r}. "
                     f"Its inputs: {ticks(all_outer)}."
                 )
-            if map_mode not in MAP_MODES:
-                raise NodeDefinitionError(f"{where}: {map_mode_message(map_mode)}")
+        if map_mode not in MAP_MODES:  # also without map_over: a typo must not wait for map_over to be added
+            raise NodeDefinitionError(f"{where}: {map_mode_message(map_mode)}")
         mapped_inner = tuple(inner_of[m] for m in mapped)
         # mapped inputs set the number of items, so they are parameters even when
         # the selected outputs do not read them, and never optional

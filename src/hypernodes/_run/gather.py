@@ -5,6 +5,10 @@ cancelled, running thread slices are told to stop (a flag they check), and the
 call returns without waiting for the ones still running. Tasks left running in a
 pool of worker processes are handed to ``_loky.abandon``, so shutting that pool
 down does not wait for them.
+
+A ``CancelledError`` that an async node raises itself travels out of its task in a
+:class:`NodeCancelled` (raised as it is, asyncio would end the task cancelled and
+lose it); whoever reads the task's future raises the original (:func:`unwrapped`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,25 @@ from typing import Any
 from ..errors import add_note
 from ..executors import _loky
 
-__all__ = ["cancel", "concat", "died_note", "gather", "submit"]
+__all__ = ["NodeCancelled", "cancel", "concat", "died_note", "gather", "submit", "unwrapped"]
+
+
+class NodeCancelled(Exception):
+    """Carries a ``CancelledError`` that a node raised itself out of the task running it.
+
+    Raised as it is, asyncio would take it for a cancellation of the task: the task's
+    future would be cancelled and the node's exception, with its note, lost. The
+    code reading that future raises :attr:`error` instead (see :func:`unwrapped`).
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def unwrapped(exc: BaseException) -> BaseException:
+    """The exception a node raised: ``exc``, or the one a :class:`NodeCancelled` carries."""
+    return exc.error if isinstance(exc, NodeCancelled) else exc
 
 
 def _put(queue: SimpleQueue[int], index: int, _future: Future[Any]) -> None:
@@ -86,8 +108,11 @@ def gather(
                 try:
                     result = futures[i].result()
                 except Exception as exc:
+                    error = unwrapped(exc)
                     if on_error is not None:
-                        on_error(exc, i)
+                        on_error(error, i)
+                    if error is not exc:
+                        raise error from None
                     raise
                 results[i] = result if on_result is None else on_result(result, i)
             return results

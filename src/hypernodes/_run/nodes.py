@@ -14,29 +14,37 @@ loops) where a node is called, its outputs stored and its error noted.
 from __future__ import annotations
 
 import inspect
+import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from functools import partial
 from queue import SimpleQueue
 from time import perf_counter
-from types import ModuleType
+from types import CoroutineType, ModuleType
 from typing import Any
 
 from .._events import Lookup, Observer
 from .._graph import Plan, Wiring
-from ..errors import note_node, unpack_row
+from ..errors import coroutine_returned, note_node, unpack_row
 from ..executors import _loky
 from ..executors._async import AsyncExecutor
 from ..executors._guard import as_task_of
 from ..executors.backends import Backend
 from . import payload
-from .gather import cancel, died_note, submit
+from .gather import NodeCancelled, cancel, died_note, submit
 
 __all__ = ["NodeRunner", "acall_node", "call_node", "node_runner", "outputs_of", "store"]
 
 
 def store(steps: Wiring, k: int, result: Any, values: list[Any]) -> None:
-    """Put node ``k``'s ``result`` into its output slots (unpacking a tuple output)."""
+    """Put node ``k``'s ``result`` into its output slots (unpacking a tuple output).
+
+    Raises:
+        NodeDefinitionError: the result is a coroutine (async nodes' results come awaited).
+        OutputArityError: a tuple-output node's result does not unpack into its outputs.
+    """
+    if type(result) is CoroutineType:
+        raise coroutine_returned(result, steps.names[k])
     outs = steps.outs[k]
     if steps.unpack[k]:
         for slot, value in zip(outs, unpack_row(result, len(outs), steps.names[k])):
@@ -109,8 +117,30 @@ async def acall_node(
         if observer is not None:
             observer.node_error(k, item, exc)
         raise
+    except BaseException as exc:  # a CancelledError is one; not noted (nor reported) unless the node raised it
+        if _raised_by_node(exc):
+            note_node(exc, steps.names[k], item)
+            if observer is not None:
+                observer.node_error(k, item, exc)
+            raise NodeCancelled(exc) from None
+        raise
     if events is not None:
         events.node_end(k, item, perf_counter() - started, result)
+
+
+def _raised_by_node(exc: BaseException) -> bool:
+    """Whether ``exc`` is a ``CancelledError`` the node raised, not a cancellation of the running task.
+
+    A task being cancelled (by a failed call, or the loop's shutdown) must end
+    cancelled. ``Task.cancelling()`` tells them apart (3.11+); on 3.10 every
+    ``CancelledError`` counts as the node's.
+    """
+    import asyncio  # loaded already: this runs on an event loop
+
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)
+    return cancelling is None or not cancelling()
 
 
 class NodeRunner:
@@ -156,11 +186,14 @@ class NodeRunner:
 
     def _finish(self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float) -> None:
         if self.payload is None:
-            future.result()  # the task stored the outputs, or noted and raised the node's error
+            try:
+                future.result()  # the task stored the outputs, or noted and raised the node's error
+            except NodeCancelled as exc:
+                raise exc.error from None
         else:
             name = self.steps.names[k]
             try:
-                result = future.result()
+                result = pickle.loads(future.result())  # remote_node pickled it
                 store(self.steps, k, result, values)
             except BrokenExecutor as exc:
                 died_note(exc, f"node `{name}`" + (f", map item {item}" if item >= 0 else ""))

@@ -5,6 +5,11 @@ that is not a thread pool) share nothing with the caller. What a call needs ther
 (the plan or the nodes, the broadcast inputs) is pickled once per call with
 cloudpickle into a *payload*; every task carries it as bytes with a token, and a
 worker unpickles each token once (:func:`load`).
+
+What comes back is pickled by the worker itself (:func:`pickled`), so a value that
+cannot travel is named there (node, output, item) rather than failing later inside
+the executor; an exception that pickle cannot rebuild in the caller's process is
+replaced by a :class:`~hypernodes.errors.RemoteError` (:func:`portable`).
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ import functools
 import io
 import pickle
 import threading
+import traceback
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
+from ..errors import RemoteError, add_note, coroutine_returned
 from ..executors._loop import AwaitOn
 from ..node import Node
 
@@ -27,7 +35,17 @@ if TYPE_CHECKING:
 # cloudpickle (~30 ms) and asyncio (~60 ms) are imported on first use: a pipeline
 # that never runs on processes, or has no async node, pays for neither.
 
-__all__ = ["WorkerLoop", "dumps", "load", "remote_node"]
+__all__ = [
+    "RESULT_ADVICE",
+    "WorkerLoop",
+    "carried",
+    "dumps",
+    "load",
+    "pickled",
+    "portable",
+    "remote_node",
+    "unpicklable_index",
+]
 
 
 @functools.cache
@@ -49,11 +67,16 @@ def _pickler() -> type:
     return Pickler
 
 
-def dumps(obj: Any) -> tuple[str, bytes]:
-    """A fresh token and ``obj`` pickled for remote workers."""
+def pickled(obj: Any) -> bytes:
+    """``obj`` pickled with our pickler (cloudpickle, nodes of ``__main__`` by value)."""
     buffer = io.BytesIO()
     _pickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-    return uuid.uuid4().hex, buffer.getvalue()
+    return buffer.getvalue()
+
+
+def dumps(obj: Any) -> tuple[str, bytes]:
+    """A fresh token and ``obj`` pickled for remote workers."""
+    return uuid.uuid4().hex, pickled(obj)
 
 
 _LOADED_MAX = 8
@@ -103,11 +126,132 @@ class WorkerLoop:
             self._loop = None
 
 
-def remote_node(token: str, payload: bytes, k: int, args: tuple[Any, ...]) -> Any:
-    """Worker side of a node task: node ``k`` of the pickled nodes, called on ``args``."""
+def portable(exc: Exception) -> RemoteError | None:
+    """None if ``exc`` survives the trip back to the caller's process; else its stand-in.
+
+    Pickle rebuilds an exception as ``type(exc)(*exc.args)``, which fails for an
+    ``__init__`` that requires more (``ApiError(message, status)``): the caller's
+    process would then fail to read the result and loky would report the pool broken,
+    as if a worker had died. Checked only on the failure path, with the same pickler
+    the results use. The stand-in keeps the original's notes (which node and item).
+    """
+    try:
+        pickle.loads(pickled(exc))
+    except Exception:
+        kind = type(exc)
+        stand_in = RemoteError(
+            f"{kind.__module__}.{kind.__qualname__}",
+            _text(exc),
+            "".join(traceback.format_exception(kind, exc, exc.__traceback__)),
+        )
+        for note in getattr(exc, "__notes__", None) or ():
+            if isinstance(note, str):
+                add_note(stand_in, note)
+        return stand_in
+    return None
+
+
+def carried(value: Any, old: BaseException, new: BaseException) -> Any:
+    """``value`` as the caller's process would unpickle it, with ``new`` wherever ``old`` was; None if it cannot travel.
+
+    For the events a failed slice sends back with its exception: they may hold the
+    exception itself (an error event), which is then the stand-in the caller gets.
+    Only on the failure path.
+    """
+    buffer = io.BytesIO()
+    try:
+        pickler = _swapping()(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.old = old
+        pickler.dump(value)
+        buffer.seek(0)
+        return _Restoring(buffer, new).load()
+    except Exception:
+        return None
+
+
+@functools.cache
+def _swapping() -> type:
+    class Swapping(_pickler()):  # type: ignore[misc]
+        """Our pickler, writing a persistent id in place of one object (a separate class:
+        a ``persistent_id`` method costs a Python call per object pickled)."""
+
+        old: object = None
+
+        def persistent_id(self, obj: Any) -> str | None:
+            return "swapped" if obj is self.old else None
+
+    return Swapping
+
+
+class _Restoring(pickle.Unpickler):
+    """Reads what :func:`carried` wrote, with ``new`` for the persistent id."""
+
+    def __init__(self, buffer: io.BytesIO, new: object) -> None:
+        super().__init__(buffer)
+        self._new = new
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._new
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a __str__ that itself fails
+        return f"<str() of the exception failed; args={exc.args!r:.200}>"
+
+
+RESULT_ADVICE = (
+    "Worker processes send every requested output back to the caller, so outputs must be picklable: "
+    "return plain data from the node (not a client, lock, connection or open file), or restrict "
+    "output_name= to the outputs you need (values only other nodes read stay in the worker)."
+)
+
+
+def unpicklable_index(values: Sequence[Any]) -> int:
+    """The index of the first of ``values`` that fails to pickle; -1 if none does.
+
+    Only for the error message, after pickling them all failed.
+    """
+    try:
+        pickled(values)
+        return -1
+    except Exception:
+        pass
+    for i, value in enumerate(values):
+        try:
+            pickled(value)
+        except Exception:
+            return i
+    return -1
+
+
+def remote_node(token: str, payload: bytes, k: int, args: tuple[Any, ...]) -> bytes:
+    """Worker side of a node task: node ``k`` of the pickled nodes, called on ``args``; its result pickled.
+
+    The caller reads the result with ``pickle.loads``. A result that cannot be pickled
+    fails here, noted with the output and node; an exception pickle could not rebuild
+    in the caller's process is raised as a :class:`~hypernodes.errors.RemoteError`.
+    """
     nodes: tuple[Node, ...] = load(token, payload)
     loop = WorkerLoop()  # started only if the node is async
     try:
-        return AwaitOn(nodes[k]._call, loop)(*args)
+        node = nodes[k]
+        result = (AwaitOn(node._call, loop) if node.is_async else node._call)(*args)  # async nodes awaited
+        if type(result) is CoroutineType:
+            raise coroutine_returned(result, node.name)
+        try:
+            return pickled(result)
+        except Exception as exc:
+            outputs = node.outputs
+            i = unpicklable_index(result) if len(outputs) > 1 and isinstance(result, (tuple, list)) else -1
+            what = f"output `{outputs[i] if 0 <= i < len(outputs) else outputs[0]}`"
+            add_note(exc, f"hypernodes: {what} of node `{node.name}` cannot be pickled. {RESULT_ADVICE}")
+            raise
+    except Exception as exc:
+        stand_in = portable(exc)
+        if stand_in is None:
+            raise
+        raise stand_in from exc
     finally:
         loop.close()

@@ -5,7 +5,9 @@ workers need to run the nodes (:class:`RemoteMap`) are pickled once per call;
 each task carries that payload's bytes and its own slice of the items (zip
 columns cut to its rows; product columns whole). Slices come back as one list per
 output, with the slice's events when the call has an observer: those are
-replayed on the calling thread as each slice arrives.
+replayed on the calling thread as each slice arrives. The worker pickles what it
+sends back itself (an unpicklable output is named there); an exception that pickle
+cannot rebuild here comes back as a :class:`~hypernodes.errors.RemoteError`.
 
 Worker side (:func:`remote_batch`): the slice runs on the caller's core, through
 the cores' batch loop or, with a node executor by name ("threaded", "async"),
@@ -15,6 +17,7 @@ through a node runner made in the worker; no engine is built there.
 from __future__ import annotations
 
 import contextlib
+import pickle
 from concurrent.futures import Executor
 from typing import Any
 
@@ -28,7 +31,7 @@ from ..executors.backends import Sequential, backend_for
 from .gather import concat, died_note, gather
 from .items import run_items
 from .nodes import node_runner
-from .payload import WorkerLoop, dumps, load
+from .payload import RESULT_ADVICE, WorkerLoop, carried, dumps, load, pickled, portable, unpicklable_index
 from .runtime import FuncTable, Runtime
 
 __all__ = ["RemoteMap", "map_remote", "remote_batch"]
@@ -81,9 +84,11 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
         token, payload = dumps(spec)
     except Exception as exc:
         culprits = ", ".join(_unpicklable(call)) or "a node or an input"
+        given = runtime.items.spec  # as the user wrote it: "parallel", or the executor's type
+        shown = f'"{given}"' if isinstance(given, str) else repr(runtime.items)
         add_note(
             exc,
-            f"hypernodes: {culprits} cannot be pickled. A map on {runtime.items!r} sends the "
+            f"hypernodes: {culprits} cannot be pickled. A map on {shown} sends the "
             "pipeline's nodes and its inputs to worker processes, so they must be picklable (with "
             "cloudpickle). Nothing was run.",
         )
@@ -91,13 +96,25 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
     slices = call.items.split(runtime.items.workers(executor), runtime.items.tasks_per_worker)
     calls = [(token, payload, s.detached()) for s in slices]
 
+    def items_of(i: int) -> str:
+        return f"map items {slices[i].base + slices[i].lo}..{slices[i].base + slices[i].hi - 1}"
+
     def on_error(exc: BaseException, i: int) -> None:
-        died_note(exc, f"map items {slices[i].base + slices[i].lo}..{slices[i].base + slices[i].hi - 1}")
+        died_note(exc, items_of(i))
         events = getattr(exc, EVENTS_ATTR, None)
         if observer is not None and events is not None:
             observer.replay(events)
 
-    def on_result(result: Any, _i: int) -> Any:
+    def on_result(data: bytes, i: int) -> Any:
+        try:
+            result = pickle.loads(data)  # remote_batch pickled it
+        except Exception as exc:
+            add_note(
+                exc,
+                f"hypernodes: the results of {items_of(i)} came back from a worker process but cannot be "
+                "unpickled here (is every class they use importable in this process?).",
+            )
+            raise
         if observer is None:
             return result
         columns, events = result
@@ -107,12 +124,37 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
     return concat(gather(executor, remote_batch, calls, on_error, on_result=on_result))
 
 
-def remote_batch(token: str, payload: bytes, items: Items) -> Any:
-    """Worker side of a map slice: ``items`` through the pipeline; one list per output.
+def remote_batch(token: str, payload: bytes, items: Items) -> bytes:
+    """Worker side of a map slice: ``items`` through the pipeline; one list per output, pickled.
 
-    With an observing caller, returns ``(columns, events)``; a failure carries the
-    events recorded before it on the exception (``EVENTS_ATTR``).
+    With an observing caller, what is pickled is ``(columns, events)``; a failure
+    carries the events recorded before it on the exception (``EVENTS_ATTR``). The
+    results are pickled here, not by the executor after the task returns, so a value
+    that cannot be pickled (a client, a lock) is named with its output, node and item;
+    the caller reads them with ``pickle.loads``. An exception that pickle could not
+    rebuild in the caller's process is raised as a :class:`~hypernodes.errors.RemoteError`.
     """
+    try:
+        spec, result = _remote_batch(token, payload, items)
+        return _pickled_results(spec.plan, result, spec.observer is not None, items.base + items.lo)
+    except Exception as exc:
+        # The events are checked apart from the exception: they may hold it (an error
+        # event), or a value the callbacks asked for that cannot travel.
+        events = vars(exc).pop(EVENTS_ATTR, None) if hasattr(exc, "__dict__") else None
+        stand_in = portable(exc)
+        error = exc if stand_in is None else stand_in
+        if events is not None:
+            events = carried(events, exc, error)
+            if events is None:
+                add_note(error, "hypernodes: the callback events of this slice cannot be pickled; they are lost.")
+            else:
+                setattr(error, EVENTS_ATTR, events)
+        if stand_in is None:
+            raise
+        raise stand_in from exc
+
+
+def _remote_batch(token: str, payload: bytes, items: Items) -> tuple[RemoteMap, Any]:
     spec: RemoteMap = load(token, payload)
     core = _core.module(spec.core)
     recorder = None if spec.observer is None else spec.observer.remote()  # one per task: tasks may share a process
@@ -137,7 +179,31 @@ def remote_batch(token: str, payload: bytes, items: Items) -> Any:
             nodes.shutdown()
         finally:
             loop.close()
-    return columns if recorder is None else (columns, recorder.drain())
+    return spec, (columns if recorder is None else (columns, recorder.drain()))
+
+
+def _pickled_results(plan: Plan, result: Any, with_events: bool, first: int) -> bytes:
+    """``result`` pickled; on failure, the note names the output, node and item that cannot be."""
+    try:
+        return pickled(result)
+    except Exception as exc:
+        columns = result[0] if with_events else result
+        wiring = plan.wiring
+        producer = {slot: wiring.names[k] for k in range(plan.n_nodes) for slot in wiring.outs[k]}
+        for name, slot, column in zip(plan.result_names, wiring.result_slots, columns):
+            i = unpicklable_index(column)
+            if i >= 0:
+                where = f"output `{name}` of node `{producer.get(slot, '?')}`, map item {first + i}"
+                add_note(exc, f"hypernodes: {where}, cannot be pickled. {RESULT_ADVICE}")
+                break
+        else:
+            if with_events:  # the outputs travel: a value the callbacks asked for does not
+                add_note(
+                    exc,
+                    "hypernodes: the node events recorded for this call's callbacks (with the values they "
+                    "asked for) cannot be pickled to send back from the worker process.",
+                )
+        raise
 
 
 def _unpicklable(call: MapCall) -> list[str]:

@@ -143,7 +143,7 @@ def _at_exit() -> None:
     with _lock:
         stuck = [pool for pool in _ours.values() if pool.abandoned]
     for pool in stuck:
-        pool.executor.shutdown(wait=True, kill_workers=True)  # type: ignore[call-arg]
+        _terminate(pool.executor, wait=True)
 
 
 def _forget(pool: _Pool, future: Future[Any]) -> None:
@@ -175,11 +175,14 @@ def release(max_workers: int | None, *, wait: bool = True) -> None:
                 _idle.wait()
         except BaseException:  # interrupted while waiting: do not leave the pool running unowned
             _ours.pop(id(pool.executor), None)
-            pool.executor.shutdown(wait=False, kill_workers=True)  # type: ignore[call-arg]
+            _terminate(pool.executor, wait=False)
             raise
         terminate = bool(pool.abandoned) and not pool.calls
         del _ours[id(pool.executor)]
-    pool.executor.shutdown(wait=wait, kill_workers=terminate)  # type: ignore[call-arg]
+    if terminate:
+        _terminate(pool.executor, wait=wait)
+    else:
+        pool.executor.shutdown(wait=wait)
 
 
 def kill(max_workers: int | None) -> None:
@@ -195,4 +198,31 @@ def kill(max_workers: int | None) -> None:
         if pool is not None:
             _ours.pop(id(pool.executor), None)
     if pool is not None:
-        pool.executor.shutdown(wait=True, kill_workers=True)  # type: ignore[call-arg]
+        _terminate(pool.executor, wait=True)
+
+
+def _terminate(executor: Executor, *, wait: bool) -> None:
+    """Shut a pool of ours down terminating its workers, without loky's manager thread crashing.
+
+    With ``kill_workers``, loky's manager thread calls ``set_exception`` on every task
+    still in its pending table, without the guard against cancelled futures that it
+    uses elsewhere. A task we cancelled (a failed or interrupted call cancels what has
+    not started) stays in that table until the manager reaches it, which it does only
+    as workers free up; ``set_exception`` then raises ``InvalidStateError`` and the
+    manager thread dies printing a traceback (after a plain Ctrl-C, or at the exit of
+    a script whose node called ``sys.exit()``). Each such entry gets a fresh future
+    first: nobody holds it, and the task goes with the workers either way.
+    """
+    pending = getattr(executor, "_pending_work_items", None)
+    if isinstance(pending, dict):
+        for _ in range(3):  # the manager thread may change the table while we copy it (free-threaded builds)
+            try:
+                items = list(pending.values())
+                break
+            except RuntimeError:
+                items = []
+        for item in items:
+            future = getattr(item, "future", None)
+            if isinstance(future, Future) and future.cancelled():
+                item.future = Future()
+    executor.shutdown(wait=wait, kill_workers=True)  # type: ignore[call-arg]
