@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .callbacks import CallbackContext, PipelineCallback
-from .engine import HypernodesEngine
+from .engine import Engine, HypernodesEngine
 from .errors import (
     ArgumentTypeError,
     CycleError,
+    DependencyError,
     DuplicateOutputError,
+    ExecutionError,
     ExecutorSpecError,
+    HyperNodesError,
     HypernodesError,
     InputError,
     MapSpecError,
@@ -22,21 +25,27 @@ from .errors import (
     NodeDefinitionError,
     OutputArityError,
     UnknownOutputError,
+    WiringError,
 )
 from .node import Node, node
 from .pipeline import Pipeline, PipelineNode
 
 if TYPE_CHECKING:  # for type checkers only; at run time __getattr__ loads them
+    from .engines.dask import DaskEngine
     from .viz import DESIGN_STYLES, GraphvizStyle, build_graph, visualize
 
 __version__ = "0.1.0"
 
-# Loaded on first use, not here: pictures are optional, and `import hypernodes` must
-# not pay for viz.py or import graphviz.
+# Loaded on first use, not here: pictures and Dask are optional, and `import hypernodes`
+# must not pay for viz.py or import graphviz or distributed.
 _LAZY_VIZ = ("DESIGN_STYLES", "GraphvizStyle", "build_graph", "visualize")
 
 
 def __getattr__(name: str) -> Any:
+    if name == "DaskEngine":
+        from .engines.dask import DaskEngine
+
+        return DaskEngine
     if name in _LAZY_VIZ:
         from . import viz
 
@@ -49,9 +58,14 @@ __all__ = [
     "ArgumentTypeError",
     "CallbackContext",
     "CycleError",
+    "DaskEngine",
+    "DependencyError",
     "DuplicateOutputError",
+    "Engine",
+    "ExecutionError",
     "ExecutorSpecError",
     "GraphvizStyle",
+    "HyperNodesError",
     "HypernodesEngine",
     "HypernodesError",
     "InputError",
@@ -64,6 +78,7 @@ __all__ = [
     "PipelineCallback",
     "PipelineNode",
     "UnknownOutputError",
+    "WiringError",
     "__version__",
     "build_graph",
     "node",
