@@ -293,6 +293,9 @@ class DaskEngine(HypernodesEngine):
     def __repr__(self) -> str:
         return f"DaskEngine({self.dask!r}, node_executor={self._runtime.nodes!r}, node_tasks={self.node_tasks})"
 
+    def __enter__(self) -> DaskEngine:
+        return self
+
     @property
     def client(self) -> Any:
         """The ``distributed.Client`` this engine uses (connecting or starting a cluster on first use)."""
