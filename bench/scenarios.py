@@ -26,12 +26,15 @@ from hypernodes.executors import AsyncExecutor
 
 from ._harness import Row, Settings, best_of, check
 
-__all__ = ["CHAIN_CALLS", "CHAIN_LENGTH", "SCENARIOS", "SEED_NOTEBOOK", "SEED_ROUNDS", "Scenario", "register"]
+__all__ = ["CHAIN_CALLS", "CHAIN_LENGTH", "OPT_IN", "SCENARIOS", "SEED_NOTEBOOK", "SEED_ROUNDS", "Scenario", "register"]
 
 Scenario = Callable[[Settings], list[Row]]
 
 SCENARIOS: dict[str, Scenario] = {}
 """Scenario name -> scenario, in the order ``python -m bench`` runs them."""
+
+OPT_IN = frozenset({"dask"})
+"""Scenarios run only when named (they start a cluster): ``python -m bench dask``."""
 
 CHAIN_LENGTH = 200  # nodes in the overhead-chain pipeline
 CHAIN_CALLS = 2000  # calls per timing round in overhead-chain

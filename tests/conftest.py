@@ -56,11 +56,12 @@ def core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Mod
 
 def _ours(thread: threading.Thread) -> bool:
     # Process-wide singletons that live as long as the interpreter: the shared default
-    # engine's loop thread, and distributed's offload thread (started by a Dask client).
+    # engine's loop thread, and distributed's offload and future-callback threads (started
+    # by a Dask client and by the first Future.add_done_callback).
     default = engine_module._default
     if default is not None and thread is default._loop.thread:
         return False
-    return not thread.name.startswith("Dask-Offload")
+    return not thread.name.startswith(("Dask-Offload", "Dask-Callback-Thread"))
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.telemetry",),
     ("hypernodes.pipeline",),
     ("hypernodes.callbacks", "hypernodes.viz"),
+    ("hypernodes.engines",),
     ("hypernodes.engine",),
     ("hypernodes._run",),
     ("hypernodes.executors",),
@@ -145,7 +146,8 @@ def test_the_layers_name_every_module() -> None:
 
 
 def test_import_hypernodes_stays_light() -> None:
-    """`import hypernodes` loads neither asyncio, cloudpickle nor loky: a sequential pipeline needs none."""
-    code = "import sys, hypernodes; print(sorted(m for m in ('asyncio', 'cloudpickle', 'loky') if m in sys.modules))"
+    """`import hypernodes` loads no asyncio, cloudpickle, loky, dask or distributed: sequential runs need none."""
+    heavy = "('asyncio', 'cloudpickle', 'loky', 'dask', 'distributed')"
+    code = f"import sys, hypernodes, hypernodes.engines; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .callbacks import CallbackContext, PipelineCallback
-from .engine import HypernodesEngine
+from .engine import Engine, HypernodesEngine
 from .errors import (
     ArgumentTypeError,
     CycleError,
+    DependencyError,
     DuplicateOutputError,
+    ExecutionError,
     ExecutorSpecError,
+    HyperNodesError,
     HypernodesError,
     InputError,
     MapSpecError,
@@ -23,21 +26,27 @@ from .errors import (
     OutputArityError,
     RemoteError,
     UnknownOutputError,
+    WiringError,
 )
 from .node import Node, node
 from .pipeline import Pipeline, PipelineNode
 
 if TYPE_CHECKING:  # for type checkers only; at run time __getattr__ loads them
+    from .engines.dask import DaskEngine
     from .viz import DESIGN_STYLES, GraphvizStyle, build_graph, visualize
 
 __version__ = "0.5.0"
 
-# Loaded on first use, not here: pictures are optional, and `import hypernodes` must
-# not pay for viz.py or import graphviz.
+# Loaded on first use, not here: pictures and Dask are optional, and `import hypernodes`
+# must not pay for viz.py or import graphviz or distributed.
 _LAZY_VIZ = ("DESIGN_STYLES", "GraphvizStyle", "build_graph", "visualize")
 
 
 def __getattr__(name: str) -> Any:
+    if name == "DaskEngine":
+        from .engines.dask import DaskEngine
+
+        return DaskEngine
     if name in _LAZY_VIZ:
         from . import viz
 
@@ -50,9 +59,14 @@ __all__ = [
     "ArgumentTypeError",
     "CallbackContext",
     "CycleError",
+    "DaskEngine",
+    "DependencyError",
     "DuplicateOutputError",
+    "Engine",
+    "ExecutionError",
     "ExecutorSpecError",
     "GraphvizStyle",
+    "HyperNodesError",
     "HypernodesEngine",
     "HypernodesError",
     "InputError",
@@ -66,6 +80,7 @@ __all__ = [
     "PipelineNode",
     "RemoteError",
     "UnknownOutputError",
+    "WiringError",
     "__version__",
     "build_graph",
     "node",

@@ -345,7 +345,8 @@ def _check_shape(graph: Graph, outputs: tuple[str, ...], given: frozenset[str], 
     if unknown:
         hint = " (it is an input, and run()/map() return outputs only)" if unknown[0] in graph.parameters else ""
         raise UnknownOutputError(
-            f"Unknown output_name {ticks(unknown)}{hint}. Outputs this pipeline produces: {ticks(graph.outputs)}."
+            f"Unknown output_name {ticks(unknown)}{hint}: not found in pipeline. "
+            f"Outputs this pipeline produces: {ticks(graph.outputs)}."
         )
     produced_given = sorted(given & graph.producer.keys(), key=str)
     if produced_given:

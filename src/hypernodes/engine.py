@@ -1,11 +1,12 @@
-"""HypernodesEngine: owns the backends of a pipeline's two levels and dispatches calls to the drivers.
+"""Engine, the abstract engine; HypernodesEngine: owns the backends of two levels, dispatches calls to the drivers.
 
 The layers, each importing only those below it (``tests/test_layers.py`` checks it)::
 
     telemetry.py    ProgressCallback, TimingCallback (callbacks users add)
     pipeline.py     Pipeline, as_node: wiring, the run()/map() front door
     callbacks.py    PipelineCallback, CallbackContext; callback hooks from the event seam
-    engine.py       HypernodesEngine: its backends' lifetime; run()/map() dispatch
+    engines/        the engines' public home; engines/dask.py: DaskEngine and its backend
+    engine.py       Engine; HypernodesEngine: its backends' lifetime; run()/map() dispatch
     _run/           the drivers: node runner, map strategies, process workers
     executors/      backends (one per executor kind), AsyncExecutor, loky's shared pool
     _call.py        the validated call record: plan, values, item layout
@@ -41,6 +42,7 @@ are imported on first use: a sequential engine costs none of them.
 from __future__ import annotations
 
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -51,7 +53,7 @@ from .executors import check_max_workers
 from .executors._loop import LoopThread
 from .executors.backends import Backend, backend_for
 
-__all__ = ["HypernodesEngine", "default_engine"]
+__all__ = ["Engine", "HypernodesEngine", "default_engine"]
 
 
 def _check_combination(nodes: Backend, items: Backend) -> None:
@@ -77,7 +79,43 @@ def _release(backends: tuple[Backend, ...], loop: LoopThread, wait: bool) -> Non
         loop.close()
 
 
-class HypernodesEngine:
+class Engine(ABC):
+    """What runs pipelines: ``run``, ``map`` and ``shutdown`` (also a context manager).
+
+    ``Pipeline(..., backend=engine)`` calls ``engine.run(pipeline, inputs, output_name)``
+    and ``engine.map(pipeline, inputs, map_over, map_mode, output_name)``.
+    :class:`HypernodesEngine` and ``hypernodes.engines.DaskEngine`` implement it.
+    """
+
+    @abstractmethod
+    def run(
+        self, pipeline: HasPlans, inputs: Mapping[str, Any] | None = None, output_name: Any = None
+    ) -> dict[str, Any]:
+        """Run ``pipeline`` once; ``{output name: value}`` (see :meth:`Pipeline.run`)."""
+
+    @abstractmethod
+    def map(
+        self,
+        pipeline: HasPlans,
+        inputs: Mapping[str, Any] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: str = "zip",
+        output_name: Any = None,
+    ) -> dict[str, list[Any]]:
+        """Run ``pipeline`` once per item; ``{output name: [value per item]}`` (see :meth:`Pipeline.map`)."""
+
+    @abstractmethod
+    def shutdown(self, wait: bool = True) -> None:
+        """Release what the engine started (never what the user passed in); idempotent."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+
+class HypernodesEngine(Engine):
     """Runs pipelines: which executor handles items (map level) and nodes (node level).
 
     An engine holds no per-call state: one engine may serve many pipelines and
@@ -129,7 +167,7 @@ class HypernodesEngine:
 
     # -- lifetime ---------------------------------------------------------------
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = True) -> None:
         """Shut down what the engine started: its executors, workers and loop thread. Idempotent.
 
         Waits for tasks running on its threads and processes, except that worker
@@ -137,10 +175,11 @@ class HypernodesEngine:
         hung item) are terminated once no other call uses them; coroutines still
         awaiting on its "async" executor's loop are cancelled. The engine stays
         usable: a later call starts what it needs again. Executors passed in by
-        the user are left alone.
+        the user are left alone. ``wait=False`` returns without waiting for
+        running thread tasks (they finish in the background).
         """
         runtime = self._runtime
-        _release((runtime.nodes, runtime.items), self._loop, True)
+        _release((runtime.nodes, runtime.items), self._loop, wait)
 
     def __enter__(self) -> HypernodesEngine:
         return self

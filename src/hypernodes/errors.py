@@ -17,8 +17,11 @@ from typing import Any
 __all__ = [
     "ArgumentTypeError",
     "CycleError",
+    "DependencyError",
     "DuplicateOutputError",
+    "ExecutionError",
     "ExecutorSpecError",
+    "HyperNodesError",
     "HypernodesError",
     "InputError",
     "MapSpecError",
@@ -27,6 +30,7 @@ __all__ = [
     "OutputArityError",
     "RemoteError",
     "UnknownOutputError",
+    "WiringError",
     "add_note",
     "coroutine_returned",
     "note_node",
@@ -49,6 +53,15 @@ class NodeDefinitionError(HypernodesError, TypeError):
     """A node or a pipeline member is malformed (not callable, no usable output name...)."""
 
 
+class WiringError(NodeDefinitionError, ValueError):
+    """A node or nested pipeline wired to names that cannot work: a node reading its own
+    output (a self-loop), an ``as_node`` mapping or ``map_over`` naming what the pipeline lacks.
+
+    A ``TypeError`` (as every :class:`NodeDefinitionError`) and a ``ValueError`` (as
+    the notebook-era version raised for these).
+    """
+
+
 class DuplicateOutputError(HypernodesError, ValueError):
     """Two nodes (or one node twice) produce the same output name."""
 
@@ -65,8 +78,11 @@ class MissingInputError(HypernodesError, _PlainMessageKeyError):
     """A node needs a value that no node produces and the call did not give."""
 
 
-class UnknownOutputError(HypernodesError, _PlainMessageKeyError):
-    """``output_name`` asks for a name the pipeline does not produce."""
+class UnknownOutputError(HypernodesError, _PlainMessageKeyError, ValueError):
+    """``output_name`` asks for a name the pipeline does not produce.
+
+    A ``KeyError`` (a name not found) and a ``ValueError`` (what the notebook-era version raised).
+    """
 
 
 class InputError(HypernodesError, ValueError):
@@ -119,6 +135,20 @@ class RemoteError(HypernodesError):
             f"{self.type_name}: {self.message} (raised in a worker process; pickle cannot rebuild that exception "
             "here, so this stands in for it; its traceback is in .remote_traceback)"
         )
+
+
+# Names of the notebook-era version (``hypernodes.exceptions`` there), kept so its code imports.
+HyperNodesError = HypernodesError
+"""Alias of :class:`HypernodesError` (the notebook-era spelling)."""
+
+DependencyError = MissingInputError
+"""Alias of :class:`MissingInputError`: the notebook-era name for "a dependency cannot be satisfied"."""
+
+
+class ExecutionError(HypernodesError):
+    """Never raised: a node's own exception reaches the caller unchanged, with a note naming
+    the node. Kept so ``except ExecutionError`` in notebook-era code still imports (the
+    notebook-era version defined it and did not raise it either)."""
 
 
 if sys.version_info >= (3, 11):

@@ -13,7 +13,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any, overload
 
-from .errors import NodeDefinitionError
+from .errors import NodeDefinitionError, WiringError
 
 __all__ = ["Node", "is_async_callable", "node"]
 
@@ -161,7 +161,7 @@ class Node:
         self.defaults: dict[str, Any] = {p.name: p.default for p in params if p.default is not p.empty}
         clash = set(self.parameters) & set(self.outputs)
         if clash:
-            raise NodeDefinitionError(
+            raise WiringError(
                 f"{where}: `{sorted(clash)[0]}` is both a parameter and an output of the same node (a self-loop)."
             )
         n_positional = sum(1 for p in params if p.kind in _POSITIONAL)

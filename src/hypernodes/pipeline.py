@@ -16,8 +16,8 @@ from typing import Any
 from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
 from ._graph import Graph, build_graph, ticks
 from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
-from .engine import HypernodesEngine, default_engine
-from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError
+from .engine import Engine, default_engine
+from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError, WiringError
 from .node import Node
 
 __all__ = ["Pipeline", "PipelineNode"]
@@ -52,9 +52,9 @@ class Pipeline:
     def __init__(
         self,
         nodes: Sequence[Node | Pipeline],
-        backend: HypernodesEngine | None = None,
+        backend: Engine | None = None,
         *,
-        engine: HypernodesEngine | None = None,
+        engine: Engine | None = None,
         name: str | None = None,
         callbacks: Sequence[PipelineCallback] | None = None,
     ) -> None:
@@ -146,7 +146,7 @@ class Pipeline:
         return pipeline_id(self.name, [n.name for n in self.nodes])
 
     @property
-    def backend(self) -> HypernodesEngine | None:
+    def backend(self) -> Engine | None:
         """Alias of :attr:`engine`."""
         return self.engine
 
@@ -164,7 +164,23 @@ class Pipeline:
         label = f" {self.name!r}" if self.name else ""
         return f"<Pipeline{label}: {len(self.nodes)} nodes, inputs {list(self.inputs)} -> outputs {list(self.outputs)}>"
 
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Shut down the pipeline's own engine (``backend=``), if it has one.
+
+        The shared default engine is left alone, and so is every executor the user
+        passed to the engine (engines never shut those down).
+        """
+        if self.engine is not None:
+            self.engine.shutdown()
+
     # -- public calls -----------------------------------------------------------
+
+    def __call__(self, **inputs: Any) -> dict[str, Any]:
+        """``pipeline(x=1)`` is ``pipeline.run(inputs={"x": 1})``."""
+        return self.run(inputs)
 
     def run(
         self, inputs: Mapping[str, Any] | None = None, output_name: str | Sequence[str] | None = None
@@ -377,7 +393,7 @@ class PipelineNode(Node):
         outer_of: dict[str, str] = {}
         for outer, inner in dict(input_mapping or {}).items():
             if inner not in graph.inputs:
-                raise NodeDefinitionError(
+                raise WiringError(
                     f"{where}: input_mapping maps `{outer}` to `{inner}`, which is not an input of the pipeline. "
                     f"Its inputs: {ticks(graph.inputs)}."
                 )
@@ -393,7 +409,7 @@ class PipelineNode(Node):
         else:
             unknown = [inner for inner in output_mapping if inner not in graph.producer]
             if unknown:
-                raise NodeDefinitionError(
+                raise WiringError(
                     f"{where}: output_mapping names {ticks(unknown)}, not produced by the pipeline. "
                     f"Its outputs: {ticks(graph.outputs)}."
                 )
@@ -407,7 +423,7 @@ class PipelineNode(Node):
             mapped = (map_over,) if isinstance(map_over, str) else tuple(map_over)
             bad = [m for m in mapped if m not in inner_of]
             if not mapped or bad:
-                raise NodeDefinitionError(
+                raise WiringError(
                     f"{where}: map_over must name the node's (outer) inputs; got {map_over!r}. "
                     f"Its inputs: {ticks(all_outer)}."
                 )

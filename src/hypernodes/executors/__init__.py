@@ -3,12 +3,15 @@
 An executor spec is one of the names in :data:`EXECUTOR_NAMES` or any object with
 the ``concurrent.futures.Executor`` interface (a callable ``submit``);
 ``backends.backend_for`` turns one into a backend object. :class:`AsyncExecutor`
-is the ``concurrent.futures`` face of asyncio.
+is the ``concurrent.futures`` face of asyncio; :class:`SequentialExecutor` runs each
+task in the caller (the notebook-era adapter). :data:`DEFAULT_WORKERS` is the size
+each named executor gets when ``max_workers`` is None.
 """
 
 from __future__ import annotations
 
 from ._async import AsyncExecutor
-from ._spec import EXECUTOR_NAMES, check_max_workers
+from ._sequential import SequentialExecutor
+from ._spec import DEFAULT_WORKERS, EXECUTOR_NAMES, check_max_workers
 
-__all__ = ["EXECUTOR_NAMES", "AsyncExecutor", "check_max_workers"]
+__all__ = ["DEFAULT_WORKERS", "EXECUTOR_NAMES", "AsyncExecutor", "SequentialExecutor", "check_max_workers"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..node import is_async_callable
 from ._guard import as_task_of, is_task_of
 from ._loop import LoopThread
-from ._spec import check_max_workers
+from ._spec import DEFAULT_WORKERS, check_max_workers
 
 if TYPE_CHECKING:
     import asyncio
@@ -36,7 +36,7 @@ __all__ = ["AsyncExecutor"]
 class AsyncExecutor(Executor):
     """Runs sync and ``async def`` callables concurrently, bounded by ``max_workers``."""
 
-    DEFAULT_MAX_WORKERS = 100
+    DEFAULT_MAX_WORKERS = DEFAULT_WORKERS["async"]
 
     def __init__(self, max_workers: int = DEFAULT_MAX_WORKERS) -> None:
         """Args:

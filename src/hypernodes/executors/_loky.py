@@ -14,13 +14,14 @@ executor the user holds is never resized or shut down by us.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
+
+from ._spec import DEFAULT_WORKERS
 
 __all__ = ["IDLE_TIMEOUT_S", "abandon", "acquire", "in_use", "kill", "release"]
 
@@ -50,7 +51,7 @@ _ours: dict[int, _Pool] = {}  # id(executor) -> its pool, while it may still run
 
 
 def _size(max_workers: int | None) -> int:
-    return max_workers if max_workers is not None else (os.cpu_count() or 1)
+    return max_workers if max_workers is not None else DEFAULT_WORKERS["parallel"]
 
 
 def _usable(pool: _Pool | None) -> bool:

@@ -18,7 +18,8 @@ Given          the user's executor (never shut down here)    it depends  no
 *In process*: tasks may share the call's values (threads, an event loop); other
 backends get pickled, self-contained tasks. *Portable*: a worker process can make
 its own from the name, so it may serve as the node level inside a process map.
-A new backend (Dask, say) is one more subclass; the drivers need no change.
+A new backend (Dask, say) is one more subclass, in a module of its own
+(``hypernodes.engines.dask``), passed to the engine as an instance; the drivers need no change.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ..errors import ExecutorSpecError
 from . import _loky
 from ._async import AsyncExecutor
 from ._guard import is_task_of
-from ._spec import EXECUTOR_NAMES
+from ._spec import DEFAULT_WORKERS, EXECUTOR_NAMES
 
 __all__ = [
     "PROCESS_TASKS_PER_WORKER",
@@ -185,7 +186,9 @@ class Threads(_Owned):
     name = "threaded"
 
     def _make(self) -> Executor:
-        return ThreadPoolExecutor(self.max_workers, thread_name_prefix=f"hypernodes-{self.role}")
+        return ThreadPoolExecutor(
+            self.max_workers or DEFAULT_WORKERS["threaded"], thread_name_prefix=f"hypernodes-{self.role}"
+        )
 
 
 class Async(_Owned):
@@ -194,7 +197,7 @@ class Async(_Owned):
     name = "async"
 
     def _make(self) -> Executor:
-        return AsyncExecutor(self.max_workers or AsyncExecutor.DEFAULT_MAX_WORKERS)
+        return AsyncExecutor(self.max_workers or DEFAULT_WORKERS["async"])
 
 
 class Processes(Backend):
@@ -252,7 +255,8 @@ def backend_for(spec: Any, role: str, max_workers: int | None) -> Backend:
     """The backend for an executor spec: a name from ``EXECUTOR_NAMES`` or an executor object.
 
     Args:
-        spec: "sequential", "threaded", "async", "parallel", or an object with a callable ``submit``.
+        spec: "sequential", "threaded", "async", "parallel", an object with a callable
+            ``submit``, or a :class:`Backend` (used as it is: how an engine module adds a kind).
         role: "node" or "map": names the argument in errors and the threads it starts.
         max_workers: the size of executors made from names (None: their defaults);
             checked by the caller.
@@ -262,6 +266,8 @@ def backend_for(spec: Any, role: str, max_workers: int | None) -> Backend:
             object without ``submit``.
     """
     where = f"{role}_executor"
+    if isinstance(spec, Backend):
+        return spec
     if isinstance(spec, str):
         if spec == "sequential":
             return Sequential(spec)

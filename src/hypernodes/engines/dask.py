@@ -1,0 +1,328 @@
+"""DaskEngine: pipelines on a Dask cluster, and the backend that sends them there.
+
+The map level goes through the drivers' process path (``_run/remote.py``) like
+any remote executor: the plan, the nodes and the broadcast inputs are pickled
+once per call into a payload, each task carries one slice of the items. This
+module only adds what a cluster does better than a generic executor:
+
+* the payload goes to the cluster **once per call**, as one keyed task
+  (``hypernodes-<token>-payload``) that every slice depends on: each worker
+  fetches it once (from a peer when another has it), instead of each task
+  carrying its bytes. Not ``client.scatter``: scattered data dies with the
+  workers that hold it (the scheduler cannot recompute it, so a killed worker
+  would cancel the call), while a task's result is recomputed when lost;
+* tasks get **explicit keys** (``hypernodes-<token>-<first item>``): Dask never
+  hashes the arguments of a task;
+* slices are sized from the cluster's **total threads**, so every worker thread
+  gets ``tasks_per_worker`` slices;
+* a worker that dies is the scheduler's business (it reruns the task elsewhere,
+  up to its ``allowed-failures``); when those run out, the ``KilledWorker``
+  error names the slice's items. ``retries=`` reruns tasks that raise.
+
+``distributed`` is imported on first use: ``import hypernodes`` (and this module)
+never load it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, Future
+from types import ModuleType
+from typing import Any
+
+from .._call import HasPlans, RunCall, prepare_run
+from .._run import Runtime, run_one
+from ..engine import HypernodesEngine
+from ..errors import ExecutorSpecError, add_note
+from ..executors import check_max_workers
+from ..executors.backends import PROCESS_TASKS_PER_WORKER, Backend, Sequential
+
+__all__ = ["DaskBackend", "DaskEngine", "DaskExecutor"]
+
+_INSTALL = "pip install 'hypernodes[dask]'"
+
+
+def _distributed() -> ModuleType:
+    """``distributed``, or an ImportError saying what to install."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(f"DaskEngine needs Dask's distributed scheduler: {_INSTALL}") from exc
+    return distributed
+
+
+def _what(rest: tuple[Any, ...]) -> str:
+    """The work a task of the drivers does, for messages: ``map items 3..5`` or ``node #2``."""
+    if len(rest) == 1 and hasattr(rest[0], "base"):
+        items = rest[0]
+        return f"map items {items.base + items.lo}..{items.base + items.hi - 1}"
+    if len(rest) == 2 and isinstance(rest[0], int):
+        return f"node #{rest[0]} of the pipeline"
+    return "a task"
+
+
+def _payload(data: bytes) -> bytes:
+    """The task that holds a call's payload on the cluster."""
+    return data
+
+
+class DaskExecutor(Executor):
+    """A ``concurrent.futures`` executor over a ``distributed.Client``, for the drivers' tasks.
+
+    The drivers submit ``fn(token, payload, *rest)`` (a map slice: ``rest`` is its
+    items; a node task: the node's index and arguments). The payload is sent once
+    per token (a keyed task every task of that token depends on) and released
+    when that token's last task is done; every key is explicit. Other calls are
+    submitted as they are.
+    """
+
+    def __init__(self, client: Any, retries: int) -> None:
+        self._client = client  # also what backends.worker_count reads
+        self.retries = retries
+        self._lock = threading.Lock()
+        self._scattered: dict[str, list[Any]] = {}  # token -> [payload future, tasks not done]
+
+    def _scatter(self, token: str, payload: bytes) -> Any:
+        with self._lock:
+            entry = self._scattered.get(token)
+            if entry is not None:
+                entry[1] += 1
+                return entry[0]
+        data = self._client.submit(_payload, payload, key=f"hypernodes-{token}-payload", pure=False)
+        with self._lock:
+            entry = self._scattered.setdefault(token, [data, 0])
+            entry[1] += 1
+            return entry[0]
+
+    def _release(self, token: str) -> None:
+        with self._lock:
+            entry = self._scattered.get(token)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del self._scattered[token]  # the last reference: Dask forgets the payload
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Submit ``fn(*args, **kwargs)`` to the cluster; a ``concurrent.futures.Future`` of its result."""
+        if kwargs or len(args) < 2 or not (isinstance(args[0], str) and isinstance(args[1], bytes)):
+            return self._bridge(self._client.submit(fn, *args, pure=False, **kwargs), None, ())
+        token, payload, *rest = args
+        data = self._scatter(token, payload)
+        try:
+            if len(rest) == 1 and hasattr(rest[0], "base"):
+                key = f"hypernodes-{token}-{rest[0].base + rest[0].lo}"
+            else:
+                key = f"hypernodes-{token}-node-{rest[0]}"
+            task = self._client.submit(fn, token, data, *rest, key=key, pure=False, retries=self.retries)
+        except BaseException:
+            self._release(token)
+            raise
+        return self._bridge(task, token, tuple(rest))
+
+    def _bridge(self, task: Any, token: str | None, rest: tuple[Any, ...]) -> Future[Any]:
+        out: Future[Any] = Future()
+
+        def relay(done: Any) -> None:  # on distributed's callback thread
+            if not out.set_running_or_notify_cancel():  # cancelled by the caller meanwhile
+                return
+            try:
+                result = done.result()
+            except BaseException as exc:
+                if type(exc).__name__ == "KilledWorker":
+                    add_note(
+                        exc,
+                        f"hypernodes: the Dask workers running {_what(rest)} died each time the scheduler "
+                        "tried it (its `distributed.scheduler.allowed-failures` are used up). Likely causes: a "
+                        "crash in native code, os._exit() in a node, or the worker running out of memory.",
+                    )
+                out.set_exception(exc)
+            else:
+                out.set_result(result)
+
+        def forward(f: Future[Any]) -> None:
+            if token is not None:
+                self._release(token)
+            if f.cancelled():
+                task.cancel()
+
+        out.add_done_callback(forward)
+        task.add_done_callback(relay)
+        return out
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing of its own to release: the client belongs to the backend (or the user)."""
+
+
+class DaskBackend(Backend):
+    """A Dask cluster as an engine level: the user's client, one made from an address, or a LocalCluster of ours.
+
+    Only the client and cluster it made itself are closed by :meth:`shutdown`; a
+    client the user passed is never closed. Starts nothing until first used.
+    """
+
+    name = "dask"
+    in_process = False
+    portable = False  # a worker cannot make the cluster from a name
+
+    def __init__(self, client: Any, n_workers: int | None, retries: int, tasks_per_worker: int) -> None:
+        super().__init__("dask")
+        self.given = client
+        self.n_workers = n_workers
+        self.retries = retries
+        self.tasks_per_worker = tasks_per_worker
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._cluster: Any = None
+        self._executor: DaskExecutor | None = None
+
+    def __repr__(self) -> str:
+        return f"DaskBackend({self.given!r})" if self.given is not None else "DaskBackend(LocalCluster)"
+
+    def client(self) -> Any:
+        """The ``distributed.Client`` (connected, or a LocalCluster started, on first use)."""
+        with self._lock:
+            if self._client is None:
+                distributed = _distributed()
+                if self.given is None:
+                    self._cluster = distributed.LocalCluster(
+                        n_workers=self.n_workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        host="127.0.0.1",  # scheduler, workers and nannies on loopback only
+                        dashboard_address="127.0.0.1:0",
+                    )
+                    self._client = distributed.Client(self._cluster, set_as_default=False)
+                elif isinstance(self.given, str):
+                    self._client = distributed.Client(self.given, set_as_default=False)
+                else:
+                    self._client = self.given
+                self._executor = DaskExecutor(self._client, self.retries)
+            return self._client
+
+    @property
+    def cluster(self) -> Any:
+        """The LocalCluster this backend started, or None."""
+        return self._cluster
+
+    def executor(self) -> DaskExecutor:
+        self.client()
+        assert self._executor is not None
+        return self._executor
+
+    def workers(self, executor: Executor) -> int:
+        """The cluster's total worker threads (at least 1)."""
+        threads: int = sum(self.client().nthreads().values())
+        return max(1, threads)
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            client, cluster = self._client, self._cluster
+            self._client = self._cluster = self._executor = None
+        if client is not None and client is not self.given:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+class DaskEngine(HypernodesEngine):
+    """Runs pipelines on a Dask cluster: ``Pipeline(..., backend=DaskEngine(client))``.
+
+    ``map()`` sends batches, not items: the plan, nodes and broadcast inputs are
+    scattered to the workers once per call, and each task runs a slice of the
+    items through the compiled batch loop on a worker (``tasks_per_worker``
+    slices per worker thread). Results come back in input order.
+
+    ``run()`` follows one rule, chosen by ``node_tasks``: by default (nodes are
+    small) the pipeline runs in the calling process on ``node_executor`` (no
+    round trip at all: cheaper than one task on a worker, whose result would
+    come back here anyway); with ``node_tasks=True`` every node is a Dask task,
+    submitted as soon as its inputs are ready (independent slow nodes then run on
+    different workers at once; each node costs a round trip of a few ms and its
+    arguments travel through this process).
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        n_workers: int | None = None,
+        retries: int = 0,
+        tasks_per_worker: int = PROCESS_TASKS_PER_WORKER,
+        node_executor: Any = "sequential",
+        node_tasks: bool = False,
+    ) -> None:
+        """Args:
+            client: None (start a ``LocalCluster`` of worker processes on 127.0.0.1
+                on first use; closed by :meth:`shutdown`), a ``distributed.Client``
+                (never closed here), or a scheduler address ``"tcp://host:port"``
+                (a client of ours is connected to it and closed by shutdown).
+            n_workers: worker processes of the LocalCluster we start (None: Dask's default).
+            retries: how many times Dask reruns a task that raised (workers that die
+                are retried by the scheduler, up to its ``allowed-failures``).
+            tasks_per_worker: map slices per worker thread.
+            node_executor: runs the nodes of one item inside each worker:
+                "sequential", "threaded" or "async" (made in each worker); also
+                ``run()``'s node executor unless ``node_tasks``.
+            node_tasks: run each node of ``run()`` as its own Dask task.
+
+        Raises:
+            ImportError: ``distributed`` is not installed (says what to install).
+            ExecutorSpecError: a ``client`` that is not a Client or an address, or
+                bad ``n_workers``, ``retries``, ``tasks_per_worker`` or ``node_executor``.
+        """
+        _distributed()
+        if not (client is None or isinstance(client, str)) and not all(
+            callable(getattr(client, m, None)) for m in ("submit", "nthreads")
+        ):
+            raise ExecutorSpecError(
+                f"DaskEngine(client=...) takes a distributed.Client, a scheduler address such as "
+                f"'tcp://127.0.0.1:8786', or None; got {type(client).__name__} {client!r:.60}."
+            )
+        check_max_workers(n_workers, "n_workers", allow_none=True)
+        check_max_workers(tasks_per_worker, "tasks_per_worker", allow_none=False)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ExecutorSpecError(f"retries must be a non-negative int, got {retries!r}.")
+        self.dask = DaskBackend(client, n_workers, retries, tasks_per_worker)
+        super().__init__(node_executor=node_executor, map_executor=self.dask)
+        self.client_spec = client
+        self.node_tasks = bool(node_tasks)
+        base = self._runtime
+        self._run_runtime = Runtime(self.dask, Sequential("sequential"), base.funcs, None) if self.node_tasks else base
+
+    def __repr__(self) -> str:
+        return f"DaskEngine({self.dask!r}, node_executor={self._runtime.nodes!r}, node_tasks={self.node_tasks})"
+
+    def __enter__(self) -> DaskEngine:
+        return self
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` this engine uses (connecting or starting a cluster on first use)."""
+        return self.dask.client()
+
+    def run(
+        self, pipeline: HasPlans, inputs: Mapping[str, Any] | None = None, output_name: Any = None
+    ) -> dict[str, Any]:
+        """Run ``pipeline`` once (see the class docstring for where its nodes run)."""
+        return self.run_call(prepare_run(pipeline.plans, inputs, output_name))
+
+    def run_call(self, call: RunCall) -> dict[str, Any]:
+        """Execute a prepared ``run()`` call on the caller or, with ``node_tasks``, as Dask tasks."""
+        try:
+            run_one(self._run_runtime, call)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        return call.results()
+
+    def map(
+        self,
+        pipeline: HasPlans,
+        inputs: Mapping[str, Any] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: str = "zip",
+        output_name: Any = None,
+    ) -> dict[str, list[Any]]:
+        """Run ``pipeline`` once per item, in slices on the cluster's workers (see :meth:`HypernodesEngine.map`)."""
+        return super().map(pipeline, inputs, map_over, map_mode, output_name)
