@@ -275,9 +275,10 @@ def run_batch(plan, funcs, list values, items, observer=None, lookup=None):
             raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
         argv = _alloc_argv(p)
         results = [[None] * (hi - lo) for _ in range(n_res)]
-        if observer is None and lookup is None:
+        if not per_node and not per_item:
             # The plain loop, written out (not through _fill/_collect, which gcc does not
-            # inline): exactly the instructions per item it had before the event seam.
+            # inline): exactly the instructions per item it had before the event seam. An
+            # observer that wants neither node nor item events (progress) runs it too.
             for i in range(lo, hi):
                 if product:
                     rest = i
@@ -288,10 +289,12 @@ def run_batch(plan, funcs, list values, items, observer=None, lookup=None):
                 else:
                     for j in range(n_cols):
                         values[slots[j]] = <object>PyTuple_GET_ITEM(<tuple>cols[j], i)
-                _run_nodes(p, f, values, argv, base + i, None)
+                _run_nodes(p, f, values, argv, base + i, observer)
                 for j in range(n_res):
                     out = <list>results[j]
                     out[i - lo] = <object>PyList_GET_ITEM(values, p.result_slots[j])
+            if observer is not None:
+                observer.items_done(hi - lo)
             return results
         for i in range(lo, hi):
             _fill(values, cols, slots, lengths, n_cols, i, product)
