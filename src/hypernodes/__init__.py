@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .cache import DiskCache, MemoryCache
 from .callbacks import CallbackContext, PipelineCallback
 from .engine import HypernodesEngine
 from .errors import (
@@ -49,6 +50,7 @@ __all__ = [
     "ArgumentTypeError",
     "CallbackContext",
     "CycleError",
+    "DiskCache",
     "DuplicateOutputError",
     "ExecutorSpecError",
     "GraphvizStyle",
@@ -56,6 +58,7 @@ __all__ = [
     "HypernodesError",
     "InputError",
     "MapSpecError",
+    "MemoryCache",
     "MissingInputError",
     "Node",
     "NodeDefinitionError",
