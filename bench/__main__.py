@@ -5,9 +5,10 @@ Usage::
     PYTHONPATH=src python -m bench [SCENARIO ...] [--json] [--repeat N] [--items N] [--quick]
 
 With no scenario names every scenario runs (``overhead-map``, ``overhead-chain``,
-``seed``). ``--repeat N`` sets the timing rounds per measurement (default 7; the
-fastest round counts), ``--items N`` the items ``overhead-map`` maps over (default
-100,000). ``--json`` prints one JSON object per result row instead of a table. Set
+``seed``, ...) but ``cache``, which takes minutes and runs only when named.
+``--repeat N`` sets the timing rounds per measurement (default 7; the fastest round
+counts), ``--items N`` the items ``overhead-map`` maps over (default 100,000).
+``--json`` prints one JSON object per result row instead of a table. Set
 ``HYPERNODES_NO_EXTENSIONS=1`` to measure the pure-Python core instead of the
 compiled one; the header (or the ``core`` key) says which one ran.
 

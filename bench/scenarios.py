@@ -526,3 +526,72 @@ def progress(settings: Settings) -> list[Row]:
         rows.append(Row("progress", f"{PROGRESS_SLEEPS}-sleeps/threads(100)", "s", best["bar"], best["baseline"],
                         "same map, no callback"))  # fmt: skip
     return rows
+
+
+# -- cache: cold and warm maps with a cache ----------------------------------------------------
+
+CACHE_ITEMS = 10_000  # --quick: 1,000
+CACHE_WORK_S = 0.001  # each of the three nodes sleeps this long
+OPT_IN = frozenset({"cache"})
+"""Scenarios ``python -m bench`` runs only when named: ``cache`` takes minutes (its cold maps do 30 s of work each)."""
+
+
+def _work_a(x: int) -> int:
+    time.sleep(CACHE_WORK_S)
+    return x + 1
+
+
+def _work_b(a: int) -> int:
+    time.sleep(CACHE_WORK_S)
+    return a * 2
+
+
+def _work_c(b: int, x: int) -> int:
+    time.sleep(CACHE_WORK_S)
+    return b - x
+
+
+@register("cache")
+def cache(settings: Settings) -> list[Row]:
+    """A 3-node pipeline (1 ms of work per node) mapped over 10,000 items: cold (an empty cache)
+    against the same map uncached, and warm (every item cached) in microseconds per item against
+    the uncached map's, for MemoryCache and DiskCache, sequential and "parallel" (DiskCache only:
+    a MemoryCache's writes stay in the worker processes)."""
+    import tempfile
+
+    from hypernodes import DiskCache, MemoryCache
+
+    n = CACHE_ITEMS // 10 if settings.quick else CACHE_ITEMS
+    xs = list(range(n))
+    nodes = [node(_work_a, output_name="a"), node(_work_b, output_name="b"), node(_work_c, output_name="c")]
+    expected = {"a": [x + 1 for x in xs], "b": [(x + 1) * 2 for x in xs], "c": [(x + 1) * 2 - x for x in xs]}
+    per_item = _US / n
+    rows: list[Row] = []
+    cpus = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("sequential", "parallel"):
+            with HypernodesEngine(map_executor=kind, max_workers=cpus) as engine:
+                plain = Pipeline(nodes, backend=engine)
+                plain.map(inputs={"x": xs[: 2 * cpus]}, map_over="x")  # start the workers before timing
+                started = time.perf_counter()
+                check("cache", f"uncached/{kind}", plain.map(inputs={"x": xs}, map_over="x"), expected)
+                uncached = time.perf_counter() - started
+                stores: dict[str, Callable[[], Any]] = {
+                    "MemoryCache": MemoryCache,
+                    "DiskCache": partial(DiskCache, f"{tmp}/{kind}"),
+                }
+                for store, make in stores.items():
+                    if kind == "parallel" and store == "MemoryCache":
+                        continue
+                    pipeline = Pipeline(nodes, backend=engine, cache=make())
+                    started = time.perf_counter()
+                    check("cache", f"cold/{kind}/{store}", pipeline.map(inputs={"x": xs}, map_over="x"), expected)
+                    cold = time.perf_counter() - started
+                    rows.append(Row("cache", f"cold/{kind}/{store}", "s", cold, uncached, "the same map, uncached"))
+                    check("cache", f"warm/{kind}/{store}", pipeline.map(inputs={"x": xs}, map_over="x"), expected)
+                    best = best_of({"warm": partial(pipeline.map, inputs={"x": xs}, map_over="x")}, settings.repeat)
+                    rows.append(
+                        Row("cache", f"warm/{kind}/{store}", "us/item", best["warm"] * per_item,
+                            uncached * per_item, "the same map, uncached")
+                    )  # fmt: skip
+    return rows

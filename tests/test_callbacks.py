@@ -288,13 +288,13 @@ def test_a_raising_callback_fails_the_call_with_its_own_exception(
 
 def test_two_threads_calling_one_pipeline_get_separate_contexts() -> None:
     """Concurrent calls of the same pipeline each get their own CallbackContext."""
-    seen: dict[int, set[int]] = {}
+    seen: dict[int, list[CallbackContext]] = {}  # the contexts themselves: ids of freed ones are reused
     lock = threading.Lock()
 
     class Contexts(PipelineCallback):
         def on_node_start(self, node_id: str, inputs: dict[str, Any], ctx: CallbackContext) -> None:
             with lock:
-                seen.setdefault(inputs["x"], set()).add(id(ctx))
+                seen.setdefault(inputs["x"], []).append(ctx)
 
     pipeline = Pipeline([_same], callbacks=[Contexts()])
     barrier = threading.Barrier(2)
@@ -309,7 +309,7 @@ def test_two_threads_calling_one_pipeline_get_separate_contexts() -> None:
     for t in threads:
         t.join(timeout=30)
     assert len(seen[1]) == len(seen[2]) == 1
-    assert seen[1] != seen[2]
+    assert seen[1][0] is not seen[2][0]
 
 
 @pytest.mark.parametrize("map_kind", ["sequential", "threaded", "parallel"])

@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.engine",),
     ("hypernodes._run",),
     ("hypernodes.executors",),
-    ("hypernodes._call",),
+    ("hypernodes._call", "hypernodes.cache"),
     ("hypernodes._graph",),
     ("hypernodes._core",),
     ("hypernodes._sched", "hypernodes._sched_py"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .cache import DiskCache, MemoryCache
 from .callbacks import CallbackContext, PipelineCallback
 from .engine import Engine, HypernodesEngine
 from .errors import (
@@ -61,6 +62,7 @@ __all__ = [
     "CycleError",
     "DaskEngine",
     "DependencyError",
+    "DiskCache",
     "DuplicateOutputError",
     "Engine",
     "ExecutionError",
@@ -71,6 +73,7 @@ __all__ = [
     "HypernodesError",
     "InputError",
     "MapSpecError",
+    "MemoryCache",
     "MissingInputError",
     "Node",
     "NodeDefinitionError",

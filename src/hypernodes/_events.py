@@ -67,7 +67,12 @@ class RemoteObserver(Observer, Protocol):
 
 
 class Lookup(Protocol):
-    """Asked before a node is called; told its result after."""
+    """Asked before a node is called; told its result after.
+
+    A lookup may also define ``prefetch(template, items)``: the map drivers then
+    call it with the slot template and each slice (an ``_call.Items``) before its
+    items run, so it can prepare them in one go (the cache batches its queries).
+    """
 
     def get(self, node: int, item: int, args: tuple[Any, ...]) -> tuple[Any] | None:
         """``(result,)`` to use instead of calling node ``node`` on ``args``; None to call it."""

@@ -181,7 +181,7 @@ class PipelineCallback:
 
 
 _NODE_HOOKS = ("on_node_start", "on_node_end", "on_node_cached")
-_ITEM_HOOKS = ("on_map_item_start", "on_map_item_end")
+_ITEM_HOOKS = ("on_map_item_start", "on_map_item_end", "on_map_item_cached")
 
 
 def _overrides(callback: PipelineCallback, hook: str) -> bool:
@@ -294,6 +294,7 @@ class CallObserver:
         plan: Plan,
         in_map: bool,
         nested: frozenset[int] = frozenset(),
+        lookup: Any = None,
     ) -> None:
         self.session = session
         self.path = path  # pipeline ids, root first; the last is this call's
@@ -309,18 +310,32 @@ class CallObserver:
         self.item_events = in_map and session.wants(_ITEM_HOOKS, in_map)
         self.values = session.wants_values(in_map)
         self._tokens: dict[tuple[int, int, int], contextvars.Token[_Scope | None]] = {}
+        # The call's cache lookup (``cache.CacheLookup``): the signatures of hits, and
+        # whether an item will come whole from the cache (then it is reported as cached,
+        # not started and ended).
+        self.lookup = lookup
+        self._whole: dict[int, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_tokens"] = {}
+        state["_whole"] = {}
         return state
 
     # -- the _events.Observer interface -------------------------------------------
 
     def item_start(self, item: int) -> None:
+        signature = None if self.lookup is None else self.lookup.whole(item)
+        if signature is not None:
+            self._whole[item] = signature
+            return
         self.session.emit("on_map_item_start", item, path=self.path, where=f" (map item {item})")
 
     def item_end(self, item: int, seconds: float) -> None:
+        signature = self._whole.pop(item, None) if self._whole else None
+        if signature is not None:
+            self.session.emit("on_map_item_cached", item, signature, path=self.path, where=f" (map item {item})")
+            return
         self.session.emit("on_map_item_end", item, seconds, path=self.path, where=f" (map item {item})")
 
     def items_done(self, count: int) -> None:
@@ -348,7 +363,10 @@ class CallObserver:
         )
 
     def node_cached(self, node: int, item: int, result: Any) -> None:
-        self.session.emit("on_node_cached", self.node_ids[node], "", path=self.path, where=self._where(node, item))
+        signature = "" if self.lookup is None else self.lookup.last_signature()
+        self.session.emit(
+            "on_node_cached", self.node_ids[node], signature, path=self.path, where=self._where(node, item)
+        )
 
     def node_error(self, node: int, item: int, exc: BaseException) -> None:
         self._close_scope(node, item)
@@ -458,7 +476,7 @@ def run_observed(
 ) -> dict[str, Any]:
     """``run_call(call)`` with the call-level hooks around it and an observer for the node hooks."""
     session, path, prefix = _start(pipeline, "run", call.plan, inputs)
-    call.observer = CallObserver(session, path, prefix, call.plan, False, _nested_nodes(call.plan))
+    call.observer = CallObserver(session, path, prefix, call.plan, False, _nested_nodes(call.plan), call.lookup)
     started = time.perf_counter()
     try:
         result = run_call(call)
@@ -479,7 +497,7 @@ def map_observed(
         with session.lock:
             metadata = session.ctx.get_pipeline_metadata(path[-1])
             session.ctx.set_pipeline_metadata(path[-1], {**metadata, "total_items": total})
-    call.observer = CallObserver(session, path, prefix, call.plan, True, _nested_nodes(call.plan))
+    call.observer = CallObserver(session, path, prefix, call.plan, True, _nested_nodes(call.plan), call.lookup)
     started = time.perf_counter()
     try:
         session.emit("on_map_start", total, path=path)

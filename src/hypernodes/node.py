@@ -92,9 +92,10 @@ class Node:
             wired by name. ``*args``/``**kwargs`` are not wired.
         defaults: parameter name -> default value, used when nothing provides it.
         is_async: whether calling ``func`` returns an awaitable (``async def``).
+        cache: whether a pipeline's cache may store and reuse this node's results.
     """
 
-    __slots__ = ("_call", "defaults", "func", "is_async", "name", "output_name", "outputs", "parameters")
+    __slots__ = ("_call", "cache", "defaults", "func", "is_async", "name", "output_name", "outputs", "parameters")
 
     func: Callable[..., Any]
     name: str
@@ -105,6 +106,7 @@ class Node:
         output_name: str | tuple[str, ...] | None = None,
         *,
         name: str | None = None,
+        cache: bool = True,
     ) -> None:
         """Wrap ``func``.
 
@@ -113,6 +115,8 @@ class Node:
             output_name: where the return value is stored; a tuple unpacks a
                 returned tuple. Defaults to the function's name.
             name: the node's name in errors and reprs; defaults to the function's.
+            cache: False: never cached, even in a pipeline with a cache (for
+                non-deterministic functions).
 
         Raises:
             NodeDefinitionError: ``func`` is not callable, has no inspectable
@@ -170,6 +174,7 @@ class Node:
         else:
             self._call = _KeywordAdapter(func, n_positional, self.parameters[n_positional:])
         self.is_async = is_async_callable(func)
+        self.cache = bool(cache)
 
     def restricted(self, outputs: tuple[str, ...]) -> Node:
         """This node computing only ``outputs`` (a subset of its outputs).
@@ -234,15 +239,20 @@ def _rebuild(cls: type[Node], state: dict[str, Any]) -> Node:
 
 @overload
 def node(
-    func: Callable[..., Any], /, *, output_name: str | tuple[str, ...] | None = ..., name: str | None = ...
+    func: Callable[..., Any],
+    /,
+    *,
+    output_name: str | tuple[str, ...] | None = ...,
+    name: str | None = ...,
+    cache: bool = ...,
 ) -> Node: ...
 @overload
 def node(
-    output_name: str | tuple[str, ...] | None = ..., /, *, name: str | None = ...
+    output_name: str | tuple[str, ...] | None = ..., /, *, name: str | None = ..., cache: bool = ...
 ) -> Callable[[Callable[..., Any]], Node]: ...
 @overload
 def node(
-    *, output_name: str | tuple[str, ...] | None = ..., name: str | None = ...
+    *, output_name: str | tuple[str, ...] | None = ..., name: str | None = ..., cache: bool = ...
 ) -> Callable[[Callable[..., Any]], Node]: ...
 
 
@@ -252,6 +262,7 @@ def node(
     *,
     output_name: str | tuple[str, ...] | None = None,
     name: str | None = None,
+    cache: bool = True,
 ) -> Node | Callable[[Callable[..., Any]], Node]:
     """Turn a function into a :class:`Node`.
 
@@ -263,6 +274,7 @@ def node(
             or the output name when given positionally to the decorator factory.
         output_name: where the return value goes; a tuple unpacks a returned tuple.
         name: the node's name; defaults to the function's name.
+        cache: False keeps the node out of the pipeline's cache (it always runs).
 
     Returns:
         A :class:`Node`, or a decorator that makes one.
@@ -277,7 +289,7 @@ def node(
     if func is None:
 
         def decorate(f: Callable[..., Any]) -> Node:
-            return Node(f, output_name, name=name)
+            return Node(f, output_name, name=name, cache=cache)
 
         return decorate
-    return Node(func, output_name, name=name)
+    return Node(func, output_name, name=name, cache=cache)

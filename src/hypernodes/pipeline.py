@@ -15,6 +15,7 @@ from typing import Any
 
 from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
 from ._graph import Graph, build_graph, ticks
+from .cache import INHERITED, Cache, CacheLookup
 from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
 from .engine import Engine, default_engine
 from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError, WiringError
@@ -57,6 +58,7 @@ class Pipeline:
         engine: Engine | None = None,
         name: str | None = None,
         callbacks: Sequence[PipelineCallback] | None = None,
+        cache: Cache | None = None,
     ) -> None:
         """Args:
             nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
@@ -66,6 +68,9 @@ class Pipeline:
             callbacks: :class:`~hypernodes.PipelineCallback` instances that see each
                 call as it runs (see ``hypernodes.callbacks``); nested pipelines
                 inherit them.
+            cache: a :class:`~hypernodes.cache.Cache` (``DiskCache(path)``, ``MemoryCache()``)
+                that stores each node's results by code and inputs (see
+                ``hypernodes.cache``); nested pipelines without their own inherit it.
 
         Raises:
             NodeDefinitionError: a member is not a node or pipeline, or ``name`` is not a string.
@@ -73,7 +78,8 @@ class Pipeline:
             CycleError: the wiring is cyclic.
             ArgumentTypeError: ``backend`` and ``engine`` both given and different.
             ExecutorSpecError: ``backend`` is not an engine (an engine class, for one).
-            TypeError: ``callbacks`` is not a list of ``PipelineCallback`` instances.
+            TypeError: ``callbacks`` is not a list of ``PipelineCallback`` instances,
+                or ``cache`` is not a ``Cache``.
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
@@ -121,6 +127,11 @@ class Pipeline:
                 "engine: HypernodesEngine(map_executor='threaded')."
             )
         self.callbacks = check_callbacks(callbacks)
+        if cache is not None and not isinstance(cache, Cache):
+            raise TypeError(
+                f"Pipeline(cache=...) takes a hypernodes.cache.Cache such as DiskCache(path), got {cache!r:.60}."
+            )
+        self.cache = cache
         self._graph: Graph = build_graph(self.nodes)
         self.plans = PlanCache(self._graph)  # one compiled Plan per call shape, read by engines
 
@@ -128,17 +139,18 @@ class Pipeline:
         # A pipeline travels to worker processes as its nodes: the engine (threads,
         # loops, executors) stays home, and a nested pipeline runs in-process there.
         # Callbacks stay home too: a worker records hook calls and the caller makes them.
-        return {"nodes": self.nodes, "name": self.name}
+        return {"nodes": self.nodes, "name": self.name, "cache": self.cache}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["nodes"], name=state["name"])  # type: ignore[misc]
+        self.__init__(state["nodes"], name=state["name"], cache=state.get("cache"))  # type: ignore[misc]
 
     # copies (unlike pickles) stay in this process, so they keep the engine and callbacks
     def __copy__(self) -> Pipeline:
-        return Pipeline(self.nodes, engine=self.engine, name=self.name, callbacks=self.callbacks)
+        return Pipeline(self.nodes, engine=self.engine, name=self.name, callbacks=self.callbacks, cache=self.cache)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
-        return Pipeline(copy.deepcopy(self.nodes, memo), engine=self.engine, name=self.name, callbacks=self.callbacks)
+        nodes = copy.deepcopy(self.nodes, memo)
+        return Pipeline(nodes, engine=self.engine, name=self.name, callbacks=self.callbacks, cache=self.cache)
 
     @property
     def id(self) -> str:
@@ -201,12 +213,24 @@ class Pipeline:
             Whatever a node raises, with a note naming the node.
         """
         engine = self.engine if self.engine is not None else default_engine()
-        if not self.callbacks and SCOPE.get() is None:  # nothing observes this call
+        cache = self.cache if self.cache is not None else INHERITED.get()
+        if cache is None and not self.callbacks and SCOPE.get() is None:  # nothing observes or caches this call
             return engine.run(self, inputs, output_name)
         run_call = getattr(engine, "run_call", None)
         if run_call is None:  # an engine of another kind runs the call its own way, unobserved
             return engine.run(self, inputs, output_name)
-        return run_observed(self, run_call, prepare_run(self.plans, inputs, output_name), inputs)
+        call = prepare_run(self.plans, inputs, output_name)
+        if cache is None:
+            return run_observed(self, run_call, call, inputs)
+        call.lookup = CacheLookup(cache, call.plan, call.values, None)
+        token = INHERITED.set(cache)  # nested pipelines run on this thread use it too
+        try:
+            if not self.callbacks and SCOPE.get() is None:
+                result: dict[str, Any] = run_call(call)
+                return result
+            return run_observed(self, run_call, call, inputs)
+        finally:
+            INHERITED.reset(token)
 
     def map(
         self,
@@ -234,13 +258,24 @@ class Pipeline:
                 note naming the node and the item index.
         """
         engine = self.engine if self.engine is not None else default_engine()
-        if not self.callbacks and SCOPE.get() is None:
+        cache = self.cache if self.cache is not None else INHERITED.get()
+        if cache is None and not self.callbacks and SCOPE.get() is None:
             return engine.map(self, inputs, map_over, map_mode, output_name)
         map_call = getattr(engine, "map_call", None)
         if map_call is None:
             return engine.map(self, inputs, map_over, map_mode, output_name)
         call = prepare_map(self.plans, inputs, map_over, map_mode, output_name)
-        return map_observed(self, map_call, call, inputs)
+        if cache is None:
+            return map_observed(self, map_call, call, inputs)
+        call.lookup = CacheLookup(cache, call.plan, call.values, call.items.map_slots)
+        token = INHERITED.set(cache)
+        try:
+            if not self.callbacks and SCOPE.get() is None:
+                mapped: dict[str, list[Any]] = map_call(call)
+                return mapped
+            return map_observed(self, map_call, call, inputs)
+        finally:
+            INHERITED.reset(token)
 
     def as_node(
         self,

@@ -56,18 +56,24 @@ def run_items(
         run_batch: Callable[..., list[list[Any]]] = runtime.core.run_batch
 
         def run(part: Items) -> list[list[Any]]:
+            if prefetch is not None:
+                prefetch(template, part)
             return run_batch(plan, funcs, list(template), part, observer, lookup)
 
-        if stop is None and observer is None:
+        prefetch = getattr(lookup, "prefetch", None)  # a cache: one query per chunk, state for a chunk at most
+        if stop is None and observer is None and lookup is None:
             return run(items)
         # Progress alone needs no quick stop: chunks may grow past MAX_CHUNK, to CHUNK_S.
-        return _run_chunked(run, items, stop, MAX_CHUNK if stop is not None else len(items))
+        return _run_chunked(run, items, stop, MAX_CHUNK if stop is not None or lookup is not None else len(items))
     result_slots = runner.steps.result_slots
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in result_slots]
+    prefetch = getattr(lookup, "prefetch", None)
     for i in range(lo, items.hi):
         if stop is not None and stop.is_set():
             return None
+        if prefetch is not None and (i - lo) % MAX_CHUNK == 0:
+            prefetch(template, items.between(i, min(items.hi, i + MAX_CHUNK)))
         values = list(template)
         items.fill(values, i)
         if observer is not None and observer.item_events:
@@ -125,7 +131,10 @@ async def run_slice_async(
     values = list(template)
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in steps.result_slots]
+    prefetch = getattr(lookup, "prefetch", None)
     for i in range(lo, items.hi):
+        if prefetch is not None and (i - lo) % MAX_CHUNK == 0:
+            prefetch(template, items.between(i, min(items.hi, i + MAX_CHUNK)))
         items.fill(values, i)
         if observer is not None and observer.item_events:
             observer.item_start(base + i)
