@@ -121,3 +121,54 @@ def test_self_loop_and_bad_as_node_mappings_are_value_errors_too() -> None:
         with pytest.raises(ValueError, match="nope") as info:
             pipeline.as_node(**kwargs)  # type: ignore[arg-type]
         assert isinstance(info.value, (TypeError, hypernodes.WiringError))
+
+
+class _Seen(hypernodes.PipelineCallback):
+    """Records node starts."""
+
+    def __init__(self) -> None:
+        self.nodes: list[str] = []
+
+    def on_node_start(self, node_id: str, inputs: dict[str, object], ctx: hypernodes.CallbackContext) -> None:
+        self.nodes.append(node_id)
+
+
+@node(output_name="y")
+def _plus_one(x: int) -> int:
+    return x + 1
+
+
+def test_calls_made_on_an_engine_still_use_the_pipelines_callbacks_and_cache() -> None:
+    """engine.run(pipeline, ...) and engine.map(pipeline, ...) fire the pipeline's callbacks and use its
+    cache, as pipeline.run/map do."""
+    seen = _Seen()
+    cache = hypernodes.MemoryCache()
+    pipeline = Pipeline([_plus_one], callbacks=[seen], cache=cache)
+    with hypernodes.HypernodesEngine() as engine:
+        assert engine.run(pipeline, {"x": 1}) == {"y": 2}
+        assert engine.run(pipeline, {"x": 1}) == {"y": 2}  # from the cache: no node start
+        assert engine.map(pipeline, {"x": [7, 8]}, "x") == {"y": [8, 9]}
+        assert engine.map(pipeline, {"x": [7, 8]}, "x") == {"y": [8, 9]}
+    assert seen.nodes == ["_plus_one"] * 3
+
+
+def test_parent_gives_engine_cache_and_callbacks_to_a_pipeline_without_its_own() -> None:
+    """Pipeline(parent=...) uses the parent's engine, cache and callbacks where it sets none
+    (effective_backend, effective_cache, effective_callbacks), recursively; its own win."""
+    seen = _Seen()
+    cache = hypernodes.MemoryCache()
+    with hypernodes.HypernodesEngine(map_executor="threaded") as engine:
+        root = Pipeline([_plus_one], backend=engine, cache=cache, callbacks=[seen])
+        child = Pipeline([_plus_one], parent=root)
+        grandchild = Pipeline([_plus_one], parent=child)
+        assert Pipeline([_plus_one], parent=child, callbacks=[]).effective_callbacks == []  # [] opts out
+        assert child.effective_backend is engine and grandchild.effective_backend is engine
+        assert child.effective_cache is cache and grandchild.effective_cache is cache
+        assert child.effective_callbacks == [seen] and grandchild.effective_callbacks == [seen]
+        assert grandchild.map({"x": [5, 6]}, "x") == {"y": [6, 7]}
+        assert seen.nodes == ["_plus_one", "_plus_one"]
+        own = hypernodes.HypernodesEngine()
+        assert Pipeline([_plus_one], backend=own, parent=root).effective_backend is own
+        own.shutdown()
+    with pytest.raises(hypernodes.ArgumentTypeError, match="parent"):
+        Pipeline([_plus_one], parent=engine)  # type: ignore[arg-type]

@@ -210,6 +210,9 @@ class HypernodesEngine(Engine):
             The errors of :meth:`Pipeline.run`, before any node runs; then the
             first exception a node raises (noted with the node's name).
         """
+        if getattr(pipeline, "_observed", False):  # its callbacks and cache apply on any engine
+            cache = pipeline.effective_cache  # type: ignore[attr-defined]
+            return pipeline._run_with(self, cache, inputs, output_name)  # type: ignore[attr-defined, no-any-return]
         call = prepare_run(pipeline.plans, inputs, output_name)
         try:
             run_one(self._runtime, call)
@@ -240,6 +243,11 @@ class HypernodesEngine(Engine):
             The errors of :meth:`Pipeline.map`, before any node runs; then the
             first exception an item raises (noted with the node and item index).
         """
+        if getattr(pipeline, "_observed", False):
+            cache = pipeline.effective_cache  # type: ignore[attr-defined]
+            return pipeline._map_with(  # type: ignore[attr-defined, no-any-return]
+                self, cache, inputs, map_over, map_mode, output_name
+            )
         call = prepare_map(pipeline.plans, inputs, map_over, map_mode, output_name)
         try:
             columns = run_map(self._runtime, call)

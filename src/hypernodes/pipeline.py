@@ -59,6 +59,7 @@ class Pipeline:
         name: str | None = None,
         callbacks: Sequence[PipelineCallback] | None = None,
         cache: Cache | None = None,
+        parent: Pipeline | None = None,
     ) -> None:
         """Args:
             nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
@@ -71,6 +72,8 @@ class Pipeline:
             cache: a :class:`~hypernodes.cache.Cache` (``DiskCache(path)``, ``MemoryCache()``)
                 that stores each node's results by code and inputs (see
                 ``hypernodes.cache``); nested pipelines without their own inherit it.
+            parent: a pipeline whose engine, cache and callbacks this one uses where it
+                sets none itself (the notebook-era ``parent=``; see ``effective_backend``).
 
         Raises:
             NodeDefinitionError: a member is not a node or pipeline, or ``name`` is not a string.
@@ -126,12 +129,20 @@ class Pipeline:
                 f"{type(self.engine).__name__} {self.engine!r:.60}. Executors and executor names go into the "
                 "engine: HypernodesEngine(map_executor='threaded')."
             )
-        self.callbacks = check_callbacks(callbacks)
+        if parent is not None and not isinstance(parent, Pipeline):
+            raise ArgumentTypeError(f"Pipeline(parent=...) takes a Pipeline, got {type(parent).__name__}.")
+        self._parent = parent
+        # Without callbacks of its own a pipeline with a parent uses the parent's (see effective_callbacks).
+        given = callbacks if callbacks is not None or parent is None else parent.effective_callbacks
+        self.callbacks: list[PipelineCallback] = list(check_callbacks(given))
         if cache is not None and not isinstance(cache, Cache):
             raise TypeError(
                 f"Pipeline(cache=...) takes a hypernodes.cache.Cache such as DiskCache(path), got {cache!r:.60}."
             )
         self.cache = cache
+        # Whether a call made straight on an engine (engine.run(pipeline, ...)) must come back
+        # through this pipeline's front door: its callbacks and cache apply on any engine.
+        self._observed = bool(self.callbacks) or self.effective_cache is not None
         self._graph: Graph = build_graph(self.nodes)
         self.plans = PlanCache(self._graph)  # one compiled Plan per call shape, read by engines
 
@@ -146,11 +157,40 @@ class Pipeline:
 
     # copies (unlike pickles) stay in this process, so they keep the engine and callbacks
     def __copy__(self) -> Pipeline:
-        return Pipeline(self.nodes, engine=self.engine, name=self.name, callbacks=self.callbacks, cache=self.cache)
+        return Pipeline(
+            self.nodes,
+            engine=self.engine,
+            name=self.name,
+            callbacks=self.callbacks,
+            cache=self.cache,
+            parent=self._parent,
+        )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
         nodes = copy.deepcopy(self.nodes, memo)
-        return Pipeline(nodes, engine=self.engine, name=self.name, callbacks=self.callbacks, cache=self.cache)
+        return Pipeline(
+            nodes, engine=self.engine, name=self.name, callbacks=self.callbacks, cache=self.cache, parent=self._parent
+        )
+
+    @property
+    def effective_backend(self) -> Engine:
+        """The engine calls use: this pipeline's, else its ``parent``'s (recursively), else the shared default."""
+        if self.engine is not None:
+            return self.engine
+        return self._parent.effective_backend if self._parent is not None else default_engine()
+
+    @property
+    def effective_cache(self) -> Cache | None:
+        """The cache calls use: this pipeline's, else its ``parent``'s (recursively), else None."""
+        if self.cache is not None:
+            return self.cache
+        return self._parent.effective_cache if self._parent is not None else None
+
+    @property
+    def effective_callbacks(self) -> list[PipelineCallback]:
+        """The callbacks calls use: this pipeline's own, else (when it was given none, not even ``[]``)
+        its ``parent``'s, recursively; taken from the parent when this pipeline is constructed."""
+        return self.callbacks
 
     @property
     def id(self) -> str:
@@ -212,13 +252,20 @@ class Pipeline:
                 before any node runs.
             Whatever a node raises, with a note naming the node.
         """
-        engine = self.engine if self.engine is not None else default_engine()
-        cache = self.cache if self.cache is not None else INHERITED.get()
+        engine = self.engine if self.engine is not None else self.effective_backend
+        cache = self.cache if self.cache is not None or self._parent is None else self.effective_cache
+        if cache is None:
+            cache = INHERITED.get()
         if cache is None and not self.callbacks and SCOPE.get() is None:  # nothing observes or caches this call
             return engine.run(self, inputs, output_name)
+        return self._run_with(engine, cache, inputs, output_name)
+
+    def _run_with(self, engine: Any, cache: Cache | None, inputs: Any, output_name: Any) -> dict[str, Any]:
+        """run() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
         run_call = getattr(engine, "run_call", None)
         if run_call is None:  # an engine of another kind runs the call its own way, unobserved
-            return engine.run(self, inputs, output_name)
+            unobserved: dict[str, Any] = engine.run(self, inputs, output_name)
+            return unobserved
         call = prepare_run(self.plans, inputs, output_name)
         if cache is None:
             return run_observed(self, run_call, call, inputs)
@@ -257,13 +304,22 @@ class Pipeline:
                 shared input), and the errors of :meth:`run`: before any node runs. Whatever a node raises, with a
                 note naming the node and the item index.
         """
-        engine = self.engine if self.engine is not None else default_engine()
-        cache = self.cache if self.cache is not None else INHERITED.get()
+        engine = self.engine if self.engine is not None else self.effective_backend
+        cache = self.cache if self.cache is not None or self._parent is None else self.effective_cache
+        if cache is None:
+            cache = INHERITED.get()
         if cache is None and not self.callbacks and SCOPE.get() is None:
             return engine.map(self, inputs, map_over, map_mode, output_name)
+        return self._map_with(engine, cache, inputs, map_over, map_mode, output_name)
+
+    def _map_with(
+        self, engine: Any, cache: Cache | None, inputs: Any, map_over: Any, map_mode: Any, output_name: Any
+    ) -> dict[str, list[Any]]:
+        """map() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
         map_call = getattr(engine, "map_call", None)
         if map_call is None:
-            return engine.map(self, inputs, map_over, map_mode, output_name)
+            unobserved: dict[str, list[Any]] = engine.map(self, inputs, map_over, map_mode, output_name)
+            return unobserved
         call = prepare_map(self.plans, inputs, map_over, map_mode, output_name)
         if cache is None:
             return map_observed(self, map_call, call, inputs)
