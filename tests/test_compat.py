@@ -162,9 +162,12 @@ def test_parent_gives_engine_cache_and_callbacks_to_a_pipeline_without_its_own()
         child = Pipeline([_plus_one], parent=root)
         grandchild = Pipeline([_plus_one], parent=child)
         assert Pipeline([_plus_one], parent=child, callbacks=[]).effective_callbacks == []  # [] opts out
-        assert child.effective_backend is engine and grandchild.effective_backend is engine
-        assert child.effective_cache is cache and grandchild.effective_cache is cache
-        assert child.effective_callbacks == [seen] and grandchild.effective_callbacks == [seen]
+        assert child.effective_backend is engine
+        assert grandchild.effective_backend is engine
+        assert child.effective_cache is cache
+        assert grandchild.effective_cache is cache
+        assert child.effective_callbacks == [seen]
+        assert grandchild.effective_callbacks == [seen]
         assert grandchild.map({"x": [5, 6]}, "x") == {"y": [6, 7]}
         assert seen.nodes == ["_plus_one", "_plus_one"]
         own = hypernodes.HypernodesEngine()
