@@ -13,6 +13,7 @@ import ast
 import re
 import subprocess
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,16 @@ def _module_name(path: Path) -> str:
 
 
 def _modules() -> dict[str, Path]:
-    found = {}
+    found: dict[str, Path] = {}
     for path in sorted(ROOT.rglob("*")):
-        if path.suffix in (".py", ".pyx") and "__pycache__" not in path.parts:
+        if "__pycache__" in path.parts:
+            continue
+        if path.suffix in (".py", ".pyx"):
             found[_module_name(path)] = path
+        elif any(path.name.endswith(s) for s in EXTENSION_SUFFIXES):  # an installed build: no .pyx beside it
+            found.setdefault(
+                ".".join([*_module_name(path.parent / "x.py").split(".")[:-1], path.name.split(".")[0]]), path
+            )
     return found
 
 
@@ -73,6 +80,8 @@ def _resolve(importer: str, is_package: bool, level: int, target: str | None) ->
 
 def _imports(module: str, path: Path, known: dict[str, Path]) -> set[str]:
     """The hypernodes modules that ``module`` imports anywhere in its source."""
+    if path.suffix not in (".py", ".pyx"):
+        return set()  # a compiled module: its source (the .pyx) is checked where it is present
     text = path.read_text()
     is_package = path.name == "__init__.py"
     found: set[str] = set()
