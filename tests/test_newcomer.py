@@ -252,6 +252,12 @@ def test_ctrl_c_in_a_process_map_prints_only_the_keyboard_interrupt(core: Module
             proc.kill()
             proc.communicate()
     assert proc.returncode != 0
+    # loky's resource-tracker process gets the group's SIGINT too and may warn, on its own stderr,
+    # about a semaphore the killed workers left (a UserWarning, no traceback): not ours to silence.
+    lines = err.splitlines()
+    tracker = [i for i, line in enumerate(lines) if "resource_tracker" in line and "UserWarning" in line]
+    kept = [line for i, line in enumerate(lines) if i not in tracker and i - 1 not in tracker]
+    err = "\n".join(kept)
     assert "InvalidStateError" not in err, err
     assert "Exception in" not in err, err
     assert err.count("Traceback") == 1, err
