@@ -86,17 +86,20 @@ def _imports(module: str, path: Path, known: dict[str, Path]) -> set[str]:
     is_package = path.name == "__init__.py"
     found: set[str] = set()
 
-    def add(name: str) -> None:
-        while name and name not in known:  # `from .x import y` names a module or a member of x
+    def add(name: str, floor: str = "hypernodes") -> None:
+        # `from .x import y` names module x.y or a member y of x: strip to the module that
+        # exists, but never above x (`floor`): a module absent from this install (the
+        # compiled core in a pure-Python wheel) is no import of its package.
+        while name and name not in known and name != floor:
             name = name.rpartition(".")[0]
-        if name and name != module:
+        if name in known and name != module:
             found.add(name)
 
     if path.suffix == ".pyx":  # Cython: read the Python-level imports by pattern
         for level, target, names in re.findall(r"^\s*from\s+(\.+)(\w*(?:\.\w+)*)\s+import\s+(.+)$", text, re.M):
             base = _resolve(module, is_package, len(level), target or None)
             for n in names.split(","):
-                add(f"{base}.{n.strip()}")
+                add(f"{base}.{n.strip()}", base)
         return found
     for stmt in ast.walk(ast.parse(text)):
         if isinstance(stmt, ast.Import):
@@ -111,7 +114,7 @@ def _imports(module: str, path: Path, known: dict[str, Path]) -> set[str]:
             else:
                 continue
             for alias in stmt.names:
-                add(f"{base}.{alias.name}")
+                add(f"{base}.{alias.name}", base)
     return found
 
 
