@@ -54,7 +54,7 @@ from .errors import add_note
 if TYPE_CHECKING:
     from ._call import MapCall, RunCall
 
-__all__ = ["CallObserver", "CallbackContext", "PipelineCallback", "current_scope", "map_observed", "run_observed"]
+__all__ = ["CallObserver", "CallbackContext", "PipelineCallback", "map_observed", "run_observed"]
 
 
 class CallbackContext:
@@ -268,11 +268,6 @@ class _Scope:
 
 SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("hypernodes_callback_scope", default=None)
 """Set while a nested pipeline's node runs inside an observed call: its own call then observes too."""
-
-
-def current_scope() -> _Scope | None:
-    """The scope of the pipeline call the current thread is inside, if that call observes."""
-    return SCOPE.get()
 
 
 def pipeline_id(name: str | None, node_names: Sequence[str]) -> str:

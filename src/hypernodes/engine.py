@@ -154,6 +154,7 @@ class HypernodesEngine(Engine):
         self.max_workers = max_workers
         self._loop = LoopThread("hypernodes-engine-loop")
         self._runtime = Runtime(nodes, items, FuncTable(self._loop), max_workers)
+        self._run_runtime = self._runtime  # what run() uses; an engine may run single calls elsewhere (DaskEngine)
         # Releases what the engine started when it is collected or at interpreter exit;
         # without waiting: the last reference may go away on one of the engine's own threads.
         self._finalizer = weakref.finalize(self, _release, (nodes, items), self._loop, False)
@@ -215,7 +216,7 @@ class HypernodesEngine(Engine):
             return pipeline._run_with(self, cache, inputs, output_name)  # type: ignore[attr-defined, no-any-return]
         call = prepare_run(pipeline.plans, inputs, output_name)
         try:
-            run_one(self._runtime, call)
+            run_one(self._run_runtime, call)
         except KeyboardInterrupt:
             self._interrupted()
             raise
@@ -259,7 +260,7 @@ class HypernodesEngine(Engine):
     def run_call(self, call: RunCall) -> dict[str, Any]:
         """Execute a prepared ``run()`` call (``_call.prepare_run``, which may add an observer and a lookup)."""
         try:
-            run_one(self._runtime, call)
+            run_one(self._run_runtime, call)
         except KeyboardInterrupt:
             self._interrupted()
             raise

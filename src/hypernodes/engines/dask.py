@@ -26,13 +26,12 @@ never load it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from types import ModuleType
 from typing import Any
 
-from .._call import HasPlans, RunCall, prepare_run
-from .._run import Runtime, run_one
+from .._run import Runtime
 from ..engine import HypernodesEngine
 from ..errors import ExecutorSpecError, add_note
 from ..executors import check_max_workers
@@ -300,20 +299,3 @@ class DaskEngine(HypernodesEngine):
     def client(self) -> Any:
         """The ``distributed.Client`` this engine uses (connecting or starting a cluster on first use)."""
         return self.dask.client()
-
-    def run(
-        self, pipeline: HasPlans, inputs: Mapping[str, Any] | None = None, output_name: Any = None
-    ) -> dict[str, Any]:
-        """Run ``pipeline`` once (see the class docstring for where its nodes run)."""
-        if getattr(pipeline, "_observed", False):  # its callbacks and cache: through its front door, on us
-            return super().run(pipeline, inputs, output_name)
-        return self.run_call(prepare_run(pipeline.plans, inputs, output_name))
-
-    def run_call(self, call: RunCall) -> dict[str, Any]:
-        """Execute a prepared ``run()`` call on the caller or, with ``node_tasks``, as Dask tasks."""
-        try:
-            run_one(self._run_runtime, call)
-        except KeyboardInterrupt:
-            self._interrupted()
-            raise
-        return call.results()
