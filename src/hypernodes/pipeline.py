@@ -10,7 +10,7 @@ so a repeated call costs one dict lookup before the core takes over.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
@@ -267,17 +267,8 @@ class Pipeline:
             unobserved: dict[str, Any] = engine.run(self, inputs, output_name)
             return unobserved
         call = prepare_run(self.plans, inputs, output_name)
-        if cache is None:
-            return run_observed(self, run_call, call, inputs)
-        call.lookup = CacheLookup(cache, call.plan, call.values, None)
-        token = INHERITED.set(cache)  # nested pipelines run on this thread use it too
-        try:
-            if not self.callbacks and SCOPE.get() is None:
-                result: dict[str, Any] = run_call(call)
-                return result
-            return run_observed(self, run_call, call, inputs)
-        finally:
-            INHERITED.reset(token)
+        result: dict[str, Any] = self._execute(call, run_call, run_observed, inputs, cache, None)
+        return result
 
     def map(
         self,
@@ -321,15 +312,28 @@ class Pipeline:
             unobserved: dict[str, list[Any]] = engine.map(self, inputs, map_over, map_mode, output_name)
             return unobserved
         call = prepare_map(self.plans, inputs, map_over, map_mode, output_name)
+        mapped: dict[str, list[Any]] = self._execute(call, map_call, map_observed, inputs, cache, call.items.map_slots)
+        return mapped
+
+    def _execute(
+        self,
+        call: Any,
+        execute: Callable[[Any], Any],
+        observed: Callable[..., Any],
+        inputs: Any,
+        cache: Cache | None,
+        map_slots: tuple[int, ...] | None,
+    ) -> Any:
+        """Run a prepared call: through ``observed`` (the callback hooks) unless nothing observes it,
+        with a lookup into ``cache`` when there is one (``map_slots``: a map's mapped inputs)."""
         if cache is None:
-            return map_observed(self, map_call, call, inputs)
-        call.lookup = CacheLookup(cache, call.plan, call.values, call.items.map_slots)
-        token = INHERITED.set(cache)
+            return observed(self, execute, call, inputs)
+        call.lookup = CacheLookup(cache, call.plan, call.values, map_slots)
+        token = INHERITED.set(cache)  # nested pipelines run on this thread use it too
         try:
             if not self.callbacks and SCOPE.get() is None:
-                mapped: dict[str, list[Any]] = map_call(call)
-                return mapped
-            return map_observed(self, map_call, call, inputs)
+                return execute(call)
+            return observed(self, execute, call, inputs)
         finally:
             INHERITED.reset(token)
 

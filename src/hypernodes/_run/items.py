@@ -48,8 +48,9 @@ def run_items(
 
     With ``stop``, the items run in chunks of about :data:`CHUNK_S` each, and the
     slice returns None (its result unwanted) once ``stop`` is set. So they do with
-    an observer, which hears ``items_done`` after each chunk: progress moves during
-    a long slice at the cost of one call per chunk, not per item.
+    an observer, which hears ``items_done`` after each chunk (progress moves during
+    a long slice at the cost of one call per chunk, not per item), and with a
+    lookup that can ``prefetch`` (one query per chunk of at most :data:`MAX_CHUNK`).
     """
     if runner is None:
         funcs = runtime.funcs(plan)
