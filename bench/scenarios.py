@@ -33,8 +33,9 @@ Scenario = Callable[[Settings], list[Row]]
 SCENARIOS: dict[str, Scenario] = {}
 """Scenario name -> scenario, in the order ``python -m bench`` runs them."""
 
-OPT_IN = frozenset({"dask"})
-"""Scenarios run only when named (they start a cluster): ``python -m bench dask``."""
+OPT_IN = frozenset({"dask", "cache"})
+"""Scenarios ``python -m bench`` runs only when named: ``dask`` starts a cluster, and ``cache``
+takes minutes (its cold maps do 30 s of work each)."""
 
 CHAIN_LENGTH = 200  # nodes in the overhead-chain pipeline
 CHAIN_CALLS = 2000  # calls per timing round in overhead-chain
@@ -532,8 +533,6 @@ def progress(settings: Settings) -> list[Row]:
 
 CACHE_ITEMS = 10_000  # --quick: 1,000
 CACHE_WORK_S = 0.001  # each of the three nodes sleeps this long
-OPT_IN = frozenset({"cache"})
-"""Scenarios ``python -m bench`` runs only when named: ``cache`` takes minutes (its cold maps do 30 s of work each)."""
 
 
 def _work_a(x: int) -> int:
