@@ -26,7 +26,17 @@ from hypernodes.executors import AsyncExecutor
 
 from ._harness import Row, Settings, best_of, check
 
-__all__ = ["CHAIN_CALLS", "CHAIN_LENGTH", "OPT_IN", "SCENARIOS", "SEED_NOTEBOOK", "SEED_ROUNDS", "Scenario", "register"]
+__all__ = [
+    "CALLS",
+    "CHAIN_CALLS",
+    "CHAIN_LENGTH",
+    "OPT_IN",
+    "SCENARIOS",
+    "SEED_NOTEBOOK",
+    "SEED_ROUNDS",
+    "Scenario",
+    "register",
+]
 
 Scenario = Callable[[Settings], list[Row]]
 
@@ -122,6 +132,40 @@ def overhead_chain(settings: Settings) -> list[Row]:
     per_node = _US / (CHAIN_CALLS * CHAIN_LENGTH)
     base = best["baseline"] * per_node
     return [Row(name, variant, "us/node", best[variant] * per_node, base) for variant in (one, every)]
+
+
+CALLS = 20_000  # calls per timing round in overhead-call
+
+
+@register("overhead-call")
+def overhead_call(settings: Settings) -> list[Row]:
+    """What one call costs: run() of a one-node pipeline and map() of one item, per call, against
+    plain Python building the same result (a dict of the value, a dict of a one-element list)."""
+    name = "overhead-call"
+    pipeline = Pipeline(nodes=[node(_inc, output_name="y")])
+    one, mapped = {"x": 1}, {"x": [1]}
+
+    def run() -> dict[str, Any]:
+        return pipeline.run(one)
+
+    def map_one() -> dict[str, list[Any]]:
+        return pipeline.map(mapped, map_over="x")
+
+    def plain_run() -> dict[str, Any]:
+        return {"y": _inc(one["x"])}
+
+    def plain_map() -> dict[str, list[Any]]:
+        return {"y": [_inc(x) for x in mapped["x"]]}
+
+    check(name, "run", run(), plain_run())
+    check(name, "map of one item", map_one(), plain_map())
+    contenders = {"plain run": plain_run, "run": run, "plain map": plain_map, "map of one item": map_one}
+    best = best_of(contenders, settings.repeat, loops=CALLS)
+    per_call = _US / CALLS
+    return [
+        Row(name, "run, one node", "us/call", best["run"] * per_call, best["plain run"] * per_call),
+        Row(name, "map, one item", "us/call", best["map of one item"] * per_call, best["plain map"] * per_call),
+    ]
 
 
 # -- seed: the workloads of the user's executor-comparison notebook ----------------------------

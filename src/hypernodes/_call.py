@@ -49,13 +49,27 @@ class PlanCache:
     """A pipeline's compiled plans, one per call shape (requested outputs, given input names).
 
     A repeated call shape costs one dict lookup; :func:`compile_plan` runs once per shape.
+    Two more dicts hold the shapes that engines may run on the cores' fast paths
+    (``run_dict`` / ``map_zip``) without checking them again, filled by
+    :func:`prepare_run` / :func:`prepare_map` once a call of that shape has passed
+    every check of its names:
+
+    * ``runs``: ``(fast_key(output_name), frozenset(inputs))`` -> plan, for a plan
+      without async nodes;
+    * ``maps``: ``(fast_key(output_name), fast_key(map_over), frozenset(inputs))`` ->
+      ``(plan, mapped, map_slots, shared)`` (the arguments of ``map_zip``), for zip
+      maps of a plan without async nodes.
+
+    The values are checked per call (``map_zip`` declines what it cannot run plainly).
     """
 
-    __slots__ = ("_plans", "graph")
+    __slots__ = ("_plans", "graph", "maps", "runs")
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self._plans: dict[tuple[tuple[str, ...] | None, frozenset[str]], Plan] = {}
+        self.runs: dict[tuple[Any, frozenset[str]], Plan] = {}
+        self.maps: dict[tuple[Any, Any, frozenset[str]], MapShape] = {}
 
     def get(self, outputs: tuple[str, ...] | None, given: frozenset[str], verb: str) -> Plan:
         """The plan computing ``outputs`` (None: all) from the inputs named ``given``.
@@ -69,8 +83,14 @@ class PlanCache:
             plan = compile_plan(self.graph, outputs, given, verb)
             if len(self._plans) >= _PLAN_CACHE_SIZE:
                 self._plans.clear()
+                self.runs.clear()
+                self.maps.clear()
             self._plans[key] = plan
         return plan
+
+
+MapShape = tuple[Plan, tuple[str, ...], tuple[int, ...], tuple[tuple[str, int], ...]]
+"""A zip map's checked shape: the plan, the mapped names, their slots, the shared inputs' (name, slot)."""
 
 
 class HasPlans(Protocol):
@@ -194,6 +214,12 @@ class MapCall:
         return dict(zip(self.plan.result_names, columns))
 
 
+def fast_key(names: Any) -> Any:
+    """``output_name`` or ``map_over`` as part of a :class:`PlanCache` fast-path key: a
+    string or None as it is, a list or tuple as a tuple (TypeError: unhashable)."""
+    return names if names is None or type(names) is str else tuple(names)
+
+
 def _check_inputs(inputs: Any, verb: str) -> Mapping[str, Any]:
     if inputs is None:
         return {}
@@ -231,10 +257,15 @@ def prepare_run(
         ArgumentTypeError, UnknownOutputError, InputError, MissingInputError: before any node runs.
     """
     inputs = _check_inputs(inputs, "run()")
-    plan = plans.get(_outputs_key(output_name), frozenset(inputs), "run()")
+    given = frozenset(inputs)
+    plan = plans.get(_outputs_key(output_name), given, "run()")
     values = list(plan.template)
     for name, slot in plan.input_pairs:
         values[slot] = inputs[name]
+    if not plan.has_async:
+        if len(plans.runs) >= _PLAN_CACHE_SIZE:
+            plans.runs.clear()
+        plans.runs[(fast_key(output_name), given)] = plan
     return RunCall(plan, values, observer, lookup)
 
 
@@ -314,4 +345,9 @@ def prepare_map(
     if n_items > sys.maxsize:
         raise MapSpecError(f"map_mode='product' of lists of lengths {lengths} is {n_items} items; too many to run.")
     columns = tuple(tuple(inputs[m]) for m in mapped)
+    if not product and not plan.has_async:
+        shared = tuple((name, slot) for name, slot in plan.input_pairs if name not in mapped)
+        if len(plans.maps) >= _PLAN_CACHE_SIZE:
+            plans.maps.clear()
+        plans.maps[(fast_key(output_name), fast_key(map_over), frozenset(inputs))] = (plan, mapped, map_slots, shared)
     return MapCall(plan, values, Items(map_slots, columns, product, 0, n_items), observer, lookup)

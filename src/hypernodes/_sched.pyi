@@ -5,7 +5,16 @@ from typing import Any, Final
 
 from ._events import Lookup, Observer
 
-__all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
+__all__ = [
+    "API_VERSION",
+    "IMPLEMENTATION",
+    "ReadyQueue",
+    "map_zip",
+    "plan_batches",
+    "run_batch",
+    "run_dict",
+    "run_one",
+]
 
 IMPLEMENTATION: Final[str]
 API_VERSION: Final[int]
@@ -25,6 +34,15 @@ def run_batch(
     observer: Observer | None = None,
     lookup: Lookup | None = None,
 ) -> list[list[Any]]: ...
+def run_dict(plan: Any, funcs: Sequence[Callable[..., Any]], inputs: dict[str, Any]) -> dict[str, Any]: ...
+def map_zip(
+    plan: Any,
+    funcs: Sequence[Callable[..., Any]],
+    inputs: dict[str, Any],
+    mapped: tuple[str, ...],
+    map_slots: tuple[int, ...],
+    shared: tuple[tuple[str, int], ...],
+) -> dict[str, list[Any]] | None: ...
 def plan_batches(
     n_items: int, n_workers: int, tasks_per_worker: int = 1, min_batch: int = 1
 ) -> list[tuple[int, int]]: ...

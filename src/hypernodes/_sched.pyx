@@ -34,6 +34,8 @@ from libc.string cimport memcpy
 import operator
 import types
 
+from collections.abc import Iterator
+
 from time import perf_counter
 
 from .errors import OutputArityError, coroutine_returned, note_node
@@ -41,14 +43,30 @@ from .errors import OutputArityError, coroutine_returned, note_node
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
 
-__all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
+__all__ = [
+    "API_VERSION",
+    "IMPLEMENTATION",
+    "ReadyQueue",
+    "map_zip",
+    "plan_batches",
+    "run_batch",
+    "run_dict",
+    "run_one",
+]
 
 IMPLEMENTATION = "cython"
-API_VERSION = 4
+API_VERSION = 5
 
 # A node result of this exact type is a coroutine from a plain node: funcs wraps async
 # nodes so that they return the awaited value. One pointer comparison per call.
 cdef object _CoroutineType = types.CoroutineType
+
+# Shared inputs of these exact types are no one-shot iterators; anything else is asked.
+cdef frozenset _NOT_ITERATORS = frozenset({int, float, complex, str, bytes, bool, type(None), list, tuple, dict})
+
+# The node loop's argument pointers live on the C stack for nodes of at most this many arguments.
+cdef enum:
+    _SMALL_ARGS = 8
 
 
 @cython.final
@@ -58,7 +76,8 @@ cdef class _Prepared:
     cdef const int[::1] arg_ptr, arg_slots, out_ptr, out_slots, unpack
     cdef const int[::1] succ_ptr, succ_idx, indegree, result_slots
     cdef Py_ssize_t n_nodes, n_slots, max_args
-    cdef tuple names
+    cdef tuple names, template, input_pairs, result_names
+    cdef dict results_template
 
     def __cinit__(self, plan):
         self.arg_ptr = plan.arg_ptr
@@ -74,8 +93,14 @@ cdef class _Prepared:
         self.n_slots = plan.n_slots
         self.max_args = plan.max_args
         self.names = tuple(plan.node_names)
+        self.template = tuple(plan.template)
+        self.input_pairs = tuple(plan.input_pairs)
+        self.result_names = tuple(plan.result_names)
+        self.results_template = dict.fromkeys(self.result_names)
         if self.arg_ptr.shape[0] != self.n_nodes + 1 or self.out_ptr.shape[0] != self.n_nodes + 1:
             raise ValueError("malformed plan: pointer arrays do not match n_nodes")
+        if len(self.template) != self.n_slots or len(self.result_names) != self.result_slots.shape[0]:
+            raise ValueError("malformed plan: template or results do not match the slots")
 
 
 cdef inline _Prepared _prepared(plan):
@@ -203,6 +228,94 @@ def run_one(plan, funcs, list values, observer=None, lookup=None):
         _run_nodes(p, f, values, argv, -1, observer)
     finally:
         PyMem_Free(argv)
+
+
+cdef dict _result_dict(_Prepared p, list values):
+    # {output name: value}, built here rather than by a comprehension in the caller: a
+    # copy of a dict that already has the keys (no resizing), whose values are replaced
+    cdef dict out = p.results_template.copy()
+    cdef Py_ssize_t j
+    for j in range(p.result_slots.shape[0]):
+        out[<object>PyTuple_GET_ITEM(p.result_names, j)] = <object>PyList_GET_ITEM(values, p.result_slots[j])
+    return out
+
+
+def run_dict(plan, funcs, dict inputs):
+    """Run ``plan`` once on ``inputs`` and return ``{output name: value}``.
+
+    See ``_sched_py.run_dict`` (the spec) for the contract.
+    """
+    cdef _Prepared p = _prepared(plan)
+    cdef list values = list(p.template)
+    cdef tuple f = _check_call(p, funcs, values)
+    cdef PyObject* small[_SMALL_ARGS]
+    cdef PyObject** argv = small
+    for name, slot in p.input_pairs:
+        values[slot] = inputs[name]
+    if p.max_args > _SMALL_ARGS:
+        argv = _alloc_argv(p)
+    try:
+        _run_nodes(p, f, values, argv, -1, None)
+    finally:
+        if argv != small:
+            PyMem_Free(argv)
+    return _result_dict(p, values)
+
+
+def map_zip(plan, funcs, dict inputs, tuple mapped, tuple map_slots, tuple shared):
+    """Map ``plan`` over the lists ``inputs[m]`` for ``m`` in ``mapped``, zipped; ``{output: [values]}``.
+
+    See ``_sched_py.map_zip`` (the spec) for the contract.
+    """
+    cdef _Prepared p = _prepared(plan)
+    cdef list values = list(p.template)
+    values.append(None)  # the scratch slot: mapped inputs the plan does not read
+    cdef tuple f = _check_call(p, funcs, values)
+    cdef Py_ssize_t n_cols = len(mapped), n_res = p.result_slots.shape[0], n = 0, i, j
+    cdef Py_ssize_t n_values = len(values)
+    if len(map_slots) != n_cols or n_cols == 0:
+        raise ValueError(f"{len(map_slots)} map slots for {n_cols} mapped inputs")
+    for name, slot in shared:
+        value = inputs[name]
+        if type(value) not in _NOT_ITERATORS and isinstance(value, Iterator):
+            return None
+        values[slot] = value
+    cdef list cols = []
+    for j in range(n_cols):
+        column = inputs[mapped[j]]
+        if type(column) is not list:
+            return None
+        if j == 0:
+            n = len(<list>column)
+        elif len(<list>column) != n:
+            return None
+        cols.append(tuple(<list>column))  # a snapshot: a node may change the user's list
+    cdef Py_ssize_t* slots = <Py_ssize_t*>PyMem_Malloc(n_cols * sizeof(Py_ssize_t))
+    cdef PyObject* small[_SMALL_ARGS]
+    cdef PyObject** argv = small
+    cdef list results, out
+    try:
+        if slots == NULL:
+            raise MemoryError()
+        for j in range(n_cols):
+            slots[j] = map_slots[j]
+            if not 0 <= slots[j] < n_values:
+                raise ValueError(f"map slot {slots[j]} is outside the {n_values} value slots")
+        if p.max_args > _SMALL_ARGS:
+            argv = _alloc_argv(p)
+        results = [[None] * n for _ in range(n_res)]
+        for i in range(n):
+            for j in range(n_cols):
+                values[slots[j]] = <object>PyTuple_GET_ITEM(<tuple>PyList_GET_ITEM(cols, j), i)
+            _run_nodes(p, f, values, argv, i, None)
+            for j in range(n_res):
+                out = <list>PyList_GET_ITEM(results, j)
+                out[i] = <object>PyList_GET_ITEM(values, p.result_slots[j])
+    finally:
+        PyMem_Free(slots)
+        if argv != small:
+            PyMem_Free(argv)
+    return dict(zip(p.result_names, results))
 
 
 cdef inline int _fill(

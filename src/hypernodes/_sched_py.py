@@ -25,12 +25,24 @@ from .errors import coroutine_returned, note_node, unpack_row
 if TYPE_CHECKING:
     from ._events import Lookup, Observer
 
-__all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
+__all__ = [
+    "API_VERSION",
+    "IMPLEMENTATION",
+    "ReadyQueue",
+    "map_zip",
+    "plan_batches",
+    "run_batch",
+    "run_dict",
+    "run_one",
+]
 
 IMPLEMENTATION = "python"
 # Bumped whenever the core's contract changes; the tests check both cores agree,
 # which also catches a stale compiled extension left behind by an old build.
-API_VERSION = 4
+API_VERSION = 5
+
+# Shared inputs of these exact types are no one-shot iterators; anything else is asked.
+_NOT_ITERATORS = frozenset({int, float, complex, str, bytes, bool, type(None), list, tuple, dict})
 
 
 class _Prepared:
@@ -167,6 +179,84 @@ def run_one(
         _run_nodes(p, funcs, values, -1, observer)
     else:
         _run_nodes_observed(p, funcs, values, -1, events, observer, lookup)
+
+
+def run_dict(plan: Any, funcs: Sequence[Callable[..., Any]], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Run ``plan`` once on ``inputs`` and return ``{output name: value}``: a whole ``run()``.
+
+    The fast path of a call whose shape was checked before (see ``_call.PlanCache``):
+    no observer, no lookup, every node on the calling thread.
+
+    Args:
+        plan, funcs: as for :func:`run_one`.
+        inputs: the call's inputs; it holds every name of ``plan.input_names``.
+
+    Raises:
+        As :func:`run_one`; KeyError: ``inputs`` lacks one of the plan's inputs.
+    """
+    p = _prepared(plan)
+    values = list(plan.template)
+    _check_call(p, plan.n_slots, funcs, values)
+    for name, slot in plan.input_pairs:
+        values[slot] = inputs[name]
+    _run_nodes(p, funcs, values, -1)
+    return {name: values[slot] for name, slot in plan.result_pairs}
+
+
+def map_zip(
+    plan: Any,
+    funcs: Sequence[Callable[..., Any]],
+    inputs: dict[str, Any],
+    mapped: tuple[str, ...],
+    map_slots: tuple[int, ...],
+    shared: tuple[tuple[str, int], ...],
+) -> dict[str, list[Any]] | None:
+    """A whole zip ``map()`` of a checked call shape: ``{output name: [value per item]}``.
+
+    Item ``i`` puts element ``i`` of ``inputs[mapped[j]]`` into slot ``map_slots[j]``
+    (``plan.n_slots`` is a scratch slot, for a mapped input the plan does not read);
+    ``shared`` gives the ``(name, slot)`` of every other input, read once. No
+    observer, no lookup, everything on the calling thread.
+
+    Returns:
+        The results; or None, before any node runs, when the values do not fit the
+        plain case (a mapped input that is not a list, lists of unequal lengths, a
+        shared input that is an iterator): the caller then takes the general path,
+        which checks them and raises the error that names the problem.
+
+    Raises:
+        As :func:`run_batch`; the note gives the item index.
+    """
+    p = _prepared(plan)
+    values = [*plan.template, None]
+    _check_call(p, plan.n_slots, funcs, values)
+    if len(map_slots) != len(mapped) or not mapped:
+        raise ValueError(f"{len(map_slots)} map slots for {len(mapped)} mapped inputs")
+    for name, slot in shared:
+        value = inputs[name]
+        if type(value) not in _NOT_ITERATORS and isinstance(value, Iterator):
+            return None
+        values[slot] = value
+    columns: list[tuple[Any, ...]] = []
+    for j, m in enumerate(mapped):
+        column = inputs[m]
+        if type(column) is not list or (j and len(column) != len(columns[0])):
+            return None
+        columns.append(tuple(column))  # a snapshot: a node may change the user's list
+    for slot in map_slots:
+        if not 0 <= slot < len(values):
+            raise ValueError(f"map slot {slot} is outside the {len(values)} value slots")
+    n = len(columns[0])
+    results: list[list[Any]] = [[None] * n for _ in p.result_slots]
+    pairs = tuple(zip(map_slots, columns))
+    result_slots = p.result_slots
+    for i in range(n):
+        for slot, column in pairs:
+            values[slot] = column[i]
+        _run_nodes(p, funcs, values, i)
+        for out, slot in zip(results, result_slots):
+            out[i] = values[slot]
+    return dict(zip(plan.result_names, results))
 
 
 def _rows(items: Any, lengths: list[int]) -> Iterator[tuple[Any, ...]]:

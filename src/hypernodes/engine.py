@@ -46,7 +46,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._call import HasPlans, MapCall, RunCall, prepare_map, prepare_run
+from ._call import HasPlans, MapCall, RunCall, fast_key, prepare_map, prepare_run
 from ._run import FuncTable, Runtime, run_map, run_one
 from .errors import ExecutorSpecError
 from .executors import check_max_workers
@@ -214,6 +214,18 @@ class HypernodesEngine(Engine):
         if getattr(pipeline, "_observed", False):  # its callbacks and cache apply on any engine
             cache = pipeline.effective_cache  # type: ignore[attr-defined]
             return pipeline._run_with(self, cache, inputs, output_name)  # type: ignore[attr-defined, no-any-return]
+        runtime = self._run_runtime
+        if type(inputs) is dict and runtime.plain:
+            try:
+                plan = pipeline.plans.runs.get((fast_key(output_name), frozenset(inputs)))
+            except TypeError:  # something unhashable: the general path names it
+                plan = None
+            if plan is not None:  # a call shape checked before: the whole call in the core
+                try:
+                    return runtime.core.run_dict(plan, plan.funcs, inputs)  # type: ignore[no-any-return]
+                except KeyboardInterrupt:
+                    self._interrupted()
+                    raise
         call = prepare_run(pipeline.plans, inputs, output_name)
         try:
             run_one(self._run_runtime, call)
@@ -249,9 +261,24 @@ class HypernodesEngine(Engine):
             return pipeline._map_with(  # type: ignore[attr-defined, no-any-return]
                 self, cache, inputs, map_over, map_mode, output_name
             )
+        runtime = self._runtime
+        if type(inputs) is dict and runtime.plain and map_mode == "zip":
+            try:
+                shape = pipeline.plans.maps.get((fast_key(output_name), fast_key(map_over), frozenset(inputs)))
+            except TypeError:  # something unhashable: the general path names it
+                shape = None
+            if shape is not None:  # a call shape checked before: the whole map in the core
+                plan = shape[0]
+                try:
+                    mapped = runtime.core.map_zip(plan, plan.funcs, inputs, *shape[1:])
+                except KeyboardInterrupt:
+                    self._interrupted()
+                    raise
+                if mapped is not None:  # None: values the general path checks (and names)
+                    return mapped  # type: ignore[no-any-return]
         call = prepare_map(pipeline.plans, inputs, map_over, map_mode, output_name)
         try:
-            columns = run_map(self._runtime, call)
+            columns = run_map(runtime, call)
         except KeyboardInterrupt:
             self._interrupted()
             raise

@@ -15,7 +15,7 @@ from typing import Any
 from .. import _core
 from .._graph import Plan
 from ..executors._loop import AwaitOn, CoroutineRunner
-from ..executors.backends import Backend
+from ..executors.backends import Backend, Sequential
 
 __all__ = ["FuncTable", "Runtime"]
 
@@ -56,9 +56,11 @@ class Runtime:
         funcs: the function table (see :class:`FuncTable`).
         core: the core module (``_core``, or in a worker the caller's core).
         max_workers: the engine's ``max_workers``, for backends made in workers.
+        plain: nodes inline and items sequential: a call with nothing observing or
+            caching it may run on the cores' whole-call fast paths (``run_dict``, ``map_zip``).
     """
 
-    __slots__ = ("core", "funcs", "items", "max_workers", "nodes")
+    __slots__ = ("core", "funcs", "items", "max_workers", "nodes", "plain")
 
     def __init__(
         self,
@@ -73,3 +75,4 @@ class Runtime:
         self.funcs = funcs
         self.max_workers = max_workers
         self.core = core
+        self.plain = nodes.inline and type(items) is Sequential
