@@ -51,7 +51,16 @@ DIAMOND = Pipeline([add, inc, double])  # declared out of order on purpose
 def test_cores_expose_the_same_api() -> None:
     """Both cores export the same public names and the same contract version."""
     (py,) = (load_core("python"),)
-    assert set(py.__all__) == {"API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"}
+    assert set(py.__all__) == {
+        "API_VERSION",
+        "IMPLEMENTATION",
+        "ReadyQueue",
+        "find_failures",
+        "plan_batches",
+        "run_batch",
+        "run_batch_continue",
+        "run_one",
+    }
     assert py.IMPLEMENTATION == "python"
     if not NO_EXTENSIONS:
         c = load_core("cython")

@@ -11,24 +11,53 @@ import importlib
 import os
 from types import ModuleType
 
-__all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
+__all__ = [
+    "API_VERSION",
+    "IMPLEMENTATION",
+    "ReadyQueue",
+    "find_failures",
+    "plan_batches",
+    "run_batch",
+    "run_batch_continue",
+    "run_one",
+]
 
 # The two cores are one contract (the test suite checks it); mypy sees them as
 # distinct modules, hence the ignores on the alternative imports.
 if os.environ.get("HYPERNODES_NO_EXTENSIONS", "") not in ("", "0"):
-    from ._sched_py import API_VERSION, IMPLEMENTATION, ReadyQueue, plan_batches, run_batch, run_one
+    from ._sched_py import (
+        API_VERSION,
+        IMPLEMENTATION,
+        ReadyQueue,
+        find_failures,
+        plan_batches,
+        run_batch,
+        run_batch_continue,
+        run_one,
+    )
 else:
     try:
         from ._sched import (  # type: ignore[assignment]
             API_VERSION,
             IMPLEMENTATION,
             ReadyQueue,
+            find_failures,
             plan_batches,
             run_batch,
+            run_batch_continue,
             run_one,
         )
     except ImportError:  # not built (a pure-Python install): the twin is the same contract
-        from ._sched_py import API_VERSION, IMPLEMENTATION, ReadyQueue, plan_batches, run_batch, run_one
+        from ._sched_py import (
+            API_VERSION,
+            IMPLEMENTATION,
+            ReadyQueue,
+            find_failures,
+            plan_batches,
+            run_batch,
+            run_batch_continue,
+            run_one,
+        )
 
 
 def module(implementation: str) -> ModuleType:

@@ -4,8 +4,18 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ._events import Lookup, Observer
+from .failures import Failure
 
-__all__ = ["API_VERSION", "IMPLEMENTATION", "ReadyQueue", "plan_batches", "run_batch", "run_one"]
+__all__ = [
+    "API_VERSION",
+    "IMPLEMENTATION",
+    "ReadyQueue",
+    "find_failures",
+    "plan_batches",
+    "run_batch",
+    "run_batch_continue",
+    "run_one",
+]
 
 IMPLEMENTATION: Final[str]
 API_VERSION: Final[int]
@@ -25,6 +35,15 @@ def run_batch(
     observer: Observer | None = None,
     lookup: Lookup | None = None,
 ) -> list[list[Any]]: ...
+def run_batch_continue(
+    plan: Any,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    items: Any,
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
+) -> list[list[Any]]: ...
+def find_failures(columns: Sequence[Sequence[Any]]) -> list[Failure]: ...
 def plan_batches(
     n_items: int, n_workers: int, tasks_per_worker: int = 1, min_batch: int = 1
 ) -> list[tuple[int, int]]: ...
