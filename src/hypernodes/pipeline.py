@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
 from ._graph import Graph, build_graph, ticks
@@ -19,7 +19,7 @@ from .cache import INHERITED, Cache, CacheLookup
 from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
 from .engine import Engine, default_engine
 from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError, WiringError
-from .failures import check_on_error
+from .failures import MapResult, check_on_error
 from .node import Node
 
 __all__ = ["Pipeline", "PipelineNode"]
@@ -287,6 +287,25 @@ class Pipeline:
         result: dict[str, Any] = self._execute(call, run_call, run_observed, inputs, cache, None)
         return result
 
+    @overload
+    def map(
+        self,
+        inputs: Mapping[str, Any] | None = ...,
+        map_over: str | Sequence[str] | None = ...,
+        map_mode: str = ...,
+        output_name: str | Sequence[str] | None = ...,
+        *,
+        on_error: Literal["continue"],
+    ) -> MapResult: ...
+    @overload
+    def map(
+        self,
+        inputs: Mapping[str, Any] | None = ...,
+        map_over: str | Sequence[str] | None = ...,
+        map_mode: str = ...,
+        output_name: str | Sequence[str] | None = ...,
+        on_error: str | None = ...,
+    ) -> dict[str, list[Any]]: ...
     def map(
         self,
         inputs: Mapping[str, Any] | None = None,
