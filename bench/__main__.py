@@ -5,7 +5,7 @@ Usage::
     PYTHONPATH=src python -m bench [SCENARIO ...] [--json] [--repeat N] [--items N] [--quick]
 
 With no scenario names every scenario runs (``overhead-map``, ``overhead-chain``,
-``seed``, ...) but ``cache``, which takes minutes and runs only when named.
+``seed``, ``errors``, ...) but ``cache``, which takes minutes and runs only when named.
 ``--repeat N`` sets the timing rounds per measurement (default 7; the fastest round
 counts), ``--items N`` the items ``overhead-map`` maps over (default 100,000).
 ``--json`` prints one JSON object per result row instead of a table. Set

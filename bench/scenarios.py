@@ -638,3 +638,64 @@ def cache(settings: Settings) -> list[Row]:
                             uncached * per_item, "the same map, uncached")
                     )  # fmt: skip
     return rows
+
+
+# -- errors: a map that keeps going past failing items ------------------------------------------
+
+ERRORS_ITEMS = 10_000
+ERRORS_EVERY = 100  # 1% of the items fail
+ERRORS_WORK = b"x" * 8192  # each item hashes this (a few microseconds of work, like a small parse)
+
+
+def _parse(x: int, fail_every: int) -> int:
+    """A few microseconds of work; raises for every ``fail_every``-th item (never when 0)."""
+    digest = hashlib.blake2b(ERRORS_WORK, digest_size=8, salt=x.to_bytes(8, "little")).digest()
+    if fail_every and x % fail_every == 0:
+        raise ValueError(f"item {x} is malformed")
+    return digest[0]
+
+
+def _score(parsed: int) -> int:
+    return parsed + 1
+
+
+@register("errors")
+def errors(settings: Settings) -> list[Row]:
+    """``on_error="continue"`` over 10,000 items of which 1% fail, against the same map with no
+    failures (and the default "raise"), sequentially and on 4 threads (target 1.05x); and the
+    continue loop's own cost on a map of ``x + 1`` with no failures, against the plain loop."""
+    rows = []
+    n = ERRORS_ITEMS // 10 if settings.quick else ERRORS_ITEMS
+    xs = list(range(n))
+    nodes = [node(_parse, output_name="parsed"), node(_score, output_name="score")]
+    expected = [_score(_parse(x, 0)) for x in xs]
+    for label, engine in [
+        ("sequential", HypernodesEngine()),
+        ("threads(4)", HypernodesEngine(map_executor="threaded", max_workers=4)),
+    ]:
+        with engine:
+            pipeline = Pipeline(nodes=nodes, backend=engine)
+            failing = {"x": xs, "fail_every": ERRORS_EVERY}
+            kept = pipeline.map(inputs=failing, map_over="x", on_error="continue")
+            good = [v for i, v in enumerate(expected) if i % ERRORS_EVERY]
+            check("errors", label, (kept.failed_items, kept.good()["score"]), (xs[::ERRORS_EVERY], good))
+            check("errors", label, pipeline.map(inputs={"x": xs, "fail_every": 0}, map_over="x")["score"], expected)
+            best = best_of(
+                {"baseline": partial(pipeline.map, inputs={"x": xs, "fail_every": 0}, map_over="x"),
+                 "continue": partial(pipeline.map, inputs=failing, map_over="x", on_error="continue")},
+                settings.repeat,
+            )  # fmt: skip
+        rows.append(Row("errors", f"{n}-items-1%-failing/{label}", "ms", best["continue"] * 1e3,
+                        best["baseline"] * 1e3, "no failures, raise"))  # fmt: skip
+    tiny = Pipeline(nodes=[node(_inc, output_name="y")])
+    ys = list(range(settings.items))
+    check("errors", "tiny", tiny.map(inputs={"x": ys}, map_over="x", on_error="continue")["y"], _plain_map(ys))
+    best = best_of(
+        {"baseline": partial(tiny.map, inputs={"x": ys}, map_over="x"),
+         "continue": partial(tiny.map, inputs={"x": ys}, map_over="x", on_error="continue")},
+        settings.repeat,
+    )  # fmt: skip
+    per_item = _US / settings.items
+    rows.append(Row("errors", f"{settings.items}-tiny-items-no-failures/sequential", "us/item",
+                    best["continue"] * per_item, best["baseline"] * per_item, "same map, raise"))  # fmt: skip
+    return rows

@@ -55,9 +55,11 @@ def test_cores_expose_the_same_api() -> None:
         "API_VERSION",
         "IMPLEMENTATION",
         "ReadyQueue",
+        "find_failures",
         "map_zip",
         "plan_batches",
         "run_batch",
+        "run_batch_continue",
         "run_dict",
         "run_one",
     }

@@ -290,3 +290,24 @@ def test_dask_engine_is_an_engine() -> None:
     """DaskEngine implements Engine (through HypernodesEngine), so Pipeline accepts it as backend."""
     assert issubclass(DaskEngine, HypernodesEngine)
     assert issubclass(DaskEngine, Engine)
+
+
+@node(output_name="y")
+def inc_or_fail(x: int) -> int:
+    if x == 3:
+        raise ValueError("three")
+    return x + 1
+
+
+def test_on_error_continue_keeps_going_on_the_cluster(engine: DaskEngine) -> None:
+    """A DaskEngine map with on_error="continue" returns every item; the failure travels back as a marker."""
+    pipeline = Pipeline([inc_or_fail, sum_diff], backend=engine)
+    result = pipeline.map(inputs={"x": list(range(6))}, map_over="x", on_error="continue")
+    assert result.failed_items == [3]
+    (failure,) = result.failures
+    assert isinstance(failure.error, ValueError)
+    assert failure.node == "inc_or_fail"
+    assert "map item 3" in failure.traceback
+    assert result["s"][:3] == [4, 5, 6]
+    assert result["s"][4:] == [8, 9]
+    assert result["s"][3] is failure

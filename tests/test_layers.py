@@ -35,7 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes._graph",),
     ("hypernodes._core",),
     ("hypernodes._sched", "hypernodes._sched_py"),
-    ("hypernodes._events", "hypernodes.node", "hypernodes.errors"),
+    ("hypernodes._events", "hypernodes.node", "hypernodes._policy", "hypernodes.failures", "hypernodes.errors"),
 )
 """Top to bottom. A package's name stands for all of its modules."""
 

@@ -71,3 +71,19 @@ def test_ready_queue_issues_a_valid_topological_order(specs: list[Any], rnd: Any
         queue.done(*take)
         done.update(take)
     assert sorted(issued) == list(range(plan.n_nodes))
+
+
+@SETTINGS
+@given(map_calls())
+def test_map_that_keeps_going_matches_reference_without_failures(m: MapCall) -> None:
+    """With no failing node, on_error="continue" (its own loops in both cores) equals the reference too."""
+    call = m.call
+    result = Pipeline(call.nodes()).map(
+        {**call.inputs, **m.lists},
+        map_over=list(m.lists),
+        map_mode=m.mode,
+        output_name=call.wanted,
+        on_error="continue",
+    )
+    assert result == call.expected(m.items)
+    assert result.ok

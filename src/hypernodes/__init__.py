@@ -29,6 +29,7 @@ from .errors import (
     UnknownOutputError,
     WiringError,
 )
+from .failures import Failure, MapResult
 from .node import Node, node
 from .pipeline import Pipeline, PipelineNode
 
@@ -67,11 +68,13 @@ __all__ = [
     "Engine",
     "ExecutionError",
     "ExecutorSpecError",
+    "Failure",
     "GraphvizStyle",
     "HyperNodesError",
     "HypernodesEngine",
     "HypernodesError",
     "InputError",
+    "MapResult",
     "MapSpecError",
     "MemoryCache",
     "MissingInputError",

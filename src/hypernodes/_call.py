@@ -23,6 +23,7 @@ from . import _core
 from ._events import Lookup, Observer
 from ._graph import Graph, Plan, compile_plan, ticks
 from .errors import ArgumentTypeError, MapSpecError
+from .failures import MapResult, check_on_error, unique
 
 __all__ = [
     "MAP_MODES",
@@ -195,22 +196,36 @@ class MapCall:
     """A validated ``map()``: the plan, the broadcast inputs filled in once, and the items.
 
     ``values`` is the slot template every item starts from (mapped slots empty, so
-    the mapped lists never travel inside it); ``items`` is the whole map.
+    the mapped lists never travel inside it); ``items`` is the whole map. ``keep_going``
+    is ``on_error == "continue"``: the drivers then run the loops that store a failing
+    item's error markers and go on (``failures.py``).
     """
 
-    __slots__ = ("items", "lookup", "observer", "plan", "values")
+    __slots__ = ("items", "keep_going", "lookup", "observer", "plan", "values")
 
     def __init__(
-        self, plan: Plan, values: list[Any], items: Items, observer: Observer | None, lookup: Lookup | None
+        self,
+        plan: Plan,
+        values: list[Any],
+        items: Items,
+        observer: Observer | None,
+        lookup: Lookup | None,
+        keep_going: bool = False,
     ) -> None:
         self.plan = plan
         self.values = values
         self.items = items
         self.observer = observer
         self.lookup = lookup
+        self.keep_going = keep_going
 
     def results(self, columns: list[list[Any]]) -> dict[str, list[Any]]:
-        """``{output name: [value per item]}`` from one column per requested output."""
+        """``{output name: [value per item]}`` from one column per requested output.
+
+        A :class:`~hypernodes.failures.MapResult` listing the failures when the call keeps going.
+        """
+        if self.keep_going:
+            return MapResult(zip(self.plan.result_names, columns), unique(_core.find_failures(columns)))
         return dict(zip(self.plan.result_names, columns))
 
 
@@ -287,6 +302,7 @@ def prepare_map(
     output_name: Any,
     observer: Observer | None = None,
     lookup: Lookup | None = None,
+    on_error: Any = "raise",
 ) -> MapCall:
     """Check a ``map()`` call and build its record (see :meth:`Pipeline.map` for the arguments).
 
@@ -297,6 +313,7 @@ def prepare_map(
         ArgumentTypeError, MapSpecError, and the errors of :func:`prepare_run`: before any node runs.
     """
     inputs = _check_inputs(inputs, "map()")
+    keep_going = on_error != "raise" and check_on_error(on_error, "map()") == "continue"
     mapped = _mapped_names(map_over)
     repeated = sorted({m for m in mapped if mapped.count(m) > 1})
     if repeated:
@@ -350,4 +367,4 @@ def prepare_map(
         if len(plans.maps) >= _PLAN_CACHE_SIZE:
             plans.maps.clear()
         plans.maps[(fast_key(output_name), fast_key(map_over), frozenset(inputs))] = (plan, mapped, map_slots, shared)
-    return MapCall(plan, values, Items(map_slots, columns, product, 0, n_items), observer, lookup)
+    return MapCall(plan, values, Items(map_slots, columns, product, 0, n_items), observer, lookup, keep_going)

@@ -37,6 +37,15 @@ class Observer(Protocol):
     def item_end(self, item: int, seconds: float) -> None:
         """Map item ``item`` finished after ``seconds`` (not called when it failed)."""
 
+    def item_failed(self, item: int, failure: Any) -> None:
+        """Map item ``item`` failed under ``on_error="continue"`` (``failure``: its first
+        ``failures.Failure``); called instead of ``item_end``, whatever the flags say."""
+
+    def node_retry(self, node: int, item: int, exc: BaseException, attempt: int, delay: float) -> None:
+        """Call ``attempt`` (1 is the first) of node ``node`` raised ``exc``, which its
+        ``retry_on`` lists: it is called again after ``delay`` seconds. ``item`` is -1 when
+        the caller does not know it (see ``_policy``). Always reported."""
+
     def items_done(self, count: int) -> None:
         """``count`` more map items finished (after each batch or chunk: progress, cheaply)."""
 

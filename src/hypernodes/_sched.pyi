@@ -4,14 +4,17 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ._events import Lookup, Observer
+from .failures import Failure
 
 __all__ = [
     "API_VERSION",
     "IMPLEMENTATION",
     "ReadyQueue",
+    "find_failures",
     "map_zip",
     "plan_batches",
     "run_batch",
+    "run_batch_continue",
     "run_dict",
     "run_one",
 ]
@@ -43,6 +46,15 @@ def map_zip(
     map_slots: tuple[int, ...],
     shared: tuple[tuple[str, int], ...],
 ) -> dict[str, list[Any]] | None: ...
+def run_batch_continue(
+    plan: Any,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    items: Any,
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
+) -> list[list[Any]]: ...
+def find_failures(columns: Sequence[Sequence[Any]]) -> list[Failure]: ...
 def plan_batches(
     n_items: int, n_workers: int, tasks_per_worker: int = 1, min_batch: int = 1
 ) -> list[tuple[int, int]]: ...

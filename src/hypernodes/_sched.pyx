@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from time import perf_counter
 
 from .errors import OutputArityError, coroutine_returned, note_node
+from .failures import Failure
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
@@ -47,9 +48,11 @@ __all__ = [
     "API_VERSION",
     "IMPLEMENTATION",
     "ReadyQueue",
+    "find_failures",
     "map_zip",
     "plan_batches",
     "run_batch",
+    "run_batch_continue",
     "run_dict",
     "run_one",
 ]
@@ -60,6 +63,8 @@ API_VERSION = 5
 # A node result of this exact type is a coroutine from a plain node: funcs wraps async
 # nodes so that they return the awaited value. One pointer comparison per call.
 cdef object _CoroutineType = types.CoroutineType
+# The error marker of on_error="continue" (see failures.py); compared by exact type.
+cdef object _Failure = Failure
 
 # Shared inputs of these exact types are no one-shot iterators; anything else is asked.
 cdef frozenset _NOT_ITERATORS = frozenset({int, float, complex, str, bytes, bool, type(None), list, tuple, dict})
@@ -428,6 +433,154 @@ def run_batch(plan, funcs, list values, items, observer=None, lookup=None):
         PyMem_Free(lengths)
         PyMem_Free(slots)
         PyMem_Free(argv)
+
+
+cdef object _run_nodes_continue(
+    _Prepared p, tuple funcs, list values, PyObject** argv, Py_ssize_t item, object events, object errors,
+    object lookup
+):
+    # The loop of on_error="continue" (see _sched_py._run_nodes_continue, the spec): a node
+    # that raises gets a Failure in its output slots; a node reading one is not called and
+    # passes it on. Only the call and the storing of its result are the node's failure. With
+    # neither events nor a lookup the call is one vectorcall on borrowed pointers (safe as in
+    # _run_nodes); else the arguments are a tuple, as in _run_nodes_observed.
+    cdef Py_ssize_t k, a, a0, a1, o
+    cdef object result, marker, failed = None, hit, started = None
+    cdef tuple argt
+    cdef bint observed = events is not None or lookup is not None
+    for k in range(p.n_nodes):
+        a0 = p.arg_ptr[k]
+        a1 = p.arg_ptr[k + 1]
+        marker = None
+        for a in range(a0, a1):
+            argv[a - a0] = PyList_GET_ITEM(values, p.arg_slots[a])
+            if type(<object>argv[a - a0]) is _Failure:
+                marker = <object>argv[a - a0]
+                break
+        if marker is None:
+            hit = None
+            if observed:
+                argt = tuple([<object>argv[a] for a in range(a1 - a0)])
+                if lookup is not None:
+                    hit = lookup.get(k, item, argt)
+            if hit is not None:
+                result = hit[0]
+                if events is not None:
+                    events.node_cached(k, item, result)
+                if p.unpack[k]:
+                    _store_unpacked(p, k, result, values)
+                else:
+                    values[p.out_slots[p.out_ptr[k]]] = result
+                continue
+            if events is not None:
+                events.node_start(k, item, argt)
+                started = perf_counter()
+            try:
+                if observed:
+                    result = (<object>PyTuple_GET_ITEM(funcs, k))(*argt)
+                else:
+                    result = PyObject_Vectorcall(<object>PyTuple_GET_ITEM(funcs, k), argv, <size_t>(a1 - a0), NULL)
+                if type(result) is _CoroutineType:
+                    raise coroutine_returned(result, p.names[k])
+                if p.unpack[k]:
+                    _store_unpacked(p, k, result, values)
+                else:
+                    values[p.out_slots[p.out_ptr[k]]] = result
+            except Exception as exc:
+                note_node(exc, p.names[k], item)
+                if errors is not None:
+                    errors.node_error(k, item, exc)
+                marker = Failure(exc, p.names[k], item)
+            else:
+                if lookup is not None:
+                    lookup.put(k, item, argt, result)
+                if events is not None:
+                    events.node_end(k, item, perf_counter() - started, result)
+                continue
+        if failed is None:
+            failed = marker
+        for o in range(p.out_ptr[k], p.out_ptr[k + 1]):
+            values[p.out_slots[o]] = marker
+    return failed
+
+
+def run_batch_continue(plan, funcs, list values, items, observer=None, lookup=None):
+    """:func:`run_batch` for ``on_error="continue"``: a failing item does not stop the batch.
+
+    See ``_sched_py.run_batch_continue`` (the spec) for the contract.
+    """
+    cdef _Prepared p = _prepared(plan)
+    cdef tuple f = _check_call(p, funcs, values)
+    cdef tuple cols = tuple([c if type(c) is tuple else tuple(c) for c in items.columns])
+    map_slots = items.map_slots
+    cdef Py_ssize_t lo = items.lo, hi = items.hi, base = items.base
+    cdef bint product = items.product
+    events = observer if observer is not None and observer.node_events else None
+    cdef bint per_item = observer is not None and observer.item_events
+    cdef Py_ssize_t n_cols = len(cols), n_res = p.result_slots.shape[0]
+    cdef Py_ssize_t i, j, total
+    if len(map_slots) != n_cols:
+        raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
+    if lo < 0 or hi < lo:
+        raise ValueError(f"bad item range [{lo}, {hi})")
+    if base < 0:
+        raise ValueError(f"base must be >= 0, got {base}")
+    cdef Py_ssize_t* lengths = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t* slots = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
+    cdef PyObject** argv = NULL
+    cdef list results
+    cdef object started = None, failed
+    try:
+        if lengths == NULL or slots == NULL:
+            raise MemoryError()
+        total = 1 if (product or n_cols == 0) else -1
+        for j in range(n_cols):
+            lengths[j] = len(<tuple>cols[j])
+            slots[j] = map_slots[j]
+            if not 0 <= slots[j] < len(values):
+                raise ValueError(f"map slot {slots[j]} is outside the {len(values)} value slots")
+            if product:
+                total *= lengths[j]
+            elif total < 0 or lengths[j] < total:
+                total = lengths[j]
+        if n_cols and hi > total:
+            raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
+        argv = _alloc_argv(p)
+        results = [[None] * (hi - lo) for _ in range(n_res)]
+        for i in range(lo, hi):
+            _fill(values, cols, slots, lengths, n_cols, i, product)
+            if per_item:
+                observer.item_start(base + i)
+                started = perf_counter()
+            failed = _run_nodes_continue(p, f, values, argv, base + i, events, observer, lookup)
+            if failed is not None:
+                if observer is not None:
+                    observer.item_failed(base + i, failed)
+            elif per_item:
+                observer.item_end(base + i, perf_counter() - started)
+            _collect(p, values, results, n_res, i - lo)
+        if observer is not None:
+            observer.items_done(hi - lo)
+        return results
+    finally:
+        PyMem_Free(lengths)
+        PyMem_Free(slots)
+        PyMem_Free(argv)
+
+
+def find_failures(columns):
+    """Every ``Failure`` in ``columns`` (lists of values), column by column.
+
+    See ``_sched_py.find_failures`` (the spec).
+    """
+    cdef list out = []
+    cdef list column
+    for c in columns:
+        column = c if type(c) is list else list(c)
+        for value in column:
+            if type(value) is _Failure:
+                out.append(value)
+    return out
 
 
 def plan_batches(Py_ssize_t n_items, Py_ssize_t n_workers, Py_ssize_t tasks_per_worker=1, Py_ssize_t min_batch=1):

@@ -21,6 +21,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from .errors import coroutine_returned, note_node, unpack_row
+from .failures import Failure
 
 if TYPE_CHECKING:
     from ._events import Lookup, Observer
@@ -29,9 +30,11 @@ __all__ = [
     "API_VERSION",
     "IMPLEMENTATION",
     "ReadyQueue",
+    "find_failures",
     "map_zip",
     "plan_batches",
     "run_batch",
+    "run_batch_continue",
     "run_dict",
     "run_one",
 ]
@@ -347,6 +350,140 @@ def run_batch(
     if observer is not None:
         observer.items_done(hi - lo)
     return results
+
+
+def _run_nodes_continue(
+    p: _Prepared,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    item: int,
+    events: Observer | None,
+    errors: Observer | None,
+    lookup: Lookup | None,
+) -> Failure | None:
+    # The loop of on_error="continue": a node that raises gets a Failure in its output
+    # slots, and a node with a Failure among its arguments is not called (the marker
+    # is passed on to its outputs). Only the call and the storing of its result count
+    # as the node's failure: an observer's or a lookup's own exception stops the batch.
+    # Returns the item's first marker, None when it succeeded.
+    failed: Failure | None = None
+    for k, args, out in p.steps:
+        argv = tuple([values[s] for s in args])
+        marker = None
+        for value in argv:
+            if type(value) is Failure:
+                marker = value
+                break
+        if marker is None:
+            hit = lookup.get(k, item, argv) if lookup is not None else None
+            if hit is not None:
+                result = hit[0]
+                if events is not None:
+                    events.node_cached(k, item, result)
+                stored = result if out >= 0 else unpack_row(result, len(p.outs[k]), p.names[k])
+            else:
+                if events is not None:
+                    events.node_start(k, item, argv)
+                    started = perf_counter()
+                try:
+                    result = funcs[k](*argv)
+                    if type(result) is CoroutineType:
+                        raise coroutine_returned(result, p.names[k])
+                    stored = result if out >= 0 else unpack_row(result, len(p.outs[k]), p.names[k])
+                except Exception as exc:
+                    note_node(exc, p.names[k], item)
+                    if errors is not None:
+                        errors.node_error(k, item, exc)
+                    marker = Failure(exc, p.names[k], item)
+                else:
+                    if lookup is not None:
+                        lookup.put(k, item, argv, result)
+                    if events is not None:
+                        events.node_end(k, item, perf_counter() - started, result)
+            if marker is None:
+                if out >= 0:
+                    values[out] = stored
+                else:
+                    for slot, value in zip(p.outs[k], stored):
+                        values[slot] = value
+                continue
+        if failed is None:
+            failed = marker
+        for slot in p.outs[k]:
+            values[slot] = marker
+    return failed
+
+
+def run_batch_continue(
+    plan: Any,
+    funcs: Sequence[Callable[..., Any]],
+    values: list[Any],
+    items: Any,
+    observer: Observer | None = None,
+    lookup: Lookup | None = None,
+) -> list[list[Any]]:
+    """:func:`run_batch` for ``on_error="continue"``: a failing item does not stop the batch.
+
+    A node that raises (or returns what does not fit its outputs) gets a
+    :class:`~hypernodes.failures.Failure` in each of its output slots; a node
+    reading a slot that holds one is not called and passes it on to its outputs.
+    So each result of a failed item holds the marker exactly when it depended on
+    the failure. The observer hears ``node_error`` for each failure and
+    ``item_failed`` for each failed item (always; ``item_end`` is not called for
+    it); a lookup is never told of a failure.
+
+    Returns:
+        As :func:`run_batch`; markers in place of the values that could not be computed.
+
+    Raises:
+        What the observer or the lookup raise, and the argument errors of :func:`run_batch`.
+    """
+    p = _prepared(plan)
+    _check_call(p, plan.n_slots, funcs, values)
+    map_slots, columns, lo, hi, base = items.map_slots, items.columns, items.lo, items.hi, items.base
+    n_cols = len(columns)
+    if len(map_slots) != n_cols:
+        raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
+    if lo < 0 or hi < lo:
+        raise ValueError(f"bad item range [{lo}, {hi})")
+    if base < 0:
+        raise ValueError(f"base must be >= 0, got {base}")
+    lengths = [len(c) for c in columns]
+    for slot in map_slots:
+        if not 0 <= slot < len(values):
+            raise ValueError(f"map slot {slot} is outside the {len(values)} value slots")
+    total = (math.prod(lengths) if items.product else min(lengths)) if n_cols else -1
+    if n_cols and hi > total:
+        raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
+    results: list[list[Any]] = [[] for _ in p.result_slots]
+    pairs = list(zip([r.append for r in results], p.result_slots))
+    events = observer if observer is not None and observer.node_events else None
+    per_item = observer is not None and observer.item_events
+    for item, row in zip(range(lo, hi), _rows(items, lengths)):
+        for slot, value in zip(map_slots, row):
+            values[slot] = value
+        if per_item:
+            observer.item_start(base + item)  # type: ignore[union-attr]
+            started = perf_counter()
+        failed = _run_nodes_continue(p, funcs, values, base + item, events, observer, lookup)
+        if failed is not None:
+            if observer is not None:
+                observer.item_failed(base + item, failed)
+        elif per_item:
+            observer.item_end(base + item, perf_counter() - started)  # type: ignore[union-attr]
+        for append, slot in pairs:
+            append(values[slot])
+    if observer is not None:
+        observer.items_done(hi - lo)
+    return results
+
+
+def find_failures(columns: Sequence[Sequence[Any]]) -> list[Failure]:
+    """Every :class:`~hypernodes.failures.Failure` in ``columns`` (lists of values), column by column.
+
+    A marker shared by several outputs appears once per output it is in.
+    """
+    return [value for column in columns for value in column if type(value) is Failure]
 
 
 def plan_batches(n_items: int, n_workers: int, tasks_per_worker: int = 1, min_batch: int = 1) -> list[tuple[int, int]]:

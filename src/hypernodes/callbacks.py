@@ -12,7 +12,7 @@ notebook-era API's). One call of a pipeline with callbacks gets one
     map():  on_pipeline_start, on_map_start(total)
               on_map_item_start
                 on_node_start / on_node_end ...                               per node
-              on_map_item_end
+              on_map_item_end                (on_map_item_failed, on_error="continue")
               on_map_items_done(count)                                        after each batch
             on_map_end, on_pipeline_end
 
@@ -32,6 +32,12 @@ batch loop, in chunks, and hears only ``items_done``. Hooks are never called fro
 two threads at once (one lock per call), and always in the calling process: worker
 processes record hook calls (:meth:`CallObserver.remote`) and send them back with
 each slice's results.
+
+A node with ``retries=`` reports each retried attempt to ``on_node_retry`` (with the
+exception and the delay before the next call) before ``on_error`` for a final
+failure. Under ``map(..., on_error="continue")`` a failed item gets
+``on_map_item_failed`` (always reported, like ``on_error``) instead of
+``on_map_item_end``; ``on_map_items_done`` counts it among the finished items.
 
 A hook that raises fails the call with its own exception, noted with the hook and
 the node or item; the call stops as it does for a failing node (nothing is left
@@ -172,6 +178,16 @@ class PipelineCallback:
 
     def on_map_item_cached(self, item_index: int, signature: str, ctx: CallbackContext) -> None:
         """Item ``item_index`` came whole from the cache."""
+
+    def on_map_item_failed(self, item_index: int, failure: Any, ctx: CallbackContext) -> None:
+        """Item ``item_index`` failed under ``on_error="continue"``; ``failure`` is its
+        :class:`~hypernodes.Failure` (the node, the exception). No ``on_map_item_end`` follows."""
+
+    def on_node_retry(
+        self, node_id: str, error: BaseException, attempt: int, delay: float, ctx: CallbackContext
+    ) -> None:
+        """Call ``attempt`` (1 is the first) of node ``node_id`` raised ``error``, which its
+        ``retry_on`` lists: it is called again after ``delay`` seconds."""
 
     def on_map_items_done(self, count: int, ctx: CallbackContext) -> None:
         """``count`` more items finished (once per batch: progress at next to no cost)."""
@@ -361,6 +377,16 @@ class CallObserver:
         signature = "" if self.lookup is None else self.lookup.last_signature()
         self.session.emit(
             "on_node_cached", self.node_ids[node], signature, path=self.path, where=self._where(node, item)
+        )
+
+    def item_failed(self, item: int, failure: Any) -> None:
+        if self._whole:
+            self._whole.pop(item, None)
+        self.session.emit("on_map_item_failed", item, failure, path=self.path, where=f" (map item {item})")
+
+    def node_retry(self, node: int, item: int, exc: BaseException, attempt: int, delay: float) -> None:
+        self.session.emit(
+            "on_node_retry", self.node_ids[node], exc, attempt, delay, path=self.path, where=self._where(node, item)
         )
 
     def node_error(self, node: int, item: int, exc: BaseException) -> None:

@@ -13,7 +13,7 @@ The layers, each importing only those below it (``tests/test_layers.py`` checks 
     _graph.py       wiring checks; a call shape compiled into an integer Plan
     _core.py        the one switch between the two cores
     _sched / _sched_py   the compiled core and its pure-Python twin
-    _events.py  node.py  errors.py
+    _events.py  node.py  _policy.py  failures.py  errors.py
 
 Data flow of one call::
 
@@ -101,8 +101,12 @@ class Engine(ABC):
         map_over: str | Sequence[str] | None = None,
         map_mode: str = "zip",
         output_name: Any = None,
+        on_error: str = "raise",
     ) -> dict[str, list[Any]]:
-        """Run ``pipeline`` once per item; ``{output name: [value per item]}`` (see :meth:`Pipeline.map`)."""
+        """Run ``pipeline`` once per item; ``{output name: [value per item]}`` (see :meth:`Pipeline.map`).
+
+        ``Pipeline.map`` passes ``on_error`` only when it is not ``"raise"``, so an engine
+        written before it existed keeps working for maps that do not ask for it."""
 
     @abstractmethod
     def shutdown(self, wait: bool = True) -> None:
@@ -242,15 +246,17 @@ class HypernodesEngine(Engine):
         map_over: str | Sequence[str] | None = None,
         map_mode: str = "zip",
         output_name: Any = None,
+        on_error: str = "raise",
     ) -> dict[str, list[Any]]:
         """Run ``pipeline`` once per item.
 
         Args:
             pipeline: the pipeline to map.
-            inputs, map_over, map_mode, output_name: as for :meth:`Pipeline.map`.
+            inputs, map_over, map_mode, output_name, on_error: as for :meth:`Pipeline.map`.
 
         Returns:
-            ``{output name: [value per item]}`` in item order.
+            ``{output name: [value per item]}`` in item order (a ``MapResult`` with
+            ``on_error="continue"``).
 
         Raises:
             The errors of :meth:`Pipeline.map`, before any node runs; then the
@@ -259,10 +265,10 @@ class HypernodesEngine(Engine):
         if getattr(pipeline, "_observed", False):
             cache = pipeline.effective_cache  # type: ignore[attr-defined]
             return pipeline._map_with(  # type: ignore[attr-defined, no-any-return]
-                self, cache, inputs, map_over, map_mode, output_name
+                self, cache, inputs, map_over, map_mode, output_name, on_error
             )
         runtime = self._runtime
-        if type(inputs) is dict and runtime.plain and map_mode == "zip":
+        if type(inputs) is dict and runtime.plain and map_mode == "zip" and on_error == "raise":
             try:
                 shape = pipeline.plans.maps.get((fast_key(output_name), fast_key(map_over), frozenset(inputs)))
             except TypeError:  # something unhashable: the general path names it
@@ -276,7 +282,7 @@ class HypernodesEngine(Engine):
                     raise
                 if mapped is not None:  # None: values the general path checks (and names)
                     return mapped  # type: ignore[no-any-return]
-        call = prepare_map(pipeline.plans, inputs, map_over, map_mode, output_name)
+        call = prepare_map(pipeline.plans, inputs, map_over, map_mode, output_name, None, None, on_error)
         try:
             columns = run_map(runtime, call)
         except KeyboardInterrupt:

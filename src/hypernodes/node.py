@@ -13,6 +13,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any, overload
 
+from ._policy import check_policy, policy_for
 from .errors import NodeDefinitionError, WiringError
 
 __all__ = ["Node", "is_async_callable", "node"]
@@ -93,9 +94,25 @@ class Node:
         defaults: parameter name -> default value, used when nothing provides it.
         is_async: whether calling ``func`` returns an awaitable (``async def``).
         cache: whether a pipeline's cache may store and reuse this node's results.
+        retries, retry_on, backoff, timeout: how a failing or hung call is retried
+            and bounded (see ``@node``; 0 and None: not at all).
     """
 
-    __slots__ = ("_call", "cache", "defaults", "func", "is_async", "name", "output_name", "outputs", "parameters")
+    __slots__ = (
+        "_call",
+        "backoff",
+        "cache",
+        "defaults",
+        "func",
+        "is_async",
+        "name",
+        "output_name",
+        "outputs",
+        "parameters",
+        "retries",
+        "retry_on",
+        "timeout",
+    )
 
     func: Callable[..., Any]
     name: str
@@ -107,6 +124,10 @@ class Node:
         *,
         name: str | None = None,
         cache: bool = True,
+        retries: int = 0,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+        backoff: float | Callable[[int], float] | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Wrap ``func``.
 
@@ -117,10 +138,21 @@ class Node:
             name: the node's name in errors and reprs; defaults to the function's.
             cache: False: never cached, even in a pipeline with a cache (for
                 non-deterministic functions).
+            retries: how many more times a call that raises one of ``retry_on`` is
+                made (on the same worker; the upstream nodes are not rerun).
+            retry_on: the exception types retried (one or a tuple; default ``Exception``).
+            backoff: seconds before the first retry (default 0.1), doubled for each
+                next one, times a random factor in [0.5, 1]; or a function of the
+                attempt number (1, 2, ...) returning the seconds to wait.
+            timeout: seconds one call may take; then the node fails with a
+                ``TimeoutError`` (an async call is cancelled, a sync one abandoned:
+                see the README's "Failures, retries and timeouts").
 
         Raises:
             NodeDefinitionError: ``func`` is not callable, has no inspectable
-                signature, or no usable output name can be derived.
+                signature, no usable output name can be derived, or a retry or
+                timeout option is malformed (or ``retry_on``/``backoff`` is given
+                without ``retries``).
         """
         if not callable(func):
             raise NodeDefinitionError(
@@ -175,6 +207,18 @@ class Node:
             self._call = _KeywordAdapter(func, n_positional, self.parameters[n_positional:])
         self.is_async = is_async_callable(func)
         self.cache = bool(cache)
+        self.retries, self.retry_on, self.backoff, self.timeout = check_policy(
+            where,
+            retries,
+            Exception if retry_on is None else retry_on,
+            0.1 if backoff is None else backoff,
+            timeout,
+            retry_on is not None or backoff is not None,
+        )
+        # The loops call _call and never look for retries: a node without them pays nothing.
+        self._call = policy_for(
+            self._call, self.name, self.is_async, self.retries, self.retry_on, self.backoff, self.timeout
+        )
 
     def restricted(self, outputs: tuple[str, ...]) -> Node:
         """This node computing only ``outputs`` (a subset of its outputs).
@@ -245,14 +289,33 @@ def node(
     output_name: str | tuple[str, ...] | None = ...,
     name: str | None = ...,
     cache: bool = ...,
+    retries: int = ...,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = ...,
+    backoff: float | Callable[[int], float] | None = ...,
+    timeout: float | None = ...,
 ) -> Node: ...
 @overload
 def node(
-    output_name: str | tuple[str, ...] | None = ..., /, *, name: str | None = ..., cache: bool = ...
+    output_name: str | tuple[str, ...] | None = ...,
+    /,
+    *,
+    name: str | None = ...,
+    cache: bool = ...,
+    retries: int = ...,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = ...,
+    backoff: float | Callable[[int], float] | None = ...,
+    timeout: float | None = ...,
 ) -> Callable[[Callable[..., Any]], Node]: ...
 @overload
 def node(
-    *, output_name: str | tuple[str, ...] | None = ..., name: str | None = ..., cache: bool = ...
+    *,
+    output_name: str | tuple[str, ...] | None = ...,
+    name: str | None = ...,
+    cache: bool = ...,
+    retries: int = ...,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = ...,
+    backoff: float | Callable[[int], float] | None = ...,
+    timeout: float | None = ...,
 ) -> Callable[[Callable[..., Any]], Node]: ...
 
 
@@ -263,6 +326,10 @@ def node(
     output_name: str | tuple[str, ...] | None = None,
     name: str | None = None,
     cache: bool = True,
+    retries: int = 0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
+    backoff: float | Callable[[int], float] | None = None,
+    timeout: float | None = None,
 ) -> Node | Callable[[Callable[..., Any]], Node]:
     """Turn a function into a :class:`Node`.
 
@@ -275,6 +342,8 @@ def node(
         output_name: where the return value goes; a tuple unpacks a returned tuple.
         name: the node's name; defaults to the function's name.
         cache: False keeps the node out of the pipeline's cache (it always runs).
+        retries, retry_on, backoff, timeout: retry a failing call, bound a slow one
+            (see :class:`Node`).
 
     Returns:
         A :class:`Node`, or a decorator that makes one.
@@ -286,10 +355,18 @@ def node(
         if output_name is not None:
             raise NodeDefinitionError("node(): output_name given both positionally and by keyword.")
         output_name, func = tuple(func) if isinstance(func, list) else func, None  # @node("y")
+    options: dict[str, Any] = {
+        "name": name,
+        "cache": cache,
+        "retries": retries,
+        "retry_on": retry_on,
+        "backoff": backoff,
+        "timeout": timeout,
+    }
     if func is None:
 
         def decorate(f: Callable[..., Any]) -> Node:
-            return Node(f, output_name, name=name, cache=cache)
+            return Node(f, output_name, **options)
 
         return decorate
-    return Node(func, output_name, name=name, cache=cache)
+    return Node(func, output_name, **options)

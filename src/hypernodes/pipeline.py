@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
 from ._graph import Graph, build_graph, ticks
@@ -19,6 +19,7 @@ from .cache import INHERITED, Cache, CacheLookup
 from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
 from .engine import Engine, default_engine
 from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError, WiringError
+from .failures import MapResult, check_on_error
 from .node import Node
 
 __all__ = ["Pipeline", "PipelineNode"]
@@ -60,6 +61,7 @@ class Pipeline:
         callbacks: Sequence[PipelineCallback] | None = None,
         cache: Cache | None = None,
         parent: Pipeline | None = None,
+        on_error: str = "raise",
     ) -> None:
         """Args:
             nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
@@ -74,6 +76,10 @@ class Pipeline:
                 ``hypernodes.cache``); nested pipelines without their own inherit it.
             parent: a pipeline whose engine, cache and callbacks this one uses where it
                 sets none itself (the notebook-era ``parent=``; see ``effective_backend``).
+            on_error: what this pipeline's maps do when an item fails, unless a
+                ``map()`` call says otherwise: "raise" (stop at the first failing
+                item) or "continue" (see :meth:`map`). Also what it does as a nested
+                ``as_node(map_over=...)``.
 
         Raises:
             NodeDefinitionError: a member is not a node or pipeline, or ``name`` is not a string.
@@ -83,6 +89,7 @@ class Pipeline:
             ExecutorSpecError: ``backend`` is not an engine (an engine class, for one).
             TypeError: ``callbacks`` is not a list of ``PipelineCallback`` instances,
                 or ``cache`` is not a ``Cache``.
+            MapSpecError: ``on_error`` is neither "raise" nor "continue".
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
@@ -140,6 +147,7 @@ class Pipeline:
                 f"Pipeline(cache=...) takes a hypernodes.cache.Cache such as DiskCache(path), got {cache!r:.60}."
             )
         self.cache = cache
+        self.on_error = check_on_error(on_error, "Pipeline()")
         # Whether a call made straight on an engine (engine.run(pipeline, ...)) must come back
         # through this pipeline's front door: its callbacks and cache apply on any engine.
         self._observed = bool(self.callbacks) or self.effective_cache is not None
@@ -150,10 +158,12 @@ class Pipeline:
         # A pipeline travels to worker processes as its nodes: the engine (threads,
         # loops, executors) stays home, and a nested pipeline runs in-process there.
         # Callbacks stay home too: a worker records hook calls and the caller makes them.
-        return {"nodes": self.nodes, "name": self.name, "cache": self.cache}
+        return {"nodes": self.nodes, "name": self.name, "cache": self.cache, "on_error": self.on_error}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["nodes"], name=state["name"], cache=state.get("cache"))  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["nodes"], name=state["name"], cache=state.get("cache"), on_error=state.get("on_error", "raise")
+        )
 
     # copies (unlike pickles) stay in this process, so they keep the engine and callbacks
     def __copy__(self) -> Pipeline:
@@ -164,12 +174,19 @@ class Pipeline:
             callbacks=self.callbacks,
             cache=self.cache,
             parent=self._parent,
+            on_error=self.on_error,
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
         nodes = copy.deepcopy(self.nodes, memo)
         return Pipeline(
-            nodes, engine=self.engine, name=self.name, callbacks=self.callbacks, cache=self.cache, parent=self._parent
+            nodes,
+            engine=self.engine,
+            name=self.name,
+            callbacks=self.callbacks,
+            cache=self.cache,
+            parent=self._parent,
+            on_error=self.on_error,
         )
 
     @property
@@ -270,12 +287,32 @@ class Pipeline:
         result: dict[str, Any] = self._execute(call, run_call, run_observed, inputs, cache, None)
         return result
 
+    @overload
+    def map(
+        self,
+        inputs: Mapping[str, Any] | None = ...,
+        map_over: str | Sequence[str] | None = ...,
+        map_mode: str = ...,
+        output_name: str | Sequence[str] | None = ...,
+        *,
+        on_error: Literal["continue"],
+    ) -> MapResult: ...
+    @overload
+    def map(
+        self,
+        inputs: Mapping[str, Any] | None = ...,
+        map_over: str | Sequence[str] | None = ...,
+        map_mode: str = ...,
+        output_name: str | Sequence[str] | None = ...,
+        on_error: str | None = ...,
+    ) -> dict[str, list[Any]]: ...
     def map(
         self,
         inputs: Mapping[str, Any] | None = None,
         map_over: str | Sequence[str] | None = None,
         map_mode: str = "zip",
         output_name: str | Sequence[str] | None = None,
+        on_error: str | None = None,
     ) -> dict[str, list[Any]]:
         """Run the pipeline once per item.
 
@@ -286,9 +323,16 @@ class Pipeline:
             map_mode: "zip" (item i takes element i of each list; equal lengths)
                 or "product" (every combination, the last list varying fastest).
             output_name: as for :meth:`run`.
+            on_error: "raise" stops at the first failing item and raises its
+                exception; "continue" runs every item: a failed item's outputs that
+                depended on the failure hold a :class:`~hypernodes.Failure` (the
+                others are computed), and the result lists the failures. None: the
+                pipeline's ``on_error``.
 
         Returns:
             ``{output name: [value per item]}``, in item order; ``[]`` for no items.
+            With "continue" a :class:`~hypernodes.MapResult` (that dict, with
+            ``.failures``, ``.raise_if_failed()``, ``.good()``...).
 
         Raises:
             MapSpecError, ArgumentTypeError (also for a one-shot iterator as a
@@ -299,19 +343,30 @@ class Pipeline:
         cache = self.cache if self.cache is not None or self._parent is None else self.effective_cache
         if cache is None:
             cache = INHERITED.get()
+        mode = self.on_error if on_error is None else check_on_error(on_error, "map()")
         if cache is None and not self.callbacks and SCOPE.get() is None:
-            return engine.map(self, inputs, map_over, map_mode, output_name)
-        return self._map_with(engine, cache, inputs, map_over, map_mode, output_name)
+            if mode == "raise":  # passed only when asked for: an engine may predate on_error
+                return engine.map(self, inputs, map_over, map_mode, output_name)
+            return engine.map(self, inputs, map_over, map_mode, output_name, on_error=mode)
+        return self._map_with(engine, cache, inputs, map_over, map_mode, output_name, mode)
 
     def _map_with(
-        self, engine: Any, cache: Cache | None, inputs: Any, map_over: Any, map_mode: Any, output_name: Any
+        self,
+        engine: Any,
+        cache: Cache | None,
+        inputs: Any,
+        map_over: Any,
+        map_mode: Any,
+        output_name: Any,
+        on_error: str = "raise",
     ) -> dict[str, list[Any]]:
         """map() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
         map_call = getattr(engine, "map_call", None)
         if map_call is None:
-            unobserved: dict[str, list[Any]] = engine.map(self, inputs, map_over, map_mode, output_name)
+            extra = {} if on_error == "raise" else {"on_error": on_error}
+            unobserved: dict[str, list[Any]] = engine.map(self, inputs, map_over, map_mode, output_name, **extra)
             return unobserved
-        call = prepare_map(self.plans, inputs, map_over, map_mode, output_name)
+        call = prepare_map(self.plans, inputs, map_over, map_mode, output_name, None, None, on_error)
         mapped: dict[str, list[Any]] = self._execute(call, map_call, map_observed, inputs, cache, call.items.map_slots)
         return mapped
 

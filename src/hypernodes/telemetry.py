@@ -1,7 +1,9 @@
 """Callbacks users add: progress bars (:class:`ProgressCallback`) and a timing summary (:class:`TimingCallback`).
 
 ``ProgressCallback`` draws tqdm bars: one per map (items done of total, rate, ETA),
-one per ``run()`` (nodes done), nested pipelines' bars below their parent's. It
+one per ``run()`` (nodes done), nested pipelines' bars below their parent's. Under
+``on_error="continue"`` a map's failed items count as done and, apart, as
+``failed=N`` after the bar. It
 picks the bar by where the output goes: the notebook widget in Jupyter, the text
 bar in a terminal, and when the output is not a terminal (CI, a log file) a plain
 line every ``log_interval`` seconds instead of thousands of redraws. A map advances
@@ -135,6 +137,15 @@ class ProgressCallback(PipelineCallback):
         if bar is not None:
             bar.update(count)
 
+    def on_map_item_failed(self, item_index: int, failure: Any, ctx: CallbackContext) -> None:
+        # Failed items count among the finished ones (items_done) and, apart, in the bar's postfix.
+        pid = ctx.current_pipeline_id or ""
+        failed = ctx.get(_failed_key(pid), 0) + 1
+        ctx.set(_failed_key(pid), failed)
+        bar = ctx.get(_key(pid))
+        if bar is not None:
+            bar.set_postfix_str(f"failed={failed}", refresh=False)
+
     def on_map_end(self, total_duration: float, ctx: CallbackContext) -> None:
         self._close(ctx, ctx.current_pipeline_id or "")
 
@@ -168,6 +179,10 @@ class ProgressCallback(PipelineCallback):
 
 def _key(pipeline_id: str) -> str:
     return f"hypernodes.progress:{pipeline_id}"
+
+
+def _failed_key(pipeline_id: str) -> str:
+    return f"hypernodes.progress.failed:{pipeline_id}"
 
 
 _BARS: dict[str, type] = {}

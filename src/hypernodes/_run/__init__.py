@@ -21,7 +21,8 @@ __all__ = ["FuncTable", "Runtime", "run_map", "run_one"]
 def run_one(runtime: Runtime, call: RunCall) -> None:
     """Run the nodes of ``call`` once, filling ``call.values``."""
     plan = call.plan
-    funcs = runtime.funcs(plan) if plan.has_async else plan.funcs  # the table is plan.funcs without async nodes
+    # the table is plan.funcs without async nodes or an observer (which retrying nodes report to)
+    funcs = runtime.funcs(plan, call.observer) if plan.has_async or call.observer is not None else plan.funcs
     runner = (
         None
         if runtime.nodes.inline

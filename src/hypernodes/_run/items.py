@@ -19,8 +19,10 @@ from typing import Any
 from .._call import Items
 from .._events import Lookup, Observer
 from .._graph import Plan
+from .._policy import bind
+from ..failures import Failure
 from .gather import concat
-from .nodes import NodeRunner, acall_node, outputs_of, store
+from .nodes import NodeRunner, acall_node, marker_in, outputs_of, store, store_marker
 from .runtime import Runtime
 
 __all__ = ["CHUNK_S", "MAX_CHUNK", "run_items", "run_slice_async"]
@@ -43,8 +45,12 @@ def run_items(
     observer: Observer | None = None,
     lookup: Lookup | None = None,
     stop: threading.Event | None = None,
+    keep_going: bool = False,
 ) -> list[list[Any]] | None:
     """``items`` on this thread; one list per output.
+
+    ``keep_going`` (``on_error="continue"``): a failing item leaves error markers in
+    its outputs instead of raising (``core.run_batch_continue``, ``NodeRunner.run``).
 
     With ``stop``, the items run in chunks of about :data:`CHUNK_S` each, and the
     slice returns None (its result unwanted) once ``stop`` is set. So they do with
@@ -53,8 +59,9 @@ def run_items(
     lookup that can ``prefetch`` (one query per chunk of at most :data:`MAX_CHUNK`).
     """
     if runner is None:
-        funcs = runtime.funcs(plan)
-        run_batch: Callable[..., list[list[Any]]] = runtime.core.run_batch
+        funcs = runtime.funcs(plan, observer)
+        core = runtime.core
+        run_batch: Callable[..., list[list[Any]]] = core.run_batch_continue if keep_going else core.run_batch
 
         def run(part: Items) -> list[list[Any]]:
             if prefetch is not None:
@@ -80,9 +87,11 @@ def run_items(
         if observer is not None and observer.item_events:
             observer.item_start(base + i)
             started = perf_counter()
-        runner.run(values, base + i)
+        failed = runner.run(values, base + i, keep_going)
         if observer is not None:
-            if observer.item_events:
+            if failed is not None:
+                observer.item_failed(base + i, failed)
+            elif observer.item_events:
                 observer.item_end(base + i, perf_counter() - started)
             observer.items_done(1)
         for out, slot in zip(results, result_slots):
@@ -120,15 +129,16 @@ async def run_slice_async(
     offload: Callable[..., Awaitable[Any]],
     observer: Observer | None = None,
     lookup: Lookup | None = None,
+    keep_going: bool = False,
 ) -> list[list[Any]]:
     """``items`` as one coroutine: async nodes awaited, sync nodes offloaded.
 
     Used by an :class:`AsyncExecutor` map of a pipeline with ``async def`` nodes:
     thousands of awaiting items then cost no thread each. ``offload(f, *args)``
     runs a sync node in the executor's thread pool, so a blocking one does not
-    stall the loop.
+    stall the loop. ``keep_going``: as for :func:`run_items`.
     """
-    steps, funcs = plan.wiring, plan.funcs
+    steps, funcs = plan.wiring, bind(plan.funcs, observer)
     values = list(template)
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in steps.result_slots]
@@ -140,7 +150,14 @@ async def run_slice_async(
         if observer is not None and observer.item_events:
             observer.item_start(base + i)
             started = perf_counter()
+        failed: Failure | None = None
         for k in range(plan.n_nodes):
+            if keep_going:
+                marker = marker_in(values, steps.args[k])
+                if marker is not None:
+                    failed = failed or marker
+                    store_marker(steps, k, marker, values)
+                    continue
             if lookup is not None:
                 args = tuple(values[s] for s in steps.args[k])
                 hit = lookup.get(k, base + i, args)
@@ -149,11 +166,16 @@ async def run_slice_async(
                     if observer is not None and observer.node_events:
                         observer.node_cached(k, base + i, hit[0])
                     continue
-            await acall_node(steps, funcs, values, k, base + i, observer, offload)
+            marker = await acall_node(steps, funcs, values, k, base + i, observer, offload, keep_going)
+            if marker is not None:
+                failed = failed or marker
+                continue
             if lookup is not None:
                 lookup.put(k, base + i, args, outputs_of(steps, k, values))
         if observer is not None:
-            if observer.item_events:
+            if failed is not None:
+                observer.item_failed(base + i, failed)
+            elif observer.item_events:
                 observer.item_end(base + i, perf_counter() - started)
             observer.items_done(1)
         for out, slot in zip(results, steps.result_slots):

@@ -14,6 +14,10 @@ threads (any other in-process executor)             :func:`run_items` per slice 
                                                     in chunks that check a stop flag
 =================================================  ==========================================
 
+With ``on_error="continue"`` (``call.keep_going``) every strategy runs the same
+slices through the loops that keep going (``core.run_batch_continue``, or the node
+runner's and the async slice's own), so no slice raises for an item's failure.
+
 Slices come from ``Items.split`` (``core.plan_batches``): every worker gets work,
 the backend's ``tasks_per_worker`` slices each (one item per slice when there are
 no more items than that: blocking I/O wants it). Results come back as one list
@@ -45,17 +49,21 @@ def run_map(runtime: Runtime, call: MapCall) -> list[list[Any]]:
     executor = runtime.items.here()
     if executor is not None and not runtime.items.in_process:
         return map_remote(runtime, call, executor)  # each worker runs the nodes of its items itself
-    runner = node_runner(runtime.nodes, plan, runtime.funcs(plan), runtime.core, observer, lookup)
+    runner = node_runner(runtime.nodes, plan, runtime.funcs(plan, observer), runtime.core, observer, lookup)
+    keep_going = call.keep_going
     if executor is None:
-        columns = run_items(runtime, runner, plan, call.values, items, observer, lookup)
+        columns = run_items(runtime, runner, plan, call.values, items, observer, lookup, None, keep_going)
         assert columns is not None  # only a stopped slice returns None
         return columns
     if isinstance(executor, AsyncExecutor) and plan.has_async and runner is None:
         coroutines = [
-            (plan, call.values, s, executor._offload, observer, lookup) for s in items.split(executor.max_workers)
+            (plan, call.values, s, executor._offload, observer, lookup, keep_going)
+            for s in items.split(executor.max_workers)
         ]
         return concat(gather(executor, run_slice_async, coroutines))
     stop = threading.Event()
     slices = items.split(runtime.items.workers(executor), runtime.items.tasks_per_worker)
-    calls = [(executor, run_items, runtime, runner, plan, call.values, s, observer, lookup, stop) for s in slices]
+    calls = [
+        (executor, run_items, runtime, runner, plan, call.values, s, observer, lookup, stop, keep_going) for s in slices
+    ]
     return concat(gather(executor, as_task_of, calls, stop=stop))

@@ -25,15 +25,17 @@ from typing import Any
 
 from .._events import Lookup, Observer
 from .._graph import Plan, Wiring
+from .._policy import bind
 from ..errors import coroutine_returned, note_node, unpack_row
 from ..executors import _loky
 from ..executors._async import AsyncExecutor
 from ..executors._guard import as_task_of
 from ..executors.backends import Backend
+from ..failures import Failure
 from . import payload
 from .gather import NodeCancelled, cancel, died_note, submit
 
-__all__ = ["NodeRunner", "acall_node", "call_node", "node_runner", "outputs_of", "store"]
+__all__ = ["NodeRunner", "acall_node", "call_node", "marker_in", "node_runner", "outputs_of", "store", "store_marker"]
 
 
 def store(steps: Wiring, k: int, result: Any, values: list[Any]) -> None:
@@ -53,6 +55,27 @@ def store(steps: Wiring, k: int, result: Any, values: list[Any]) -> None:
         values[outs[0]] = result
 
 
+def store_marker(steps: Wiring, k: int, marker: Failure, values: list[Any]) -> None:
+    """Put the error marker ``marker`` into every output slot of node ``k`` (``on_error="continue"``)."""
+    for slot in steps.outs[k]:
+        values[slot] = marker
+
+
+def marker_in(values: list[Any], slots: Sequence[int]) -> Failure | None:
+    """The first error marker among ``values[slots]`` (a node's arguments); None if there is none."""
+    for slot in slots:
+        value = values[slot]
+        if type(value) is Failure:
+            return value
+    return None
+
+
+def _failed(steps: Wiring, k: int, item: int, exc: Exception, values: list[Any]) -> Failure:
+    marker = Failure(exc, steps.names[k], item)
+    store_marker(steps, k, marker, values)
+    return marker
+
+
 def outputs_of(steps: Wiring, k: int, values: list[Any]) -> Any:
     """What node ``k`` returned, read back from its output slots (the inverse of :func:`store`)."""
     outs = steps.outs[k]
@@ -66,8 +89,13 @@ def call_node(
     k: int,
     item: int,
     observer: Observer | None = None,
-) -> None:
-    """Run node ``k`` on ``values`` in place, reporting it to ``observer``."""
+    keep_going: bool = False,
+) -> Failure | None:
+    """Run node ``k`` on ``values`` in place, reporting it to ``observer``.
+
+    ``keep_going``: the node's exception becomes the error marker stored in its
+    outputs and returned (None: it succeeded), instead of being raised.
+    """
     events = observer if observer is not None and observer.node_events else None
     args = tuple([values[s] for s in steps.args[k]])
     if events is not None:
@@ -80,9 +108,12 @@ def call_node(
         note_node(exc, steps.names[k], item)
         if observer is not None:
             observer.node_error(k, item, exc)
+        if keep_going:
+            return _failed(steps, k, item, exc, values)
         raise
     if events is not None:
         events.node_end(k, item, perf_counter() - started, result)
+    return None
 
 
 async def acall_node(
@@ -93,11 +124,13 @@ async def acall_node(
     item: int,
     observer: Observer | None = None,
     offload: Callable[..., Any] | None = None,
-) -> None:
+    keep_going: bool = False,
+) -> Failure | None:
     """Await node ``k`` on ``values`` in place, on an event loop; reports to ``observer``.
 
     A sync node goes through ``offload(f, *args)`` (a thread pool, so that a
     blocking one cannot stall the loop) when given, else it is called here.
+    ``keep_going``: as for :func:`call_node` (a ``CancelledError`` is never kept).
     """
     events = observer if observer is not None and observer.node_events else None
     args = tuple([values[s] for s in steps.args[k]])
@@ -116,6 +149,8 @@ async def acall_node(
         note_node(exc, steps.names[k], item)
         if observer is not None:
             observer.node_error(k, item, exc)
+        if keep_going:
+            return _failed(steps, k, item, exc, values)
         raise
     except BaseException as exc:  # a CancelledError is one; not noted (nor reported) unless the node raised it
         if _raised_by_node(exc):
@@ -126,6 +161,7 @@ async def acall_node(
         raise
     if events is not None:
         events.node_end(k, item, perf_counter() - started, result)
+    return None
 
 
 def _raised_by_node(exc: BaseException) -> bool:
@@ -146,7 +182,18 @@ def _raised_by_node(exc: BaseException) -> bool:
 class NodeRunner:
     """Runs the nodes of one item on a node executor, each as soon as its inputs are done."""
 
-    __slots__ = ("core", "executor", "funcs", "is_async_executor", "lookup", "observer", "payload", "plan", "steps")
+    __slots__ = (
+        "afuncs",
+        "core",
+        "executor",
+        "funcs",
+        "is_async_executor",
+        "lookup",
+        "observer",
+        "payload",
+        "plan",
+        "steps",
+    )
 
     def __init__(
         self,
@@ -164,13 +211,14 @@ class NodeRunner:
         self.executor = executor
         self.is_async_executor = isinstance(executor, AsyncExecutor)
         self.funcs = funcs  # for this process's threads: async nodes awaited on the engine loop
+        self.afuncs = bind(plan.funcs, observer)  # for the executor's own loop: coroutines awaited there
         self.observer = observer
         self.lookup = lookup
         # Pickled per call, not cached: cloudpickle copies a notebook function's globals,
         # and a later call must see the notebook's later values.
         self.payload = payload.dumps(plan.nodes) if remote else None
 
-    def _submit(self, k: int, values: list[Any], item: int) -> Future[Any]:
+    def _submit(self, k: int, values: list[Any], item: int, keep_going: bool) -> Future[Any]:
         steps = self.steps
         if self.payload is not None:
             token, data = self.payload
@@ -179,17 +227,33 @@ class NodeRunner:
                 self.observer.node_start(k, item, args)
             return submit(self.executor, payload.remote_node, token, data, k, args)
         if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop
-            return submit(self.executor, acall_node, steps, self.plan.funcs, values, k, item, self.observer)
+            return submit(
+                self.executor, acall_node, steps, self.afuncs, values, k, item, self.observer, None, keep_going
+            )
         return submit(
-            self.executor, as_task_of, self.executor, call_node, steps, self.funcs, values, k, item, self.observer
+            self.executor,
+            as_task_of,
+            self.executor,
+            call_node,
+            steps,
+            self.funcs,
+            values,
+            k,
+            item,
+            self.observer,
+            keep_going,
         )
 
-    def _finish(self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float) -> None:
+    def _finish(
+        self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float, keep_going: bool
+    ) -> Failure | None:
         if self.payload is None:
             try:
-                future.result()  # the task stored the outputs, or noted and raised the node's error
+                marker = future.result()  # the task stored the outputs (or a marker), or noted and raised the error
             except NodeCancelled as exc:
                 raise exc.error from None
+            if marker is not None:
+                return marker  # type: ignore[no-any-return]
         else:
             name = self.steps.names[k]
             try:
@@ -202,11 +266,14 @@ class NodeRunner:
                 note_node(exc, name, item)
                 if self.observer is not None:
                     self.observer.node_error(k, item, exc)
+                if keep_going:
+                    return _failed(self.steps, k, item, exc, values)
                 raise
             if self.observer is not None and self.observer.node_events:
                 self.observer.node_end(k, item, perf_counter() - submitted, result)
         if self.lookup is not None:
             self.lookup.put(k, item, self._args(k, values), outputs_of(self.steps, k, values))
+        return None
 
     def _args(self, k: int, values: list[Any]) -> tuple[Any, ...]:
         # A node's argument slots are final once its producers are done: read them again.
@@ -222,23 +289,40 @@ class NodeRunner:
             self.observer.node_cached(k, item, hit[0])
         return True
 
-    def run(self, values: list[Any], item: int = -1) -> None:
-        """Run every node on ``values`` (filled in place); ``item`` numbers notes and events."""
+    def run(self, values: list[Any], item: int = -1, keep_going: bool = False) -> Failure | None:
+        """Run every node on ``values`` (filled in place); ``item`` numbers notes and events.
+
+        ``keep_going`` (``on_error="continue"``): a node that fails leaves its error marker
+        in its outputs, a node reading a marker is not run and passes it on, and the
+        item's first marker is returned (None: no node failed); otherwise the first
+        failure is raised.
+        """
         if self.payload is not None:
             with _loky.in_use(self.executor):  # a pool of ours is not stopped under this call
-                self._run(values, item)
-        else:
-            self._run(values, item)
+                return self._run(values, item, keep_going)
+        return self._run(values, item, keep_going)
 
-    def _run(self, values: list[Any], item: int) -> None:
+    def _run(self, values: list[Any], item: int, keep_going: bool) -> Failure | None:
         steps = self.steps
         queue = self.core.ReadyQueue(self.plan)
         done: SimpleQueue[int] = SimpleQueue()
         running: dict[int, tuple[Future[Any], float]] = {}
         inline = self.payload is None
+        failed: Failure | None = None
         try:
             while True:
                 ready = queue.get_ready()
+                passed: list[int] = []
+                if keep_going and ready:  # a node reading a marker is not run: it passes the marker on
+                    for k in ready:
+                        marker = marker_in(values, steps.args[k])
+                        if marker is not None:
+                            store_marker(steps, k, marker, values)
+                            failed = failed or marker
+                            passed.append(k)
+                    if passed:
+                        queue.done(*passed)
+                        ready = tuple(k for k in ready if k not in passed)
                 hits: tuple[int, ...] = ()
                 if self.lookup is not None and ready:
                     hits = tuple(k for k in ready if self._from_lookup(k, values, item))
@@ -246,24 +330,28 @@ class NodeRunner:
                         queue.done(*hits)
                         ready = tuple(k for k in ready if k not in hits)
                 if inline and len(ready) == 1 and not running and not hits:
-                    call_node(steps, self.funcs, values, ready[0], item, self.observer)
-                    if self.lookup is not None:
+                    marker = call_node(steps, self.funcs, values, ready[0], item, self.observer, keep_going)
+                    if marker is not None:
+                        failed = failed or marker
+                    elif self.lookup is not None:
                         self.lookup.put(
                             ready[0], item, self._args(ready[0], values), outputs_of(steps, ready[0], values)
                         )
                     queue.done(ready[0])
                     continue
                 for k in ready:
-                    future = self._submit(k, values, item)
+                    future = self._submit(k, values, item, keep_going)
                     running[k] = (future, perf_counter())
                     future.add_done_callback(partial(_put, done, k))
-                if hits:
-                    continue  # the nodes the hits released are ready now: submit them before waiting
+                if hits or passed:
+                    continue  # the nodes they released are ready now: submit them before waiting
                 if not running:
-                    return
+                    return failed
                 k = done.get()
                 future, submitted = running.pop(k)
-                self._finish(k, future, values, item, submitted)
+                marker = self._finish(k, future, values, item, submitted, keep_going)
+                if marker is not None:
+                    failed = failed or marker
                 queue.done(k)
         except BaseException:
             cancel(self.executor, [future for future, _ in running.values()])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import pickle
 from concurrent.futures import Executor
+from types import ModuleType
 from typing import Any
 
 from .. import _core
@@ -28,6 +29,7 @@ from .._graph import Plan
 from ..errors import add_note
 from ..executors._loop import CoroutineRunner, LoopThread
 from ..executors.backends import Sequential, backend_for
+from ..failures import unique
 from .gather import concat, died_note, gather
 from .items import run_items
 from .nodes import node_runner
@@ -40,7 +42,7 @@ __all__ = ["RemoteMap", "map_remote", "remote_batch"]
 class RemoteMap:
     """What every worker of one process map needs; pickled once per call."""
 
-    __slots__ = ("core", "lookup", "max_workers", "node_backend", "observer", "plan", "template")
+    __slots__ = ("core", "keep_going", "lookup", "max_workers", "node_backend", "observer", "plan", "template")
 
     def __init__(
         self,
@@ -51,6 +53,7 @@ class RemoteMap:
         core: str,
         observer: RemoteObserver | None,
         lookup: Lookup | None,
+        keep_going: bool = False,
     ) -> None:
         self.plan = plan
         self.template = template
@@ -59,6 +62,7 @@ class RemoteMap:
         self.core = core  # the IMPLEMENTATION the caller runs on
         self.observer = observer  # records the slice's events, sent back with its results
         self.lookup = lookup
+        self.keep_going = keep_going  # on_error="continue": failures come back as markers in the columns
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, k) for k in self.__slots__)
@@ -79,6 +83,7 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
         runtime.core.IMPLEMENTATION,
         None if observer is None else observer.remote(),
         call.lookup,
+        call.keep_going,
     )
     try:
         token, payload = dumps(spec)
@@ -167,7 +172,9 @@ def _remote_batch(token: str, payload: bytes, items: Items) -> tuple[RemoteMap, 
     try:
         runtime = Runtime(nodes, Sequential("sequential"), funcs, spec.max_workers, core)
         node_level = node_runner(nodes, spec.plan, funcs(spec.plan), core, recorder, spec.lookup)
-        columns = run_items(runtime, node_level, spec.plan, spec.template, items, recorder, spec.lookup)
+        columns = run_items(
+            runtime, node_level, spec.plan, spec.template, items, recorder, spec.lookup, None, spec.keep_going
+        )
     except BaseException as exc:
         if recorder is not None:
             # an exception that takes no attributes loses its events, never itself
@@ -179,7 +186,29 @@ def _remote_batch(token: str, payload: bytes, items: Items) -> tuple[RemoteMap, 
             nodes.shutdown()
         finally:
             loop.close()
-    return spec, (columns if recorder is None else (columns, recorder.drain()))
+    events = None if recorder is None else recorder.drain()
+    if spec.keep_going:
+        assert columns is not None  # no stop flag here
+        events = _portable_failures(core, columns, events)
+    return spec, (columns if recorder is None else (columns, events))
+
+
+def _portable_failures(core: ModuleType, columns: list[list[Any]], events: Any) -> Any:
+    """Make every error marker of ``columns`` fit to travel back; the events, with the same swaps.
+
+    A marker's traceback is formatted here (its frames stay in this process), and an
+    exception pickle cannot rebuild in the caller is replaced, in the marker and in
+    the events that report it, by its :class:`~hypernodes.errors.RemoteError` stand-in.
+    """
+    for failure in unique(core.find_failures(columns)):
+        _ = failure.traceback  # formatted now, from the original exception
+        stand_in = portable(failure.error)  # type: ignore[arg-type]
+        if stand_in is not None:
+            if events is not None:
+                # the events that cannot travel even so are lost, never the results
+                events = carried(events, failure.error, stand_in) or []
+            failure.error = stand_in
+    return events
 
 
 def _pickled_results(plan: Plan, result: Any, with_events: bool, first: int) -> bytes:

@@ -13,7 +13,9 @@ from types import ModuleType
 from typing import Any
 
 from .. import _core
+from .._events import Observer
 from .._graph import Plan
+from .._policy import bind
 from ..executors._loop import AwaitOn, CoroutineRunner
 from ..executors.backends import Backend, Sequential
 
@@ -36,15 +38,21 @@ class FuncTable:
         self.runner = runner
         self._tables: weakref.WeakKeyDictionary[Plan, tuple[Callable[..., Any], ...]] = weakref.WeakKeyDictionary()
 
-    def __call__(self, plan: Plan) -> tuple[Callable[..., Any], ...]:
+    def __call__(self, plan: Plan, observer: Observer | None = None) -> tuple[Callable[..., Any], ...]:
+        if observer is not None:
+            bound = bind(plan.funcs, observer)
+            if bound is not plan.funcs:  # retrying nodes report their attempts to this call's observer
+                return self._awaiting(plan, bound) if plan.has_async else bound
         if not plan.has_async:
             return plan.funcs
         funcs = self._tables.get(plan)
         if funcs is None:
-            runner = self.runner
-            funcs = tuple(AwaitOn(f, runner) if a else f for f, a in zip(plan.funcs, plan.is_async))
-            self._tables[plan] = funcs
+            funcs = self._tables[plan] = self._awaiting(plan, plan.funcs)
         return funcs
+
+    def _awaiting(self, plan: Plan, funcs: tuple[Callable[..., Any], ...]) -> tuple[Callable[..., Any], ...]:
+        runner = self.runner
+        return tuple(AwaitOn(f, runner) if a else f for f, a in zip(funcs, plan.is_async))
 
 
 class Runtime:

@@ -1,0 +1,186 @@
+"""Failed items of a map that keeps going: the error marker and the result that lists them.
+
+With ``map(..., on_error="continue")`` an exception raised by a node for one item
+does not stop the map. The loops store a :class:`Failure` (the *error marker*) in
+each output slot of the node that raised, and a node whose inputs hold a marker is
+not called: the marker is passed on to its outputs. So every output of a failed
+item that depended on the failure holds the marker, and every output that did not
+is computed as usual. The map returns a :class:`MapResult`: the usual dict of lists,
+plus the failures (which items, which node, the exception) and ways to raise them
+or keep only the good items.
+
+A marker is one object per failure, shared by every output that depends on it.
+It travels back from worker processes as data: its exception (or a
+:class:`~hypernodes.errors.RemoteError` standing in for one pickle cannot rebuild)
+and the traceback text formatted where it was raised.
+"""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .errors import MapSpecError, add_note
+
+__all__ = ["ATTEMPTS_ATTR", "ON_ERROR", "Failure", "MapResult", "check_on_error", "unique"]
+
+ON_ERROR = ("raise", "continue")
+"""The values ``on_error`` takes: stop the map at the first failing item, or keep going."""
+
+ATTEMPTS_ATTR = "__hypernodes_attempts__"
+"""Where a retrying node's final exception records how many calls were made."""
+
+
+def check_on_error(on_error: Any, where: str) -> str:
+    """``on_error`` if it is one of :data:`ON_ERROR`.
+
+    Raises:
+        MapSpecError: anything else (named with ``where``, the call or constructor).
+    """
+    if on_error not in ON_ERROR or not isinstance(on_error, str):
+        raise MapSpecError(f"{where}: on_error must be 'raise' or 'continue', got {on_error!r}.")
+    return on_error
+
+
+class Failure:
+    """The error marker: node ``node`` raised ``error`` for map item ``item``.
+
+    Stored (one object, shared) in every output of the item that depended on the
+    failure. Never stored in a cache.
+
+    Attributes:
+        error: the exception, with its notes (which node and item); from a worker
+            process, the unpickled exception or a ``RemoteError`` standing in for it.
+        node: the name of the node that raised it.
+        item: the item's index in the map.
+        attempts: how many times the node was called for the item (``retries=``).
+    """
+
+    __slots__ = ("_traceback", "attempts", "error", "item", "node")
+
+    def __init__(self, error: BaseException, node: str, item: int, traceback: str | None = None) -> None:
+        self.error = error
+        self.node = node
+        self.item = item
+        self.attempts: int = getattr(error, ATTEMPTS_ATTR, 1)
+        self._traceback = traceback
+
+    @property
+    def type_name(self) -> str:
+        """The exception's qualified type name (``module.QualName``; the original's for a stand-in)."""
+        original = getattr(self.error, "type_name", None)
+        if isinstance(original, str):
+            return original
+        kind = type(self.error)
+        return f"{kind.__module__}.{kind.__qualname__}"
+
+    @property
+    def message(self) -> str:
+        """``str()`` of the exception (the original's for a stand-in)."""
+        original = getattr(self.error, "message", None)
+        if isinstance(original, str) and hasattr(self.error, "remote_traceback"):
+            return original
+        try:
+            return str(self.error)
+        except Exception:
+            return f"<str() of the exception failed; args={self.error.args!r:.200}>"
+
+    @property
+    def traceback(self) -> str:
+        """The exception's traceback as text, notes included (formatted where it was raised)."""
+        if self._traceback is None:
+            remote = getattr(self.error, "remote_traceback", None)
+            error = self.error
+            self._traceback = (
+                remote
+                if isinstance(remote, str) and remote
+                else "".join(_traceback.format_exception(type(error), error, error.__traceback__))
+            )
+        return self._traceback
+
+    def __repr__(self) -> str:
+        kind = type(self.error).__name__
+        return f"<Failure of map item {self.item} in node `{self.node}`: {kind}: {self.message:.80}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The traceback object cannot travel; its text does, formatted here.
+        return (_rebuild, (self.error, self.node, self.item, self.attempts, self.traceback))
+
+
+def _rebuild(error: BaseException, node: str, item: int, attempts: int, traceback: str) -> Failure:
+    failure = Failure(error, node, item, traceback)
+    failure.attempts = attempts
+    return failure
+
+
+def unique(found: Iterable[Any]) -> tuple[Failure, ...]:
+    """The distinct markers of ``found`` (each failure once), by item, in the order first met."""
+    seen: dict[int, Failure] = {}
+    for failure in found:
+        seen.setdefault(id(failure), failure)
+    return tuple(sorted(seen.values(), key=lambda f: f.item))
+
+
+class MapResult(dict[str, list[Any]]):
+    """What ``map(..., on_error="continue")`` returns: ``{output: [value per item]}`` plus its failures.
+
+    It is the dict of lists a map always returns (a failed item's outputs that
+    depended on the failure hold its :class:`Failure`); these attributes say what failed.
+
+    Attributes:
+        failures: one :class:`Failure` per failure, by item (an item may have
+            several when independent nodes of it failed).
+    """
+
+    def __init__(self, columns: Iterable[tuple[str, list[Any]]], failures: Sequence[Failure] = ()) -> None:
+        super().__init__(columns)
+        self.failures: tuple[Failure, ...] = tuple(failures)
+
+    @property
+    def ok(self) -> bool:
+        """True when no item failed."""
+        return not self.failures
+
+    @property
+    def failed_items(self) -> list[int]:
+        """The indices of the items that failed, ascending."""
+        return sorted({f.item for f in self.failures})
+
+    @property
+    def good_items(self) -> list[int]:
+        """The indices of the items with no failure in any output, ascending."""
+        n = len(next(iter(self.values()), ()))
+        failed = {f.item for f in self.failures}
+        return [i for i in range(n) if i not in failed]
+
+    def good(self) -> dict[str, list[Any]]:
+        """``{output: [value per good item]}``: the items that did not fail, in item order."""
+        failed = {f.item for f in self.failures}
+        if not failed:
+            return dict(self)
+        return {name: [v for i, v in enumerate(column) if i not in failed] for name, column in self.items()}
+
+    def raise_if_failed(self) -> None:
+        """Raise the first failure's own exception if any item failed; return otherwise.
+
+        The exception keeps its type; a note says how many items failed and which.
+        """
+        if not self.failures:
+            return
+        first = self.failures[0]
+        items = self.failed_items
+        shown = ", ".join(map(str, items[:10])) + (", ..." if len(items) > 10 else "")
+        note = (
+            f"hypernodes: {len(items)} of {len(self.good_items) + len(items)} map items failed (items {shown}); "
+            f"this is the first, from node `{first.node}` for item {first.item}. The result's .failures lists them all."
+        )
+        if note not in (getattr(first.error, "__notes__", None) or ()):
+            add_note(first.error, note)
+        raise first.error
+
+    def __repr__(self) -> str:
+        return f"MapResult({dict.__repr__(self)}, failures={len(self.failures)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (MapResult, (list(self.items()), self.failures))
