@@ -146,7 +146,18 @@ def _raised_by_node(exc: BaseException) -> bool:
 class NodeRunner:
     """Runs the nodes of one item on a node executor, each as soon as its inputs are done."""
 
-    __slots__ = ("core", "executor", "funcs", "is_async_executor", "lookup", "observer", "payload", "plan", "steps")
+    __slots__ = (
+        "core",
+        "executor",
+        "funcs",
+        "inherit",
+        "is_async_executor",
+        "lookup",
+        "observer",
+        "payload",
+        "plan",
+        "steps",
+    )
 
     def __init__(
         self,
@@ -166,6 +177,9 @@ class NodeRunner:
         self.funcs = funcs  # for this process's threads: async nodes awaited on the engine loop
         self.observer = observer
         self.lookup = lookup
+        # A lookup may wrap what runs elsewhere (a thread, a process) so that a nested pipeline
+        # there sees what the call passes down (the cache): see _events.Lookup.
+        self.inherit: Callable[[Any], Any] | None = getattr(lookup, "inherit", None)
         # Pickled per call, not cached: cloudpickle copies a notebook function's globals,
         # and a later call must see the notebook's later values.
         self.payload = payload.dumps(plan.nodes) if remote else None
@@ -177,12 +191,13 @@ class NodeRunner:
             args = tuple(values[s] for s in steps.args[k])
             if self.observer is not None and self.observer.node_events:
                 self.observer.node_start(k, item, args)
-            return submit(self.executor, payload.remote_node, token, data, k, args)
+            remote_node = payload.remote_node if self.inherit is None else self.inherit(payload.remote_node)
+            return submit(self.executor, remote_node, token, data, k, args)
         if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop
-            return submit(self.executor, acall_node, steps, self.plan.funcs, values, k, item, self.observer)
-        return submit(
-            self.executor, as_task_of, self.executor, call_node, steps, self.funcs, values, k, item, self.observer
-        )
+            acall = acall_node if self.inherit is None else self.inherit(acall_node)
+            return submit(self.executor, acall, steps, self.plan.funcs, values, k, item, self.observer)
+        task = as_task_of if self.inherit is None else self.inherit(as_task_of)
+        return submit(self.executor, task, self.executor, call_node, steps, self.funcs, values, k, item, self.observer)
 
     def _finish(self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float) -> None:
         if self.payload is None:
