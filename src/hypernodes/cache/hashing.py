@@ -257,7 +257,27 @@ def _is_node(obj: Any) -> bool:
     return isinstance(obj, Node)
 
 
+_SOURCE_ATTR = "__hypernodes_source__"
+
+
 def _source_digest(func: Any) -> bytes:
+    # A function sent by value to a worker process (cloudpickle: closures, notebook code) has no
+    # source there, and its bytecode digest would differ from its source digest here. So the
+    # digest travels with it, in its __dict__, next to a digest of the bytecode it describes (a
+    # wrapper that copied the __dict__ has other bytecode, and is read afresh).
+    code = hashlib.blake2b(digest_size=_DIGEST)
+    _feed_code(code, func.__code__)
+    marker = code.digest()
+    found = getattr(func, "__dict__", {}).get(_SOURCE_ATTR)
+    if isinstance(found, tuple) and len(found) == 2 and found[1] == marker and isinstance(found[0], bytes):
+        return found[0]
+    digest = _read_source_digest(func)
+    with contextlib.suppress(AttributeError, TypeError):
+        func.__dict__[_SOURCE_ATTR] = (digest, marker)
+    return digest
+
+
+def _read_source_digest(func: Any) -> bytes:
     h = hashlib.blake2b(digest_size=_DIGEST)
     try:
         source = textwrap.dedent(inspect.getsource(func))

@@ -164,14 +164,19 @@ class CacheLookup:
                     var.append((name + b"=u%d:" % j, slot, up))
                 elif slot in self.mapped:
                     var.append((name + b"=v", slot, -1))
-                elif seed is not None:
+                elif seed is not None:  # a broadcast input, keyed as a mapped one: run() and map items share entries
                     d = self.const[slot]
-                    seed = None if d is None else seed + name + b"=c" + d
+                    if d is None:
+                        seed = None
+                    elif var:  # after a varying part: fed in its place, to keep the parameters' order
+                        var.append((name + b"=v" + d, slot, -2))
+                    else:
+                        seed += name + b"=v" + d
             self._seeds.append(seed)
             self._var.append(tuple(var))
         # A map's item key: every node's seed and wiring, then the item's mapped values.
         # Only when every node is cached (no key waits for an uncached node's value).
-        self._mslots: tuple[int, ...] = tuple(sorted({s for var in self._var for _, s, up in var if up < 0}))
+        self._mslots: tuple[int, ...] = tuple(sorted({s for var in self._var for _, s, up in var if up == -1}))
         self._item_seed: bytes | None = None
         if map_slots is not None and all(seed is not None for seed in self._seeds):
             seed_h = hashlib.blake2b(b"item:%d:" % self.n_nodes, digest_size=_DIGEST)
@@ -243,7 +248,9 @@ class CacheLookup:
             h = h0.copy()
             key: str | None = None
             for prefix, slot, up in self._var[k]:
-                if up >= 0:
+                if up == -2:  # a broadcast input's part, fixed for the call
+                    h.update(prefix)
+                elif up >= 0:
                     upkey = keys[up]
                     if upkey is None or upkey is _DEFER:  # an uncached upstream: its value decides, later
                         key = _DEFER
