@@ -200,6 +200,25 @@ def test_value_hashes_are_stable_across_processes() -> None:
     assert out == hash_value({"a": {1, 2, "x"}, "b": (1.5, None)})
 
 
+_PINNED = {  # digests as the first release computed them: fast paths must not move a key
+    1: "0ea037d41ecc33ab3e4f1d362c009358",
+    -7: "49ee35ed1dad0102bd499f509daeefb5",
+    "x": "e8a5eef604a94399171f7b6d3e162ae1",
+    "h\u00e9llo": "08e7c79847acdf4b62563edbbab29bbe",
+    1.5: "83dfcd375fddafe712198a2fe69458dc",
+    None: "738096e476d3c5447c3cb95c39bfc964",
+    b"ab": "a86ef675f0b45bb69249fcbdf8d8f393",
+    (1, "a"): "e972073882ce4b7198214d65c775ecd0",
+}
+
+
+@pytest.mark.parametrize("value", list(_PINNED), ids=repr)
+def test_value_digests_do_not_change_between_versions(value: Any) -> None:
+    """hash_value gives the digests entries were stored under before (a DiskCache outlives upgrades)."""
+    assert hash_value(value) == _PINNED[value]
+    assert hash_value(True) == "0583525866ce6d4c711b8d319b34a247"  # True == 1 as a dict key: checked apart
+
+
 def test_an_unhashable_input_leaves_the_node_uncached_with_one_warning() -> None:
     """A lock as an input: one warning naming the node and the type; results still right; nothing cached."""
 

@@ -193,9 +193,8 @@ class NodeRunner:
                 self.observer.node_start(k, item, args)
             remote_node = payload.remote_node if self.inherit is None else self.inherit(payload.remote_node)
             return submit(self.executor, remote_node, token, data, k, args)
-        if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop
-            acall = acall_node if self.inherit is None else self.inherit(acall_node)
-            return submit(self.executor, acall, steps, self.plan.funcs, values, k, item, self.observer)
+        if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop (never nested)
+            return submit(self.executor, acall_node, steps, self.plan.funcs, values, k, item, self.observer)
         task = as_task_of if self.inherit is None else self.inherit(as_task_of)
         return submit(self.executor, task, self.executor, call_node, steps, self.funcs, values, k, item, self.observer)
 

@@ -71,6 +71,12 @@ def hash_value(value: Any) -> str:
 
 
 def _digest(value: Any) -> bytes:
+    t = type(value)
+    if t is int:  # the commonest inputs, fed as _feed would, without its dispatch
+        return hashlib.blake2b(b"i%d;" % value, digest_size=_DIGEST).digest()
+    if t is str:
+        b = value.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(b"s%d:" % len(b) + b, digest_size=_DIGEST).digest()
     h = hashlib.blake2b(digest_size=_DIGEST)
     _feed(h, value, set())
     return h.digest()

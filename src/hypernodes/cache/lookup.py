@@ -45,6 +45,7 @@ _WHOLE = b"HNI"  # an item entry: tag, CRC-32 of the payloads, their lengths, th
 _FLUSH_EVERY = 256  # buffered writes: flushed at this many entries, ...
 _FLUSH_AFTER_S = 1.0  # ... or when the oldest has waited this long, and after every slice
 _SCALARS = (int, str, float, bool, bytes, type(None))  # self-delimiting encodings: fed as they are
+_NO_BLOBS: dict[str, bytes] = {}
 _NO_CYCLE: set[int] = set()  # _feed's cycle guard, never touched for scalars
 
 
@@ -326,9 +327,15 @@ class CacheLookup:
             return
         item_key = self._item_key
         keys: list[str | None] = []
-        for i in range(lo, hi):
-            items.fill(values, i)
-            keys.append(item_key(values))
+        if not items.product and len(items.columns) == 1:  # the commonest map: one list, no per-item fill()
+            slot = items.map_slots[0]
+            for v in items.columns[0][lo:hi]:
+                values[slot] = v
+                keys.append(item_key(values))
+        else:
+            for i in range(lo, hi):
+                items.fill(values, i)
+                keys.append(item_key(values))
         found = self.cache.get_blobs([k for k in keys if k is not None])
         misses = []
         n_nodes = self.n_nodes
@@ -339,7 +346,7 @@ class CacheLookup:
                 items.fill(values, i)
                 misses.append((base + i, self._keys(values), key))
                 continue
-            st = _Item(None, {}, key)
+            st = _Item(None, _NO_BLOBS, key)  # never written: a hit item has no per-node keys
             st.results = results
             if n_nodes:
                 self._items[base + i] = st
@@ -352,7 +359,7 @@ class CacheLookup:
             if blob[:3] != _WHOLE:
                 raise ValueError("not an item entry")
             crc, *sizes = self._head.unpack_from(blob, 3)
-            view = memoryview(blob)
+            view = blob if len(blob) < 65536 else memoryview(blob)  # slices: small copies beat views
             at = 3 + self._head.size
             if zlib.crc32(view[at:]) != crc:
                 raise ValueError("checksum mismatch")
@@ -563,9 +570,9 @@ class CacheLookup:
         mapped = []
         for name, (kind, up, digest) in now["inputs"].items():
             old = old_inputs.get(name)
-            if kind == "mapped":
-                if old is None or old[0] != "mapped":
-                    changed.append(f"input `{name}`")  # was a broadcast (or no) input when stored
+            if kind == "mapped":  # stored by a run() or another map: its value is this item's own
+                if old is None:
+                    changed.append(f"input `{name}`")
                 else:
                     mapped.append(name)
             elif kind == "upstream" and self.is_map:
