@@ -238,8 +238,7 @@ class DiskCache(Cache):
         for attempt in range(self._RETRIES):
             try:
                 with self._lock, self._store.transact(retry=True):
-                    for signature, blob in entries:
-                        self._store.set(signature, blob)
+                    self._write(entries)
                 return
             except self._timeout_error:
                 time.sleep(0.01 * (attempt + 1))
@@ -248,6 +247,39 @@ class DiskCache(Cache):
             CacheWarning,
             stacklevel=2,
         )
+
+    def _write(self, entries: list[tuple[str, bytes]]) -> None:
+        # Inside the transaction. Without a size limit nothing is ever culled, so a small blob
+        # (stored inline, as diskcache's own set() stores bytes under its file threshold) is
+        # one upsert row, all of them in one executemany (diskcache's set() costs about three
+        # statements and a cull check per entry; its triggers keep the entry count either way).
+        # Large blobs, a size limit, and keys that hold a file now go through set().
+        store = self._store
+        if self.size_limit is not None:
+            small: list[tuple[str, bytes]] = []
+        else:
+            limit = store.disk_min_file_size
+            small = [(k, b) for k, b in entries if len(b) < limit]
+        if small:
+            now = time.time()
+            store._con.executemany(
+                "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
+                " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
+                " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
+                " access_time = excluded.access_time, value = excluded.value, size = 0, mode = 1"
+                " WHERE Cache.filename IS NULL",
+                [(k, now, now, sqlite3.Binary(b)) for k, b in small],
+            )
+        done = {k for k, _ in small}
+        if done:  # a key that held a file (the upsert left it): replaced by set(), which removes the file
+            listed = list(done)
+            for lo in range(0, len(listed), _BATCH):
+                part = listed[lo : lo + _BATCH]
+                query = "SELECT key FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN ({})"
+                done -= {k for (k,) in store._sql(query.format(",".join("?" * len(part))), part).fetchall()}
+        for signature, blob in entries:
+            if signature not in done:
+                store.set(signature, blob)
 
     def has(self, signature: str) -> bool:
         """See :meth:`Cache.has`."""
