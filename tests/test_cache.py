@@ -560,3 +560,23 @@ def test_a_function_sent_by_value_keeps_its_key() -> None:
     there = cloudpickle.loads(cloudpickle.dumps(here))
     assert hash_code(there) == key
     assert hash_code(cloudpickle.loads(cloudpickle.dumps(make(2)))) != key
+
+
+def test_disk_cache_batched_writes_keep_count_and_files_right(tmp_path: Path) -> None:
+    """One batch of small and large blobs: every entry reads back, the count is right, and a small
+    blob replacing a large one removes the large one's file."""
+    cache = DiskCache(tmp_path / "c")
+    big = bytes(range(256)) * 200  # over diskcache's 32 KiB threshold: stored in a file
+    cache.put_blobs([("a", b"1"), ("b", big), ("a", b"2")])
+    assert cache.get_blobs(["a", "b", "z"]) == {"a": b"2", "b": big}
+    assert len(cache) == 2
+
+    def files() -> list[Path]:
+        return list((tmp_path / "c").rglob("*.val"))
+
+    assert len(files()) == 1
+    cache.put_blobs([("b", b"small")])
+    assert cache.get_blobs(["b"]) == {"b": b"small"}
+    assert files() == []
+    assert len(cache) == 2
+    cache.close()
