@@ -31,13 +31,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.engine",),
     ("hypernodes._run",),
     ("hypernodes.executors",),
-    ("hypernodes._call", "hypernodes.cache"),
+    ("hypernodes._call", "hypernodes.cache", "hypernodes.cache.lookup"),
+    ("hypernodes.cache.storage",),
+    ("hypernodes.cache.hashing",),
     ("hypernodes._graph",),
     ("hypernodes._core",),
     ("hypernodes._sched", "hypernodes._sched_py"),
     ("hypernodes._events", "hypernodes.node", "hypernodes._policy", "hypernodes.failures", "hypernodes.errors"),
 )
-"""Top to bottom. A package's name stands for all of its modules."""
+"""Top to bottom. A package's name stands for all of its modules but those named on their own."""
 
 
 def _module_name(path: Path) -> str:
@@ -62,11 +64,16 @@ def _modules() -> dict[str, Path]:
 
 
 def _layer(module: str) -> int:
+    best: tuple[int, int] | None = None  # (length of the name that matched, its layer): the longest wins
     for i, names in enumerate(LAYERS):
         for name in names:
-            if module == name or (name != "hypernodes" and module.startswith(name + ".")):
-                return i
-    raise AssertionError(f"module {module} is in no layer: add it to LAYERS (and to the README's Layout)")
+            if (module == name or (name != "hypernodes" and module.startswith(name + "."))) and (
+                best is None or len(name) > best[0]
+            ):
+                best = (len(name), i)
+    if best is None:
+        raise AssertionError(f"module {module} is in no layer: add it to LAYERS (and to the README's Layout)")
+    return best[1]
 
 
 def _resolve(importer: str, is_package: bool, level: int, target: str | None) -> str:

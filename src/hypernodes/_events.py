@@ -80,7 +80,11 @@ class Lookup(Protocol):
 
     A lookup may also define ``prefetch(template, items)``: the map drivers then
     call it with the slot template and each slice (an ``_call.Items``) before its
-    items run, so it can prepare them in one go (the cache batches its queries).
+    items run, so it can prepare them in one go (the cache batches its queries);
+    ``flush()``: called after each slice, in the process that ran it (the cache
+    batches its writes); and ``inherit(func)``: the drivers wrap with it what they
+    hand to another thread or process (a slice, a node's task), so that a nested
+    pipeline run there sees what the call passes down (the cache).
     """
 
     def get(self, node: int, item: int, args: tuple[Any, ...]) -> tuple[Any] | None:

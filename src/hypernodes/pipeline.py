@@ -383,14 +383,18 @@ class Pipeline:
         with a lookup into ``cache`` when there is one (``map_slots``: a map's mapped inputs)."""
         if cache is None:
             return observed(self, execute, call, inputs)
-        call.lookup = CacheLookup(cache, call.plan, call.values, map_slots)
-        token = INHERITED.set(cache)  # nested pipelines run on this thread use it too
+        observed_call = bool(self.callbacks) or SCOPE.get() is not None
+        lookup = call.lookup = CacheLookup(cache, call.plan, call.values, map_slots, observed_call)
+        # Nested pipelines run on this thread use the cache too; elsewhere (threads, processes)
+        # the drivers pass it on through lookup.inherit.
+        token = INHERITED.set(cache)
         try:
-            if not self.callbacks and SCOPE.get() is None:
+            if not observed_call:
                 return execute(call)
             return observed(self, execute, call, inputs)
         finally:
             INHERITED.reset(token)
+            lookup.flush()  # what this process buffered (workers flush their own after each slice)
 
     def as_node(
         self,

@@ -71,8 +71,36 @@ def run_items(
         prefetch = getattr(lookup, "prefetch", None)  # a cache: one query per chunk, state for a chunk at most
         if stop is None and observer is None and lookup is None:
             return run(items)
-        # Progress alone needs no quick stop: chunks may grow past MAX_CHUNK, to CHUNK_S.
-        return _run_chunked(run, items, stop, MAX_CHUNK if stop is not None or lookup is not None else len(items))
+        if lookup is None:  # progress alone needs no quick stop: chunks may grow past MAX_CHUNK, to CHUNK_S
+            return _run_chunked(run, items, stop, MAX_CHUNK if stop is not None else len(items))
+        return _with_lookup(lookup, _run_chunked, run, items, stop, MAX_CHUNK)
+    if lookup is not None:
+        return _with_lookup(lookup, _run_items_one_by_one, runner, template, items, observer, lookup, stop, keep_going)
+    return _run_items_one_by_one(runner, template, items, observer, lookup, stop, keep_going)
+
+
+def _with_lookup(lookup: Lookup, run: Callable[..., list[list[Any]] | None], *args: Any) -> list[list[Any]] | None:
+    # The lookup's optional hooks: `inherit` wraps the slice so that nested pipelines see the
+    # call's cache on this thread or process; `flush` writes what it buffered, also after a failure.
+    inherit = getattr(lookup, "inherit", None)
+    try:
+        result: list[list[Any]] | None = (run if inherit is None else inherit(run))(*args)
+        return result
+    finally:
+        flush = getattr(lookup, "flush", None)
+        if flush is not None:
+            flush()
+
+
+def _run_items_one_by_one(
+    runner: NodeRunner,
+    template: Sequence[Any],
+    items: Items,
+    observer: Observer | None,
+    lookup: Lookup | None,
+    stop: threading.Event | None,
+    keep_going: bool,
+) -> list[list[Any]] | None:
     result_slots = runner.steps.result_slots
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in result_slots]
@@ -138,6 +166,35 @@ async def run_slice_async(
     runs a sync node in the executor's thread pool, so a blocking one does not
     stall the loop. ``keep_going``: as for :func:`run_items`.
     """
+    if lookup is None:
+        return await _slice_async(plan, template, items, offload, observer, lookup, keep_going)
+    inherit = getattr(lookup, "inherit", None)
+    try:  # as _with_lookup, for a coroutine: the cache inherited for the slice, its writes flushed after
+        if inherit is None:
+            return await _slice_async(plan, template, items, offload, observer, lookup, keep_going)
+
+        def inheriting_offload(f: Callable[..., Any], *args: Any) -> Awaitable[Any]:  # sync nodes run in threads
+            return offload(inherit(f), *args)
+
+        result: list[list[Any]] = await inherit(_slice_async)(
+            plan, template, items, inheriting_offload, observer, lookup, keep_going
+        )
+        return result
+    finally:
+        flush = getattr(lookup, "flush", None)
+        if flush is not None:
+            flush()
+
+
+async def _slice_async(
+    plan: Plan,
+    template: Sequence[Any],
+    items: Items,
+    offload: Callable[..., Awaitable[Any]],
+    observer: Observer | None,
+    lookup: Lookup | None,
+    keep_going: bool,
+) -> list[list[Any]]:
     steps, funcs = plan.wiring, bind(plan.funcs, observer)
     values = list(template)
     lo, base = items.lo, items.base

@@ -187,6 +187,7 @@ class NodeRunner:
         "core",
         "executor",
         "funcs",
+        "inherit",
         "is_async_executor",
         "lookup",
         "observer",
@@ -214,6 +215,9 @@ class NodeRunner:
         self.afuncs = bind(plan.funcs, observer)  # for the executor's own loop: coroutines awaited there
         self.observer = observer
         self.lookup = lookup
+        # A lookup may wrap what runs elsewhere (a thread, a process) so that a nested pipeline
+        # there sees what the call passes down (the cache): see _events.Lookup.
+        self.inherit: Callable[[Any], Any] | None = getattr(lookup, "inherit", None)
         # Pickled per call, not cached: cloudpickle copies a notebook function's globals,
         # and a later call must see the notebook's later values.
         self.payload = payload.dumps(plan.nodes) if remote else None
@@ -225,23 +229,15 @@ class NodeRunner:
             args = tuple(values[s] for s in steps.args[k])
             if self.observer is not None and self.observer.node_events:
                 self.observer.node_start(k, item, args)
-            return submit(self.executor, payload.remote_node, token, data, k, args)
-        if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop
+            remote_node = payload.remote_node if self.inherit is None else self.inherit(payload.remote_node)
+            return submit(self.executor, remote_node, token, data, k, args)
+        if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop (never nested)
             return submit(
                 self.executor, acall_node, steps, self.afuncs, values, k, item, self.observer, None, keep_going
             )
+        task = as_task_of if self.inherit is None else self.inherit(as_task_of)
         return submit(
-            self.executor,
-            as_task_of,
-            self.executor,
-            call_node,
-            steps,
-            self.funcs,
-            values,
-            k,
-            item,
-            self.observer,
-            keep_going,
+            self.executor, task, self.executor, call_node, steps, self.funcs, values, k, item, self.observer, keep_going
         )
 
     def _finish(

@@ -1,0 +1,51 @@
+"""Caching: skip nodes whose code and inputs have not changed, across runs, processes and map items.
+
+``Pipeline(..., cache=DiskCache(".cache"))`` caches every node (``@node(cache=False)``
+opts out). A node's **key** is a digest of
+
+* its *code*: the function's source with comments, docstrings and decorators
+  ignored (its bytecode when there is no source), the source of the same-package
+  module-level helpers it calls (recursively), and the current values of what it
+  closes over (closure cells, and the plain constants among the globals it reads).
+  The source part is computed once per function; the values once per call;
+* per parameter, either the *key of the upstream node* that produces it, or, for
+  an external input (and for the output of an uncached upstream node), the input's
+  *value*, hashed by content with its type (:func:`hash_value`).
+
+So a key is known from the inputs alone: :class:`CacheLookup` computes the keys of
+a whole map slice up front and asks the cache for all of them in one query; a
+downstream node never hashes a large upstream output. Changing a function's body
+invalidates it and everything downstream; a comment, a docstring or an unrelated
+node does not.
+
+A value that cannot be hashed deterministically (a lock, an open file, an object of
+a C type) makes the nodes reading it uncached for that call, with one
+:class:`CacheWarning` naming the node and the type. Results are stored pickled,
+behind a checksum: a hit is a fresh copy; a corrupt entry is a miss (with a
+warning) and is overwritten. ``None`` is a result like any other; a node that
+raises stores nothing.
+
+The package: :mod:`.hashing` (values and code), :mod:`.storage` (the caches),
+:mod:`.lookup` (the seam's ``Lookup`` that the cores and drivers ask).
+"""
+
+from __future__ import annotations
+
+from .hashing import Unhashable, compute_signature, hash_code, hash_inputs, hash_value
+from .lookup import INHERITED, CacheLookup, explain
+from .storage import Cache, CacheWarning, DiskCache, MemoryCache
+
+__all__ = [
+    "INHERITED",
+    "Cache",
+    "CacheLookup",
+    "CacheWarning",
+    "DiskCache",
+    "MemoryCache",
+    "Unhashable",
+    "compute_signature",
+    "explain",
+    "hash_code",
+    "hash_inputs",
+    "hash_value",
+]

@@ -1,0 +1,621 @@
+"""The cache as the event seam's ``Lookup`` (:class:`CacheLookup`), and :func:`explain`.
+
+The cores ask a lookup before each node and tell it each result; the drivers call
+:meth:`CacheLookup.prefetch` before a slice of items and :meth:`CacheLookup.flush`
+after it. A lookup (with its cache) is pickled into process workers, so a
+:class:`~.storage.DiskCache` is shared by every worker; a
+:class:`~.storage.MemoryCache` is per process.
+
+Two kinds of entry. Each node's result is stored under the node's own key (its code,
+and per parameter the upstream node's key or the input's value), so that changing
+one node re-runs only it and what reads it. A map item whose every node is cached
+is also stored whole, under one *item key*: a digest of everything the call's
+nodes share (their code, the broadcast inputs, the wiring) and of the item's mapped
+values. A warm map then costs, per item, one hasher copy fed the item's values and
+one entry read (in the slice's one query); only an item whose whole entry misses
+pays for the per-node keys and a second query.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import inspect
+import pickle
+import struct
+import threading
+import time
+import warnings
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .._call import prepare_map, prepare_run
+from .hashing import _DIGEST, Unhashable, _digest, _feed, _node_code
+from .storage import Cache, CacheWarning, _dumps, _loads
+
+__all__ = ["INHERITED", "CacheLookup", "Inheriting", "explain"]
+
+INHERITED: contextvars.ContextVar[Cache | None] = contextvars.ContextVar("hypernodes_cache", default=None)
+"""The cache of the pipeline call running on this thread: a nested pipeline without its own uses it."""
+
+_DEFER = "defer"  # a key that depends on an uncached upstream node's value, computed when the node is reached
+
+_WHOLE = b"HNI"  # an item entry: tag, CRC-32 of the payloads, their lengths, the payloads
+_FLUSH_EVERY = 256  # buffered writes: flushed at this many entries, ...
+_FLUSH_AFTER_S = 1.0  # ... or when the oldest has waited this long, and after every slice
+_SCALARS = (int, str, float, bool, bytes, type(None))  # self-delimiting encodings: fed as they are
+_NO_BLOBS: dict[str, bytes] = {}
+_NO_CYCLE: set[int] = set()  # _feed's cycle guard, never touched for scalars
+
+
+class Inheriting:
+    """A nested pipeline's node function, called with its outer call's cache inherited.
+
+    ``INHERITED`` is a context variable: the outer call sets it on its own thread,
+    but a thread pool, an event loop's executor or a worker process runs the nested
+    node elsewhere. This wrapper (picklable, with its cache) sets it wherever the
+    node runs, for the node's call only.
+    """
+
+    __slots__ = ("cache", "func", "is_async")
+
+    def __init__(self, func: Any, cache: Cache) -> None:
+        self.func = func
+        self.cache = cache
+        self.is_async = inspect.iscoroutinefunction(func)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.is_async:  # set while the coroutine runs (in its task's context), not while it is made
+            return _inheriting(self.cache, self.func(*args))
+        token = INHERITED.set(self.cache)
+        try:
+            return self.func(*args)
+        finally:
+            INHERITED.reset(token)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Inheriting, (self.func, self.cache))
+
+
+async def _inheriting(cache: Cache, coroutine: Any) -> Any:
+    token = INHERITED.set(cache)
+    try:
+        return await coroutine
+    finally:
+        INHERITED.reset(token)
+
+
+class _Item:
+    """One item's state in a call: its keys (or its whole entry's results), and what it resolved."""
+
+    __slots__ = ("blobs", "item_key", "keys", "parts", "resolved", "results")
+
+    def __init__(self, keys: list[str | None] | None, blobs: dict[str, bytes], item_key: str | None) -> None:
+        self.keys = keys
+        self.blobs = blobs
+        self.item_key = item_key
+        self.resolved = 0
+        self.results: list[Any] | None = None  # from the item's whole entry
+        self.parts: list[bytes | None] | None = None  # per node, the pickled result, toward a whole entry
+
+
+class CacheLookup:
+    """The cache as the event seam's ``Lookup`` for one call: keys per item, one query per slice.
+
+    Built by the pipeline for each call with a cache. Nodes come in topological
+    order per item; items may interleave across threads, so the state is per item,
+    dropped when its last node is resolved.
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        plan: Any,
+        values: Sequence[Any],
+        map_slots: Iterable[int] | None,
+        signatures: bool = True,
+    ) -> None:
+        """Args:
+        cache: where entries live.
+        plan: the call's plan.
+        values: its slot template (the inputs of ``run()``, or a map's broadcast inputs).
+        map_slots: a map's mapped slots (hashed per item); None for ``run()``.
+        signatures: whether anyone reads :meth:`last_signature` (callbacks); False saves its bookkeeping.
+        """
+        self.cache = cache
+        self.signatures = signatures
+        wiring = plan.wiring
+        self.names: tuple[str, ...] = tuple(plan.node_names)
+        self.n_nodes = plan.n_nodes
+        self.unpack = tuple(wiring.unpack)
+        self.n_outs = tuple(len(o) for o in wiring.outs)
+        producer = {s: (k, j) for k, outs in enumerate(wiring.outs) for j, s in enumerate(outs)}
+        self.mapped = frozenset(map_slots or ())
+        self._warned = False
+        self.code: list[bytes | None] = []
+        self.code_parts: list[tuple[bytes, bytes] | None] = []
+        self.sources: list[tuple[tuple[bytes, int, int, int], ...]] = []
+        self.const: dict[int, bytes | None] = {}
+        for k, node in enumerate(plan.nodes):
+            try:
+                parts = _node_code(node)
+            except Unhashable as exc:
+                self._warn(k, exc.type_name, "a value it closes over")
+                parts = None
+            self.code_parts.append(parts)
+            self.code.append(None if parts is None else hashlib.blake2b(parts[0] + parts[1], digest_size=16).digest())
+            srcs = []
+            for name, slot in zip(node.parameters, wiring.args[k]):
+                up, j = producer.get(slot, (-1, 0))
+                srcs.append((name.encode(), slot, up, j))
+                if up < 0 and slot not in self.mapped and slot not in self.const:
+                    self.const[slot] = self._value(k, values[slot])
+            self.sources.append(tuple(srcs))
+        # Per node, the hasher with everything that is the same for every item of the call
+        # fed in (its code, the broadcast inputs), and what varies per item (upstream keys,
+        # mapped inputs): an item's key then costs one hasher copy and a few updates.
+        self._seeds: list[bytes | None] = []
+        self._var: list[tuple[tuple[bytes, int, int], ...]] = []
+        for k, code in enumerate(self.code):
+            seed = code
+            var = []
+            for name, slot, up, j in self.sources[k]:
+                if up >= 0:
+                    var.append((name + b"=u%d:" % j, slot, up))
+                elif slot in self.mapped:
+                    var.append((name + b"=v", slot, -1))
+                elif seed is not None:  # a broadcast input, keyed as a mapped one: run() and map items share entries
+                    d = self.const[slot]
+                    if d is None:
+                        seed = None
+                    elif var:  # after a varying part: fed in its place, to keep the parameters' order
+                        var.append((name + b"=v" + d, slot, -2))
+                    else:
+                        seed += name + b"=v" + d
+            self._seeds.append(seed)
+            self._var.append(tuple(var))
+        # A map's item key: every node's seed and wiring, then the item's mapped values.
+        # Only when every node is cached (no key waits for an uncached node's value).
+        self._mslots: tuple[int, ...] = tuple(sorted({s for var in self._var for _, s, up in var if up == -1}))
+        self._item_seed: bytes | None = None
+        if map_slots is not None and all(seed is not None for seed in self._seeds):
+            seed_h = hashlib.blake2b(b"item:%d:" % self.n_nodes, digest_size=_DIGEST)
+            for seed, wired in zip(self._seeds, self._var):
+                assert seed is not None
+                seed_h.update(b"%d:" % len(seed) + seed + repr(wired).encode() + b";")
+            seed_h.update(repr(self._mslots).encode())
+            self._item_seed = seed_h.digest()
+        self._nested = any(getattr(node, "pipeline", None) is not None for node in plan.nodes)
+        self._init_local()
+        self._meta_done: set[int] = set()
+        self.is_map = map_slots is not None
+        if not self.is_map:
+            self._fetch([(-1, self._keys(values), None)])
+
+    def inherit(self, func: Any) -> Any:
+        """``func`` wrapped so that a nested pipeline called inside it, on any thread or process,
+        uses this call's cache (:class:`Inheriting`); ``func`` itself when the plan has none."""
+        return Inheriting(func, self.cache) if self._nested else func
+
+    def _init_local(self) -> None:
+        self._head = struct.Struct(f"<I{self.n_nodes}I")  # an item entry's checksum and payload lengths
+        self._h0 = [None if seed is None else hashlib.blake2b(seed, digest_size=_DIGEST) for seed in self._seeds]
+        self._item_h0 = None if self._item_seed is None else hashlib.blake2b(self._item_seed, digest_size=_DIGEST)
+        self._items: dict[int, _Item] = {}
+        self._local = threading.local()
+        self._pending: list[tuple[str, bytes]] = []
+        self._pending_since = 0.0
+        self._pending_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in ("_head", "_h0", "_item_h0", "_items", "_local", "_pending", "_pending_since", "_pending_lock"):
+            del state[name]
+        state["_meta_done"] = set()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_local()
+
+    def _warn(self, k: int, type_name: str, what: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"hypernodes: node `{self.names[k]}` is not cached in this call: {what} is a {type_name}, "
+                "which cannot be hashed deterministically. Give its class a __cache_key__() method, or pass "
+                "something hashable.",
+                CacheWarning,
+                stacklevel=3,
+            )
+
+    def _value(self, k: int, value: Any) -> bytes | None:
+        try:
+            return _digest(value)
+        except Unhashable as exc:
+            self._warn(k, exc.type_name, "an input")
+        except Exception as exc:  # a __cache_key__ or model_dump that raises
+            self._warn(k, type(exc).__name__, "an input's cache key (it raised)")
+        return None
+
+    def _keys(self, values: Sequence[Any]) -> list[str | None]:
+        keys: list[str | None] = []
+        hashed: dict[int, bytes | None] = {}
+        for k, h0 in enumerate(self._h0):
+            if h0 is None:
+                keys.append(None)
+                continue
+            h = h0.copy()
+            key: str | None = None
+            for prefix, slot, up in self._var[k]:
+                if up == -2:  # a broadcast input's part, fixed for the call
+                    h.update(prefix)
+                elif up >= 0:
+                    upkey = keys[up]
+                    if upkey is None or upkey is _DEFER:  # an uncached upstream: its value decides, later
+                        key = _DEFER
+                        break
+                    h.update(prefix + upkey.encode())
+                else:
+                    d = hashed[slot] if slot in hashed else hashed.setdefault(slot, self._value(k, values[slot]))
+                    if d is None:
+                        break
+                    h.update(prefix + d)
+            else:
+                key = h.hexdigest()
+            keys.append(key)
+        return keys
+
+    def _item_key(self, values: Sequence[Any]) -> str | None:
+        """The key of an item's whole entry; None when a mapped value cannot be hashed (the per-node
+        keys then say which node, with the warning)."""
+        h = self._item_h0.copy()  # type: ignore[union-attr]
+        for slot in self._mslots:
+            v = values[slot]
+            if type(v) is int:  # the commonest, written out: _feed's encoding, with no call
+                h.update(b"i%d;" % v)
+                continue
+            if type(v) in _SCALARS:  # self-delimiting encodings: fed in a row they stay unambiguous
+                _feed(h, v, _NO_CYCLE)
+                continue
+            try:
+                h.update(b"#" + _digest(v))  # anything else as its digest: a fixed length, its own tag
+            except Exception:
+                return None
+        return h.hexdigest()
+
+    def _deferred(self, k: int, st: _Item, args: tuple[Any, ...]) -> str | None:
+        code = self.code[k]
+        assert code is not None
+        assert st.keys is not None
+        h = hashlib.blake2b(b"deferred:" + code, digest_size=_DIGEST)  # a key space of its own
+        for (name, _slot, up, j), arg in zip(self.sources[k], args):
+            upkey = st.keys[up] if up >= 0 else None
+            if upkey is not None and upkey is not _DEFER and self.code[up] is not None:
+                h.update(name + b"=u%d:" % j + upkey.encode())
+                continue
+            d = self._value(k, arg)
+            if d is None:
+                return None
+            h.update(name + b"=v" + d)
+        return h.hexdigest()
+
+    def _fetch(self, states: list[tuple[int, list[str | None], str | None]]) -> None:
+        wanted = [key for _, keys, _ in states for key in keys if key is not None and key is not _DEFER]
+        blobs = self.cache.get_blobs(wanted) if wanted else {}
+        for item, keys, item_key in states:
+            st = self._items[item] = _Item(keys, blobs, item_key)
+            if item_key is not None:
+                st.parts = [None] * self.n_nodes
+
+    def prefetch(self, template: Sequence[Any], items: Any) -> None:
+        """Compute the keys of map items ``items`` (an ``_call.Items`` slice) and fetch them in one query.
+
+        Items whose whole entry is found have their results ready; the others get their
+        per-node keys, fetched in a second query.
+        """
+        self.flush()
+        values = list(template)
+        lo, hi, base = items.lo, items.hi, items.base
+        if self._item_h0 is None:
+            states: list[tuple[int, list[str | None], str | None]] = []
+            for i in range(lo, hi):
+                items.fill(values, i)
+                states.append((base + i, self._keys(values), None))
+            self._fetch(states)
+            return
+        item_key = self._item_key
+        keys: list[str | None] = []
+        if not items.product and len(items.columns) == 1:  # the commonest map: one list, no per-item fill()
+            slot = items.map_slots[0]
+            for v in items.columns[0][lo:hi]:
+                values[slot] = v
+                keys.append(item_key(values))
+        else:
+            for i in range(lo, hi):
+                items.fill(values, i)
+                keys.append(item_key(values))
+        found = self.cache.get_blobs([k for k in keys if k is not None])
+        misses = []
+        n_nodes = self.n_nodes
+        for i, key in zip(range(lo, hi), keys):
+            blob = found.get(key) if key is not None else None
+            results = None if blob is None or key is None else self._unpack_whole(blob, key)
+            if results is None:
+                items.fill(values, i)
+                misses.append((base + i, self._keys(values), key))
+                continue
+            st = _Item(None, _NO_BLOBS, key)  # never written: a hit item has no per-node keys
+            st.results = results
+            if n_nodes:
+                self._items[base + i] = st
+        if misses:
+            self._fetch(misses)
+
+    def _unpack_whole(self, blob: bytes, key: str) -> list[Any] | None:
+        """The node results stored in an item's whole entry; None (with a warning) when it is unreadable."""
+        try:
+            if blob[:3] != _WHOLE:
+                raise ValueError("not an item entry")
+            crc, *sizes = self._head.unpack_from(blob, 3)
+            view = blob if len(blob) < 65536 else memoryview(blob)  # slices: small copies beat views
+            at = 3 + self._head.size
+            if zlib.crc32(view[at:]) != crc:
+                raise ValueError("checksum mismatch")
+            results = []
+            loads = pickle.loads
+            for size in sizes:
+                results.append(loads(view[at : at + size]))
+                at += size
+            return results
+        except Exception:
+            warnings.warn(
+                f"hypernodes: the cache entry of a map item ({key}) is unreadable; running its nodes "
+                "(their own entries are used where they are readable) and overwriting it.",
+                CacheWarning,
+                stacklevel=3,
+            )
+            return None
+
+    def _resolved(self, item: int, st: _Item) -> None:
+        st.resolved += 1
+        if st.resolved >= self.n_nodes:
+            self._items.pop(item, None)
+            parts = st.parts
+            if parts is not None and st.item_key is not None and None not in parts:
+                body = b"".join(parts)  # type: ignore[arg-type]
+                head = self._head.pack(zlib.crc32(body), *(len(p) for p in parts))  # type: ignore[arg-type]
+                self._write(st.item_key, _WHOLE + head + body)
+
+    def _write(self, key: str, blob: bytes) -> None:
+        with self._pending_lock:
+            pending = self._pending
+            if not pending:
+                self._pending_since = time.monotonic()
+            pending.append((key, blob))
+            due = len(pending) >= _FLUSH_EVERY or time.monotonic() - self._pending_since > _FLUSH_AFTER_S
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered entries (one transaction for a ``DiskCache``). The drivers call it after
+        each slice, in the process that ran it, and the pipeline after the call."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        if pending:
+            self.cache.put_blobs(pending)
+
+    # -- the _events.Lookup interface ---------------------------------------------------
+
+    def get(self, node: int, item: int, args: tuple[Any, ...]) -> tuple[Any] | None:
+        """``(result,)`` stored for node ``node`` of ``item``; None to call it."""
+        st = self._items.get(item)
+        if st is None:
+            return None
+        results = st.results
+        if results is not None:  # the item's whole entry: each result unpickled afresh at prefetch
+            if self.signatures:
+                self._local.signature = st.item_key
+            st.resolved += 1
+            if st.resolved >= self.n_nodes:
+                del self._items[item]
+            return (results[node],)
+        keys = st.keys
+        assert keys is not None
+        key = keys[node]
+        if key is _DEFER:  # never part of the batch: asked for on its own
+            key = keys[node] = self._deferred(node, st, args)
+            if key is None:
+                return None
+            blob = self.cache.get_blobs([key]).get(key)
+        elif key is None:
+            return None
+        else:
+            blob = st.blobs.get(key)
+        if blob is None:
+            return None
+        try:
+            value = _loads(blob)
+        except Exception:
+            warnings.warn(
+                f"hypernodes: the cache entry of node `{self.names[node]}` ({key}) is unreadable; "
+                "running the node and overwriting it.",
+                CacheWarning,
+                stacklevel=2,
+            )
+            return None
+        if st.parts is not None:
+            st.parts[node] = blob[11:]
+        if self.signatures:
+            self._local.signature = key
+        self._resolved(item, st)
+        return (value,)
+
+    def put(self, node: int, item: int, args: tuple[Any, ...], result: Any) -> None:
+        """Store node ``node``'s ``result`` for ``item``."""
+        st = self._items.get(item)
+        if st is None:
+            return
+        keys = st.keys
+        key = None if keys is None else keys[node]
+        if key is _DEFER:
+            key = keys[node] = self._deferred(node, st, args)  # type: ignore[index]
+        if key is not None and not (
+            self.unpack[node] and not (isinstance(result, (tuple, list)) and len(result) == self.n_outs[node])
+        ):
+            blob = _dumps(result)
+            if blob is not None:
+                self._write(key, blob)
+                st.blobs[key] = blob
+                if st.parts is not None:
+                    st.parts[node] = blob[11:]
+                if node not in self._meta_done:
+                    self._meta_done.add(node)
+                    self._store_meta(node, st, key)
+        self._resolved(item, st)
+
+    # -- what the callbacks read --------------------------------------------------------
+
+    def last_signature(self) -> str:
+        """The key of the latest hit on this thread (read right after it: ``on_node_cached``): the node's
+        own entry, or the item's whole entry it came from."""
+        return getattr(self._local, "signature", "")
+
+    def whole(self, item: int) -> str | None:
+        """A signature for ``item`` when every one of its nodes will come from the cache, else None."""
+        st = self._items.get(item)
+        if st is None:
+            return None
+        if st.results is not None:
+            return st.item_key
+        keys = st.keys
+        if keys is None or any(k is None or k is _DEFER or k not in st.blobs for k in keys):
+            return None
+        return hashlib.blake2b("".join(keys).encode(), digest_size=_DIGEST).hexdigest()  # type: ignore[arg-type]
+
+    # -- explain ------------------------------------------------------------------------
+
+    def _meta_key(self, node: int) -> str:
+        return "meta:" + self.names[node]
+
+    def _parts(self, node: int, keys: Sequence[str | None]) -> dict[str, Any]:
+        parts = self.code_parts[node]
+        assert parts is not None
+        inputs: dict[str, tuple[str, str | None, str | None]] = {}
+        for name, slot, up, _j in self.sources[node]:
+            if up >= 0:
+                inputs[name.decode()] = ("upstream", self.names[up], keys[up])
+            elif slot in self.mapped:
+                inputs[name.decode()] = ("mapped", None, None)
+            else:
+                d = self.const.get(slot)
+                inputs[name.decode()] = ("value", None, None if d is None else d.hex())
+        return {"code": parts[0].hex(), "closure": parts[1].hex(), "inputs": inputs}
+
+    def _store_meta(self, node: int, st: _Item, key: str) -> None:
+        assert st.keys is not None
+        meta = self._parts(node, st.keys)
+        meta["key"] = key
+        blob = _dumps(meta)
+        if blob is not None:
+            self._write(self._meta_key(node), blob)
+
+    def explain(self) -> dict[str, str]:
+        """For a ``run()`` lookup: per node, ``"hit"`` or why it misses (see :func:`explain`)."""
+        st = self._items.get(-1)
+        assert st is not None
+        assert st.keys is not None
+        return self._explain_keys(st.keys, st.blobs)
+
+    def explain_items(self, template: Sequence[Any], items: Any) -> list[dict[str, str]]:
+        """For a map lookup: :meth:`explain` per item of ``items`` (an ``_call.Items``)."""
+        values = list(template)
+        keyed = []
+        for i in range(items.lo, items.hi):
+            items.fill(values, i)
+            keyed.append(self._keys(values))
+        blobs = self.cache.get_blobs([k for keys in keyed for k in keys if k is not None and k is not _DEFER])
+        return [self._explain_keys(keys, blobs) for keys in keyed]
+
+    def _explain_keys(self, keys: Sequence[str | None], blobs: Mapping[str, bytes]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        metas: dict[int, Any] = {}
+        for k, name in enumerate(self.names):
+            key = keys[k]
+            if self.code[k] is None:
+                out[name] = "not cached: cache=False (or a value it closes over cannot be hashed)"
+            elif key is None:
+                out[name] = "not cached: an input cannot be hashed"
+            elif key is _DEFER:
+                out[name] = "decided when it runs: it reads an uncached node's output"
+            elif key in blobs:
+                out[name] = "hit"
+            else:
+                if k not in metas:
+                    metas[k] = self.cache.get(self._meta_key(k))
+                out[name] = self._why(k, keys, metas[k], out)
+        return out
+
+    def _why(self, k: int, keys: Sequence[str | None], meta: Any, so_far: Mapping[str, str]) -> str:
+        if not isinstance(meta, dict):
+            return "miss: never stored"
+        now = self._parts(k, keys)
+        changed = []
+        if meta.get("code") != now["code"]:
+            changed.append("its code")
+        if meta.get("closure") != now["closure"]:
+            changed.append("a value its code closes over")
+        old_inputs = meta.get("inputs", {})
+        mapped = []
+        for name, (kind, up, digest) in now["inputs"].items():
+            old = old_inputs.get(name)
+            if kind == "mapped":  # stored by a run() or another map: its value is this item's own
+                if old is None:
+                    changed.append(f"input `{name}`")
+                else:
+                    mapped.append(name)
+            elif kind == "upstream" and self.is_map:
+                # Upstream keys differ from item to item by design: what counts is whether the
+                # upstream node itself misses for this item.
+                if old is None or old[:2] != (kind, up) or so_far.get(str(up), "hit") != "hit":
+                    changed.append(f"upstream node `{up}`")
+            elif old != (kind, up, digest):
+                changed.append(f"upstream node `{up}`" if kind == "upstream" else f"input `{name}`")
+        if changed:
+            return "miss: changed since last stored: " + ", ".join(changed)
+        if mapped:
+            return "miss: not stored for this item's " + ", ".join(f"`{m}`" for m in mapped)
+        return "miss: the entry was removed (cleared or evicted)"
+
+
+def explain(
+    pipeline: Any,
+    inputs: Mapping[str, Any] | None = None,
+    output_name: Any = None,
+    map_over: str | Sequence[str] | None = None,
+    map_mode: str = "zip",
+) -> Any:
+    """Why each node of ``pipeline.run(inputs, output_name)`` (or of each item of
+    ``pipeline.map(inputs, map_over, map_mode, output_name)``) would hit or miss its cache.
+
+    Returns:
+        For a run: ``{node name: "hit" | "miss: ..." | "not cached: ..."}``; a miss
+        names what changed since that node was last stored: its code, a value it
+        closes over, an input, or an upstream node. With ``map_over``: one such dict
+        per item, where a node whose code and broadcast inputs are unchanged and whose
+        upstream nodes hit says ``"miss: not stored for this item's `x`"``.
+
+    Raises:
+        ValueError: the pipeline has no cache.
+        The errors of ``run()`` / ``map()`` for bad inputs, before anything is hashed.
+    """
+    cache = getattr(pipeline, "effective_cache", None) or getattr(pipeline, "cache", None)
+    if cache is None:
+        raise ValueError("explain() needs a pipeline with a cache: Pipeline(..., cache=DiskCache(path)).")
+    if map_over is None:
+        call = prepare_run(pipeline.plans, inputs or {}, output_name)
+        return CacheLookup(cache, call.plan, call.values, None, False).explain()
+    mcall = prepare_map(pipeline.plans, inputs or {}, map_over, map_mode, output_name)
+    lookup = CacheLookup(cache, mcall.plan, mcall.values, mcall.items.map_slots, False)
+    return lookup.explain_items(mcall.values, mcall.items)

@@ -1,0 +1,349 @@
+"""Where cache entries live: :class:`Cache` (the interface), :class:`MemoryCache`, :class:`DiskCache`.
+
+An entry is a signature (a hex string) mapped to bytes: the pickled value behind a
+magic tag and a checksum (``_dumps``, ``_loads``), so a hit is a fresh copy and a
+corrupt entry is detected rather than unpickled into garbage. Reads come in batches
+(:meth:`Cache.get_blobs`: one query for a map slice) and so do writes
+(:meth:`Cache.put_blobs`: one transaction).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+import pickle
+import sqlite3
+import threading
+import time
+import warnings
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .hashing import _type_name
+
+__all__ = ["Cache", "CacheWarning", "DiskCache", "MemoryCache"]
+
+
+class CacheWarning(UserWarning):
+    """A node went uncached for a call (an unhashable value), or a cache entry was unreadable."""
+
+
+_MAGIC = b"HN1"
+
+
+def _dumps(value: Any) -> bytes | None:
+    try:
+        data = pickle.dumps(value, protocol=5)
+    except Exception:
+        try:
+            import cloudpickle  # values of classes defined in a notebook or a function
+
+            data = cloudpickle.dumps(value, protocol=5)
+        except Exception:
+            return None
+    return _MAGIC + hashlib.blake2b(data, digest_size=8).digest() + data
+
+
+def _loads(blob: bytes) -> Any:
+    """The value stored in ``blob``. Raises ValueError (or an unpickling error) when it is corrupt."""
+    data = memoryview(blob)[11:]
+    if blob[:3] != _MAGIC or hashlib.blake2b(data, digest_size=8).digest() != blob[3:11]:
+        raise ValueError("checksum mismatch")
+    return pickle.loads(data)
+
+
+class Cache(ABC):
+    """Where results are stored: signatures (hex strings) to pickled bytes.
+
+    Subclasses implement :meth:`get_blobs`, :meth:`put_blob`, :meth:`has` and
+    :meth:`clear` (and may implement :meth:`put_blobs` in one go); :meth:`get` and
+    :meth:`put` store values on top of them. A cache is shared by threads, and
+    pickled into worker processes with the call.
+    """
+
+    @abstractmethod
+    def get_blobs(self, signatures: Sequence[str]) -> dict[str, bytes]:
+        """The stored bytes of those ``signatures`` that are present (one query for all)."""
+
+    @abstractmethod
+    def put_blob(self, signature: str, blob: bytes) -> None:
+        """Store ``blob`` under ``signature`` (replacing any entry)."""
+
+    def put_blobs(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Store every ``(signature, blob)`` of ``entries`` (by default one :meth:`put_blob` each)."""
+        for signature, blob in entries:
+            self.put_blob(signature, blob)
+
+    @abstractmethod
+    def has(self, signature: str) -> bool:
+        """Whether an entry is stored under ``signature``."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Remove every entry."""
+
+    def get(self, signature: str, default: Any = None) -> Any:
+        """The value stored under ``signature`` (a fresh copy), or ``default`` when absent or unreadable."""
+        blob = self.get_blobs([signature]).get(signature)
+        if blob is None:
+            return default
+        try:
+            return _loads(blob)
+        except Exception:
+            return default
+
+    def put(self, signature: str, value: Any) -> None:
+        """Store ``value`` under ``signature``.
+
+        Raises:
+            TypeError: ``value`` cannot be pickled (with pickle or cloudpickle).
+        """
+        blob = _dumps(value)
+        if blob is None:
+            raise TypeError(f"cannot pickle a {_type_name(type(value))} to cache it")
+        self.put_blob(signature, blob)
+
+
+class MemoryCache(Cache):
+    """Entries in this process's memory (a copy travels to worker processes, and their writes stay there)."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, bytes] = {}
+
+    def get_blobs(self, signatures: Sequence[str]) -> dict[str, bytes]:
+        """See :meth:`Cache.get_blobs`."""
+        get = self._data.get
+        found = {}
+        for s in signatures:
+            blob = get(s)
+            if blob is not None:
+                found[s] = blob
+        return found
+
+    def put_blob(self, signature: str, blob: bytes) -> None:
+        """See :meth:`Cache.put_blob`."""
+        self._data[signature] = blob
+
+    def put_blobs(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        """See :meth:`Cache.put_blobs`."""
+        self._data.update(entries)
+
+    def has(self, signature: str) -> bool:
+        """See :meth:`Cache.has`."""
+        return signature in self._data
+
+    def clear(self) -> None:
+        """See :meth:`Cache.clear`."""
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+_BATCH = 500  # signatures per SELECT: under SQLite's oldest limit of 999 bound parameters
+
+
+class DiskCache(Cache):
+    """Entries in a ``diskcache`` (SQLite) directory, shared safely by threads and processes.
+
+    Writes wait for the database lock (retrying on timeouts, never dropped
+    silently); SQLite's write-ahead log makes each write atomic, so a crash leaves
+    no half-written entry. Nothing is evicted unless ``size_limit`` (bytes) is
+    given; then the least recently stored entries go first.
+
+    A process holds one SQLite connection per ``DiskCache``, used by its threads in
+    turn (each operation takes the cache's lock); it is closed by :meth:`close`,
+    or when the ``DiskCache`` is garbage-collected. (diskcache's own default, a
+    connection per thread, leaves the connections of finished pool threads to be
+    collected unclosed.)
+
+    Needs ``pip install 'hypernodes[cache]'`` (diskcache).
+    """
+
+    _RETRIES = 10
+
+    def __init__(self, path: str | os.PathLike[str], size_limit: int | None = None) -> None:
+        """Args:
+            path: the cache directory (created if missing).
+            size_limit: the most bytes to keep; None (the default): no eviction.
+
+        Raises:
+            ImportError: diskcache is not installed.
+            ValueError: ``size_limit`` is not a positive integer.
+        """
+        if size_limit is not None and (not isinstance(size_limit, int) or size_limit <= 0):
+            raise ValueError(f"DiskCache(size_limit=...) takes a positive number of bytes or None, got {size_limit!r}.")
+        self.path = Path(path)
+        self.size_limit = size_limit
+        self._open()
+
+    def _open(self) -> None:
+        store_class, self._timeout_error = _diskcache()
+        self._lock = threading.RLock()
+        self._store: Any = store_class(
+            str(self.path),
+            timeout=60,
+            size_limit=self.size_limit if self.size_limit is not None else 2**62,
+            eviction_policy="none" if self.size_limit is None else "least-recently-stored",
+            statistics=False,
+        )
+        # Neither policy updates an entry when it is read (only least-recently/frequently-used
+        # do), so a batched SELECT reads exactly what diskcache's own get() would.
+        self._select = (
+            "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN ({})"
+            " AND (expire_time IS NULL OR expire_time > ?)"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "size_limit": self.size_limit}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self.size_limit = state["path"], state["size_limit"]
+        self._open()
+
+    def __repr__(self) -> str:
+        return f"DiskCache({str(self.path)!r}, size_limit={self.size_limit})"
+
+    def get_blobs(self, signatures: Sequence[str]) -> dict[str, bytes]:
+        """See :meth:`Cache.get_blobs`: one ``SELECT ... IN`` per 500 signatures."""
+        found: dict[str, bytes] = {}
+        store = self._store
+        fetch = store._disk.fetch
+        with self._lock:
+            for lo in range(0, len(signatures), _BATCH):
+                part = list(signatures[lo : lo + _BATCH])
+                query = self._select.format(",".join("?" * len(part)))
+                rows = store._sql_retry(query, (*part, time.time())).fetchall()
+                for key, mode, filename, value in rows:
+                    try:
+                        found[key] = fetch(mode, filename, value, False)
+                    except OSError:  # a large entry's file removed under us: a miss
+                        continue
+        return found
+
+    def put_blob(self, signature: str, blob: bytes) -> None:
+        """See :meth:`Cache.put_blob`."""
+        self.put_blobs([(signature, blob)])
+
+    def put_blobs(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        """See :meth:`Cache.put_blobs`: all of them in one transaction."""
+        entries = list(entries)
+        if not entries:
+            return
+        for attempt in range(self._RETRIES):
+            try:
+                with self._lock, self._store.transact(retry=True):
+                    self._write(entries)
+                return
+            except self._timeout_error:
+                time.sleep(0.01 * (attempt + 1))
+        warnings.warn(
+            f"hypernodes: {self!r} stayed locked for {self._RETRIES} minutes; {len(entries)} results were not stored.",
+            CacheWarning,
+            stacklevel=2,
+        )
+
+    def _write(self, entries: list[tuple[str, bytes]]) -> None:
+        # Inside the transaction. Without a size limit nothing is ever culled, so a small blob
+        # (stored inline, as diskcache's own set() stores bytes under its file threshold) is
+        # one upsert row, all of them in one executemany (diskcache's set() costs about three
+        # statements and a cull check per entry; its triggers keep the entry count either way).
+        # Large blobs, a size limit, and keys that hold a file now go through set().
+        store = self._store
+        if self.size_limit is not None:
+            small: list[tuple[str, bytes]] = []
+        else:
+            limit = store.disk_min_file_size
+            small = [(k, b) for k, b in entries if len(b) < limit]
+        if small:
+            now = time.time()
+            store._con.executemany(
+                "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
+                " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
+                " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
+                " access_time = excluded.access_time, value = excluded.value, size = 0, mode = 1"
+                " WHERE Cache.filename IS NULL",
+                [(k, now, now, sqlite3.Binary(b)) for k, b in small],
+            )
+        done = {k for k, _ in small}
+        if done:  # a key that held a file (the upsert left it): replaced by set(), which removes the file
+            listed = list(done)
+            for lo in range(0, len(listed), _BATCH):
+                part = listed[lo : lo + _BATCH]
+                query = "SELECT key FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN ({})"
+                done -= {k for (k,) in store._sql(query.format(",".join("?" * len(part))), part).fetchall()}
+        for signature, blob in entries:
+            if signature not in done:
+                store.set(signature, blob)
+
+    def has(self, signature: str) -> bool:
+        """See :meth:`Cache.has`."""
+        return bool(self.get_blobs([signature]))
+
+    def clear(self) -> None:
+        """See :meth:`Cache.clear`."""
+        with self._lock:
+            self._store.clear(retry=True)
+
+    def close(self) -> None:
+        """Close this process's database connection (reopened on next use)."""
+        with self._lock:
+            self._store.close()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._store)
+
+
+@functools.cache
+def _diskcache() -> tuple[type, type[Exception]]:
+    """diskcache's ``Cache`` made to hold one connection (see :class:`DiskCache`), and its ``Timeout``."""
+    try:
+        import diskcache  # type: ignore[import-untyped]  # optional: hypernodes[cache]; no type information
+    except ImportError:
+        raise ImportError("DiskCache needs diskcache: pip install 'hypernodes[cache]'") from None
+
+    class OneConnection(diskcache.Cache):  # type: ignore[misc]  # untyped base
+        # diskcache's Cache reaches its connection only through `_con` (and closes it in
+        # close()); this one is shared by the threads, which the DiskCache's lock takes in
+        # turn, and it is closed when the store is collected, on whichever thread that is.
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._held: list[Any] = [None, None]  # [connection, the pid that opened it]
+            weakref.finalize(self, _close, self._held)
+            super().__init__(*args, **kwargs)
+
+        @property
+        def _con(self) -> Any:
+            con, pid = self._held
+            if con is not None and pid == os.getpid():
+                return con
+            if con is not None:  # a forked child: the parent's connection is not this process's to use
+                _close(self._held)
+            con = sqlite3.connect(
+                os.path.join(self._directory, diskcache.core.DBNAME),
+                timeout=self._timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            self._held[:] = [con, os.getpid()]
+            with contextlib.suppress(sqlite3.OperationalError):  # before the first Settings table exists
+                for key, value in con.execute("SELECT key, value FROM Settings").fetchall():
+                    if key.startswith("sqlite_"):
+                        self.reset(key, value, update=False)
+            return con
+
+        def close(self) -> None:
+            _close(self._held)
+
+    return OneConnection, diskcache.Timeout
+
+
+def _close(held: list[Any]) -> None:
+    con, held[0] = held[0], None
+    if con is not None:
+        con.close()
