@@ -123,6 +123,19 @@ def _notebook_tables(rows: Sequence[Row], settings: Settings) -> str:
     return "\n".join(lines)
 
 
+def _speedups(rows: Sequence[Row]) -> str:
+    """The ``freethreading`` rows as speeds: threaded against the raw pool, and each against sequential."""
+    ours = [row for row in rows if row.scenario == "freethreading"]
+    (threaded,) = (r for r in ours if r.variant.startswith("cpu-map/threaded, ") and "None" not in r.variant)
+    speedups = ", ".join(
+        f"{r.variant.removeprefix('speedup/')} {1 / r.ratio:.2f}x" for r in ours if r.variant.startswith("speedup/")
+    )
+    return (
+        f"freethreading: threaded runs at {1 / threaded.ratio:.2f}x the speed of {threaded.against} "
+        f"(target: at least 0.95x); faster than the sequential map: {speedups}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen scenarios and print their rows; returns the exit status."""
     parser = _parser()
@@ -148,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.json:
                 for row in scenario_rows:
                     print(json.dumps({**row.as_dict(), **env, "quick": settings.quick}), flush=True)
-            else:  # each scenario's rows as soon as it finishes, not the whole table at the end
+            elif scenario_rows:  # each scenario's rows as soon as it finishes, not the whole table at the end
                 print(_table(scenario_rows), flush=True)
             rows.extend(scenario_rows)
     except BenchError as exc:
@@ -156,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if not args.json and "seed" in names:
         print(_notebook_tables(rows, settings))
+    if not args.json and any(row.scenario == "freethreading" for row in rows):
+        print(_speedups(rows))
     return 0
 
 

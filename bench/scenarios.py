@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import platform
+import sys
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -22,7 +24,10 @@ from typing import Any, NamedTuple
 from loky import ProcessPoolExecutor
 
 from hypernodes import HypernodesEngine, Pipeline, node
+from hypernodes._core import plan_batches
 from hypernodes.executors import AsyncExecutor
+from hypernodes.executors._spec import DEFAULT_WORKERS
+from hypernodes.executors.backends import THREAD_TASKS_PER_WORKER
 
 from ._harness import Row, Settings, best_of, check
 
@@ -699,3 +704,91 @@ def errors(settings: Settings) -> list[Row]:
     rows.append(Row("errors", f"{settings.items}-tiny-items-no-failures/sequential", "us/item",
                     best["continue"] * per_item, best["baseline"] * per_item, "same map, raise"))  # fmt: skip
     return rows
+# -- freethreading: CPU-bound Python nodes on threads without the GIL --------------------------
+
+FREETHREADING_ITEMS = 64  # --quick: 16
+FREETHREADING_WORK = 60_000  # loop steps per item: ~5-10 ms of pure Python
+
+
+def _crunch(x: int) -> int:
+    """Pure-Python arithmetic that holds the interpreter the whole time (no C call releases it)."""
+    acc = x
+    for i in range(FREETHREADING_WORK):
+        acc = (acc * 31 + i) % 1_000_003
+    return acc
+
+
+def gil_enabled() -> bool:
+    """Whether this interpreter runs with a GIL (always, before 3.13; on a 3.13t/3.14t build,
+    only if ``PYTHON_GIL=1`` or an extension module turned it back on)."""
+    probe = getattr(sys, "_is_gil_enabled", None)
+    return True if probe is None else bool(probe())
+
+
+@register("freethreading")
+def freethreading(settings: Settings) -> list[Row]:
+    """A CPU-bound map (64 items of ~5-10 ms of pure Python) on ``"threaded"`` against a raw
+    ``ThreadPoolExecutor`` of as many threads running the same slices (the target: threaded at
+    least 0.95x its speed, i.e. a ratio of at most 1.05), and ``"sequential"``, ``"threaded"``,
+    the raw pool and ``"parallel"`` (loky processes) against the sequential map. Needs a
+    free-threaded interpreter with the GIL off; elsewhere it says so and measures nothing."""
+    if gil_enabled():
+        print(
+            f"bench: freethreading needs a free-threaded interpreter with the GIL off (python3.14t); Python "
+            f"{platform.python_version()} here runs with the GIL, so nothing was measured.",
+            file=sys.stderr,
+        )
+        return []
+    cpus = os.cpu_count() or 1
+    xs = list(range(FREETHREADING_ITEMS // 4 if settings.quick else FREETHREADING_ITEMS))
+    expected = {"y": [_crunch(x) for x in xs]}
+    slices = plan_batches(len(xs), cpus, THREAD_TASKS_PER_WORKER)  # what "threaded" cuts the map into
+
+    def chunk(lo: int, hi: int) -> list[int]:
+        return [_crunch(x) for x in xs[lo:hi]]
+
+    crunch = node(_crunch, output_name="y")
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(cpus))
+
+        def raw_threads() -> dict[str, list[int]]:
+            futures = [pool.submit(chunk, lo, hi) for lo, hi in slices]
+            return {"y": [y for f in futures for y in f.result()]}
+
+        def mapped(kind: str, max_workers: int | None) -> Callable[[], Any]:
+            engine = stack.enter_context(HypernodesEngine(map_executor=kind, max_workers=max_workers))
+            return partial(Pipeline(nodes=[crunch], backend=engine).map, inputs={"x": xs}, map_over="x")
+
+        calls: dict[str, Callable[[], Any]] = {
+            "plain": lambda: {"y": [_crunch(x) for x in xs]},
+            "sequential": mapped("sequential", None),
+            "raw": raw_threads,
+            "threaded": mapped("threaded", cpus),
+            "threaded-default": mapped("threaded", None),
+            "parallel": mapped("parallel", cpus),
+        }
+        for variant, call in calls.items():  # also starts the pools and the worker processes
+            check("freethreading", variant, call(), expected)
+        best = best_of(calls, min(settings.repeat, 5))
+    raw = f"ThreadPoolExecutor({cpus}), same slices"
+    default = DEFAULT_WORKERS["threaded"]
+    return [
+        Row("freethreading", "cpu-map/sequential", "s", best["sequential"], best["plain"]),
+        Row("freethreading", f"cpu-map/threaded, {cpus} workers", "s", best["threaded"], best["raw"], raw),
+        Row(
+            "freethreading",
+            f"cpu-map/threaded, max_workers=None ({default})",
+            "s",
+            best["threaded-default"],
+            best["raw"],
+            raw,
+        ),
+        *(
+            Row("freethreading", f"speedup/{label}", "s", best[key], best["sequential"], "sequential map")
+            for key, label in (
+                ("threaded", f"threaded, {cpus} workers"),
+                ("raw", f"raw ThreadPoolExecutor({cpus})"),
+                ("parallel", f"parallel, {cpus} processes"),
+            )
+        ),
+    ]

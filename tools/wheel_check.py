@@ -12,7 +12,10 @@
    and the test suite run from a temporary directory holding only ``tests/`` and
    ``pyproject.toml``, so ``import hypernodes`` can only find the installed wheel.
    Each compiled wheel runs the compiled core's half of the suite, and no wheel the
-   reliability suite (``-m "not reliability"``), unless ``--full``.
+   reliability suite (``-m "not reliability"``), unless ``--full``. On a free-threaded
+   interpreter (3.14t, given with ``--python`` or found in pyenv; none is needed) the
+   smoke run must leave the GIL off without ``PYTHON_GIL``, and the suite runs with
+   ``PYTHON_GIL=0``, as the workflow's free-threaded job does.
 4. The pure-Python wheel (``HYPERNODES_NO_EXTENSIONS=1``), the same way, on this
    interpreter.
 
@@ -53,7 +56,7 @@ PLATFORMS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # The seed notebook's sequential usage; prints where hypernodes came from and which core runs.
 SMOKE = """
-import asyncio, json, time
+import asyncio, json, sys, time
 import hypernodes, hypernodes._core
 from hypernodes import HypernodesEngine, Pipeline, node
 from hypernodes.executors import AsyncExecutor
@@ -83,7 +86,8 @@ with HypernodesEngine(node_executor="sequential", map_executor="sequential") as 
     assert mapped == {"processed": [x * x for x in range(8)]}, mapped
 with AsyncExecutor(max_workers=2) as executor:
     assert executor.submit(pow, 2, 5).result() == 32
-print(json.dumps({"file": hypernodes.__file__, "core": hypernodes._core.IMPLEMENTATION}))
+gil = getattr(sys, "_is_gil_enabled", lambda: True)()  # False only on a free-threaded build, GIL off
+print(json.dumps({"file": hypernodes.__file__, "core": hypernodes._core.IMPLEMENTATION, "gil": gil}))
 """
 
 
@@ -160,6 +164,8 @@ def pick_interpreters(explicit: list[str]) -> list[Interpreter]:
             seen.add(interp.minor)
             chosen.append(interp)
     print(f"running on: {', '.join(i.label for i in chosen)} (this interpreter: {main.label})")
+    if not any(i.free_threaded for i in chosen):
+        print("free-threaded: none here, so no cp314t wheel is checked (--python PATH/python3.14t adds one)")
     if skipped:
         print(f"not run: {', '.join(skipped)}")
     return chosen
@@ -270,6 +276,7 @@ class Installed:
     tag: str
     pure: bool
     seconds: float
+    free_threaded: bool = False
 
 
 def build_compiled(interp: Interpreter, bin_dir: Path, sdist: Path, work: Path) -> Installed:
@@ -296,7 +303,8 @@ def build_compiled(interp: Interpreter, bin_dir: Path, sdist: Path, work: Path) 
     if wheel.stat().st_size > MAX_WHEEL_BYTES:
         raise CheckFailed(f"{wheel.name} is {wheel.stat().st_size} bytes, over the {MAX_WHEEL_BYTES} budget")
     install(venv_python, wheel)
-    return Installed(interp.label, venv_python, wheel, built.stat().st_size, tag, False, time.monotonic() - start)
+    seconds = time.monotonic() - start
+    return Installed(interp.label, venv_python, wheel, built.stat().st_size, tag, False, seconds, interp.free_threaded)
 
 
 def build_pure(interp: Interpreter, sdist: Path, work: Path) -> Installed:
@@ -325,6 +333,7 @@ def run_suite(inst: Installed, tree: Path, run_dir: Path, pytest_args: list[str]
     """The seed notebook's usage, then the suite, from ``run_dir``: only the installed wheel can be imported."""
     start = time.monotonic()
     env = clean_env(CC="/bin/false", CXX="/bin/false")
+    env.pop("PYTHON_GIL", None)  # the smoke run sees the GIL as a user's import leaves it
     run_dir.mkdir()
     shutil.copytree(tree / "tests", run_dir / "tests")
     shutil.copy2(tree / "pyproject.toml", run_dir)  # the pytest settings: warnings are errors, timeouts
@@ -335,6 +344,10 @@ def run_suite(inst: Installed, tree: Path, run_dir: Path, pytest_args: list[str]
     # A pure wheel falls back to the twin by itself, without the variable.
     if smoke["core"] != ("python" if inst.pure else "cython"):
         raise CheckFailed(f"{inst.wheel.name} runs the {smoke['core']} core")
+    if inst.free_threaded and smoke["gil"]:
+        raise CheckFailed(f"importing {inst.wheel.name} on a free-threaded interpreter turned the GIL on")
+    if inst.free_threaded:
+        env["PYTHON_GIL"] = "0"  # the suite with the GIL forced off, whatever an import asks for
     if inst.pure:
         env["HYPERNODES_NO_EXTENSIONS"] = "1"  # the suite then expects the twin only (conftest.NO_EXTENSIONS)
     out = run([inst.venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args], cwd=run_dir, env=env)

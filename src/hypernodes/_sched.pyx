@@ -702,4 +702,5 @@ cdef class ReadyQueue:
     @property
     def n_done(self):
         """How many nodes are done."""
-        return self._n_done
+        with self.lock:  # done() writes it from other threads (no GIL orders that on 3.14t)
+            return self._n_done

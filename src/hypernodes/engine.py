@@ -41,6 +41,7 @@ are imported on first use: a sequential engine costs none of them.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -310,11 +311,19 @@ class HypernodesEngine(Engine):
 
 
 _default: HypernodesEngine | None = None
+_default_lock = threading.Lock()
 
 
 def default_engine() -> HypernodesEngine:
-    """The sequential engine used by pipelines constructed without one."""
+    """The sequential engine used by pipelines constructed without one (one per process)."""
     global _default
-    if _default is None:
-        _default = HypernodesEngine()
-    return _default
+    engine = _default
+    if engine is None:
+        # Pipelines first called from several threads at once must share one engine: a
+        # second one would be dropped with its loop thread running (and, on a free-threaded
+        # build, the threads really do all arrive here together).
+        with _default_lock:
+            engine = _default
+            if engine is None:
+                engine = _default = HypernodesEngine()
+    return engine
