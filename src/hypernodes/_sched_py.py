@@ -49,7 +49,7 @@ _NOT_ITERATORS = frozenset({int, float, complex, str, bytes, bool, type(None), l
 
 
 class _Prepared:
-    """A plan's arrays as Python lists (indexing numpy scalars from Python is slow)."""
+    """A plan's arrays as Python lists (indexing an array from Python makes a new int each time)."""
 
     __slots__ = ("args", "indegree", "n_nodes", "names", "outs", "result_slots", "steps", "succs", "unpack")
 
