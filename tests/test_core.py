@@ -57,6 +57,7 @@ def test_cores_expose_the_same_api() -> None:
         "ReadyQueue",
         "find_failures",
         "map_zip",
+        "pack_column",
         "plan_batches",
         "run_batch",
         "run_batch_continue",
