@@ -608,12 +608,10 @@ def pack_column(column: Any) -> tuple[str, bytes] | None:
     """
     if (type(column) is not list and type(column) is not tuple) or not column:
         return None
-    first = type(column[0])
-    if first is float:
-        if any(type(v) is not float for v in column):
-            return None
+    kinds = set(map(type, column))  # one pass in C (a generator of `type(v) is int` is 4x slower)
+    if kinds == {float}:
         return "d", array("d", column).tobytes()
-    if first is not int or any(type(v) is not int for v in column):
+    if kinds != {int}:
         return None
     lo, hi = min(column), max(column)
     for code, bound in _INT_CODES:
