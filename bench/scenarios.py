@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ from hypernodes.executors import AsyncExecutor
 from hypernodes.executors._spec import DEFAULT_WORKERS
 from hypernodes.executors.backends import THREAD_TASKS_PER_WORKER
 
-from ._harness import Row, Settings, best_of, check
+from ._harness import BenchError, Row, Settings, best_of, check
 
 __all__ = [
     "CALLS",
@@ -792,3 +793,34 @@ def freethreading(settings: Settings) -> list[Row]:
             )
         ),
     ]
+
+
+# -- import: what `import hypernodes` costs ------------------------------------------------------
+
+IMPORT_BASELINE = "concurrent.futures"
+
+
+def _import_us(module: str, env: Mapping[str, str]) -> float:
+    """``import module`` in a fresh interpreter, in microseconds, as ``python -X importtime`` reports it."""
+    command = [sys.executable, "-X", "importtime", "-c", f"import {module}"]
+    out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    for line in reversed(out.stderr.splitlines()):  # the module itself is the last line that names it
+        fields = line.split("|")
+        if len(fields) == 3 and fields[2].strip() == module:
+            return float(fields[1])
+    raise BenchError(f"import: `python -X importtime` printed no line for {module!r}:\n{out.stderr[-500:]}")
+
+
+@register("import")
+def import_time(settings: Settings) -> list[Row]:
+    """``import hypernodes`` in a fresh interpreter (milliseconds, ``python -X importtime``'s total
+    for it; the target: at most 60 ms), against ``import concurrent.futures``, the standard
+    library's own executors. Bytecode is written before timing (as an installed package has it)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-c", "import hypernodes"], env=env, check=True)  # writes the .pyc files
+    best = dict.fromkeys(("hypernodes", IMPORT_BASELINE), float("inf"))
+    for _ in range(max(settings.repeat, 10)):  # ~0.1 s a round; one fresh interpreter is noisy
+        for module in best:
+            best[module] = min(best[module], _import_us(module, env))
+    return [Row("import", "hypernodes", "ms", best["hypernodes"] / 1e3, best[IMPORT_BASELINE] / 1e3,
+                f"import {IMPORT_BASELINE}")]  # fmt: skip

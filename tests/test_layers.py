@@ -165,8 +165,18 @@ def test_the_layers_name_every_module() -> None:
 
 
 def test_import_hypernodes_stays_light() -> None:
-    """`import hypernodes` loads no asyncio, cloudpickle, loky, dask or distributed: sequential runs need none."""
-    heavy = "('asyncio', 'cloudpickle', 'loky', 'dask', 'distributed')"
-    code = f"import sys, hypernodes, hypernodes.engines; print(sorted(m for m in {heavy} if m in sys.modules))"
+    """`import hypernodes` loads no numpy, asyncio, cloudpickle, loky, graphviz, tqdm, dask or distributed:
+    sequential runs need none, and neither does hashing a value for the cache (numpy is read
+    from ``sys.modules`` only when the process already imported it)."""
+    heavy = "('numpy', 'asyncio', 'cloudpickle', 'loky', 'graphviz', 'tqdm', 'dask', 'distributed')"
+    code = (
+        "import sys, dataclasses, hypernodes, hypernodes.engines\n"
+        "from hypernodes.cache import hash_value\n"
+        "P = dataclasses.make_dataclass('P', ['x'])\n"
+        "p = hypernodes.Pipeline([hypernodes.node(lambda x: x + 1, output_name='y')], cache=hypernodes.MemoryCache())\n"
+        "assert p.map(inputs={'x': [1, 2]}, map_over='x') == {'y': [2, 3]}\n"
+        "hash_value([P(1), {'a': (1.5, b'x')}])\n"
+        f"print(sorted(m for m in {heavy} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -19,10 +19,9 @@ with different defaults for the same name each get their own.
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-
-import numpy as np
 
 from .errors import CycleError, DuplicateOutputError, InputError, MissingInputError, UnknownOutputError
 from .node import Node
@@ -196,11 +195,11 @@ class Plan:
 
     _native: object | None
     _wiring: Wiring | None
-    arg_ptr: np.ndarray
-    arg_slots: np.ndarray
+    arg_ptr: array[int]
+    arg_slots: array[int]
     funcs: tuple[Callable[..., Any], ...]
     has_async: bool
-    indegree: np.ndarray
+    indegree: array[int]
     input_names: tuple[str, ...]
     input_pairs: tuple[tuple[str, int], ...]
     is_async: tuple[bool, ...]
@@ -209,15 +208,15 @@ class Plan:
     n_slots: int
     node_names: tuple[str, ...]
     nodes: tuple[Node, ...]
-    out_ptr: np.ndarray
-    out_slots: np.ndarray
+    out_ptr: array[int]
+    out_slots: array[int]
     result_names: tuple[str, ...]
     result_pairs: tuple[tuple[str, int], ...]
-    result_slots: np.ndarray
-    succ_idx: np.ndarray
-    succ_ptr: np.ndarray
+    result_slots: array[int]
+    succ_idx: array[int]
+    succ_ptr: array[int]
     template: tuple[Any, ...]
-    unpack: np.ndarray
+    unpack: array[int]
 
     def __init__(
         self,
@@ -275,7 +274,7 @@ class Plan:
 
     @property
     def wiring(self) -> Wiring:
-        """The per-node slots as Python tuples (indexing numpy arrays from Python is slow)."""
+        """The per-node slots as Python tuples (what Python code that runs nodes one by one reads)."""
         wiring = self._wiring
         if wiring is None:
             wiring = self._wiring = Wiring(self)
@@ -302,11 +301,15 @@ class Wiring:
         self.result_slots: tuple[int, ...] = tuple(plan.result_slots.tolist())
 
 
-def _i32(values: Sequence[int]) -> np.ndarray:
-    return np.asarray(values, dtype=np.int32)
+# The plan's integers are ``array('i')`` (C ``int``, 32 bits on every platform CPython
+# supports): the compiled core reads them as typed memoryviews (``const int[::1]``),
+# which take any C-contiguous buffer of that format; the twin reads them as lists
+# (``tolist()``). numpy arrays would do the same and cost ~40 ms on `import hypernodes`.
+def _i32(values: Iterable[int]) -> array[int]:
+    return array("i", values)
 
 
-def _csr(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def _csr(rows: Sequence[Sequence[int]]) -> tuple[array[int], array[int]]:
     """``(ptr, idx)``: row ``k`` is ``idx[ptr[k]:ptr[k+1]]``."""
     ptr = [0]
     for row in rows:

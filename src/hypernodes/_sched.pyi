@@ -12,6 +12,7 @@ __all__ = [
     "ReadyQueue",
     "find_failures",
     "map_zip",
+    "pack_column",
     "plan_batches",
     "run_batch",
     "run_batch_continue",
@@ -58,6 +59,7 @@ def find_failures(columns: Sequence[Sequence[Any]]) -> list[Failure]: ...
 def plan_batches(
     n_items: int, n_workers: int, tasks_per_worker: int = 1, min_batch: int = 1
 ) -> list[tuple[int, int]]: ...
+def pack_column(column: Any) -> tuple[str, bytes] | None: ...
 
 class ReadyQueue:
     def __init__(self, plan: Any) -> None: ...

@@ -28,6 +28,7 @@ cimport cython
 from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
+from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_GET_ITEM
 from libc.string cimport memcpy
 
@@ -50,6 +51,7 @@ __all__ = [
     "ReadyQueue",
     "find_failures",
     "map_zip",
+    "pack_column",
     "plan_batches",
     "run_batch",
     "run_batch_continue",
@@ -58,7 +60,7 @@ __all__ = [
 ]
 
 IMPLEMENTATION = "cython"
-API_VERSION = 5
+API_VERSION = 6
 
 # A node result of this exact type is a coroutine from a plain node: funcs wraps async
 # nodes so that they return the awaited value. One pointer comparison per call.
@@ -704,3 +706,74 @@ cdef class ReadyQueue:
         """How many nodes are done."""
         with self.lock:  # done() writes it from other threads (no GIL orders that on 3.14t)
             return self._n_done
+
+
+# -- a map slice's results on their way back from a worker process --------------------------
+
+cdef extern from "Python.h":
+    bint _long_exact "PyLong_CheckExact"(PyObject* o)
+    bint _float_exact "PyFloat_CheckExact"(PyObject* o)
+    long long _as_long_long "PyLong_AsLongLongAndOverflow"(PyObject* o, int* overflow)
+    double _as_double "PyFloat_AS_DOUBLE"(PyObject* o)
+    bytes _new_bytes "PyBytes_FromStringAndSize"(char* data, Py_ssize_t size)
+    char* _bytes_data "PyBytes_AS_STRING"(object o)
+
+
+def pack_column(column):
+    """``column`` as one buffer: ``(typecode, bytes)``, or None. See the twin (the spec).
+
+    Two passes in C over a list or tuple nobody else holds (a worker's result
+    column, a map's copy of an input list): the first checks every value's exact
+    type and the range of the ints, the second writes them. Only C calls run
+    between the two (no Python code can change the list), so the second pass reads
+    exact ints within the range the first found.
+    """
+    if type(column) is not list and type(column) is not tuple:
+        return None
+    cdef Py_ssize_t n = len(column), i
+    cdef PyObject** items = PySequence_Fast_ITEMS(column)
+    cdef long long x, lo = 0, hi = 0
+    cdef int overflow = 0, size
+    cdef char* out
+    if n == 0:
+        return None
+    if _float_exact(items[0]):
+        for i in range(n):
+            if not _float_exact(items[i]):
+                return None
+        data = _new_bytes(NULL, n * <Py_ssize_t>sizeof(double))
+        out = _bytes_data(data)
+        for i in range(n):
+            (<double*>out)[i] = _as_double(items[i])
+        return "d", data
+    for i in range(n):
+        if not _long_exact(items[i]):
+            return None
+        x = _as_long_long(items[i], &overflow)
+        if overflow:
+            return None
+        if x < lo:
+            lo = x
+        elif x > hi:
+            hi = x
+    if -128 <= lo and hi < 128:
+        code, size = "b", 1
+    elif -32768 <= lo and hi < 32768:
+        code, size = "h", 2
+    elif -2147483648 <= lo and hi < 2147483648:
+        code, size = "i", 4
+    else:
+        code, size = "q", 8
+    data = _new_bytes(NULL, n * size)
+    out = _bytes_data(data)
+    for i in range(n):
+        x = _as_long_long(items[i], &overflow)
+        if size == 1:
+            (<signed char*>out)[i] = <signed char>x
+        elif size == 2:
+            (<short*>out)[i] = <short>x
+        elif size == 4:
+            (<int*>out)[i] = <int>x
+        else:
+            (<long long*>out)[i] = x
+    return code, data

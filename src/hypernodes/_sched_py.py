@@ -15,6 +15,7 @@ import itertools
 import math
 import operator
 import threading
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from time import perf_counter
 from types import CoroutineType
@@ -32,6 +33,7 @@ __all__ = [
     "ReadyQueue",
     "find_failures",
     "map_zip",
+    "pack_column",
     "plan_batches",
     "run_batch",
     "run_batch_continue",
@@ -42,14 +44,14 @@ __all__ = [
 IMPLEMENTATION = "python"
 # Bumped whenever the core's contract changes; the tests check both cores agree,
 # which also catches a stale compiled extension left behind by an old build.
-API_VERSION = 5
+API_VERSION = 6
 
 # Shared inputs of these exact types are no one-shot iterators; anything else is asked.
 _NOT_ITERATORS = frozenset({int, float, complex, str, bytes, bool, type(None), list, tuple, dict})
 
 
 class _Prepared:
-    """A plan's arrays as Python lists (indexing numpy scalars from Python is slow)."""
+    """A plan's arrays as Python lists (indexing an array from Python makes a new int each time)."""
 
     __slots__ = ("args", "indegree", "n_nodes", "names", "outs", "result_slots", "steps", "succs", "unpack")
 
@@ -585,3 +587,34 @@ class ReadyQueue:
     def n_done(self) -> int:
         """How many nodes are done."""
         return self._n_done
+
+
+# -- a map slice's results on their way back from a worker process --------------------------
+
+_INT_CODES = (("b", 1 << 7), ("h", 1 << 15), ("i", 1 << 31), ("q", 1 << 63))
+"""``array`` typecodes for ints, narrowest first, each with its bound: it holds ``-bound <= x < bound``."""
+
+
+def pack_column(column: Any) -> tuple[str, bytes] | None:
+    """``column`` as one buffer: ``(typecode, bytes)`` as ``array(typecode, column).tobytes()`` gives them; or None.
+
+    Columns of plain numbers travel to and from worker processes this way instead
+    of pickling each value: a list or tuple of exact ``int`` (no ``bool``, no
+    subclass) goes in the narrowest of int8, int16, int32 and int64 that holds all
+    of them, one of exact ``float`` as doubles (native byte order). Anything else
+    (empty, a mix of types, an int beyond 64 bits, neither a list nor a tuple) is
+    None: it is pickled as it is. ``memoryview(data).cast(typecode).tolist()``
+    gives the values back, equal and of the same type.
+    """
+    if (type(column) is not list and type(column) is not tuple) or not column:
+        return None
+    kinds = set(map(type, column))  # one pass in C (a generator of `type(v) is int` is 4x slower)
+    if kinds == {float}:
+        return "d", array("d", column).tobytes()
+    if kinds != {int}:
+        return None
+    lo, hi = min(column), max(column)
+    for code, bound in _INT_CODES:
+        if -bound <= lo and hi < bound:
+            return code, array(code, column).tobytes()
+    return None

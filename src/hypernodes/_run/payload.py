@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import functools
 import io
+import operator
 import pickle
+import sys
 import threading
 import traceback
 import uuid
-from collections.abc import Coroutine, Sequence
+from array import array
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex
 
+from .._call import Items
 from ..errors import RemoteError, add_note, coroutine_returned
 from ..executors._loop import AwaitOn
 from ..node import Node
@@ -32,11 +36,15 @@ from ..node import Node
 if TYPE_CHECKING:
     import asyncio
 
+    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12 on
+
 # cloudpickle (~30 ms) and asyncio (~60 ms) are imported on first use: a pipeline
 # that never runs on processes, or has no async node, pays for neither.
 
 __all__ = [
     "RESULT_ADVICE",
+    "ShippedItems",
+    "SliceResult",
     "WorkerLoop",
     "carried",
     "dumps",
@@ -44,6 +52,7 @@ __all__ = [
     "pickled",
     "portable",
     "remote_node",
+    "slice_result",
     "unpicklable_index",
 ]
 
@@ -67,10 +76,14 @@ def _pickler() -> type:
     return Pickler
 
 
-def pickled(obj: Any) -> bytes:
-    """``obj`` pickled with our pickler (cloudpickle, nodes of ``__main__`` by value)."""
+def pickled(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None) -> bytes:
+    """``obj`` pickled with our pickler (cloudpickle, nodes of ``__main__`` by value).
+
+    ``buffer_callback`` is pickle's: buffers it is given (and returns a false value for)
+    are left out of the bytes, to be handed to ``pickle.loads(..., buffers=)``.
+    """
     buffer = io.BytesIO()
-    _pickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    _pickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=buffer_callback).dump(obj)
     return buffer.getvalue()
 
 
@@ -224,6 +237,111 @@ def unpicklable_index(values: Sequence[Any]) -> int:
         except Exception:
             return i
     return -1
+
+
+def _values(code: str, data: Buffer, order: str) -> list[Any]:
+    """The values ``array(code)`` holds in ``data`` (written in ``order``'s byte order), as a list."""
+    if order == sys.byteorder:
+        view: memoryview[Any] = memoryview(data).cast("B").cast(code)  # type: ignore[call-overload]
+        return view.tolist()
+    swapped = array(code)
+    swapped.frombytes(data)
+    swapped.byteswap()
+    return swapped.tolist()
+
+
+class ShippedItems:
+    """A slice of a zip map's items on its way to a worker: columns of plain numbers as one buffer each.
+
+    The caller packs each mapped list once per call (``core.pack_column``) and
+    cuts every slice's rows out of its buffer; the worker reads them back
+    (:meth:`items`). Other columns travel as the slice's rows, as
+    :meth:`~hypernodes._call.Items.detached` cuts them.
+    """
+
+    __slots__ = ("base", "codes", "columns", "hi", "lo", "map_slots", "order")
+
+    def __init__(self, items: Items, packed: Sequence[tuple[str, bytes] | None]) -> None:
+        lo, hi = items.lo, items.hi
+        self.map_slots = items.map_slots
+        # numbered as a detached slice: rows 0..hi-1, the first being map item `base`
+        self.base, self.lo, self.hi = items.base + lo, 0, hi - lo
+        self.order = sys.byteorder
+        self.codes = tuple("" if p is None else p[0] for p in packed)  # "": the column's own rows
+        self.columns: tuple[Any, ...] = tuple(  # the rows (a tuple), or their buffer (bytes)
+            column[lo:hi] if p is None else p[1][lo * _SIZES[p[0]] : hi * _SIZES[p[0]]]
+            for column, p in zip(items.columns, packed)
+        )
+
+    def items(self) -> Items:
+        """The slice, as the worker runs it (numbered from 0, ``base`` where it starts in the map)."""
+        columns: tuple[tuple[Any, ...], ...] = tuple(
+            tuple(_values(code, column, self.order)) if code else column
+            for code, column in zip(self.codes, self.columns)
+        )
+        return Items(self.map_slots, columns, False, 0, self.hi, self.base)
+
+
+_SIZES = {code: array(code).itemsize for code in "bhiqd"}  # bytes per value of each packed typecode
+
+
+class SliceResult:
+    """What a worker sends back for a map slice: its outputs, one buffer per column where the values allow.
+
+    A column of plain ints or floats travels as one buffer (``core.pack_column``:
+    no per-item objects are pickled, nor unpickled here); the other columns, and the
+    slice's events when the caller observes, are pickled together in ``head``, with
+    protocol 5: large buffers in them (numpy arrays, say) travel out of band, beside
+    ``head`` rather than copied into it, and the arrays rebuilt here use them in place.
+    """
+
+    __slots__ = ("columns", "head", "oob", "order")
+
+    def __init__(
+        self, head: bytes, columns: tuple[tuple[int, str, Buffer], ...], oob: tuple[Buffer, ...], order: str
+    ) -> None:
+        self.head = head  # pickled (the columns, None where packed; the events or None)
+        self.columns = columns  # (output index, array typecode, buffer) of each packed column
+        self.oob = oob  # the head's out-of-band buffers, in order
+        self.order = order  # the worker's byte order
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
+        # Out-of-band buffers are PickleBuffers (protocol 5 only): a pickler of an older
+        # protocol (a ProcessPoolExecutor before 3.14) gets copies, as writable as the original.
+        oob = self.oob
+        if operator.index(protocol) < 5:
+            oob = tuple(_copy(b) for b in oob)
+        return SliceResult, (self.head, self.columns, oob, self.order)
+
+    def opened(self) -> tuple[list[list[Any]], Any]:
+        """``(columns, events)``: one list per output, and the events (None if not recorded)."""
+        columns, events = pickle.loads(self.head, buffers=self.oob)
+        for j, code, data in self.columns:
+            columns[j] = _values(code, data, self.order)
+        return columns, events
+
+
+def _copy(buffer: Buffer) -> bytes | bytearray:
+    view = memoryview(buffer)
+    return bytes(view) if view.readonly else bytearray(view)
+
+
+def slice_result(pack: Callable[[Any], tuple[str, bytes] | None], columns: list[Any], events: Any) -> SliceResult:
+    """A slice's ``columns`` (one list per output) and ``events``, ready to send back.
+
+    ``pack`` is the core's ``pack_column``. Raises what pickling the rest raises
+    (the caller names the culprit).
+    """
+    rest = list(columns)
+    packed = []
+    for j, column in enumerate(columns):
+        found = pack(column)
+        if found is not None:
+            packed.append((j, *found))
+            rest[j] = None
+    oob: list[pickle.PickleBuffer] = []
+    head = pickled((rest, events), oob.append)
+    return SliceResult(head, tuple(packed), tuple(oob), sys.byteorder)
 
 
 def remote_node(token: str, payload: bytes, k: int, args: tuple[Any, ...]) -> bytes:

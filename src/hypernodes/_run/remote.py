@@ -3,9 +3,12 @@
 Parent side (:func:`map_remote`): the plan, the broadcast inputs and what the
 workers need to run the nodes (:class:`RemoteMap`) are pickled once per call;
 each task carries that payload's bytes and its own slice of the items (zip
-columns cut to its rows; product columns whole). Slices come back as one list per
-output, with the slice's events when the call has an observer: those are
-replayed on the calling thread as each slice arrives. The worker pickles what it
+columns cut to its rows, a column of plain ints or floats as one buffer, see
+:class:`~.payload.ShippedItems`; product columns whole). Slices come back as one column per
+output (a column of plain ints or floats as one buffer, see
+:class:`~.payload.SliceResult`), with the slice's events when the call has an
+observer; as each slice arrives, its events are replayed on the calling thread and
+its values put in place in the call's result lists. The worker pickles what it
 sends back itself (an unpicklable output is named there); an exception that pickle
 cannot rebuild here comes back as a :class:`~hypernodes.errors.RemoteError`.
 
@@ -17,7 +20,6 @@ through a node runner made in the worker; no engine is built there.
 from __future__ import annotations
 
 import contextlib
-import pickle
 from concurrent.futures import Executor
 from types import ModuleType
 from typing import Any
@@ -30,10 +32,21 @@ from ..errors import add_note
 from ..executors._loop import CoroutineRunner, LoopThread
 from ..executors.backends import Sequential, backend_for
 from ..failures import unique
-from .gather import concat, died_note, gather
+from .gather import died_note, gather
 from .items import run_items
 from .nodes import node_runner
-from .payload import RESULT_ADVICE, WorkerLoop, carried, dumps, load, pickled, portable, unpicklable_index
+from .payload import (
+    RESULT_ADVICE,
+    ShippedItems,
+    SliceResult,
+    WorkerLoop,
+    carried,
+    dumps,
+    load,
+    portable,
+    slice_result,
+    unpicklable_index,
+)
 from .runtime import FuncTable, Runtime
 
 __all__ = ["RemoteMap", "map_remote", "remote_batch"]
@@ -99,7 +112,7 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
         )
         raise
     slices = call.items.split(runtime.items.workers(executor), runtime.items.tasks_per_worker)
-    calls = [(token, payload, s.detached()) for s in slices]
+    calls = [(token, payload, part) for part in _shipped(runtime.core, call.items, slices)]
 
     def items_of(i: int) -> str:
         return f"map items {slices[i].base + slices[i].lo}..{slices[i].base + slices[i].hi - 1}"
@@ -110,9 +123,14 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
         if observer is not None and events is not None:
             observer.replay(events)
 
-    def on_result(data: bytes, i: int) -> Any:
+    # Each slice's values go into place as it arrives, while the workers run the rest:
+    # no joining pass after the last one.
+    start = call.items.lo
+    results: list[list[Any]] = [[None] * len(call.items) for _ in call.plan.result_names]
+
+    def on_result(data: SliceResult, i: int) -> None:
         try:
-            result = pickle.loads(data)  # remote_batch pickled it
+            columns, events = data.opened()
         except Exception as exc:
             add_note(
                 exc,
@@ -120,28 +138,40 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
                 "unpickled here (is every class they use importable in this process?).",
             )
             raise
-        if observer is None:
-            return result
-        columns, events = result
-        observer.replay(events)
-        return columns
+        if observer is not None:
+            observer.replay(events)
+        at = slices[i].lo - start
+        for out, column in zip(results, columns):
+            out[at : at + len(column)] = column
 
-    return concat(gather(executor, remote_batch, calls, on_error, on_result=on_result))
+    gather(executor, remote_batch, calls, on_error, on_result=on_result)
+    return results
 
 
-def remote_batch(token: str, payload: bytes, items: Items) -> bytes:
-    """Worker side of a map slice: ``items`` through the pipeline; one list per output, pickled.
+def _shipped(core: ModuleType, items: Items, slices: list[Items]) -> list[Items] | list[ShippedItems]:
+    """What each slice sends to its worker: zip columns of plain numbers packed once, then cut per slice."""
+    if not items.product:
+        packed = [core.pack_column(column) for column in items.columns]
+        if any(p is not None for p in packed):
+            return [ShippedItems(s, packed) for s in slices]
+    return [s.detached() for s in slices]
 
-    With an observing caller, what is pickled is ``(columns, events)``; a failure
-    carries the events recorded before it on the exception (``EVENTS_ATTR``). The
-    results are pickled here, not by the executor after the task returns, so a value
-    that cannot be pickled (a client, a lock) is named with its output, node and item;
-    the caller reads them with ``pickle.loads``. An exception that pickle could not
-    rebuild in the caller's process is raised as a :class:`~hypernodes.errors.RemoteError`.
+
+def remote_batch(token: str, payload: bytes, part: Items | ShippedItems) -> SliceResult:
+    """Worker side of a map slice: ``items`` through the pipeline; one column per output, ready to travel.
+
+    Columns of plain ints or floats travel as one buffer each; the rest (and, with an
+    observing caller, the slice's events) is pickled here (:func:`~.payload.slice_result`).
+    A failure carries the events recorded before it on the exception (``EVENTS_ATTR``).
+    The results are pickled here, not by the executor after the task returns, so a value
+    that cannot be pickled (a client, a lock) is named with its output, node and item.
+    An exception that pickle could not rebuild in the caller's process is raised as a
+    :class:`~hypernodes.errors.RemoteError`.
     """
+    items = part.items() if isinstance(part, ShippedItems) else part
     try:
-        spec, result = _remote_batch(token, payload, items)
-        return _pickled_results(spec.plan, result, spec.observer is not None, items.base + items.lo)
+        spec, core, result = _remote_batch(token, payload, items)
+        return _results(core, spec.plan, result, spec.observer is not None, items.base + items.lo)
     except Exception as exc:
         # The events are checked apart from the exception: they may hold it (an error
         # event), or a value the callbacks asked for that cannot travel.
@@ -159,7 +189,7 @@ def remote_batch(token: str, payload: bytes, items: Items) -> bytes:
         raise stand_in from exc
 
 
-def _remote_batch(token: str, payload: bytes, items: Items) -> tuple[RemoteMap, Any]:
+def _remote_batch(token: str, payload: bytes, items: Items) -> tuple[RemoteMap, ModuleType, Any]:
     spec: RemoteMap = load(token, payload)
     core = _core.module(spec.core)
     recorder = None if spec.observer is None else spec.observer.remote()  # one per task: tasks may share a process
@@ -190,7 +220,7 @@ def _remote_batch(token: str, payload: bytes, items: Items) -> tuple[RemoteMap, 
     if spec.keep_going:
         assert columns is not None  # no stop flag here
         events = _portable_failures(core, columns, events)
-    return spec, (columns if recorder is None else (columns, events))
+    return spec, core, (columns if recorder is None else (columns, events))
 
 
 def _portable_failures(core: ModuleType, columns: list[list[Any]], events: Any) -> Any:
@@ -211,12 +241,12 @@ def _portable_failures(core: ModuleType, columns: list[list[Any]], events: Any) 
     return events
 
 
-def _pickled_results(plan: Plan, result: Any, with_events: bool, first: int) -> bytes:
-    """``result`` pickled; on failure, the note names the output, node and item that cannot be."""
+def _results(core: ModuleType, plan: Plan, result: Any, with_events: bool, first: int) -> SliceResult:
+    """``result`` ready to send back; on failure, the note names the output, node and item that cannot be pickled."""
+    columns, events = result if with_events else (result, None)
     try:
-        return pickled(result)
+        return slice_result(core.pack_column, columns, events)
     except Exception as exc:
-        columns = result[0] if with_events else result
         wiring = plan.wiring
         producer = {slot: wiring.names[k] for k in range(plan.n_nodes) for slot in wiring.outs[k]}
         for name, slot, column in zip(plan.result_names, wiring.result_slots, columns):

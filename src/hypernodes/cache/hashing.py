@@ -21,6 +21,7 @@ import functools
 import hashlib
 import inspect
 import io
+import sys
 import textwrap
 import threading
 import tokenize
@@ -211,15 +212,10 @@ def _public_fields(v: Any) -> dict[str, Any]:
     return fields
 
 
-@functools.cache
-def _numpy_module() -> Any:
-    import numpy  # a dependency; imported on first use so that `import hypernodes` stays fast
-
-    return numpy
-
-
 def _numpy() -> Any:
-    return _numpy_module()
+    # numpy as the process has it, never imported here: a value can be a numpy array
+    # only once something imported numpy, and hypernodes does not depend on it.
+    return sys.modules.get("numpy")
 
 
 def hash_inputs(inputs: Mapping[str, Any]) -> str:
