@@ -45,8 +45,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "wheels.yml"
 MIN_PYTHON = (3, 10)  # requires-python
-# A stripped compiled wheel is ~150 KB; unstripped, pyenv's -g makes it ~700 KB.
-MAX_WHEEL_BYTES = 300_000
+# A stripped compiled wheel is ~315 KB (the core grew run_dict, map_zip, the on_error loop and
+# pack_column); unstripped, pyenv's -g makes it about twice that and more.
+MAX_WHEEL_BYTES = 400_000
 # What [tool.cibuildwheel] must select, per platform and the workflow's runners' archs.
 SHIPPED_PYTHONS = ("cp310", "cp311", "cp312", "cp313", "cp314", "cp314t")
 PLATFORMS: dict[str, tuple[str, tuple[str, ...]]] = {
