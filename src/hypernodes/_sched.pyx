@@ -351,6 +351,34 @@ cdef inline int _collect(_Prepared p, list values, list results, Py_ssize_t n_re
     return 0
 
 
+cdef int _layout(
+    list values, tuple cols, map_slots, Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t base, bint product,
+    Py_ssize_t* lengths, Py_ssize_t* slots
+) except -1:
+    # A batch's item layout, checked, into C arrays: each column's length and slot
+    # (run_batch and run_batch_continue read the same layout).
+    cdef Py_ssize_t n_cols = len(cols), j, total
+    if len(map_slots) != n_cols:
+        raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
+    if lo < 0 or hi < lo:
+        raise ValueError(f"bad item range [{lo}, {hi})")
+    if base < 0:
+        raise ValueError(f"base must be >= 0, got {base}")
+    total = 1 if (product or n_cols == 0) else -1
+    for j in range(n_cols):
+        lengths[j] = len(<tuple>cols[j])
+        slots[j] = map_slots[j]
+        if not 0 <= slots[j] < len(values):
+            raise ValueError(f"map slot {slots[j]} is outside the {len(values)} value slots")
+        if product:
+            total *= lengths[j]
+        elif total < 0 or lengths[j] < total:
+            total = lengths[j]
+    if n_cols and hi > total:
+        raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
+    return 0
+
+
 def run_batch(plan, funcs, list values, items, observer=None, lookup=None):
     """Run the items ``items.lo <= i < items.hi`` of a map through the whole plan.
 
@@ -366,13 +394,7 @@ def run_batch(plan, funcs, list values, items, observer=None, lookup=None):
     cdef bint per_node = events is not None or lookup is not None
     cdef bint per_item = observer is not None and observer.item_events
     cdef Py_ssize_t n_cols = len(cols), n_res = p.result_slots.shape[0]
-    cdef Py_ssize_t i, j, rest, idx, total
-    if len(map_slots) != n_cols:
-        raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
-    if lo < 0 or hi < lo:
-        raise ValueError(f"bad item range [{lo}, {hi})")
-    if base < 0:
-        raise ValueError(f"base must be >= 0, got {base}")
+    cdef Py_ssize_t i, j, rest, idx
     cdef Py_ssize_t* lengths = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* slots = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
     cdef PyObject** argv = NULL
@@ -381,18 +403,7 @@ def run_batch(plan, funcs, list values, items, observer=None, lookup=None):
     try:
         if lengths == NULL or slots == NULL:
             raise MemoryError()
-        total = 1 if (product or n_cols == 0) else -1
-        for j in range(n_cols):
-            lengths[j] = len(<tuple>cols[j])
-            slots[j] = map_slots[j]
-            if not 0 <= slots[j] < len(values):
-                raise ValueError(f"map slot {slots[j]} is outside the {len(values)} value slots")
-            if product:
-                total *= lengths[j]
-            elif total < 0 or lengths[j] < total:
-                total = lengths[j]
-        if n_cols and hi > total:
-            raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
+        _layout(values, cols, map_slots, lo, hi, base, product, lengths, slots)
         argv = _alloc_argv(p)
         results = [[None] * (hi - lo) for _ in range(n_res)]
         if not per_node and not per_item:
@@ -520,13 +531,7 @@ def run_batch_continue(plan, funcs, list values, items, observer=None, lookup=No
     events = observer if observer is not None and observer.node_events else None
     cdef bint per_item = observer is not None and observer.item_events
     cdef Py_ssize_t n_cols = len(cols), n_res = p.result_slots.shape[0]
-    cdef Py_ssize_t i, j, total
-    if len(map_slots) != n_cols:
-        raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
-    if lo < 0 or hi < lo:
-        raise ValueError(f"bad item range [{lo}, {hi})")
-    if base < 0:
-        raise ValueError(f"base must be >= 0, got {base}")
+    cdef Py_ssize_t i
     cdef Py_ssize_t* lengths = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
     cdef Py_ssize_t* slots = <Py_ssize_t*>PyMem_Malloc((n_cols + 1) * sizeof(Py_ssize_t))
     cdef PyObject** argv = NULL
@@ -535,18 +540,7 @@ def run_batch_continue(plan, funcs, list values, items, observer=None, lookup=No
     try:
         if lengths == NULL or slots == NULL:
             raise MemoryError()
-        total = 1 if (product or n_cols == 0) else -1
-        for j in range(n_cols):
-            lengths[j] = len(<tuple>cols[j])
-            slots[j] = map_slots[j]
-            if not 0 <= slots[j] < len(values):
-                raise ValueError(f"map slot {slots[j]} is outside the {len(values)} value slots")
-            if product:
-                total *= lengths[j]
-            elif total < 0 or lengths[j] < total:
-                total = lengths[j]
-        if n_cols and hi > total:
-            raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
+        _layout(values, cols, map_slots, lo, hi, base, product, lengths, slots)
         argv = _alloc_argv(p)
         results = [[None] * (hi - lo) for _ in range(n_res)]
         for i in range(lo, hi):

@@ -283,6 +283,26 @@ def _unravel(columns: Sequence[Sequence[Any]], lengths: list[int], item: int) ->
     return tuple(row)
 
 
+def _layout(values: list[Any], items: Any) -> list[int]:
+    """A batch's item layout, checked: the column lengths (run_batch and run_batch_continue read the same)."""
+    map_slots, columns, lo, hi, base = items.map_slots, items.columns, items.lo, items.hi, items.base
+    n_cols = len(columns)
+    if len(map_slots) != n_cols:
+        raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
+    if lo < 0 or hi < lo:
+        raise ValueError(f"bad item range [{lo}, {hi})")
+    if base < 0:
+        raise ValueError(f"base must be >= 0, got {base}")
+    lengths = [len(c) for c in columns]
+    for slot in map_slots:
+        if not 0 <= slot < len(values):
+            raise ValueError(f"map slot {slot} is outside the {len(values)} value slots")
+    total = (math.prod(lengths) if items.product else min(lengths)) if n_cols else -1
+    if n_cols and hi > total:
+        raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
+    return lengths
+
+
 def run_batch(
     plan: Any,
     funcs: Sequence[Callable[..., Any]],
@@ -314,21 +334,8 @@ def run_batch(
     """
     p = _prepared(plan)
     _check_call(p, plan.n_slots, funcs, values)
-    map_slots, columns, lo, hi, base = items.map_slots, items.columns, items.lo, items.hi, items.base
-    n_cols = len(columns)
-    if len(map_slots) != n_cols:
-        raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
-    if lo < 0 or hi < lo:
-        raise ValueError(f"bad item range [{lo}, {hi})")
-    if base < 0:
-        raise ValueError(f"base must be >= 0, got {base}")
-    lengths = [len(c) for c in columns]
-    for slot in map_slots:
-        if not 0 <= slot < len(values):
-            raise ValueError(f"map slot {slot} is outside the {len(values)} value slots")
-    total = (math.prod(lengths) if items.product else min(lengths)) if n_cols else -1
-    if n_cols and hi > total:
-        raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
+    map_slots, lo, hi, base = items.map_slots, items.lo, items.hi, items.base
+    lengths = _layout(values, items)
     results: list[list[Any]] = [[] for _ in p.result_slots]
     appends = [r.append for r in results]
     pairs = list(zip(appends, p.result_slots))
@@ -442,21 +449,8 @@ def run_batch_continue(
     """
     p = _prepared(plan)
     _check_call(p, plan.n_slots, funcs, values)
-    map_slots, columns, lo, hi, base = items.map_slots, items.columns, items.lo, items.hi, items.base
-    n_cols = len(columns)
-    if len(map_slots) != n_cols:
-        raise ValueError(f"{len(map_slots)} map slots for {n_cols} columns")
-    if lo < 0 or hi < lo:
-        raise ValueError(f"bad item range [{lo}, {hi})")
-    if base < 0:
-        raise ValueError(f"base must be >= 0, got {base}")
-    lengths = [len(c) for c in columns]
-    for slot in map_slots:
-        if not 0 <= slot < len(values):
-            raise ValueError(f"map slot {slot} is outside the {len(values)} value slots")
-    total = (math.prod(lengths) if items.product else min(lengths)) if n_cols else -1
-    if n_cols and hi > total:
-        raise ValueError(f"item range [{lo}, {hi}) exceeds the {total} items of the columns")
+    map_slots, lo, hi, base = items.map_slots, items.lo, items.hi, items.base
+    lengths = _layout(values, items)
     results: list[list[Any]] = [[] for _ in p.result_slots]
     pairs = list(zip([r.append for r in results], p.result_slots))
     events = observer if observer is not None and observer.node_events else None
