@@ -89,6 +89,22 @@ class PlanCache:
             self._plans[key] = plan
         return plan
 
+    def remember_run(self, output_name: Any, given: frozenset[str], plan: Plan) -> None:
+        """Record a checked ``run()`` shape for the fast path (see the class docstring)."""
+        if not plan.has_async:
+            _bounded_put(self.runs, (fast_key(output_name), given), plan)
+
+    def remember_map(self, output_name: Any, map_over: Any, given: frozenset[str], shape: MapShape) -> None:
+        """Record a checked zip ``map()`` shape for the fast path (see the class docstring)."""
+        if not shape[0].has_async:
+            _bounded_put(self.maps, (fast_key(output_name), fast_key(map_over), given), shape)
+
+
+def _bounded_put(table: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(table) >= _PLAN_CACHE_SIZE:
+        table.clear()
+    table[key] = value
+
 
 MapShape = tuple[Plan, tuple[str, ...], tuple[int, ...], tuple[tuple[str, int], ...]]
 """A zip map's checked shape: the plan, the mapped names, their slots, the shared inputs' (name, slot)."""
@@ -277,10 +293,7 @@ def prepare_run(
     values = list(plan.template)
     for name, slot in plan.input_pairs:
         values[slot] = inputs[name]
-    if not plan.has_async:
-        if len(plans.runs) >= _PLAN_CACHE_SIZE:
-            plans.runs.clear()
-        plans.runs[(fast_key(output_name), given)] = plan
+    plans.remember_run(output_name, given, plan)
     return RunCall(plan, values, observer, lookup)
 
 
@@ -341,7 +354,8 @@ def prepare_map(
         raise MapSpecError(
             f"map_mode='zip' needs lists of equal length, got {shown}. Use map_mode='product' for every combination."
         )
-    plan = plans.get(_outputs_key(output_name), frozenset(inputs), "map()")
+    given = frozenset(inputs)
+    plan = plans.get(_outputs_key(output_name), given, "map()")
     # One extra scratch slot receives mapped inputs that the (pruned) plan never
     # reads, so the item numbering still spans every mapped list.
     values = [*plan.template, None]
@@ -362,9 +376,7 @@ def prepare_map(
     if n_items > sys.maxsize:
         raise MapSpecError(f"map_mode='product' of lists of lengths {lengths} is {n_items} items; too many to run.")
     columns = tuple(tuple(inputs[m]) for m in mapped)
-    if not product and not plan.has_async:
+    if not product:
         shared = tuple((name, slot) for name, slot in plan.input_pairs if name not in mapped)
-        if len(plans.maps) >= _PLAN_CACHE_SIZE:
-            plans.maps.clear()
-        plans.maps[(fast_key(output_name), fast_key(map_over), frozenset(inputs))] = (plan, mapped, map_slots, shared)
+        plans.remember_map(output_name, map_over, given, (plan, mapped, map_slots, shared))
     return MapCall(plan, values, Items(map_slots, columns, product, 0, n_items), observer, lookup, keep_going)
