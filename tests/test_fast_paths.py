@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+import hypernodes._core
 from hypernodes import HypernodesEngine, Pipeline, node
 from hypernodes._call import fast_key, prepare_map, prepare_run
 from hypernodes.engine import default_engine
@@ -164,16 +165,29 @@ def test_fast_path_errors_carry_the_general_paths_note(core: ModuleType, verb: s
     assert "fails" in notes[1][0]
 
 
-def test_fast_paths_only_on_sequential_engines(core: ModuleType) -> None:
-    """Engines with an executor at either level keep the general path (and its executors)."""
+def test_fast_paths_only_on_sequential_engines(core: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An executor at the map level keeps maps on the general path (and its executors), but not
+    run(), which needs only the nodes inline; an executor at the node level keeps both there."""
+    fast: list[str] = []
+    for name in ("run_dict", "map_zip"):
+        original = getattr(hypernodes._core, name)
+        monkeypatch.setattr(hypernodes._core, name, lambda *a, f=original, n=name: fast.append(n) or f(*a))
     assert ENGINE._runtime.plain
     with HypernodesEngine(map_executor="threaded") as threaded:
         assert not threaded._runtime.plain
         pipeline = Pipeline([inc], backend=threaded)
         for _ in range(2):
             assert pipeline.map({"x": [1, 2]}, map_over="x") == {"y": [2, 3]}
+            assert pipeline.run({"x": 1}) == {"y": 2}
+        assert fast == ["run_dict"]
     with HypernodesEngine(node_executor="threaded") as nodes:
         assert not nodes._run_runtime.plain
+        assert not nodes._run_runtime.nodes.inline
+        pipeline = Pipeline([inc], backend=nodes)
+        for _ in range(2):
+            assert pipeline.map({"x": [1, 2]}, map_over="x") == {"y": [2, 3]}
+            assert pipeline.run({"x": 1}) == {"y": 2}
+        assert fast == ["run_dict"]
 
 
 def test_fast_run_returns_a_fresh_dict(core: ModuleType) -> None:

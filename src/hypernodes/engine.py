@@ -220,7 +220,7 @@ class HypernodesEngine(Engine):
             cache = pipeline.effective_cache  # type: ignore[attr-defined]
             return pipeline._run_with(self, cache, inputs, output_name)  # type: ignore[attr-defined, no-any-return]
         runtime = self._run_runtime
-        if type(inputs) is dict and runtime.plain:
+        if type(inputs) is dict and runtime.nodes.inline:  # the map level plays no part in run()
             try:
                 plan = pipeline.plans.runs.get((fast_key(output_name), frozenset(inputs)))
             except TypeError:  # something unhashable: the general path names it

@@ -64,8 +64,9 @@ class Runtime:
         funcs: the function table (see :class:`FuncTable`).
         core: the core module (``_core``, or in a worker the caller's core).
         max_workers: the engine's ``max_workers``, for backends made in workers.
-        plain: nodes inline and items sequential: a call with nothing observing or
-            caching it may run on the cores' whole-call fast paths (``run_dict``, ``map_zip``).
+        plain: nodes inline and items sequential: a map with nothing observing or
+            caching it may run on the cores' whole-map fast path (``map_zip``; a ``run()``
+            needs only the nodes inline for ``run_dict``).
     """
 
     __slots__ = ("core", "funcs", "items", "max_workers", "nodes", "plain")
