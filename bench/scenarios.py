@@ -705,6 +705,8 @@ def errors(settings: Settings) -> list[Row]:
     rows.append(Row("errors", f"{settings.items}-tiny-items-no-failures/sequential", "us/item",
                     best["continue"] * per_item, best["baseline"] * per_item, "same map, raise"))  # fmt: skip
     return rows
+
+
 # -- freethreading: CPU-bound Python nodes on threads without the GIL --------------------------
 
 FREETHREADING_ITEMS = 64  # --quick: 16

@@ -196,3 +196,24 @@ def test_fast_run_returns_a_fresh_dict(core: ModuleType) -> None:
     first = pipeline.run({"x": 1, "k": 2})
     first["y"] = "changed"
     assert pipeline.run({"x": 1, "k": 2}) == {"y": 2, "z": 4}
+
+
+def test_every_spelling_of_the_names_takes_the_fast_path(core: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name, a tuple, a list (keyed as a tuple) and None each reach the core's fast path on
+    the second call; a list and a tuple of the same names share one remembered shape."""
+    fast: list[str] = []
+    for name in ("run_dict", "map_zip"):
+        original = getattr(hypernodes._core, name)
+        monkeypatch.setattr(hypernodes._core, name, lambda *a, f=original, n=name: fast.append(n) or f(*a))
+    pipeline = Pipeline([inc, add])
+    for output_name in ("z", ("y", "z"), ["y", "z"], None):
+        for map_over in ("x", ("x",), ["x"]):
+            for first in (True, False):
+                fast.clear()
+                run = pipeline.run({"x": 1, "k": 2}, output_name=output_name)
+                mapped = pipeline.map({"x": [1, 2], "k": 2}, map_over=map_over, output_name=output_name)
+                assert run == ({"z": 4} if output_name == "z" else {"y": 2, "z": 4})
+                assert mapped == ({"z": [4, 5]} if output_name == "z" else {"y": [2, 3], "z": [4, 5]})
+                assert first or fast == ["run_dict", "map_zip"], (output_name, map_over)
+    assert len(pipeline.plans.runs) == 3  # "z", ("y", "z") (also the list), None
+    assert len(pipeline.plans.maps) == 3 * 2  # and map_over "x" or ("x",) (also the list)

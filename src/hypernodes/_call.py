@@ -89,6 +89,24 @@ class PlanCache:
             self._plans[key] = plan
         return plan
 
+    def find_run(self, output_name: Any, inputs: Mapping[str, Any]) -> Plan | None:
+        """The remembered ``run()`` plan for this shape; None if there is none or a name is unhashable.
+
+        Engines first try ``runs.get((output_name, frozenset(inputs)))`` inline (a name, None
+        or a tuple is its own key) and call this when that raised TypeError (a list of names)."""
+        try:
+            return self.runs.get((fast_key(output_name), frozenset(inputs)))
+        except TypeError:  # the general path names what is wrong
+            return None
+
+    def find_map(self, output_name: Any, map_over: Any, inputs: Mapping[str, Any]) -> MapShape | None:
+        """The remembered zip ``map()`` shape, as :meth:`find_run` (the inline key: ``(output_name,
+        map_over, frozenset(inputs))``)."""
+        try:
+            return self.maps.get((fast_key(output_name), fast_key(map_over), frozenset(inputs)))
+        except TypeError:
+            return None
+
     def remember_run(self, output_name: Any, given: frozenset[str], plan: Plan) -> None:
         """Record a checked ``run()`` shape for the fast path (see the class docstring)."""
         if not plan.has_async:

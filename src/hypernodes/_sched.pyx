@@ -83,7 +83,7 @@ cdef class _Prepared:
     cdef const int[::1] arg_ptr, arg_slots, out_ptr, out_slots, unpack
     cdef const int[::1] succ_ptr, succ_idx, indegree, result_slots
     cdef Py_ssize_t n_nodes, n_slots, max_args
-    cdef tuple names, template, input_pairs, result_names
+    cdef tuple names, template, map_template, input_pairs, result_names
     cdef dict results_template
 
     def __cinit__(self, plan):
@@ -101,6 +101,7 @@ cdef class _Prepared:
         self.max_args = plan.max_args
         self.names = tuple(plan.node_names)
         self.template = tuple(plan.template)
+        self.map_template = self.template + (None,)  # map_zip's scratch slot: mapped inputs the plan does not read
         self.input_pairs = tuple(plan.input_pairs)
         self.result_names = tuple(plan.result_names)
         self.results_template = dict.fromkeys(self.result_names)
@@ -275,21 +276,20 @@ def map_zip(plan, funcs, dict inputs, tuple mapped, tuple map_slots, tuple share
     See ``_sched_py.map_zip`` (the spec) for the contract.
     """
     cdef _Prepared p = _prepared(plan)
-    cdef list values = list(p.template)
-    values.append(None)  # the scratch slot: mapped inputs the plan does not read
+    cdef list values = list(p.map_template)
     cdef tuple f = _check_call(p, funcs, values)
     cdef Py_ssize_t n_cols = len(mapped), n_res = p.result_slots.shape[0], n = 0, i, j
     cdef Py_ssize_t n_values = len(values)
     if len(map_slots) != n_cols or n_cols == 0:
         raise ValueError(f"{len(map_slots)} map slots for {n_cols} mapped inputs")
-    for name, slot in shared:
-        value = inputs[name]
+    for pair in shared:
+        value = inputs[<object>PyTuple_GET_ITEM(pair, 0)]
         if type(value) not in _NOT_ITERATORS and isinstance(value, Iterator):
             return None
-        values[slot] = value
+        values[<object>PyTuple_GET_ITEM(pair, 1)] = value
     cdef list cols = []
     for j in range(n_cols):
-        column = inputs[mapped[j]]
+        column = inputs[<object>PyTuple_GET_ITEM(mapped, j)]
         if type(column) is not list:
             return None
         if j == 0:
@@ -297,32 +297,40 @@ def map_zip(plan, funcs, dict inputs, tuple mapped, tuple map_slots, tuple share
         elif len(<list>column) != n:
             return None
         cols.append(tuple(<list>column))  # a snapshot: a node may change the user's list
-    cdef Py_ssize_t* slots = <Py_ssize_t*>PyMem_Malloc(n_cols * sizeof(Py_ssize_t))
+    # Slots and argument pointers live on the C stack unless a plan needs more.
+    cdef Py_ssize_t small_slots[_SMALL_ARGS]
+    cdef Py_ssize_t* slots = small_slots
     cdef PyObject* small[_SMALL_ARGS]
     cdef PyObject** argv = small
-    cdef list results, out
+    cdef list out
+    cdef dict results = p.results_template.copy()  # the keys in order, no resizing
     try:
-        if slots == NULL:
-            raise MemoryError()
+        if n_cols > _SMALL_ARGS:
+            slots = <Py_ssize_t*>PyMem_Malloc(n_cols * sizeof(Py_ssize_t))
+            if slots == NULL:
+                raise MemoryError()
         for j in range(n_cols):
             slots[j] = map_slots[j]
             if not 0 <= slots[j] < n_values:
                 raise ValueError(f"map slot {slots[j]} is outside the {n_values} value slots")
         if p.max_args > _SMALL_ARGS:
             argv = _alloc_argv(p)
-        results = [[None] * n for _ in range(n_res)]
+        cols_out = [[None] * n for _ in range(n_res)]
         for i in range(n):
             for j in range(n_cols):
                 values[slots[j]] = <object>PyTuple_GET_ITEM(<tuple>PyList_GET_ITEM(cols, j), i)
             _run_nodes(p, f, values, argv, i, None)
             for j in range(n_res):
-                out = <list>PyList_GET_ITEM(results, j)
+                out = <list>PyList_GET_ITEM(cols_out, j)
                 out[i] = <object>PyList_GET_ITEM(values, p.result_slots[j])
     finally:
-        PyMem_Free(slots)
+        if slots != small_slots:
+            PyMem_Free(slots)
         if argv != small:
             PyMem_Free(argv)
-    return dict(zip(p.result_names, results))
+    for j in range(n_res):
+        results[<object>PyTuple_GET_ITEM(p.result_names, j)] = <object>PyList_GET_ITEM(cols_out, j)
+    return results
 
 
 cdef inline int _fill(

@@ -47,7 +47,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._call import HasPlans, MapCall, RunCall, fast_key, prepare_map, prepare_run
+from ._call import HasPlans, MapCall, RunCall, prepare_map, prepare_run
 from ._run import FuncTable, Runtime, run_map, run_one
 from .errors import ExecutorSpecError
 from .executors import check_max_workers
@@ -221,10 +221,10 @@ class HypernodesEngine(Engine):
             return pipeline._run_with(self, cache, inputs, output_name)  # type: ignore[attr-defined, no-any-return]
         runtime = self._run_runtime
         if type(inputs) is dict and runtime.nodes.inline:  # the map level plays no part in run()
-            try:
-                plan = pipeline.plans.runs.get((fast_key(output_name), frozenset(inputs)))
-            except TypeError:  # something unhashable: the general path names it
-                plan = None
+            try:  # as in map(): a name, None or a tuple keys itself
+                plan = pipeline.plans.runs.get((output_name, frozenset(inputs)))
+            except TypeError:
+                plan = pipeline.plans.find_run(output_name, inputs)
             if plan is not None:  # a call shape checked before: the whole call in the core
                 try:
                     return runtime.core.run_dict(plan, plan.funcs, inputs)  # type: ignore[no-any-return]
@@ -270,14 +270,14 @@ class HypernodesEngine(Engine):
             )
         runtime = self._runtime
         if type(inputs) is dict and runtime.plain and map_mode == "zip" and on_error == "raise":
-            try:
-                shape = pipeline.plans.maps.get((fast_key(output_name), fast_key(map_over), frozenset(inputs)))
-            except TypeError:  # something unhashable: the general path names it
-                shape = None
+            try:  # names as given (str, None, a tuple) key themselves; fast_key makes a list a tuple
+                shape = pipeline.plans.maps.get((output_name, map_over, frozenset(inputs)))
+            except TypeError:
+                shape = pipeline.plans.find_map(output_name, map_over, inputs)
             if shape is not None:  # a call shape checked before: the whole map in the core
-                plan = shape[0]
+                plan, mapped_names, map_slots, shared = shape
                 try:
-                    mapped = runtime.core.map_zip(plan, plan.funcs, inputs, *shape[1:])
+                    mapped = runtime.core.map_zip(plan, plan.funcs, inputs, mapped_names, map_slots, shared)
                 except KeyboardInterrupt:
                     self._interrupted()
                     raise

@@ -269,7 +269,9 @@ class Pipeline:
                 before any node runs.
             Whatever a node raises, with a note naming the node.
         """
-        engine = self.engine if self.engine is not None else self.effective_backend
+        engine = self.engine
+        if engine is None:  # effective_backend, without the property call: a hot path
+            engine = default_engine() if self._parent is None else self.effective_backend
         cache = self.cache if self.cache is not None or self._parent is None else self.effective_cache
         if cache is None:
             cache = INHERITED.get()
@@ -339,7 +341,9 @@ class Pipeline:
                 shared input), and the errors of :meth:`run`: before any node runs. Whatever a node raises, with a
                 note naming the node and the item index.
         """
-        engine = self.engine if self.engine is not None else self.effective_backend
+        engine = self.engine
+        if engine is None:  # effective_backend, without the property call: a hot path
+            engine = default_engine() if self._parent is None else self.effective_backend
         cache = self.cache if self.cache is not None or self._parent is None else self.effective_cache
         if cache is None:
             cache = INHERITED.get()
