@@ -12,7 +12,10 @@
    and the test suite run from a temporary directory holding only ``tests/`` and
    ``pyproject.toml``, so ``import hypernodes`` can only find the installed wheel.
    Each compiled wheel runs the compiled core's half of the suite, and no wheel the
-   reliability suite (``-m "not reliability"``), unless ``--full``. On a free-threaded
+   reliability suite (``-m "not reliability"``), unless ``--full``. With ``--after-suite``
+   (CI, right after the README's test command ran the whole suite, both cores, on this
+   interpreter from the source tree) this interpreter's wheel and the pure wheel run
+   only ``SMOKE_TESTS``: what differs for them is the install, which those cover. On a free-threaded
    interpreter (3.14t, given with ``--python`` or found in pyenv; none is needed) the
    smoke run must leave the GIL off without ``PYTHON_GIL``, and the suite runs with
    ``PYTHON_GIL=0``, as the workflow's free-threaded job does.
@@ -48,6 +51,15 @@ MIN_PYTHON = (3, 10)  # requires-python
 # A stripped compiled wheel is ~315 KB (the core grew run_dict, map_zip, the on_error loop and
 # pack_column); unstripped, pyenv's -g makes it about twice that and more.
 MAX_WHEEL_BYTES = 400_000
+# What --after-suite runs on this interpreter's wheels: the notebook's usage, the core's
+# contract, the process transfer and the fast paths (each reads the compiled or pure core).
+SMOKE_TESTS = (
+    "tests/test_notebook.py",
+    "tests/test_seed.py",
+    "tests/test_core.py",
+    "tests/test_transfer.py",
+    "tests/test_fast_paths.py",
+)
 # What [tool.cibuildwheel] must select, per platform and the workflow's runners' archs.
 SHIPPED_PYTHONS = ("cp310", "cp311", "cp312", "cp313", "cp314", "cp314t")
 PLATFORMS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -363,6 +375,11 @@ def main() -> int:
     parser.add_argument("--python", action="append", default=[], help="interpreter to check besides this one")
     parser.add_argument("--full", action="store_true", help="run the whole suite on every interpreter")
     parser.add_argument("--keep", action="store_true", help="keep the temporary build directory")
+    parser.add_argument(
+        "--after-suite",
+        action="store_true",
+        help="the suite just ran on this interpreter from the source: its wheel and the pure wheel run SMOKE_TESTS",
+    )
     args = parser.parse_args()
     if sys.platform != "linux":
         print("wheel check: Linux only (auditwheel); the workflow covers macOS and Windows")
@@ -392,10 +409,14 @@ def main() -> int:
             # Unless --full: a compiled wheel runs the compiled core's half (the twin is the same
             # pure Python in every wheel, and the pure wheel and the README's test command run it),
             # and no wheel runs the long reliability suite (the README's test command does).
+            # With --after-suite, this interpreter's wheels (the first compiled one and the pure
+            # one) run the smoke tests: the suite itself just ran on this interpreter.
             compiled_half = not inst.pure and not args.full
+            smoke = args.after_suite and not args.full and (inst.pure or i == 0)
             subset = [] if args.full else ["-m", "not reliability", *(["-k", "cython"] if compiled_half else [])]
-            tests, seconds = run_suite(inst, tree, work / f"run-{i}", subset)
+            tests, seconds = run_suite(inst, tree, work / f"run-{i}", [*subset, *(SMOKE_TESTS if smoke else ())])
             tests += " (compiled core)" if compiled_half else ""
+            tests += ", smoke tests" if smoke else ""
             print(f"  {inst.python}: {tests} in {seconds:.0f} s")
             built, shipped = inst.built_bytes // 1024, inst.wheel.stat().st_size // 1024
             rows.append(
