@@ -110,6 +110,27 @@ def test_fast_map_declines_values_the_general_path_rejects(core: ModuleType) -> 
     assert pipeline.map({"x": [1, 2], "k": [10, 20]}, map_over=["x", "k"]) == {"y": [2, 3], "z": [12, 23]}
 
 
+def test_fast_map_of_more_mapped_inputs_and_arguments_than_its_stack_arrays(
+    core: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve mapped inputs into one twelve-argument node: past the core's on-stack slots and
+    argument pointers (8 each), the fast map allocates them and gives the general path's result."""
+    fast: list[int] = []
+    original = hypernodes._core.map_zip
+    monkeypatch.setattr(hypernodes._core, "map_zip", lambda *a: fast.append(1) or original(*a))
+    names = [f"a{i}" for i in range(12)]
+    total = node(eval(f"lambda {', '.join(names)}: ({' + '.join(names)})"), output_name="total")
+    pipeline = Pipeline([total])
+    inputs = {name: [i, 10 * i, 100 * i] for i, name in enumerate(names)}
+    expected = {"total": [sum(range(12)), 10 * sum(range(12)), 100 * sum(range(12))]}
+    _warm(pipeline, {name: [0] for name in names}, names)
+    assert pipeline.plans.maps
+    assert pipeline.map(inputs, map_over=names) == expected
+    assert fast == [1]
+    call = prepare_map(pipeline.plans, inputs, names, "zip", None, None, None, "raise")
+    assert ENGINE.map_call(call) == expected
+
+
 def test_fast_map_takes_shared_values_of_any_plain_kind(core: ModuleType) -> None:
     """Shared inputs that are no iterators (lists, dicts, objects) pass the per-call check."""
 
