@@ -523,6 +523,73 @@ def test_callbacks_see_each_attempt_and_failure(kind: str, tmp_path: Path, make_
     assert sum(e[1] for e in recorder.events if e[0] == "done") == 2  # failed items count as done
 
 
+class ApiError(Exception):
+    """An exception pickle cannot rebuild: its __init__ takes two arguments, its args hold one."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@node(output_name="y", retries=1, retry_on=ApiError, backoff=0)
+def flaky_api(x: int, directory: str) -> int:
+    if _bump(directory, x) <= 1:
+        raise ApiError(f"throttled {x}", 429)
+    return x
+
+
+def test_a_retried_error_that_cannot_travel_back_arrives_as_its_stand_in(
+    tmp_path: Path, make_executor: Callable[[str], Any]
+) -> None:
+    """The retried attempt's exception cannot be unpickled in the caller: on_node_retry gets its
+    RemoteError stand-in (naming the type and message), and the result still comes back."""
+    seen: list[BaseException] = []
+
+    class Errors(PipelineCallback):
+        def on_node_retry(self, node_id: str, error: BaseException, attempt: int, delay: float, ctx: Any) -> None:
+            seen.append(error)
+
+    with HypernodesEngine(node_executor=make_executor("parallel"), max_workers=2) as engine:
+        pipeline = Pipeline([flaky_api], backend=engine, callbacks=[Errors()])
+        assert pipeline.run({"x": 3, "directory": str(tmp_path)}) == {"y": 3}
+    assert len(seen) == 1
+    assert isinstance(seen[0], RemoteError)
+    assert "ApiError" in str(seen[0])
+    assert "throttled 3" in str(seen[0])
+
+
+class FailingRetryHook(Recorder):
+    def on_node_retry(self, node_id: str, error: BaseException, attempt: int, delay: float, ctx: Any) -> None:
+        raise RuntimeError("hook broke")
+
+
+@pytest.mark.parametrize("kind", ["parallel", "PicklingExecutor"])
+def test_node_tasks_in_worker_processes_report_their_retries(
+    kind: str, tmp_path: Path, make_executor: Callable[[str], Any]
+) -> None:
+    """A node retried in a worker process (node_executor): each attempt reaches on_node_retry in
+    the caller when the node's task ends, its error included, also when the node finally fails;
+    a hook that raises is named with the node and the map item."""
+    recorder = Recorder()
+    with HypernodesEngine(node_executor=make_executor(kind), max_workers=2) as engine:
+        pipeline = Pipeline([flaky], backend=engine, callbacks=[recorder])
+        assert pipeline.run({"x": 5, "directory": str(tmp_path), "fails": 2}) == {"y": 6}
+        assert recorder.events == [("retry", "flaky", "ConnectionError", attempt, 0) for attempt in (1, 2)]
+        recorder.events.clear()
+        result = pipeline.map({"x": [0, 1], "directory": str(tmp_path), "fails": 99}, map_over="x", on_error="continue")
+        assert result.failed_items == [0, 1]
+        # the items run one after the other (the map level is sequential): each item's three
+        # retried attempts, then its error
+        per_item = [("retry", "flaky", "ConnectionError", attempt, 0) for attempt in (1, 2, 3)]
+        per_item.append(("error", "flaky", "ConnectionError"))
+        assert [e for e in recorder.events if e[0] in ("retry", "error")] == per_item * 2
+        broken = Pipeline([flaky], backend=engine, callbacks=[FailingRetryHook()])
+        (tmp_path / "calls-7").unlink(missing_ok=True)
+        with pytest.raises(Exception, match="hook broke") as info:
+            broken.map({"x": [7], "directory": str(tmp_path), "fails": 1}, map_over="x")
+        assert any("flaky" in note and "map item 0" in note for note in getattr(info.value, "__notes__", []))
+
+
 def test_progress_counts_failed_items_apart() -> None:
     """The progress bar reaches the total and shows the failed items beside it."""
     pytest.importorskip("tqdm")

@@ -230,7 +230,9 @@ class NodeRunner:
             if self.observer is not None and self.observer.node_events:
                 self.observer.node_start(k, item, args)
             remote_node = payload.remote_node if self.inherit is None else self.inherit(payload.remote_node)
-            return submit(self.executor, remote_node, token, data, k, args)
+            if self.observer is None:
+                return submit(self.executor, remote_node, token, data, k, args)
+            return submit(self.executor, remote_node, token, data, k, args, True)  # its retries come back too
         if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop (never nested)
             return submit(
                 self.executor, acall_node, steps, self.afuncs, values, k, item, self.observer, None, keep_going
@@ -253,7 +255,11 @@ class NodeRunner:
         else:
             name = self.steps.names[k]
             try:
-                result = pickle.loads(future.result())  # remote_node pickled it
+                sent = future.result()
+                if type(sent) is tuple:  # an observed call: (the pickled result, the retried attempts)
+                    sent, attempts = sent
+                    self._retried(k, item, attempts)
+                result = pickle.loads(sent)  # remote_node pickled it
                 store(self.steps, k, result, values)
             except BrokenExecutor as exc:
                 died_note(exc, f"node `{name}`" + (f", map item {item}" if item >= 0 else ""))
@@ -261,6 +267,8 @@ class NodeRunner:
             except Exception as exc:
                 note_node(exc, name, item)
                 if self.observer is not None:
+                    attempts = vars(exc).pop(payload.RETRIES_ATTR, None) if hasattr(exc, "__dict__") else None
+                    self._retried(k, item, attempts or ())
                     self.observer.node_error(k, item, exc)
                 if keep_going:
                     return _failed(self.steps, k, item, exc, values)
@@ -270,6 +278,12 @@ class NodeRunner:
         if self.lookup is not None:
             self.lookup.put(k, item, self._args(k, values), outputs_of(self.steps, k, values))
         return None
+
+    def _retried(self, k: int, item: int, attempts: Sequence[tuple[BaseException, int, float]]) -> None:
+        # A node task's retried attempts in a worker process, reported here once the task is over.
+        if self.observer is not None:
+            for exc, attempt, delay in attempts:
+                self.observer.node_retry(k, item, exc, attempt, delay)
 
     def _args(self, k: int, values: list[Any]) -> tuple[Any, ...]:
         # A node's argument slots are final once its producers are done: read them again.

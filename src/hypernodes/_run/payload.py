@@ -14,6 +14,7 @@ replaced by a :class:`~hypernodes.errors.RemoteError` (:func:`portable`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import operator
@@ -29,6 +30,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from .._call import Items
+from .._policy import Policy
 from ..errors import RemoteError, add_note, coroutine_returned
 from ..executors._loop import AwaitOn
 from ..node import Node
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RESULT_ADVICE",
+    "RETRIES_ATTR",
+    "RetryLog",
     "ShippedItems",
     "SliceResult",
     "WorkerLoop",
@@ -344,30 +348,72 @@ def slice_result(pack: Callable[[Any], tuple[str, bytes] | None], columns: list[
     return SliceResult(head, tuple(packed), tuple(oob), sys.byteorder)
 
 
-def remote_node(token: str, payload: bytes, k: int, args: tuple[Any, ...]) -> bytes:
+RETRIES_ATTR = "__hypernodes_retries__"
+"""The attribute under which a node task that failed in a worker attaches its retried attempts."""
+
+
+class RetryLog:
+    """Stands in, in a worker process, for the call's observer of a node's retries.
+
+    A node task's :class:`~hypernodes._policy.Policy` reports each retried attempt
+    here; the task sends them back with its result (or on its exception, under
+    ``RETRIES_ATTR``), and the caller reports them to its observer with the item.
+    """
+
+    __slots__ = ("attempts",)
+
+    def __init__(self) -> None:
+        self.attempts: list[tuple[BaseException, int, float]] = []
+
+    def node_retry(self, node: int, item: int, exc: BaseException, attempt: int, delay: float) -> None:
+        self.attempts.append((exc, attempt, delay))
+
+    def portable(self) -> list[tuple[BaseException, int, float]]:
+        """The attempts, each exception as the caller's process can unpickle it (or its stand-in)."""
+        return [(_portable_any(exc), attempt, delay) for exc, attempt, delay in self.attempts]
+
+
+def _portable_any(exc: BaseException) -> BaseException:
+    return (portable(exc) or exc) if isinstance(exc, Exception) else exc
+
+
+def remote_node(
+    token: str, payload: bytes, k: int, args: tuple[Any, ...], retries: bool = False
+) -> bytes | tuple[bytes, list[tuple[BaseException, int, float]]]:
     """Worker side of a node task: node ``k`` of the pickled nodes, called on ``args``; its result pickled.
 
     The caller reads the result with ``pickle.loads``. A result that cannot be pickled
     fails here, noted with the output and node; an exception pickle could not rebuild
     in the caller's process is raised as a :class:`~hypernodes.errors.RemoteError`.
+    With ``retries`` (the caller observes the call), the node's retried attempts come
+    back too: ``(pickled result, attempts)``, or on the exception under ``RETRIES_ATTR``.
     """
     nodes: tuple[Node, ...] = load(token, payload)
     loop = WorkerLoop()  # started only if the node is async
+    log = RetryLog() if retries else None
     try:
         node = nodes[k]
-        result = (AwaitOn(node._call, loop) if node.is_async else node._call)(*args)  # async nodes awaited
+        call = node._call
+        if log is not None and isinstance(call, Policy):
+            call = call.bound(log, k)
+        result = (AwaitOn(call, loop) if node.is_async else call)(*args)  # async nodes awaited
         if type(result) is CoroutineType:
             raise coroutine_returned(result, node.name)
         try:
-            return pickled(result)
+            data = pickled(result)
         except Exception as exc:
             outputs = node.outputs
             i = unpicklable_index(result) if len(outputs) > 1 and isinstance(result, (tuple, list)) else -1
             what = f"output `{outputs[i] if 0 <= i < len(outputs) else outputs[0]}`"
             add_note(exc, f"hypernodes: {what} of node `{node.name}` cannot be pickled. {RESULT_ADVICE}")
             raise
+        return data if log is None else (data, log.portable())
     except Exception as exc:
         stand_in = portable(exc)
+        error = exc if stand_in is None else stand_in
+        if log is not None and log.attempts:
+            with contextlib.suppress(Exception):  # an exception that takes no attributes loses them, never itself
+                setattr(error, RETRIES_ATTR, log.portable())
         if stand_in is None:
             raise
         raise stand_in from exc
