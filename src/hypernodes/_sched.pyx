@@ -282,11 +282,11 @@ def map_zip(plan, funcs, dict inputs, tuple mapped, tuple map_slots, tuple share
     cdef Py_ssize_t n_values = len(values)
     if len(map_slots) != n_cols or n_cols == 0:
         raise ValueError(f"{len(map_slots)} map slots for {n_cols} mapped inputs")
-    for pair in shared:
-        value = inputs[<object>PyTuple_GET_ITEM(pair, 0)]
+    for name, slot in shared:  # unpacked with checks: a malformed pair raises, never reads past a tuple
+        value = inputs[name]
         if type(value) not in _NOT_ITERATORS and isinstance(value, Iterator):
             return None
-        values[<object>PyTuple_GET_ITEM(pair, 1)] = value
+        values[slot] = value
     cdef list cols = []
     for j in range(n_cols):
         column = inputs[<object>PyTuple_GET_ITEM(mapped, j)]
@@ -302,7 +302,7 @@ def map_zip(plan, funcs, dict inputs, tuple mapped, tuple map_slots, tuple share
     cdef Py_ssize_t* slots = small_slots
     cdef PyObject* small[_SMALL_ARGS]
     cdef PyObject** argv = small
-    cdef list out
+    cdef list out, cols_out
     cdef dict results = p.results_template.copy()  # the keys in order, no resizing
     try:
         if n_cols > _SMALL_ARGS:

@@ -230,9 +230,8 @@ class NodeRunner:
             if self.observer is not None and self.observer.node_events:
                 self.observer.node_start(k, item, args)
             remote_node = payload.remote_node if self.inherit is None else self.inherit(payload.remote_node)
-            if self.observer is None:
-                return submit(self.executor, remote_node, token, data, k, args)
-            return submit(self.executor, remote_node, token, data, k, args, True)  # its retries come back too
+            observed = self.observer is not None  # then its retries come back too
+            return submit(self.executor, remote_node, token, data, k, args, observed)
         if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop (never nested)
             return submit(
                 self.executor, acall_node, steps, self.afuncs, values, k, item, self.observer, None, keep_going
@@ -279,11 +278,12 @@ class NodeRunner:
             self.lookup.put(k, item, self._args(k, values), outputs_of(self.steps, k, values))
         return None
 
-    def _retried(self, k: int, item: int, attempts: Sequence[tuple[BaseException, int, float]]) -> None:
-        # A node task's retried attempts in a worker process, reported here once the task is over.
-        if self.observer is not None:
-            for exc, attempt, delay in attempts:
-                self.observer.node_retry(k, item, exc, attempt, delay)
+    def _retried(self, k: int, item: int, attempts: Sequence[tuple[Exception, int, float]]) -> None:
+        # A node task's retried attempts in a worker process, reported here once the task is over
+        # (only an observed call's tasks send them).
+        assert self.observer is not None
+        for exc, attempt, delay in attempts:
+            self.observer.node_retry(k, item, exc, attempt, delay)
 
     def _args(self, k: int, values: list[Any]) -> tuple[Any, ...]:
         # A node's argument slots are final once its producers are done: read them again.

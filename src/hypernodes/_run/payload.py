@@ -363,23 +363,19 @@ class RetryLog:
     __slots__ = ("attempts",)
 
     def __init__(self) -> None:
-        self.attempts: list[tuple[BaseException, int, float]] = []
+        self.attempts: list[tuple[Exception, int, float]] = []
 
-    def node_retry(self, node: int, item: int, exc: BaseException, attempt: int, delay: float) -> None:
-        self.attempts.append((exc, attempt, delay))
+    def node_retry(self, node: int, item: int, exc: Exception, attempt: int, delay: float) -> None:
+        self.attempts.append((exc, attempt, delay))  # a Policy retries only an Exception
 
-    def portable(self) -> list[tuple[BaseException, int, float]]:
+    def portable(self) -> list[tuple[Exception, int, float]]:
         """The attempts, each exception as the caller's process can unpickle it (or its stand-in)."""
-        return [(_portable_any(exc), attempt, delay) for exc, attempt, delay in self.attempts]
-
-
-def _portable_any(exc: BaseException) -> BaseException:
-    return (portable(exc) or exc) if isinstance(exc, Exception) else exc
+        return [(portable(exc) or exc, attempt, delay) for exc, attempt, delay in self.attempts]
 
 
 def remote_node(
     token: str, payload: bytes, k: int, args: tuple[Any, ...], retries: bool = False
-) -> bytes | tuple[bytes, list[tuple[BaseException, int, float]]]:
+) -> bytes | tuple[bytes, list[tuple[Exception, int, float]]]:
     """Worker side of a node task: node ``k`` of the pickled nodes, called on ``args``; its result pickled.
 
     The caller reads the result with ``pickle.loads``. A result that cannot be pickled
