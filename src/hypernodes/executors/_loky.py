@@ -28,23 +28,26 @@ __all__ = ["IDLE_TIMEOUT_S", "abandon", "acquire", "in_use", "kill", "release"]
 IDLE_TIMEOUT_S = 300
 """Idle workers exit after this long (loky's default, 10 s, is shorter than a pause in a notebook)."""
 
+FEEDER_JOIN_S = 5.0
+"""How long a waited shutdown waits for the pool's call-queue feeder thread (see :func:`_stop`)."""
+
 
 class _Pool:
     """A pool of ours, the calls using it right now, and the tasks failed calls left running."""
 
-    __slots__ = ("abandoned", "calls", "executor")
+    __slots__ = ("abandoned", "calls", "executor", "hooked")
 
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
         self.calls = 0
         self.abandoned: set[Future[Any]] = set()
+        self.hooked = False  # whether _at_exit is registered after loky's exit hook for this pool
 
 
 # Re-entrant: an engine's finalizer (which releases its pool) may run on any thread, at any
 # allocation, including inside one of these critical sections.
 _lock = threading.RLock()
 _idle = threading.Condition(_lock)  # notified when a call ends
-_exit_hook = False  # whether _at_exit is registered
 _pools: dict[int, _Pool | None] = {}  # workers -> the pool (None: killed, made again on demand)
 _users: dict[int, int] = {}  # workers -> engines that acquired that pool and did not release it
 _ours: dict[int, _Pool] = {}  # id(executor) -> its pool, while it may still run tasks
@@ -105,6 +108,8 @@ def in_use(executor: Executor) -> Iterator[None]:
         with _lock:
             pool.calls -= 1
             _idle.notify_all()
+            if not pool.hooked:
+                _hook(pool)
 
 
 def abandon(executor: Executor, futures: Iterable[Future[Any]]) -> None:
@@ -116,7 +121,6 @@ def abandon(executor: Executor, futures: Iterable[Future[Any]]) -> None:
     them: a task that hangs (or runs for hours) must not hang ``shutdown()``,
     nor the interpreter's exit (:func:`_at_exit`).
     """
-    global _exit_hook
     pool = _pool_of(executor)
     if pool is None:
         return
@@ -126,25 +130,48 @@ def abandon(executor: Executor, futures: Iterable[Future[Any]]) -> None:
     for future in futures:
         future.add_done_callback(partial(_forget, pool))  # runs at once if already done
     with _lock:
-        if not _exit_hook:
-            # Hooks run last-registered first, and loky registered its own (which joins
-            # every pool's manager thread, so waits for running tasks) when this pool
-            # started: ours runs before it. Private, but what concurrent.futures uses.
-            register = getattr(threading, "_register_atexit", None)
-            if register is not None:
-                try:
-                    register(_at_exit)
-                    _exit_hook = True
-                except RuntimeError:  # the interpreter is already shutting down
-                    pass
+        if not pool.hooked:
+            _hook(pool)
+
+
+def _hook(pool: _Pool) -> None:
+    """Register :func:`_at_exit` after the exit hook loky registered for ``pool`` (under ``_lock``).
+
+    Interpreter-exit hooks run last-registered first. loky registers one (which
+    joins every loky pool's manager thread, so waits for every running task,
+    abandoned ones included) each time a pool's manager thread starts, at its first
+    task; ours must come after it to run before it, so each pool registers it once
+    that thread exists. Running it twice is harmless: the second run finds nothing.
+    Private, both: ``threading._register_atexit`` is what concurrent.futures uses.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None or getattr(pool.executor, "_executor_manager_thread", None) is None:
+        return
+    try:
+        register(_at_exit)
+    except RuntimeError:  # the interpreter is already shutting down
+        return
+    pool.hooked = True
 
 
 def _at_exit() -> None:
-    """At interpreter exit: terminate the workers of pools that abandoned tasks still run on."""
+    """At interpreter exit, stop every pool of ours still running, before loky's own hook.
+
+    Pools that abandoned tasks still running get their workers terminated (those tasks
+    must not hang the exit); the others are shut down waiting for their tasks, as
+    loky's hook would. Either way :func:`_stop` waits for the pool's feeder thread.
+    """
     with _lock:
-        stuck = [pool for pool in _ours.values() if pool.abandoned]
-    for pool in stuck:
-        _terminate(pool.executor, wait=True)
+        pools = list(_ours.values())
+        _ours.clear()
+        for size, pool in list(_pools.items()):
+            if pool in pools:
+                _pools[size] = None
+    for pool in pools:
+        if pool.abandoned:
+            _terminate(pool.executor, wait=True)
+        else:
+            _stop(pool.executor, wait=True, kill_workers=False)
 
 
 def _forget(pool: _Pool, future: Future[Any]) -> None:
@@ -183,7 +210,7 @@ def release(max_workers: int | None, *, wait: bool = True) -> None:
     if terminate:
         _terminate(pool.executor, wait=wait)
     else:
-        pool.executor.shutdown(wait=wait)
+        _stop(pool.executor, wait=wait, kill_workers=False)
 
 
 def kill(max_workers: int | None) -> None:
@@ -226,4 +253,23 @@ def _terminate(executor: Executor, *, wait: bool) -> None:
             future = getattr(item, "future", None)
             if isinstance(future, Future) and future.cancelled():
                 item.future = Future()
-    executor.shutdown(wait=wait, kill_workers=True)  # type: ignore[call-arg]
+    _stop(executor, wait=wait, kill_workers=True)
+
+
+def _stop(executor: Executor, *, wait: bool, kill_workers: bool) -> None:
+    """``executor.shutdown``; with ``wait``, also wait for its call-queue feeder thread.
+
+    loky joins that (daemon) thread only in processes that did not create the queue,
+    so after ``shutdown(wait=True)`` it may still be finishing, holding the last
+    references to the queue. If the interpreter exits meanwhile, the thread is frozen
+    while it runs the queue's semaphore finalizers: the semaphore is unlinked but never
+    unregistered, and loky's resource tracker warns at exit about a "leaked semlock"
+    (seen at the exit of a script whose node called ``sys.exit()``). Waiting for the
+    thread lets those finalizers finish first. The wait is bounded: a feeder blocked
+    on a pipe that dead workers no longer read never finishes, and then never runs
+    the finalizers either.
+    """
+    feeder = getattr(getattr(executor, "_call_queue", None), "_thread", None)
+    executor.shutdown(wait=wait, kill_workers=kill_workers)  # type: ignore[call-arg]
+    if wait and isinstance(feeder, threading.Thread) and feeder is not threading.current_thread():
+        feeder.join(FEEDER_JOIN_S)
