@@ -34,6 +34,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes._call", "hypernodes.cache", "hypernodes.cache.lookup"),
     ("hypernodes.cache.storage",),
     ("hypernodes.cache.hashing",),
+    ("hypernodes.cache._code",),
+    ("hypernodes.cache._values",),
     ("hypernodes._graph",),
     ("hypernodes._core",),
     ("hypernodes._sched", "hypernodes._sched_py"),

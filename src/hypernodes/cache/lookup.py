@@ -31,7 +31,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .._call import prepare_map, prepare_run
-from .hashing import _DIGEST, Unhashable, _digest, _feed, _node_code
+from ._code import _node_code
+from ._values import _DIGEST, Unhashable, _digest, _feed
 from .storage import Cache, CacheWarning, _dumps, _loads
 
 __all__ = ["INHERITED", "CacheLookup", "Inheriting", "explain"]

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .hashing import _type_name
+from ._values import _type_name
 
 __all__ = ["Cache", "CacheWarning", "DiskCache", "MemoryCache"]
 
