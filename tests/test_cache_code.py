@@ -466,3 +466,57 @@ def test_edits_between_fresh_processes_rerun_exactly_the_nodes_whose_code_change
     expected.update(decorated=4, static=14, clsm=24, default=5, l2=202)
     assert second == expected
     assert _fresh_run(tmp_path) == (second, [])
+
+
+THRESHOLD = 1
+
+
+def _helper(x: int) -> int:
+    return x + 1
+
+
+def _helper_v2(x: int) -> int:
+    return x + 2
+
+
+def _score(x: int) -> int:
+    return _helper(x) * THRESHOLD
+
+
+def test_explain_names_the_global_helper_closure_or_version_that_changed() -> None:
+    """explain() names each changed part of a code key once: a global, a helper, a closure value,
+    the version; a node whose upstream node hits is not blamed on it."""
+    global THRESHOLD, _helper
+    cache = MemoryCache()
+
+    def make(k: int, version: str) -> Pipeline:
+        def add(score: int) -> int:
+            return score + k
+
+        return Pipeline([node(_score, output_name="score", version=version), node(add, output_name="y")], cache=cache)
+
+    make(1, "1").run({"x": 1})
+    assert explain(make(1, "1"), {"x": 1}) == {"_score": "hit", "add": "hit"}
+    assert explain(make(2, "1"), {"x": 1}) == {
+        "_score": "hit",
+        "add": "miss: changed since last stored: closure value `k`",
+    }
+    assert explain(make(1, "2"), {"x": 1})["_score"] == "miss: changed since last stored: version"
+    old_threshold, old_helper = THRESHOLD, _helper
+    try:
+        THRESHOLD = 2
+        _helper = _helper_v2
+        why = explain(make(1, "1"), {"x": 1})
+        assert why["_score"] == (
+            "miss: changed since last stored: helper `tests.test_cache_code._helper_v2`, "
+            "global `THRESHOLD` (read by its code), helper `tests.test_cache_code._helper`"
+        )
+        assert why["add"] == "miss: changed since last stored: upstream node `_score`"
+    finally:
+        THRESHOLD, _helper = old_threshold, old_helper
+    make(1, "1").run({"x": 5})  # the same upstream entry, and `add` stored for another `score`
+    cache.clear()
+    make(1, "1").run({"x": 1})
+    make(1, "1").run({"x": 2})
+    Pipeline([node(_score, output_name="score", version="1")], cache=cache).run({"x": 3})
+    assert explain(make(1, "1"), {"x": 3}) == {"_score": "hit", "add": "miss: not stored for this `score`"}
