@@ -275,8 +275,11 @@ class CacheLookup:
         for slot in self._mslots:
             v = values[slot]
             if type(v) is int:  # the commonest, written out: _feed's encoding, with no call
-                h.update(b"i%d;" % v)
-                continue
+                try:
+                    h.update(b"i%d;" % v)
+                    continue
+                except ValueError:  # over int->str's digit limit: _feed's long form, below
+                    pass
             if type(v) in _SCALARS:  # self-delimiting encodings: fed in a row they stay unambiguous
                 _feed(h, v, _NO_CYCLE)
                 continue
