@@ -54,6 +54,7 @@ from .executors import check_max_workers
 from .executors._loop import LoopThread
 from .executors._worker import check_inner_threads
 from .executors.backends import Backend, backend_for
+from .failures import LIVE as _live_failures
 
 __all__ = ["Engine", "HypernodesEngine", "default_engine"]
 
@@ -235,7 +236,7 @@ class HypernodesEngine(Engine):
                 plan = pipeline.plans.runs.get((output_name, frozenset(inputs)))
             except TypeError:
                 plan = pipeline.plans.find_run(output_name, inputs)
-            if plan is not None:  # a call shape checked before: the whole call in the core
+            if plan is not None and not _live_failures[0]:  # a shape checked before: the whole call in the core
                 try:
                     return runtime.core.run_dict(plan, plan.funcs, inputs)  # type: ignore[no-any-return]
                 except KeyboardInterrupt:
@@ -284,7 +285,9 @@ class HypernodesEngine(Engine):
                 shape = pipeline.plans.maps.get((output_name, map_over, frozenset(inputs)))
             except TypeError:
                 shape = pipeline.plans.find_map(output_name, map_over, inputs)
-            if shape is not None:  # a call shape checked before: the whole map in the core
+            # a shape checked before: the whole map in the core (while a Failure exists, the
+            # general path looks for it among the inputs)
+            if shape is not None and not _live_failures[0]:
                 plan, mapped_names, map_slots, shared = shape
                 try:
                     mapped = runtime.core.map_zip(plan, plan.funcs, inputs, mapped_names, map_slots, shared)

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .._call import prepare_map, prepare_run
+from ..failures import Failure
 from ._code import _node_code
 from ._values import _DIGEST, Unhashable, _digest, _feed
 from .storage import Cache, CacheWarning, _dumps, _loads
@@ -47,6 +48,10 @@ _FLUSH_EVERY = 256  # buffered writes: flushed at this many entries, ...
 _FLUSH_AFTER_S = 1.0  # ... or when the oldest has waited this long, and after every slice
 _SCALARS = (int, str, float, bool, bytes, type(None))  # self-delimiting encodings: fed as they are
 _NO_BLOBS: dict[str, bytes] = {}
+# How a pickle names a Failure (its __reduce__ rebuilds it with failures._rebuild): a result
+# whose pickle holds both strings holds a Failure somewhere, at any depth. A user's value that
+# merely contains both strings is left uncached too: a miss, never a stored failure.
+_FAILURE_MARKS = (b"hypernodes.failures", b"_rebuild")
 _NO_CYCLE: set[int] = set()  # _feed's cycle guard, never touched for scalars
 
 
@@ -296,6 +301,8 @@ class CacheLookup:
             if upkey is not None and upkey is not _DEFER and self.code[up] is not None:
                 h.update(name + b"=u%d:" % j + upkey.encode())
                 continue
+            if _holds_failure(arg):  # an uncached node's output from a failure: nothing computed from it is stored
+                return None
             d = self._value(k, arg)
             if d is None:
                 return None
@@ -466,6 +473,11 @@ class CacheLookup:
             self.unpack[node] and not (isinstance(result, (tuple, list)) and len(result) == self.n_outs[node])
         ):
             blob = _dumps(result)
+            if blob is not None and _FAILURE_MARKS[0] in blob and _FAILURE_MARKS[1] in blob:
+                # A nested pipeline's failed items (on_error="continue"): an outage must not be
+                # served after it ends. Neither this result nor anything computed from it is stored.
+                blob = None
+                self._taint(node, st)
             if blob is not None:
                 self._write(key, blob)
                 st.blobs[key] = blob
@@ -475,6 +487,23 @@ class CacheLookup:
                     self._meta_done.add(node)
                     self._store_meta(node, st, key)
         self._resolved(item, st)
+
+    def _taint(self, node: int, st: _Item) -> None:
+        """``node``'s result for this item holds a failure: it and every node below it go unstored."""
+        keys = st.keys
+        assert keys is not None
+        keys[node] = None
+        for below in self._below(node):
+            keys[below] = None
+
+    def _below(self, node: int) -> tuple[int, ...]:
+        """The nodes that read ``node``'s outputs, directly or not (computed when a failure needs it)."""
+        found: set[int] = set()
+        frontier = {node}
+        while frontier:
+            frontier = {k for k, srcs in enumerate(self.sources) for _, _, up, _ in srcs if up in frontier} - found
+            found |= frontier
+        return tuple(sorted(found))
 
     # -- what the callbacks read --------------------------------------------------------
 
@@ -588,6 +617,21 @@ class CacheLookup:
         if mapped:
             return "miss: not stored for this item's " + ", ".join(f"`{m}`" for m in mapped)
         return "miss: the entry was removed (cleared or evicted)"
+
+
+def _holds_failure(value: Any) -> bool:
+    """Whether ``value`` is a Failure or holds one in its builtin containers (lists, tuples, dicts, sets)."""
+    todo = [value]
+    seen: set[int] = set()
+    while todo:
+        v = todo.pop()
+        kind = type(v)
+        if kind is Failure:
+            return True
+        if kind in (list, tuple, set, frozenset, dict) and id(v) not in seen:
+            seen.add(id(v))
+            todo.extend(v.items() if kind is dict else v)
+    return False
 
 
 def explain(
