@@ -401,10 +401,7 @@ class _Walk:
             return
         if not _is_library(type(obj).__module__):
             self.cls(type(obj))
-        self.value(label, obj)
-        state = getattr(obj, "__dict__", None)
-        if type(state) is dict and state:  # private attributes are state too
-            self.value(f"{label}: attributes", state)
+        self.value(label, obj)  # its whole state, private attributes included
 
     def function(self, fn: types.FunctionType) -> None:
         if id(fn) in self.seen:
