@@ -219,8 +219,8 @@ def _is_library(module: str | None) -> bool:
 
 def _locate(module: str) -> bool:
     top = module.partition(".")[0]
-    if top in sys.stdlib_module_names or module in sys.builtin_module_names:
-        return True
+    if top in sys.stdlib_module_names or module in sys.builtin_module_names or top == __package__.partition(".")[0]:
+        return True  # hypernodes itself too, even installed from a checkout (editable): keyed by its version
     mod = sys.modules.get(module)
     file = getattr(mod, "__file__", None)
     if file is None:
