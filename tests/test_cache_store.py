@@ -20,6 +20,7 @@ from hypernodes.failures import Failure
 
 pytest.importorskip("diskcache")
 
+
 class _Calls(list):  # type: ignore[type-arg]
     def __cache_key__(self) -> str:
         return "CALLS"

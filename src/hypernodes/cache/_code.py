@@ -74,9 +74,10 @@ class CodeKey(NamedTuple):
 class _Static:
     """What is fixed about one function: its code digest and the globals its code names."""
 
-    __slots__ = ("digest", "imports", "refs")
+    __slots__ = ("digest", "imports", "name", "refs")
 
-    def __init__(self, digest: bytes, refs: tuple[tuple[str, ...], ...], imports: tuple[Any, ...]) -> None:
+    def __init__(self, name: str, digest: bytes, refs: tuple[tuple[str, ...], ...], imports: tuple[Any, ...]) -> None:
+        self.name = name  # `module.qualname`, as parts name it
         self.digest = digest
         self.refs = refs  # global name, then the attributes read through it: ("util", "norm")
         self.imports = imports  # (module name, level, fromlist) of imports inside the function
@@ -97,7 +98,7 @@ def _static(fn: types.FunctionType) -> _Static:
     refs: dict[tuple[str, ...], None] = {}
     imports: dict[tuple[Any, ...], None] = {}
     _scan(code, refs, imports)
-    st = _Static(h.digest(), tuple(refs), tuple(imports))
+    st = _Static(_name_of(fn), h.digest(), tuple(refs), tuple(imports))
     with _STATIC_LOCK:
         _STATIC[fn] = st
     return st
@@ -322,7 +323,7 @@ class _Walk:
         """The node's own callable: its code is "its code", a wrapper's "decorator `...`"."""
         if isinstance(func, types.FunctionType):
             try:
-                inner = inspect.unwrap(func)
+                inner = inspect.unwrap(func) if "__wrapped__" in func.__dict__ else func
             except ValueError:  # a __wrapped__ cycle
                 inner = func
             self.labels[id(inner)] = "its code"
@@ -416,35 +417,36 @@ class _Walk:
         self.active.add(id(fn))
         self.entered.append(id(fn))
         st = _static(fn)
-        name = self.labels.get(id(fn))
-        own = name == "its code"
-        self.static.append((name or f"helper `{_name_of(fn)}`", st.digest))
+        label = self.labels.get(id(fn))
+        own = label == "its code"
+        self.static.append((label or f"helper `{st.name}`", st.digest))
         if self.collect is not None:
             self.collect.append(fn)
-        of = "" if own else f" (of `{_name_of(fn)}`)"
+        of = "" if own else f" (of `{st.name}`)"
         code = fn.__code__
-        for var, cell in zip(code.co_freevars, fn.__closure__ or ()):
-            try:
-                contents = cell.cell_contents
-            except ValueError:  # an empty cell: bound later (a function calling itself)
-                self.static.append((f"empty closure cell `{var}`{of}", b""))
-                continue
-            self.reach(contents, f"closure value `{var}`{of}")
-        defaults = fn.__defaults__ or ()
-        params = code.co_varnames[code.co_argcount - len(defaults) : code.co_argcount]
-        for param, default in zip(params, defaults):
-            self.reach(default, f"default `{param}`{of}")
-        for param, default in sorted((fn.__kwdefaults__ or {}).items()):
-            self.reach(default, f"default `{param}`{of}")
-        for attr, held in sorted(getattr(fn, "__dict__", {}).items()):
-            if attr != "__wrapped__":
-                self.reach(held, f"attribute `{attr}`{of}")
-        wrapped = getattr(fn, "__wrapped__", None)
-        if wrapped is not None:
-            self.reach(wrapped, f"wrapped function{of}")
-        reader = "its code" if own else _name_of(fn)
-        for chain in st.refs:
-            self.chain(fn, chain, reader)
+        if fn.__closure__:
+            for var, cell in zip(code.co_freevars, fn.__closure__):
+                try:
+                    contents = cell.cell_contents
+                except ValueError:  # an empty cell: bound later (a function calling itself)
+                    self.static.append((f"empty closure cell `{var}`{of}", b""))
+                    continue
+                self.reach(contents, f"closure value `{var}`{of}")
+        defaults = fn.__defaults__
+        if defaults:
+            params = code.co_varnames[code.co_argcount - len(defaults) : code.co_argcount]
+            for param, default in zip(params, defaults):
+                self.reach(default, f"default `{param}`{of}")
+        if fn.__kwdefaults__:
+            for param, default in sorted(fn.__kwdefaults__.items()):
+                self.reach(default, f"default `{param}`{of}")
+        if fn.__dict__:
+            for attr, held in sorted(fn.__dict__.items()):
+                self.reach(held, f"wrapped function{of}" if attr == "__wrapped__" else f"attribute `{attr}`{of}")
+        if st.refs:
+            reader = "its code" if own else st.name
+            for chain in st.refs:
+                self.chain(fn, chain, reader)
         for module, level, fromlist in st.imports:
             self.imported(fn, module, level, fromlist)
 
