@@ -92,6 +92,22 @@ def test_numpy_subclass_dtype_fields_and_strides() -> None:
     assert _distinct(np.float64(1), np.float32(1), np.int64(1), 1.0, np.array(1.0))
 
 
+def test_large_buffers_are_keyed_whole_whatever_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An array past two 4 MiB chunks (hashed as a tree, on threads) changes key with its last byte,
+    and its key does not depend on how many threads hashed it."""
+    from hypernodes.cache import _values
+
+    big = np.zeros(9 << 20, dtype=np.uint8)
+    key = hash_value(big)
+    changed = big.copy()
+    changed[-1] = 1
+    assert key != hash_value(changed)
+    monkeypatch.setattr(_values, "_WORKERS", 1)
+    assert hash_value(big) == key
+    monkeypatch.setattr(_values, "_WORKERS", 3)
+    assert hash_value(big) == key
+
+
 def test_bytes_and_bytearray_lists_and_tuples_differ() -> None:
     """Containers of one content and different types never share a key."""
     assert _distinct(b"ab", bytearray(b"ab"), memoryview(b"ab"), "ab")
