@@ -213,10 +213,22 @@ class CacheLookup:
         self._pending: list[tuple[str, bytes]] = []
         self._pending_since = 0.0
         self._pending_lock = threading.Lock()
+        self._reading = self._writing = True  # off after a storage fault, for the rest of the call (per process)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_head", "_h0", "_item_h0", "_items", "_local", "_pending", "_pending_since", "_pending_lock"):
+        for name in (
+            "_head",
+            "_h0",
+            "_item_h0",
+            "_items",
+            "_local",
+            "_pending",
+            "_pending_since",
+            "_pending_lock",
+            "_reading",
+            "_writing",
+        ):
             del state[name]
         state["_meta_done"] = set()
         return state
@@ -280,8 +292,11 @@ class CacheLookup:
         for slot in self._mslots:
             v = values[slot]
             if type(v) is int:  # the commonest, written out: _feed's encoding, with no call
-                h.update(b"i%d;" % v)
-                continue
+                try:
+                    h.update(b"i%d;" % v)
+                    continue
+                except ValueError:  # over int->str's digit limit: _feed's long form, below
+                    pass
             if type(v) in _SCALARS:  # self-delimiting encodings: fed in a row they stay unambiguous
                 _feed(h, v, _NO_CYCLE)
                 continue
@@ -311,7 +326,7 @@ class CacheLookup:
 
     def _fetch(self, states: list[tuple[int, list[str | None], str | None]]) -> None:
         wanted = [key for _, keys, _ in states for key in keys if key is not None and key is not _DEFER]
-        blobs = self.cache.get_blobs(wanted) if wanted else {}
+        blobs = self._read(wanted) if wanted else {}
         for item, keys, item_key in states:
             st = self._items[item] = _Item(keys, blobs, item_key)
             if item_key is not None:
@@ -324,6 +339,8 @@ class CacheLookup:
         per-node keys, fetched in a second query.
         """
         self.flush()
+        if not self._reading:  # a storage fault earlier in the call: its items run uncached
+            return
         values = list(template)
         lo, hi, base = items.lo, items.hi, items.base
         if self._item_h0 is None:
@@ -344,7 +361,7 @@ class CacheLookup:
             for i in range(lo, hi):
                 items.fill(values, i)
                 keys.append(item_key(values))
-        found = self.cache.get_blobs([k for k in keys if k is not None])
+        found = self._read([k for k in keys if k is not None])
         misses = []
         n_nodes = self.n_nodes
         for i, key in zip(range(lo, hi), keys):
@@ -397,6 +414,8 @@ class CacheLookup:
                 self._write(st.item_key, _WHOLE + head + body)
 
     def _write(self, key: str, blob: bytes) -> None:
+        if not self._writing:
+            return
         with self._pending_lock:
             pending = self._pending
             if not pending:
@@ -411,8 +430,41 @@ class CacheLookup:
         each slice, in the process that ran it, and the pipeline after the call."""
         with self._pending_lock:
             pending, self._pending = self._pending, []
-        if pending:
-            self.cache.put_blobs(pending)
+        if pending and self._writing:
+            try:
+                self.cache.put_blobs(pending)
+            except Exception as exc:  # a full disk, a read-only or corrupt database: results stay, caching goes
+                self._fault(exc, "written")
+
+    def _read(self, keys: list[str]) -> dict[str, bytes]:
+        """``cache.get_blobs(keys)``; after a storage fault, nothing (the call runs uncached, warned once)."""
+        if not self._reading:
+            return {}  # a fresh dict: an item's state adds the blobs it writes to it
+        try:
+            return self.cache.get_blobs(keys)
+        except Exception as exc:
+            self._fault(exc, "read")
+            return {}
+
+    def _fault(self, exc: Exception, what: str) -> None:
+        """The cache could not be read or written: it is off (reads and writes, or only writes) for
+        the rest of this call, with one CacheWarning naming its place."""
+        with self._pending_lock:
+            first = self._writing and self._reading  # one warning per call, whatever faults next
+            self._writing = False
+            self._pending = []
+            if what == "read":
+                self._reading = False
+        if first:
+            where = getattr(self.cache, "path", None)
+            place = repr(self.cache) if where is None else repr(str(where))
+            warnings.warn(
+                f"hypernodes: the cache at {place} could not be "
+                f"{what} ({type(exc).__name__}: {exc}); this call returns its results but stores "
+                + ("nothing and reads nothing more from the cache." if what == "read" else "nothing more."),
+                CacheWarning,
+                stacklevel=3,
+            )
 
     # -- the _events.Lookup interface ---------------------------------------------------
 
@@ -436,7 +488,7 @@ class CacheLookup:
             key = keys[node] = self._deferred(node, st, args)
             if key is None:
                 return None
-            blob = self.cache.get_blobs([key]).get(key)
+            blob = self._read([key]).get(key)
         elif key is None:
             return None
         else:
