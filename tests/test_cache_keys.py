@@ -14,11 +14,15 @@ import dataclasses
 import enum
 import functools
 import io
+import subprocess
+import sys
 import threading
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hypernodes import MemoryCache, Pipeline, node
 from hypernodes.cache import CacheWarning, Unhashable, hash_value, register_hasher
@@ -86,6 +90,22 @@ def test_numpy_subclass_dtype_fields_and_strides() -> None:
     objects = [np.array([1, "a"], dtype=object), np.array([1, "b"], dtype=object), np.array([1.0, "a"], dtype=object)]
     assert _distinct(*objects)
     assert _distinct(np.float64(1), np.float32(1), np.int64(1), 1.0, np.array(1.0))
+
+
+def test_large_buffers_are_keyed_whole_whatever_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An array past two 4 MiB chunks (hashed as a tree, on threads) changes key with its last byte,
+    and its key does not depend on how many threads hashed it."""
+    from hypernodes.cache import _values
+
+    big = np.zeros(9 << 20, dtype=np.uint8)
+    key = hash_value(big)
+    changed = big.copy()
+    changed[-1] = 1
+    assert key != hash_value(changed)
+    monkeypatch.setattr(_values, "_WORKERS", 1)
+    assert hash_value(big) == key
+    monkeypatch.setattr(_values, "_WORKERS", 3)
+    assert hash_value(big) == key
 
 
 def test_bytes_and_bytearray_lists_and_tuples_differ() -> None:
@@ -315,3 +335,265 @@ def test_an_unhashable_input_runs_uncached_with_one_warning() -> None:
 def test_functions_inside_values_are_keyed_by_their_code() -> None:
     """A partial or a lambda inside a value is keyed by its code and arguments."""
     assert _distinct(functools.partial(pow, 2), functools.partial(pow, 3), (lambda x: x, 1))
+
+
+# ---- the zoo: values built from recipes; different recipes are different values -----------------
+#
+# A recipe is a hashable description of a value (its type and every piece of its state), and
+# ``_build`` makes a fresh value from it. Recipes are drawn so that two different recipes
+# always build values Python or a user would call different (no nan, no 1 next to True in
+# a set, a column's values of the column's dtype), so: equal recipes -> equal keys, and
+# different recipes -> different keys.
+
+
+@dataclasses.dataclass
+class ZPoint:
+    x: Any
+    y: Any = None
+
+
+class ZPrivate:
+    def __init__(self, x: Any) -> None:
+        self._x = x
+
+
+class ZSlots:
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+
+
+class ZList(list):  # type: ignore[type-arg]
+    pass
+
+
+class ZColor(enum.Enum):
+    RED = 1
+    GREEN = 2
+
+
+def _build(r: tuple[Any, ...]) -> Any:
+    kind, *a = r
+    if kind in ("int", "str", "bool", "bytes"):
+        return a[0]
+    if kind == "none":
+        return None
+    if kind == "float":
+        return float.fromhex(a[0])
+    if kind == "complex":
+        return complex(float.fromhex(a[0]), float.fromhex(a[1]))
+    if kind == "bytearray":
+        return bytearray(a[0])
+    if kind == "list":
+        return [_build(x) for x in a[0]]
+    if kind == "tuple":
+        return tuple(_build(x) for x in a[0])
+    if kind in ("set", "frozenset"):
+        return (set if kind == "set" else frozenset)(_build(x) for x in a[0])
+    if kind == "dict":
+        return {k: _build(v) for k, v in a[0]}
+    if kind == "odict":
+        return collections.OrderedDict((k, _build(v)) for k, v in a[0])
+    if kind == "enum":
+        return ZColor[a[0]]
+    if kind == "point":
+        return ZPoint(_build(a[0]), _build(a[1]))
+    if kind == "private":
+        return ZPrivate(_build(a[0]))
+    if kind == "slots":
+        return ZSlots(_build(a[0]), _build(a[1]))
+    if kind == "zlist":
+        value = ZList(_build(x) for x in a[0])
+        if a[1] is not None:
+            value.tag = a[1]  # type: ignore[attr-defined]
+        return value
+    if kind == "nd":
+        dtype, shape, data = a
+        return np.array(data, dtype=dtype).reshape(shape)
+    if kind == "struct":
+        names, data = a
+        return np.array(list(data), dtype=[(names[0], "i4"), (names[1], "f8")])  # a list: tuples are records
+    if kind == "masked":
+        data, mask = a
+        return np.ma.array(np.array(data, dtype="i8"), mask=mask)
+    if kind == "npscalar":
+        return np.dtype(a[0]).type(a[1])
+    if kind == "frame":
+        columns, index = a
+        data = {name: np.array([_number(x) for x in values], dtype=dtype) for name, dtype, values in columns}
+        return pd.DataFrame(data, index=index)
+    if kind == "series":
+        name, dtype, values = a
+        return pd.Series(np.array(values, dtype=dtype), name=name)
+    if kind == "category":
+        values, categories = a
+        return pd.Categorical(values, categories=categories)
+    if kind == "arrow":
+        return pa.array(a[0], type=pa.int64())
+    raise AssertionError(kind)
+
+
+def _number(x: Any) -> Any:
+    return float.fromhex(x) if isinstance(x, str) else x
+
+
+_texts = st.text(max_size=6)
+_floats = st.floats(allow_nan=False, width=64).map(lambda f: ("float", f.hex()))
+_scalars = st.one_of(
+    st.integers().map(lambda v: ("int", v)),
+    st.integers(min_value=10**4400, max_value=10**4400 + 3).map(lambda v: ("int", v)),
+    _texts.map(lambda v: ("str", v)),
+    st.booleans().map(lambda v: ("bool", v)),
+    st.binary(max_size=6).map(lambda v: ("bytes", v)),
+    st.binary(max_size=6).map(lambda v: ("bytearray", v)),
+    st.just(("none",)),
+    _floats,
+    st.tuples(st.floats(allow_nan=False), st.floats(allow_nan=False)).map(
+        lambda c: ("complex", c[0].hex(), c[1].hex())
+    ),
+)
+_set_items = st.one_of(  # one kind per set: Python folds 1 and True, 0.0 and -0.0
+    st.frozensets(st.integers(-5, 5).map(lambda v: ("int", v)), max_size=4),
+    st.frozensets(_texts.map(lambda v: ("str", v)), max_size=4),
+)
+_ints = st.lists(st.integers(-100, 100), min_size=1, max_size=4)
+_names = st.lists(st.sampled_from("abcd"), min_size=2, max_size=2, unique=True).map(tuple)
+
+
+def _columns(n: int) -> Any:
+    column = st.one_of(
+        st.tuples(st.just("i8"), st.lists(st.integers(-9, 9), min_size=n, max_size=n).map(tuple)),
+        st.tuples(
+            st.just("f8"),
+            st.lists(st.floats(allow_nan=False, width=64), min_size=n, max_size=n).map(
+                lambda v: tuple(x.hex() for x in v)  # hex: a recipe must tell -0.0 from 0.0
+            ),
+        ),
+    )
+    return st.lists(st.tuples(st.sampled_from("xyz"), column), min_size=1, max_size=3, unique_by=lambda c: c[0]).map(
+        lambda cs: tuple((name, dtype, values) for name, (dtype, values) in cs)
+    )
+
+
+_frames = st.integers(1, 3).flatmap(
+    lambda n: st.tuples(
+        st.just("frame"), _columns(n), st.lists(st.integers(0, 9), min_size=n, max_size=n, unique=True).map(tuple)
+    )
+)
+_arrays = st.one_of(
+    st.tuples(st.just("nd"), st.sampled_from(["i8", "i4", "f8", ">i8"]), st.just((-1,)), _ints.map(tuple)),
+    _ints.filter(lambda v: len(v) % 2 == 0).map(lambda v: ("nd", "i8", (2, -1), tuple(v))),
+    st.tuples(
+        st.just("struct"), _names, st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=3).map(tuple)
+    ),
+    _ints.flatmap(
+        lambda v: st.lists(st.booleans(), min_size=len(v), max_size=len(v)).map(
+            lambda m: ("masked", tuple(v), tuple(m))
+        )
+    ),
+    st.tuples(st.just("npscalar"), st.sampled_from(["i8", "i4", "f8", "f4"]), st.integers(-3, 3)),
+    _frames,
+    st.tuples(st.just("series"), st.sampled_from(["s", "t", None]), st.sampled_from(["i8", "f8"]), _ints.map(tuple)),
+    st.lists(st.sampled_from("abc"), min_size=1, max_size=4).flatmap(
+        lambda v: st.permutations(sorted(set(v))).map(lambda c: ("category", tuple(v), tuple(c)))
+    ),
+    _ints.map(lambda v: ("arrow", tuple(v))),
+)
+
+
+def _extend(inner: Any) -> Any:
+    items = st.lists(inner, max_size=3).map(tuple)
+    pairs = st.lists(st.tuples(_texts, inner), max_size=3, unique_by=lambda kv: kv[0]).map(tuple)
+    return st.one_of(
+        items.map(lambda v: ("list", v)),
+        items.map(lambda v: ("tuple", v)),
+        pairs.map(lambda v: ("dict", v)),
+        pairs.map(lambda v: ("odict", v)),
+        st.tuples(st.just("point"), inner, inner),
+        inner.map(lambda v: ("private", v)),
+        st.tuples(st.just("slots"), inner, inner),
+        st.tuples(st.just("zlist"), items, st.sampled_from([None, "a", "b"])),
+    )
+
+
+RECIPES = st.recursive(
+    st.one_of(
+        _scalars,
+        _set_items.map(lambda v: ("set", v)),
+        _set_items.map(lambda v: ("frozenset", v)),
+        st.sampled_from(["RED", "GREEN"]).map(lambda v: ("enum", v)),
+        _arrays,
+    ),
+    _extend,
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(RECIPES, RECIPES)
+def test_zoo_different_values_never_share_a_key(r1: Any, r2: Any) -> None:
+    """Two values built from different recipes (a different type, content, attribute, order, mask, label...)
+    get different keys; two values built from one recipe get one key."""
+    assert (hash_value(_build(r1)) == hash_value(_build(r2))) == (r1 == r2)
+    assert hash_value(_build(r1)) == hash_value(_build(r1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(RECIPES)
+def test_zoo_a_mutation_of_state_changes_the_key(r: Any) -> None:
+    """Wrapping a value in an object and changing one attribute, or one container item, changes the key."""
+    value = _build(r)
+    holder = ZPrivate(value)
+    before = hash_value(holder)
+    holder._x = [value]
+    assert hash_value(holder) != before
+    assert hash_value([value, 0]) != hash_value([value, 1])
+
+
+ZOO: list[tuple[Any, ...]] = [
+    ("int", 7),
+    ("int", 10**5000),
+    ("float", (-0.0).hex()),
+    ("str", "h\u00e9"),
+    ("bytearray", b"ab"),
+    ("set", frozenset({("str", "a"), ("str", "b"), ("str", "c")})),
+    ("frozenset", frozenset({("int", 1), ("int", 2)})),
+    ("dict", (("b", ("int", 1)), ("a", ("set", frozenset({("str", "x"), ("str", "y")}))))),
+    ("odict", (("z", ("none",)),)),
+    ("enum", "RED"),
+    ("point", ("set", frozenset({("str", "p"), ("str", "q")})), ("int", 2)),
+    ("private", ("dict", (("k", ("str", "v")),))),
+    ("slots", ("int", 1), ("bytes", b"x")),
+    ("zlist", (("int", 1),), "a"),
+    ("nd", ">i8", (2, -1), (1, 2, 3, 4)),
+    ("struct", ("a", "b"), ((1, 2),)),
+    ("masked", (1, 2), (True, False)),
+    ("npscalar", "f4", 2),
+    ("frame", (("x", "i8", (1, 2)), ("y", "f8", ((0.5).hex(), (-0.0).hex()))), (3, 4)),
+    ("series", "s", "f8", (1, 2)),
+    ("category", ("a", "b", "a"), ("b", "a")),
+    ("arrow", (1, 2, 3)),
+]
+
+_ZOO_DIGESTS = (
+    "import json; from tests.test_cache_keys import ZOO, _build; from hypernodes.cache import hash_value; "
+    "print(json.dumps([hash_value(_build(r)) for r in ZOO]))"
+)
+
+
+def test_zoo_keys_are_the_same_in_other_processes_and_hash_seeds() -> None:
+    """Fresh interpreters under two PYTHONHASHSEEDs compute the zoo's digests as this process does."""
+    import json
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    here = [hash_value(_build(r)) for r in ZOO]
+    assert len(set(here)) == len(ZOO)
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run(
+            [sys.executable, "-c", _ZOO_DIGESTS], capture_output=True, text=True, check=True, cwd=root, env=env
+        )
+        assert json.loads(out.stdout) == here

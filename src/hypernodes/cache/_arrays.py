@@ -4,7 +4,8 @@ Each library's handlers are installed into :mod:`._values`'s dispatch the first 
 is keyed after the library was imported (dask's ``register_lazy``): hashing never imports
 one. Content is hashed from buffers in one blake2b pass, never element by element, except
 where the buffer holds pointers (object arrays, numpy's variable-width strings): there each
-element goes back through the dispatch. The keys cover what a node can observe: dtype
+element goes back through the dispatch (``_values._feed_buffer`` says how buffers are hashed).
+The keys cover what a node can observe: dtype
 (field names, byte order, units, time zones, categories), shape, subclass, masks, labels,
 names, ``attrs`` and flags; not the memory layout (strides, chunking), where a difference
 only misses.
@@ -16,7 +17,7 @@ import sys
 from typing import Any
 
 from . import _values
-from ._values import Handler, Unhashable, _enter, _feed, _feed_reduced, _instance_state, _name, _tname
+from ._values import Handler, Unhashable, _enter, _feed, _feed_buffer, _feed_reduced, _instance_state, _name, _tname
 
 __all__: list[str] = []
 
@@ -46,9 +47,7 @@ def _feed_array_content(h: Any, a: Any, active: set[int]) -> None:
         items = list(a.ravel()) if dt.kind == "O" else a.ravel().tolist()
         _feed(h, items, active)
         return
-    c = np.ascontiguousarray(a)
-    h.update(b"%d:" % c.nbytes)
-    h.update(c.reshape(-1).view(np.uint8))
+    _feed_buffer(h, np.ascontiguousarray(a).reshape(-1).view(np.uint8))
 
 
 def _feed_ndarray(h: Any, v: Any, active: set[int]) -> None:
@@ -190,9 +189,8 @@ def _feed_arrow(h: Any, v: Any, active: set[int]) -> None:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, v.schema) as writer:
         writer.write(v)
-    buf = sink.getvalue()
-    h.update(b"W" + _tname(type(v)) + b"%d:" % buf.size)
-    h.update(buf)
+    h.update(b"W" + _tname(type(v)))
+    _feed_buffer(h, sink.getvalue())
 
 
 def _install_pyarrow() -> None:
@@ -213,9 +211,7 @@ def _feed_tensor(h: Any, v: Any, active: set[int]) -> None:
     h.update(b"T" + _tname(type(v)) + _name(str(v.dtype)) + b"%r" % (tuple(v.shape),))
     h.update(_name(v.device.type) + (b"G" if v.requires_grad else b"g"))
     t = v.detach().resolve_conj().resolve_neg().to("cpu").contiguous().reshape(-1)
-    raw = t.view(torch.uint8).numpy() if t.numel() else b""
-    h.update(b"%d:" % len(raw))
-    h.update(raw)
+    _feed_buffer(h, t.view(torch.uint8).numpy() if t.numel() else b"")
 
 
 def _install_torch() -> None:
