@@ -43,7 +43,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import cluster  # noqa: F401  (registers the opt-in "dask" scenario)
+from . import cluster, telemetry  # noqa: F401  (register the opt-in "dask" and "telemetry" scenarios)
 from ._harness import BenchError, Row, Settings, environment
 from .scenarios import OPT_IN, SCENARIOS, SEED_NOTEBOOK, SEED_ROUNDS
 

@@ -144,7 +144,7 @@ class CallbackContext:
         ``threading.get_ident()``); a worker process's for the events it recorded."""
         if self._origin is not None:
             return self._origin[1], self._origin[2]
-        return os.getpid(), threading.get_ident()
+        return _pid(), threading.get_ident()
 
     def get_pipeline_metadata(self, pipeline_id: str) -> dict[str, Any]:
         """What is known of a pipeline of this call: ``name``, ``kind`` ("run" or "map"),
@@ -154,6 +154,18 @@ class CallbackContext:
     def set_pipeline_metadata(self, pipeline_id: str, metadata: Mapping[str, Any]) -> None:
         """Record a pipeline's metadata (done by hypernodes when the pipeline starts)."""
         self.data[f"_pipeline_metadata:{pipeline_id}"] = dict(metadata)
+
+
+_PID = [os.getpid()]
+
+
+def _pid() -> int:
+    """This process's id: a system call saved per event (refreshed in a forked child)."""
+    return _PID[0]
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 class PipelineCallback:
@@ -277,7 +289,7 @@ class _Session:
         hook: str,
         *args: Any,
         path: tuple[str, ...],
-        where: str = "",
+        where: _Where = "",
         items: tuple[int, ...] = (),
         origin: tuple[int, int, int] | None = None,
     ) -> None:
@@ -291,7 +303,7 @@ class _Session:
                 try:
                     getattr(cb, hook)(*args, self.ctx)
                 except Exception as exc:
-                    add_note(exc, f"hypernodes: raised by callback {type(cb).__name__}.{hook}{where}")
+                    add_note(exc, f"hypernodes: raised by callback {type(cb).__name__}.{hook}{_where_text(where)}")
                     with contextlib.suppress(Exception):
                         setattr(exc, _FROM_CALLBACK, True)
                     raise
@@ -308,6 +320,21 @@ class _Session:
             cb.node_values and (not in_map or cb.node_events_in_maps) and any(_overrides(cb, h) for h in _NODE_HOOKS)
             for cb in self.callbacks
         )
+
+
+_Where = str | tuple[str | None, int]
+"""Where an event happened, for a raising hook's note: text, or (node id or None, map item)."""
+
+
+def _where_text(where: _Where) -> str:
+    """Where a hook's event happened, for the note on its exception: events carry the node
+    and item, and the text is made only when a hook raises (events are many, raises rare)."""
+    if isinstance(where, str):
+        return where
+    node_id, item = where
+    if node_id is None:
+        return f" (map item {item})"
+    return f" (node `{node_id}`" + (f", map item {item})" if item >= 0 else ")")
 
 
 # Marks an exception a hook raised: the loops report it as the node's error, but
@@ -389,9 +416,7 @@ class CallObserver:
         if signature is not None:
             self._whole[item] = signature
             return
-        self.session.emit(
-            "on_map_item_start", item, path=self.path, where=f" (map item {item})", items=(*self.items, item)
-        )
+        self.session.emit("on_map_item_start", item, path=self.path, where=(None, item), items=(*self.items, item))
 
     def item_end(self, item: int, seconds: float) -> None:
         signature = self._whole.pop(item, None) if self._whole else None
@@ -401,12 +426,12 @@ class CallObserver:
                 item,
                 signature,
                 path=self.path,
-                where=f" (map item {item})",
+                where=(None, item),
                 items=(*self.items, item),
             )
             return
         self.session.emit(
-            "on_map_item_end", item, seconds, path=self.path, where=f" (map item {item})", items=(*self.items, item)
+            "on_map_item_end", item, seconds, path=self.path, where=(None, item), items=(*self.items, item)
         )
 
     def items_done(self, count: int) -> None:
@@ -466,7 +491,7 @@ class CallObserver:
         if self._whole:
             self._whole.pop(item, None)
         self.session.emit(
-            "on_map_item_failed", item, failure, path=self.path, where=f" (map item {item})", items=(*self.items, item)
+            "on_map_item_failed", item, failure, path=self.path, where=(None, item), items=(*self.items, item)
         )
 
     def node_retry(self, node: int, item: int, exc: BaseException, attempt: int, delay: float) -> None:
@@ -515,8 +540,8 @@ class CallObserver:
 
     # -- helpers ------------------------------------------------------------------
 
-    def _where(self, node: int, item: int) -> str:
-        return f" (node `{self.node_ids[node]}`" + (f", map item {item})" if item >= 0 else ")")
+    def _where(self, node: int, item: int) -> tuple[str, int]:
+        return self.node_ids[node], item
 
     def _close_scope(self, node: int, item: int) -> None:
         if node in self.nested:
@@ -525,7 +550,7 @@ class CallObserver:
                 SCOPE.reset(token)
 
 
-_Recorded = tuple[str, tuple[Any, ...], tuple[str, ...], str, tuple[int, ...], tuple[int, int, int]]
+_Recorded = tuple[str, tuple[Any, ...], tuple[str, ...], "_Where", tuple[int, ...], tuple[int, int, int]]
 """A hook call recorded in a worker: hook, arguments, path, where, items, (time_ns, pid, thread id)."""
 
 
@@ -547,12 +572,12 @@ class _Recording:
         hook: str,
         *args: Any,
         path: tuple[str, ...],
-        where: str = "",
+        where: _Where = "",
         items: tuple[int, ...] = (),
         origin: tuple[int, int, int] | None = None,
     ) -> None:
         # when and where it happened travel along: the parent replays it later, elsewhere
-        when = origin if origin is not None else (time.time_ns(), os.getpid(), threading.get_ident())
+        when = origin if origin is not None else (time.time_ns(), _pid(), threading.get_ident())
         self.events.append((hook, args, path, where, items, when))
 
     def including(self, more: Iterable[PipelineCallback]) -> _Recording:

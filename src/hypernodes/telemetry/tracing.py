@@ -24,7 +24,6 @@ the chart works even where no OpenTelemetry SDK is configured.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,18 @@ def _otel() -> Any:
     return trace, context
 
 
+def _place(ctx: CallbackContext) -> tuple[str, tuple[int, ...]]:
+    """The current event's pipeline id and its map item per pipeline level (-1: none).
+
+    Reads the context's own fields (``callbacks.py``, this package): the public
+    ``item_indices`` and ``hierarchy_path`` copy them, and this runs for every span.
+    """
+    stack, items = ctx._stack, ctx._items
+    if len(items) != len(stack):  # an event reported without its items
+        items = (*items, *(-1,) * (len(stack) - len(items)))[: len(stack)]
+    return (stack[-1] if stack else ""), items
+
+
 def _version() -> str | None:
     """The installed hypernodes' version, for the spans' instrumentation scope (the package's
     ``__version__`` is a layer above this one)."""
@@ -65,11 +76,11 @@ class _Trace:
     __slots__ = ("items", "nodes", "pipelines")
 
     def __init__(self) -> None:
-        # keys: (pipeline id, its map items above it), (pipeline id, items incl. its own),
+        # keys: (pipeline id, its map items above it), (pipeline id, items incl. its own, -1: none),
         # (pipeline id, items, node id): ids are paths, items tell concurrent items apart
-        self.pipelines: dict[tuple[str, tuple[int | None, ...]], SpanRecord] = {}
-        self.items: dict[tuple[str, tuple[int | None, ...]], SpanRecord] = {}
-        self.nodes: dict[tuple[str, tuple[int | None, ...], str], SpanRecord] = {}
+        self.pipelines: dict[tuple[str, tuple[int, ...]], SpanRecord] = {}
+        self.items: dict[tuple[str, tuple[int, ...]], SpanRecord] = {}
+        self.nodes: dict[tuple[str, tuple[int, ...], str], SpanRecord] = {}
 
 
 class TelemetryCallback(PipelineCallback):
@@ -112,7 +123,7 @@ class TelemetryCallback(PipelineCallback):
         """
         if not isinstance(trace_map_items, bool):
             raise TypeError(f"TelemetryCallback(trace_map_items=...) takes True or False, got {trace_map_items!r}.")
-        trace, _ = _otel()
+        trace, context = _otel()
         if logfire_instance is not None:
             if tracer_provider is not None:
                 raise TypeError("TelemetryCallback takes logfire_instance= or tracer_provider=, not both.")
@@ -126,28 +137,27 @@ class TelemetryCallback(PipelineCallback):
         self.trace_map_items = trace_map_items
         self.logfire_instance = logfire_instance
         self._tracer = trace.get_tracer("hypernodes", _version(), tracer_provider=tracer_provider)
-        self._records: list[SpanRecord] = []  # finished spans, in the order they ended
+        self._api = (trace, context)
+        # Finished spans, in the order they ended. One callback may serve calls on several
+        # threads: list.append and list(...) are atomic (also on free-threaded CPython).
+        self._records: list[SpanRecord] = []
         self._key = f"hypernodes.telemetry:{id(self)}"  # this callback's _Trace in a call's context
-        self._lock = threading.Lock()  # one callback may serve calls on several threads
+        self._workers: dict[tuple[int, int], str] = {}  # (pid, thread id) -> the span attribute
+        self._names: dict[str, str] = {}  # node id -> its spans' name
 
     def __getstate__(self) -> dict[str, Any]:
         # A nested pipeline holding this callback may travel to a worker process, where
         # events are only recorded: the tracer and the records stay here.
         state = dict(self.__dict__)
-        state.update(_tracer=None, _records=[], _lock=None)
+        state.update(_tracer=None, _api=None, _records=[])
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     # -- what was recorded ------------------------------------------------------------
 
     @property
     def spans(self) -> list[SpanRecord]:
         """The finished spans of every call so far (records, in the order they ended)."""
-        with self._lock:
-            return list(self._records)
+        return list(self._records)
 
     @property
     def span_data(self) -> list[dict[str, Any]]:
@@ -158,8 +168,7 @@ class TelemetryCallback(PipelineCallback):
 
     def reset(self) -> None:
         """Forget the recorded spans (the chart starts over; what was exported stays)."""
-        with self._lock:
-            self._records.clear()
+        self._records.clear()
 
     def get_waterfall_chart(self, *, max_item_rows: int = 20, max_bars: int = 2000, title: str | None = None) -> Any:
         """A Plotly figure of what ran when: rows per pipeline, map item and node, bars from
@@ -191,7 +200,8 @@ class TelemetryCallback(PipelineCallback):
 
     def on_pipeline_start(self, pipeline_id: str, inputs: dict[str, Any], ctx: CallbackContext) -> None:
         trace = self._trace(ctx)
-        path, items = ctx.hierarchy_path, ctx.item_indices
+        path = ctx.hierarchy_path
+        _, items = _place(ctx)
         meta = ctx.get_pipeline_metadata(pipeline_id)
         parent: SpanRecord | None = None
         prefix = ""
@@ -204,11 +214,12 @@ class TelemetryCallback(PipelineCallback):
         record = self._open(
             "pipeline",
             pipeline_id,
+            f"pipeline:{pipeline_id}",
             parent,
             ctx,
-            pipeline_id=pipeline_id,
-            item=ctx.item_index,
-            attributes={"hypernodes.kind": str(meta.get("kind", "run")), "hypernodes.depth": len(path) - 1},
+            pipeline_id,
+            ctx.item_index,
+            {"hypernodes.kind": str(meta.get("kind", "run")), "hypernodes.depth": len(path) - 1},
         )
         record.prefix = prefix
         trace.pipelines[(pipeline_id, items[:-1])] = record
@@ -228,20 +239,20 @@ class TelemetryCallback(PipelineCallback):
         self._item(ctx)
 
     def on_map_item_end(self, item_index: int, duration: float, ctx: CallbackContext) -> None:
-        record = self._trace(ctx).items.pop((ctx.current_pipeline_id or "", ctx.item_indices), None)
+        record = self._trace(ctx).items.pop(_place(ctx), None)
         if record is not None:
             self._close(record, ctx, FAILED if record.failed else RETRIED if record.attempts > 1 else RAN)
 
     def on_map_item_cached(self, item_index: int, signature: str, ctx: CallbackContext) -> None:
         record = self._item(ctx)
-        self._trace(ctx).items.pop((ctx.current_pipeline_id or "", ctx.item_indices), None)
+        self._trace(ctx).items.pop(_place(ctx), None)
         if record.otel is not None:
             record.otel.set_attributes({"hypernodes.cached": True, "hypernodes.cache_signature": signature})
         self._close(record, ctx, CACHED)
 
     def on_map_item_failed(self, item_index: int, failure: Any, ctx: CallbackContext) -> None:
         record = self._item(ctx)
-        self._trace(ctx).items.pop((ctx.current_pipeline_id or "", ctx.item_indices), None)
+        self._trace(ctx).items.pop(_place(ctx), None)
         error = getattr(failure, "error", None)
         self._close(record, ctx, FAILED, error if isinstance(error, BaseException) else None)
 
@@ -249,20 +260,20 @@ class TelemetryCallback(PipelineCallback):
         self._node(ctx, node_id)
 
     def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
-        record = self._trace(ctx).nodes.pop((ctx.current_pipeline_id or "", ctx.item_indices, node_id), None)
+        record = self._trace(ctx).nodes.pop((*_place(ctx), node_id), None)
         if record is not None:
             self._close(record, ctx, RETRIED if record.attempts > 1 else RAN)
 
     def on_node_cached(self, node_id: str, signature: str, ctx: CallbackContext) -> None:
         record = self._node(ctx, node_id)
-        self._trace(ctx).nodes.pop((ctx.current_pipeline_id or "", ctx.item_indices, node_id), None)
+        self._trace(ctx).nodes.pop((*_place(ctx), node_id), None)
         if record.otel is not None:
             record.otel.set_attributes({"hypernodes.cached": True, "hypernodes.cache_signature": signature})
         self._close(record, ctx, CACHED)
 
     def on_error(self, node_id: str, error: BaseException, ctx: CallbackContext) -> None:
         record = self._node(ctx, node_id)
-        self._trace(ctx).nodes.pop((ctx.current_pipeline_id or "", ctx.item_indices, node_id), None)
+        self._trace(ctx).nodes.pop((*_place(ctx), node_id), None)
         parent = record.parent
         while parent is not None and parent.kind != "pipeline":  # its item failed with it
             parent.failed = True
@@ -300,24 +311,26 @@ class TelemetryCallback(PipelineCallback):
         return trace
 
     def _pipeline(self, ctx: CallbackContext) -> SpanRecord | None:
-        return self._trace(ctx).pipelines.get((ctx.current_pipeline_id or "", ctx.item_indices[:-1]))
+        pipeline_id, items = _place(ctx)
+        return self._trace(ctx).pipelines.get((pipeline_id, items[:-1]))
 
-    def _item(self, ctx: CallbackContext) -> SpanRecord:
-        """The open span of the current event's map item, opened now if it is not yet."""
-        trace = self._trace(ctx)
-        pipeline_id = ctx.current_pipeline_id or ""
-        items = ctx.item_indices
+    def _item(self, ctx: CallbackContext, known: tuple[_Trace, str, tuple[int, ...]] | None = None) -> SpanRecord:
+        """The open span of the current event's map item, opened now if it is not yet
+        (``known``: the call's trace and the event's place, when the caller has them)."""
+        trace, pipeline_id, items = known or (self._trace(ctx), *_place(ctx))
         record = trace.items.get((pipeline_id, items))
         if record is None:
+            item = items[-1]
             record = self._open(
                 "map_item",
-                f"item {items[-1]}",
+                f"item {item}",
+                "map_item",
                 trace.pipelines.get((pipeline_id, items[:-1])),
                 ctx,
-                pipeline_id=pipeline_id,
-                item=items[-1],
-                attributes={"hypernodes.item_index": items[-1] if items[-1] is not None else -1},
-                exported=self.trace_map_items,
+                pipeline_id,
+                item,
+                {"hypernodes.item_index": item},
+                self.trace_map_items,
             )
             trace.items[(pipeline_id, items)] = record
         return record
@@ -325,16 +338,22 @@ class TelemetryCallback(PipelineCallback):
     def _node(self, ctx: CallbackContext, node_id: str) -> SpanRecord:
         """The open span of node ``node_id`` for the current event, opened now if it is not yet."""
         trace = self._trace(ctx)
-        pipeline_id = ctx.current_pipeline_id or ""
-        items = ctx.item_indices
+        pipeline_id, items = _place(ctx)
         record = trace.nodes.get((pipeline_id, items, node_id))
         if record is None:
-            parent = self._item(ctx) if items[-1] is not None else trace.pipelines.get((pipeline_id, items[:-1]))
+            item = items[-1]
             attributes: dict[str, Any] = {"hypernodes.node_id": node_id}
-            if items[-1] is not None:
-                attributes["hypernodes.item_index"] = items[-1]
+            if item >= 0:
+                parent: SpanRecord | None = self._item(ctx, (trace, pipeline_id, items))
+                attributes["hypernodes.item_index"] = item
+            else:  # a run: the node belongs to the item of a map it is nested in, if any
+                parent = trace.pipelines.get((pipeline_id, items[:-1]))
+                item = next((i for i in reversed(items) if i >= 0), -1)
+            otel_name = self._names.get(node_id)
+            if otel_name is None:
+                otel_name = self._names[node_id] = f"node:{node_id}"
             record = self._open(
-                "node", node_id, parent, ctx, pipeline_id=pipeline_id, item=ctx.item_index, attributes=attributes
+                "node", node_id, otel_name, parent, ctx, pipeline_id, item if item >= 0 else None, attributes
             )
             trace.nodes[(pipeline_id, items, node_id)] = record
         return record
@@ -344,10 +363,9 @@ class TelemetryCallback(PipelineCallback):
         (``_policy``): then it is the one open span of that node, or, of several
         (concurrent items), the one opened on the thread that reports the retry."""
         trace = self._trace(ctx)
-        pipeline_id = ctx.current_pipeline_id or ""
-        items = ctx.item_indices
+        pipeline_id, items = _place(ctx)
         found = trace.nodes.get((pipeline_id, items, node_id))
-        if found is not None or items[-1] is not None:
+        if found is not None or items[-1] >= 0:
             return found
         candidates = [
             r for (p, its, n), r in trace.nodes.items() if p == pipeline_id and n == node_id and its[:-1] == items[:-1]
@@ -361,27 +379,30 @@ class TelemetryCallback(PipelineCallback):
         self,
         kind: str,
         name: str,
+        otel_name: str,
         parent: SpanRecord | None,
         ctx: CallbackContext,
-        *,
         pipeline_id: str,
         item: int | None,
         attributes: dict[str, Any],
         exported: bool = True,
     ) -> SpanRecord:
+        """A new open span (exported through OpenTelemetry unless ``exported`` is False)."""
         start = ctx.event_time_ns
         lane = ctx.event_worker
         record = SpanRecord(kind, name, pipeline_id, item, start, parent, lane)
         if not exported:
             return record
-        trace, context = _otel()
+        trace, context = self._api
         if parent is None:  # a top-level call: under the caller's current span
             parent_context = context.get_current()
         else:
             parent_context = parent.context(trace)
+        worker = self._workers.get(lane)
+        if worker is None:
+            worker = self._workers[lane] = f"{lane[0]}:{lane[1]}"
         attributes["hypernodes.pipeline_id"] = pipeline_id
-        attributes["hypernodes.worker"] = f"{lane[0]}:{lane[1]}"
-        otel_name = f"pipeline:{name}" if kind == "pipeline" else "map_item" if kind == "map_item" else f"node:{name}"
+        attributes["hypernodes.worker"] = worker
         record.otel = self._tracer.start_span(
             otel_name, context=parent_context, attributes=attributes, start_time=start
         )
@@ -401,19 +422,17 @@ class TelemetryCallback(PipelineCallback):
                 attributes["hypernodes.retries"] = record.attempts - 1
             span.set_attributes(attributes)
             if error is not None:
-                trace, _ = _otel()
+                trace, _ = self._api
                 span.record_exception(error, timestamp=end)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, record.error))
             span.end(end_time=record.end_ns)
             record.otel = None  # the SDK's span object is not kept (a map makes many)
             record.otel_context = None
-        with self._lock:
-            self._records.append(record)
+        self._records.append(record)
 
     def _end_pipeline(self, ctx: CallbackContext, error: BaseException | None) -> None:
         trace = self._trace(ctx)
-        pipeline_id = ctx.current_pipeline_id or ""
-        items = ctx.item_indices
+        pipeline_id, items = _place(ctx)
         record = trace.pipelines.pop((pipeline_id, items[:-1]), None)
         # What is still open in this call was stopped by its failure (or never reported its end).
         left = [trace.nodes.pop(k) for k in [k for k in trace.nodes if k[0] == pipeline_id and k[1][:-1] == items[:-1]]]
@@ -424,5 +443,5 @@ class TelemetryCallback(PipelineCallback):
             self._close(open_record, ctx, FAILED if open_record.failed else UNFINISHED)
         if record is not None:
             self._close(record, ctx, FAILED if error is not None else RAN, error)
-        if len(ctx.hierarchy_path) == 1 and not trace.pipelines:
+        if len(items) == 1 and not trace.pipelines:
             ctx.data.pop(self._key, None)  # the call is over
