@@ -56,7 +56,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._graph import Plan
-from .errors import add_note
+from .errors import FROM_CALLBACK, add_note
+from .failures import release_frames
 
 if TYPE_CHECKING:
     from ._call import MapCall, RunCall
@@ -338,8 +339,8 @@ def _where_text(where: _Where) -> str:
 
 
 # Marks an exception a hook raised: the loops report it as the node's error, but
-# on_error is for a node's own exceptions.
-_FROM_CALLBACK = "__hypernodes_from_callback__"
+# on_error is for a node's own exceptions, and on_error="continue" never keeps it as a failure.
+_FROM_CALLBACK = FROM_CALLBACK
 
 
 class _Scope:
@@ -505,6 +506,10 @@ class CallObserver:
             where=self._where(node, item),
             items=(*self.items, item),
         )
+        if type(self.session) is _Session:
+            # A retried attempt's exception is over once reported: a callback that keeps it
+            # (a log of retries) must not keep the attempt's frames and locals alive too.
+            release_frames(exc)
 
     def node_error(self, node: int, item: int, exc: BaseException) -> None:
         self._close_scope(node, item)
@@ -576,6 +581,14 @@ class _Recording:
         items: tuple[int, ...] = (),
         origin: tuple[int, int, int] | None = None,
     ) -> None:
+        if hook == "on_node_retry":
+            # The attempt succeeded or failed again: either way its exception travels back with
+            # the slice's results, so one pickle cannot rebuild there (an SDK error) goes as its
+            # stand-in, or it would lose the whole slice (formatted now, while it has its frames).
+            from ._run.payload import portable
+
+            exc = args[1]
+            args = (args[0], portable(exc) or exc, *args[2:])
         # when and where it happened travel along: the parent replays it later, elsewhere
         when = origin if origin is not None else (time.time_ns(), _pid(), threading.get_ident())
         self.events.append((hook, args, path, where, items, when))
