@@ -255,6 +255,9 @@ def test_an_unhashable_global_leaves_the_node_uncached_with_one_warning_naming_i
     with pytest.warns(CacheWarning, match=r"`_locked`.*global `LOCK`") as caught:
         assert pipeline.map({"x": [1, 2]}, map_over="x") == {"y": [2, 3]}
     assert len(caught) == 1
+    with pytest.warns(CacheWarning):
+        why = explain(pipeline, {"x": 1})
+    assert why == {"_locked": "not cached: global `LOCK` (read by its code) is a _thread.lock, which cannot be hashed"}
 
 
 def test_a_module_edited_after_import_is_keyed_by_the_code_that_runs(
@@ -532,3 +535,22 @@ def test_explain_names_the_global_helper_closure_or_version_that_changed() -> No
     make(1, "1").run({"x": 2})
     Pipeline([node(_score, output_name="score", version="1")], cache=cache).run({"x": 3})
     assert explain(make(1, "1"), {"x": 3}) == {"_score": "hit", "add": "miss: not stored for this `score`"}
+
+
+def test_a_library_not_imported_yet_counts_as_a_library() -> None:
+    """A library a node imports inside its body is keyed by name and version, not taken for the
+    user's code (and walked) because it was not imported when a key was first computed."""
+    from hypernodes.cache import _code
+
+    if "pip" in sys.modules:
+        pytest.skip("pip is imported in this process")
+    _code._LIBRARY.pop("pip", None)
+
+    def uses_pip(x: int) -> int:
+        import pip  # noqa: F401
+
+        return x
+
+    assert [label for label, _ in _code._walk(uses_pip).parts] == ["its code", "import `pip`"]
+    assert "pip" not in sys.modules
+    assert _code._is_library("pip._internal")
