@@ -17,6 +17,7 @@ import io
 import subprocess
 import sys
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -178,6 +179,39 @@ def test_python_subclasses_of_c_types_key_their_c_data() -> None:
     d1, d2 = _Date(2020, 1, 1), _Date(2020, 1, 1)
     d2.note = "x"  # type: ignore[attr-defined]
     assert _distinct(d1, _Date(2021, 1, 1), d2)
+
+
+def _make_class(k: int) -> type:
+    class Made:
+        K = k
+
+    return Made
+
+
+def test_classes_made_by_one_factory_never_share_a_key() -> None:
+    """Two classes of one qualified name made in a function (different class attributes) differ, as
+    classes and through their instances; one class keeps one key."""
+    a, b = _make_class(1), _make_class(2)
+    assert _distinct(a, b)
+    assert _distinct(a(), b())
+    assert hash_value(a()) == hash_value(a())
+
+
+def test_pydantic_v1_models_key_private_attributes() -> None:
+    """pydantic's v1 models (shipped in pydantic 2 as pydantic.v1) key fields and private attributes."""
+    pydantic = pytest.importorskip("pydantic")
+    with warnings.catch_warnings():  # pydantic.v1 warns on Pythons it does not support
+        warnings.simplefilter("ignore")
+        v1 = pytest.importorskip("pydantic.v1") if pydantic.VERSION.startswith("2") else pydantic
+
+    class M(v1.BaseModel):  # type: ignore[misc,name-defined]
+        x: int
+        _secret: int = v1.PrivateAttr(0)
+
+    m1, m2 = M(x=1), M(x=1)
+    m2._secret = 3
+    assert _distinct(m1, m2, M(x=2))
+    assert hash_value(m1) == hash_value(M(x=1))
 
 
 def test_an_int_over_4300_digits_is_keyed_and_a_cached_map_over_it_works() -> None:
