@@ -354,14 +354,15 @@ def test_what_cannot_be_keyed_deterministically_is_refused() -> None:
 
 
 def test_an_unhashable_input_runs_uncached_with_one_warning() -> None:
-    """A node whose input cannot be keyed runs (uncached) and one CacheWarning names the node and the type."""
+    """A node whose input cannot be keyed runs (uncached) and one CacheWarning names the node, the input and
+    the type, and says what to do."""
 
     @node(output_name="n")
     def count(lock: Any, x: int) -> int:
         return x + 1
 
     p = Pipeline([count], cache=MemoryCache())
-    with pytest.warns(CacheWarning, match=r"`count`.*lock") as record:
+    with pytest.warns(CacheWarning, match=r"`count`.*input `lock`.*_thread.lock.*register_hasher") as record:
         assert p.map(inputs={"lock": threading.Lock(), "x": [1, 2]}, map_over="x")["n"] == [2, 3]
     assert len(record) == 1
 

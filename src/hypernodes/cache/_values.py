@@ -539,8 +539,11 @@ def _feed_global(h: Any, f: Any, active: set[int]) -> None:
     name = _global_name(f)
     if name is None:
         _feed(h, f, active)
-    else:
-        h.update(b"g" + _name(name))
+        return
+    h.update(b"g" + _name(name))
+    owner = getattr(f, "__self__", None)  # a bound reconstructor (Sub.from_x is Base.from_x's function)
+    if owner is not None and not isinstance(owner, types.ModuleType):
+        _feed(h, owner, active)
 
 
 # ---- public helpers ----------------------------------------------------------------------------
