@@ -205,31 +205,35 @@ def _library_roots() -> tuple[str, ...]:
     return tuple(sorted({os.path.realpath(r) for r in roots}))
 
 
-_LIBRARY: dict[str, bool] = {}
+_LIBRARY: dict[str, bool] = {}  # per top-level package
 
 
 def _is_library(module: str | None) -> bool:
     """Whether ``module`` is the standard library's or an installed distribution's (not walked)."""
     if not module or module == "__main__":
         return False
-    found = _LIBRARY.get(module)
+    top = module.partition(".")[0]
+    found = _LIBRARY.get(top)
     if found is None:
-        found = _LIBRARY[module] = _locate(module)
+        found = _LIBRARY[top] = _locate(top)
     return found
 
 
-def _locate(module: str) -> bool:
-    top = module.partition(".")[0]
-    if top in sys.stdlib_module_names or module in sys.builtin_module_names or top == __package__.partition(".")[0]:
+def _locate(top: str) -> bool:
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names or top == __package__.partition(".")[0]:
         return True  # hypernodes itself too, even installed from a checkout (editable): keyed by its version
-    mod = sys.modules.get(module)
-    file = getattr(mod, "__file__", None)
-    if file is None:
-        paths = list(getattr(mod, "__path__", None) or ())
-        if not paths:  # made at run time (types.ModuleType), or not imported: the user's
-            return False
-        file = paths[0]
-    real = os.path.realpath(file)
+    mod = sys.modules.get(top)
+    if mod is not None:
+        where = getattr(mod, "__file__", None) or next(iter(getattr(mod, "__path__", None) or ()), None)
+    else:  # not imported yet (a function imports it when it runs): where it would come from
+        try:
+            spec = importlib.util.find_spec(top)  # a top-level name: found without importing anything
+        except (ImportError, ValueError):
+            spec = None
+        where = None if spec is None else spec.origin or next(iter(spec.submodule_search_locations or ()), None)
+    if not where or where in ("built-in", "frozen"):
+        return False  # made at run time (types.ModuleType), exec'd code: the user's
+    real = os.path.realpath(where)
     return any(real.startswith(root + os.sep) for root in _library_roots())
 
 
@@ -484,13 +488,7 @@ class _Walk:
         mod = sys.modules.get(name)
         if mod is None and not _is_library(name):
             try:  # the function imports it when it runs: import it now, to key the code that will run
-                spec = importlib.util.find_spec(name)
-                if (
-                    spec is not None
-                    and spec.origin
-                    and not any(os.path.realpath(spec.origin).startswith(r + os.sep) for r in _library_roots())
-                ):
-                    mod = importlib.import_module(name)
+                mod = importlib.import_module(name)
             except Exception:  # it will fail when the function runs, too
                 mod = None
         if mod is None:

@@ -141,13 +141,16 @@ class CacheLookup:
         self._warned = False
         self.code: list[bytes | None] = []
         self.code_parts: list[CodeKey | None] = []
+        self._unkeyed: dict[int, str] = {}  # per node whose code cannot be keyed: why (for explain)
         self.sources: list[tuple[tuple[bytes, int, int, int], ...]] = []
         self.const: dict[int, bytes | None] = {}
         for k, node in enumerate(plan.nodes):
             try:
                 parts = _node_code(node)
             except Unhashable as exc:
-                self._warn(k, exc.type_name, getattr(exc, "where", "a value its code reads"))
+                where = getattr(exc, "where", "a value its code reads")
+                self._warn(k, exc.type_name, where)
+                self._unkeyed[k] = f"not cached: {where} is a {exc.type_name}, which cannot be hashed"
                 parts = None
             self.code_parts.append(parts)
             self.code.append(None if parts is None else hashlib.blake2b(parts[0] + parts[1], digest_size=16).digest())
@@ -634,7 +637,7 @@ class CacheLookup:
         for k, name in enumerate(self.names):
             key = keys[k]
             if self.code[k] is None:
-                out[name] = "not cached: cache=False (or a value it closes over cannot be hashed)"
+                out[name] = self._unkeyed.get(k, "not cached: cache=False")
             elif key is None:
                 out[name] = "not cached: an input cannot be hashed"
             elif key is _DEFER:
