@@ -49,9 +49,9 @@ Scenario = Callable[[Settings], list[Row]]
 SCENARIOS: dict[str, Scenario] = {}
 """Scenario name -> scenario, in the order ``python -m bench`` runs them."""
 
-OPT_IN = frozenset({"dask", "cache"})
-"""Scenarios ``python -m bench`` runs only when named: ``dask`` starts a cluster, and ``cache``
-takes minutes (its cold maps do 30 s of work each)."""
+OPT_IN = frozenset({"dask", "cache", "hashing"})
+"""Scenarios ``python -m bench`` runs only when named: ``dask`` starts a cluster, ``cache``
+takes minutes (its cold maps do 30 s of work each), and ``hashing`` needs dask and joblib."""
 
 CHAIN_LENGTH = 200  # nodes in the overhead-chain pipeline
 CHAIN_CALLS = 2000  # calls per timing round in overhead-chain
