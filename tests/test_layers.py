@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.executors",),
     ("hypernodes._call", "hypernodes.cache", "hypernodes.cache.lookup"),
     ("hypernodes.cache.storage",),
+    ("hypernodes.cache._trust",),
     ("hypernodes.cache.hashing",),
     ("hypernodes.cache._code", "hypernodes.cache._arrays"),
     ("hypernodes.cache._where",),
