@@ -311,3 +311,83 @@ def test_on_error_continue_keeps_going_on_the_cluster(engine: DaskEngine) -> Non
     assert result["s"][:3] == [4, 5, 6]
     assert result["s"][4:] == [8, 9]
     assert result["s"][3] is failure
+
+
+def test_a_malformed_address_is_refused_at_construction() -> None:
+    """An address Dask cannot parse fails when the engine is made, naming the form expected."""
+    with pytest.raises(ValueError, match=r"scheduler address.*tcp://host:port"):
+        DaskEngine("localhost")  # no port
+    with pytest.raises(ValueError, match=r"scheduler address"):
+        DaskEngine("tcp://127.0.0.1:notaport")
+
+
+@ONE_CORE
+def test_nothing_listening_fails_quickly_and_clearly() -> None:
+    """An address where no scheduler listens: a ConnectionError naming it, after connect_timeout."""
+    import socket
+
+    with socket.socket() as probe:  # a free port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    answered = rf"no Dask scheduler answered at tcp://127.0.0.1:{port}"
+    with (
+        DaskEngine(f"tcp://127.0.0.1:{port}", connect_timeout=0.5) as engine,
+        pytest.raises(ConnectionError, match=answered),
+    ):
+        Pipeline([inc], backend=engine).map({"x": [1]}, map_over="x")
+    with pytest.raises(ValueError, match="connect_timeout"):
+        DaskEngine(connect_timeout=0)
+
+
+@ONE_CORE
+def test_a_client_the_user_closed_gets_a_clear_message(dask_client: Any) -> None:
+    """A client closed by its owner: the call fails naming that, not 'cancelled for reason: unknown'."""
+    closed = distributed.Client(dask_client.cluster.scheduler_address, set_as_default=False)
+    closed.close()
+    with DaskEngine(closed) as engine, pytest.raises(RuntimeError, match=r"Client .*is closed"):
+        Pipeline([inc], backend=engine).map({"x": [1, 2]}, map_over="x")
+
+
+@node(output_name="where")
+def worker_of(x: int) -> str:
+    return str(distributed.get_worker().address)
+
+
+def test_a_map_spreads_its_slices_evenly_over_the_workers(engine: DaskEngine, dask_client: Any) -> None:
+    """Each worker gets its share of the slices (not all on the worker holding the payload)."""
+    workers = sorted(dask_client.nthreads())
+    result = Pipeline([worker_of], backend=engine).map({"x": list(range(64))}, map_over="x")
+    counts = [result["where"].count(w) for w in workers]
+    assert counts == [64 // len(workers)] * len(workers)
+
+
+@node(output_name="a")
+def where_a(x: int) -> str:
+    return str(distributed.get_worker().address)
+
+
+@node(output_name="b")
+def where_b(x: int) -> str:
+    return str(distributed.get_worker().address)
+
+
+def test_node_tasks_place_independent_nodes_on_different_workers(dask_client: Any) -> None:
+    """node_tasks=True: two independent nodes go to two workers, so they can run at once."""
+    with DaskEngine(dask_client, node_tasks=True) as engine:
+        out = Pipeline([where_a, where_b], backend=engine).run({"x": 1})
+    assert out["a"] != out["b"]
+
+
+def test_a_cluster_started_while_a_worker_imports_the_script_is_refused() -> None:
+    """A LocalCluster started during multiprocessing's import of the main module (a script without
+    `if __name__ == "__main__":`, run again in each worker) fails with one clear error, starting nothing."""
+    from hypernodes.engines.dask import DaskBackend
+
+    backend = DaskBackend(None, 1, 0, 1)
+
+    def _fixup_main_from_path() -> None:  # the name multiprocessing.spawn imports __main__ under
+        backend.client()
+
+    with pytest.raises(RuntimeError, match=r'if __name__ == "__main__":'):
+        _fixup_main_from_path()
+    assert backend.cluster is None

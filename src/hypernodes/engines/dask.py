@@ -25,6 +25,7 @@ never load it.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -61,6 +62,21 @@ def _what(rest: tuple[Any, ...]) -> str:
     return "a task"
 
 
+def _check_address(address: str) -> None:
+    """Raise ExecutorSpecError unless Dask can connect to ``address`` as written."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)  # a port is required
+    except (ValueError, TypeError) as exc:
+        raise ExecutorSpecError(
+            f"DaskEngine({address!r}): not a scheduler address Dask can use ({exc}); expected "
+            "'tcp://host:port', e.g. 'tcp://10.0.0.5:8786' (the address the scheduler prints)."
+        ) from None
+
+
 def _payload(data: bytes) -> bytes:
     """The task that holds a call's payload on the cluster."""
     return data
@@ -80,7 +96,8 @@ class DaskExecutor(Executor):
         self._client = client  # also what backends.worker_count reads
         self.retries = retries
         self._lock = threading.Lock()
-        self._scattered: dict[str, list[Any]] = {}  # token -> [payload future, tasks not done]
+        self._scattered: dict[str, list[Any]] = {}  # token -> [payload future, tasks not done, next place]
+        self._places: list[str] = []  # one worker address per worker thread, refreshed per call
 
     def _scatter(self, token: str, payload: bytes) -> Any:
         with self._lock:
@@ -89,10 +106,28 @@ class DaskExecutor(Executor):
                 entry[1] += 1
                 return entry[0]
         data = self._client.submit(_payload, payload, key=f"hypernodes-{token}-payload", pure=False)
+        places = sorted(a for a, n in self._client.nthreads().items() for _ in range(max(1, n)))
         with self._lock:
-            entry = self._scattered.setdefault(token, [data, 0])
+            self._places = places
+            entry = self._scattered.setdefault(token, [data, 0, 0])
             entry[1] += 1
             return entry[0]
+
+    def _place(self, token: str) -> list[str] | None:
+        """The worker the next task of ``token`` should go to: the worker threads in turn.
+
+        Every task depends on the payload, which lives on one worker at first; left to
+        itself the scheduler puts most tasks where their data is, and one worker ran up
+        to 88% of a map. Each task names its worker as a hint (``allow_other_workers``):
+        a worker that dies or leaves does not strand its tasks.
+        """
+        with self._lock:
+            entry = self._scattered.get(token)
+            if entry is None or not self._places:
+                return None
+            place = self._places[entry[2] % len(self._places)]
+            entry[2] += 1
+            return [place]
 
     def _release(self, token: str) -> None:
         with self._lock:
@@ -113,7 +148,9 @@ class DaskExecutor(Executor):
                 key = f"hypernodes-{token}-{rest[0].base + rest[0].lo}"
             else:
                 key = f"hypernodes-{token}-node-{rest[0]}"
-            task = self._client.submit(fn, token, data, *rest, key=key, pure=False, retries=self.retries)
+            place = self._place(token)
+            where: dict[str, Any] = {} if place is None else {"workers": place, "allow_other_workers": True}
+            task = self._client.submit(fn, token, data, *rest, key=key, pure=False, retries=self.retries, **where)
         except BaseException:
             self._release(token)
             raise
@@ -164,9 +201,12 @@ class DaskBackend(Backend):
     in_process = False
     portable = False  # a worker cannot make the cluster from a name
 
-    def __init__(self, client: Any, n_workers: int | None, retries: int, tasks_per_worker: int) -> None:
+    def __init__(
+        self, client: Any, n_workers: int | None, retries: int, tasks_per_worker: int, connect_timeout: float = 5.0
+    ) -> None:
         super().__init__("dask")
         self.given = client
+        self.connect_timeout = connect_timeout
         self.n_workers = n_workers
         self.retries = retries
         self.tasks_per_worker = tasks_per_worker
@@ -181,9 +221,12 @@ class DaskBackend(Backend):
     def client(self) -> Any:
         """The ``distributed.Client`` (connected, or a LocalCluster started, on first use)."""
         with self._lock:
+            if self._client is not None and _is_closed(self._client):
+                raise _closed(self._client)
             if self._client is None:
                 distributed = _distributed()
                 if self.given is None:
+                    _refuse_unguarded_script()
                     self._cluster = distributed.LocalCluster(
                         n_workers=self.n_workers,
                         threads_per_worker=1,
@@ -193,9 +236,21 @@ class DaskBackend(Backend):
                     )
                     self._client = distributed.Client(self._cluster, set_as_default=False)
                 elif isinstance(self.given, str):
-                    self._client = distributed.Client(self.given, set_as_default=False)
+                    try:
+                        _probe(self.given, self.connect_timeout)  # a failed Client leaves its IO thread running
+                        self._client = distributed.Client(
+                            self.given, set_as_default=False, timeout=self.connect_timeout
+                        )
+                    except (OSError, TimeoutError) as exc:
+                        raise ConnectionError(
+                            f"DaskEngine: no Dask scheduler answered at {self.given} within {self.connect_timeout:g} s "
+                            f"(connect_timeout=). Is the scheduler running and reachable from here? ({exc})"
+                        ) from exc
                 else:
                     self._client = self.given
+                if _is_closed(self._client):
+                    closed, self._client = self._client, None
+                    raise _closed(closed)
                 self._executor = DaskExecutor(self._client, self.retries)
             return self._client
 
@@ -224,6 +279,51 @@ class DaskBackend(Backend):
             cluster.close()
 
 
+def _probe(address: str, timeout: float) -> None:
+    """Raise OSError unless something accepts a TCP connection at ``address`` within ``timeout`` seconds."""
+    import socket
+
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    scheme, location = parse_address(address)
+    if scheme in ("tcp", "tls"):
+        host, port = parse_host_port(location)
+        socket.create_connection((host, port), timeout=timeout).close()
+
+
+def _is_closed(client: Any) -> bool:
+    return getattr(client, "status", "running") in ("closing", "closed")
+
+
+def _closed(client: Any) -> RuntimeError:
+    return RuntimeError(
+        f"DaskEngine: its distributed.Client {client!r} is closed (client.close() was called, or its cluster "
+        "went away), so nothing can be sent to the cluster. Pass an open client, or an address or nothing "
+        "to let the engine make its own."
+    )
+
+
+def _refuse_unguarded_script() -> None:
+    """Raise when a LocalCluster would start while a worker process imports the user's main module.
+
+    Dask starts its worker processes with ``spawn``: each imports the script's main module
+    (as ``__mp_main__``). A script without ``if __name__ == "__main__":`` then starts
+    another cluster in every worker, which fail to start by the hundreds of log lines.
+
+    Raises:
+        RuntimeError: called while ``multiprocessing`` imports the main module in a child.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_fixup_main_from_path":  # multiprocessing.spawn, importing __main__
+            raise RuntimeError(
+                "DaskEngine() started a LocalCluster while a worker process was importing your script: "
+                "Dask's workers import the main module, so the code that runs pipelines must sit under "
+                '`if __name__ == "__main__":` (see the README\'s DaskEngine section).'
+            )
+        frame = frame.f_back  # type: ignore[assignment]
+
+
 class DaskEngine(HypernodesEngine):
     """Runs pipelines on a Dask cluster: ``Pipeline(..., backend=DaskEngine(client))``.
 
@@ -250,6 +350,7 @@ class DaskEngine(HypernodesEngine):
         tasks_per_worker: int = PROCESS_TASKS_PER_WORKER,
         node_executor: Any = "sequential",
         node_tasks: bool = False,
+        connect_timeout: float = 5.0,
     ) -> None:
         """Args:
             client: None (start a ``LocalCluster`` of worker processes on 127.0.0.1
@@ -264,13 +365,24 @@ class DaskEngine(HypernodesEngine):
                 "sequential", "threaded" or "async" (made in each worker); also
                 ``run()``'s node executor unless ``node_tasks``.
             node_tasks: run each node of ``run()`` as its own Dask task.
+            connect_timeout: seconds to wait for the scheduler at an address before a
+                ``ConnectionError`` naming it.
 
         Raises:
             ImportError: ``distributed`` is not installed (says what to install).
-            ExecutorSpecError: a ``client`` that is not a Client or an address, or
-                bad ``n_workers``, ``retries``, ``tasks_per_worker`` or ``node_executor``.
+            ExecutorSpecError: a ``client`` that is not a Client or an address (or an
+                address Dask cannot parse), or bad ``n_workers``, ``retries``,
+                ``tasks_per_worker``, ``node_executor`` or ``connect_timeout``.
         """
         _distributed()
+        if isinstance(client, str):
+            _check_address(client)
+        if (
+            isinstance(connect_timeout, bool)
+            or not isinstance(connect_timeout, (int, float))
+            or not connect_timeout > 0
+        ):
+            raise ExecutorSpecError(f"DaskEngine(connect_timeout=) takes seconds > 0, got {connect_timeout!r}.")
         if not (client is None or isinstance(client, str)) and not all(
             callable(getattr(client, m, None)) for m in ("submit", "nthreads")
         ):
@@ -282,7 +394,7 @@ class DaskEngine(HypernodesEngine):
         check_max_workers(tasks_per_worker, "tasks_per_worker", allow_none=False)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ExecutorSpecError(f"retries must be a non-negative int, got {retries!r}.")
-        self.dask = DaskBackend(client, n_workers, retries, tasks_per_worker)
+        self.dask = DaskBackend(client, n_workers, retries, tasks_per_worker, float(connect_timeout))
         super().__init__(node_executor=node_executor, map_executor=self.dask)
         self.client_spec = client
         self.node_tasks = check_bool(node_tasks, "node_tasks", "DaskEngine()")
