@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, overload
+from typing import Any
 
 from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
+from ._columns import column_error, is_column
 from ._graph import Graph, build_graph, ticks
 from .cache import INHERITED, Cache, CacheLookup
 from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
@@ -289,25 +290,6 @@ class Pipeline:
         result: dict[str, Any] = self._execute(call, run_call, run_observed, inputs, cache, None)
         return result
 
-    @overload
-    def map(
-        self,
-        inputs: Mapping[str, Any] | None = ...,
-        map_over: str | Sequence[str] | None = ...,
-        map_mode: str = ...,
-        output_name: str | Sequence[str] | None = ...,
-        *,
-        on_error: Literal["continue"],
-    ) -> MapResult: ...
-    @overload
-    def map(
-        self,
-        inputs: Mapping[str, Any] | None = ...,
-        map_over: str | Sequence[str] | None = ...,
-        map_mode: str = ...,
-        output_name: str | Sequence[str] | None = ...,
-        on_error: str | None = ...,
-    ) -> dict[str, list[Any]]: ...
     def map(
         self,
         inputs: Mapping[str, Any] | None = None,
@@ -315,13 +297,15 @@ class Pipeline:
         map_mode: str = "zip",
         output_name: str | Sequence[str] | None = None,
         on_error: str | None = None,
-    ) -> dict[str, list[Any]]:
+    ) -> MapResult:
         """Run the pipeline once per item.
 
         Args:
-            inputs: name -> value; each ``map_over`` name maps to a list of items,
-                every other input is shared by all items.
-            map_over: the input name(s) whose lists are mapped over.
+            inputs: name -> value; each ``map_over`` name maps to a column of items
+                (a list, tuple, range, numpy array, pandas Series/Index, Arrow array;
+                see the README's "Columns and frames"), every other input is shared
+                by all items whatever its type.
+            map_over: the input name(s) whose columns are mapped over.
             map_mode: "zip" (item i takes element i of each list; equal lengths)
                 or "product" (every combination, the last list varying fastest).
             output_name: as for :meth:`run`.
@@ -332,9 +316,9 @@ class Pipeline:
                 pipeline's ``on_error``.
 
         Returns:
-            ``{output name: [value per item]}``, in item order; ``[]`` for no items.
-            With "continue" a :class:`~hypernodes.MapResult` (that dict, with
-            ``.failures``, ``.raise_if_failed()``, ``.good()``...).
+            A :class:`~hypernodes.MapResult`: the dict ``{output name: [value per item]}``,
+            in item order (``[]`` for no items), with ``.failures``, ``.raise_if_failed()``,
+            ``.good()`` (with "continue") and ``.to_pandas()``, ``.to_arrow()``, ``.to_numpy()``.
 
         Raises:
             MapSpecError, ArgumentTypeError (also for a one-shot iterator as a
@@ -348,11 +332,16 @@ class Pipeline:
         if cache is None:
             cache = INHERITED.get()
         mode = self.on_error if on_error is None else check_on_error(on_error, "map()")
+        result: Mapping[str, list[Any]]
         if cache is None and not self.callbacks and SCOPE.get() is None:
             if mode == "raise":  # passed only when asked for: an engine may predate on_error
-                return engine.map(self, inputs, map_over, map_mode, output_name)
-            return engine.map(self, inputs, map_over, map_mode, output_name, on_error=mode)
-        return self._map_with(engine, cache, inputs, map_over, map_mode, output_name, mode)
+                result = engine.map(self, inputs, map_over, map_mode, output_name)
+            else:
+                result = engine.map(self, inputs, map_over, map_mode, output_name, on_error=mode)
+        else:
+            result = self._map_with(engine, cache, inputs, map_over, map_mode, output_name, mode)
+        # An engine of another kind may return a plain dict of lists: still a MapResult to the user.
+        return result if type(result) is MapResult else MapResult(result)
 
     def _map_with(
         self,
@@ -363,7 +352,7 @@ class Pipeline:
         map_mode: Any,
         output_name: Any,
         on_error: str = "raise",
-    ) -> dict[str, list[Any]]:
+    ) -> Mapping[str, list[Any]]:
         """map() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
         map_call = getattr(engine, "map_call", None)
         if map_call is None:
@@ -504,11 +493,8 @@ class _NestedCall:
         lengths: dict[str, int] = {}
         for inner in self.map_over or ():
             value = value_of[inner]
-            if type(value) is not list:
-                raise ArgumentTypeError(
-                    f"Node `{self.name}` maps over `{outer_of[inner]}`, which must be a list of items; "
-                    f"got {type(value).__name__}."
-                )
+            if not is_column(value):
+                raise column_error(value, f"Node `{self.name}` maps over `{outer_of[inner]}`, which")
             lengths[outer_of[inner]] = len(value)
         if self.map_mode == "zip" and len(set(lengths.values())) > 1:
             shown = ", ".join(f"`{m}`: {n}" for m, n in lengths.items())
