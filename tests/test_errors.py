@@ -536,8 +536,8 @@ def test_errors_subclass_the_stdlib_types_users_catch() -> None:
 
     classes = [getattr(errors, name) for name in errors.__all__ if isinstance(getattr(errors, name), type)]
     assert (
-        len(set(classes)) == 14
-    )  # RemoteError, WiringError, ExecutionError; HyperNodesError and DependencyError are aliases
+        len(set(classes)) == 15
+    )  # RemoteError, WiringError, ExecutionError, TypeMismatchError; HyperNodesError and DependencyError are aliases
     for cls in classes:
         assert issubclass(cls, HypernodesError), cls
     # KeyError subclasses print their sentence, not a quoted repr of it

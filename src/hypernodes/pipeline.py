@@ -16,6 +16,7 @@ from typing import Any
 from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
 from ._columns import column_error, is_column
 from ._graph import Graph, build_graph, ticks
+from ._typecheck import check_edges, check_mode
 from .cache import INHERITED, Cache, CacheLookup
 from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
 from .engine import Engine, default_engine
@@ -63,6 +64,7 @@ class Pipeline:
         cache: Cache | None = None,
         parent: Pipeline | None = None,
         on_error: str = "raise",
+        type_check: str = "warn",
     ) -> None:
         """Args:
             nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
@@ -81,6 +83,12 @@ class Pipeline:
                 ``map()`` call says otherwise: "raise" (stop at the first failing
                 item) or "continue" (see :meth:`map`). Also what it does as a nested
                 ``as_node(map_over=...)``.
+            type_check: what to do when, on an edge annotated at both ends, the
+                producer's return type does not fit the consumer's parameter:
+                "warn" (a ``TypeMismatchWarning``, the default), "raise"
+                (``TypeMismatchError``) or "off" (annotations are not read). Only
+                definite misfits count: ``Any``, type variables and what cannot be
+                resolved pass (see the README's "Type checks").
 
         Raises:
             NodeDefinitionError: a member is not a node or pipeline, or ``name`` is not a string.
@@ -91,6 +99,7 @@ class Pipeline:
             TypeError: ``callbacks`` is not a list of ``PipelineCallback`` instances,
                 or ``cache`` is not a ``Cache``.
             MapSpecError: ``on_error`` is neither "raise" nor "continue".
+            TypeMismatchError: ``type_check="raise"`` and an edge's annotations do not fit.
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
@@ -153,6 +162,8 @@ class Pipeline:
         # through this pipeline's front door: its callbacks and cache apply on any engine.
         self._observed = bool(self.callbacks) or self.effective_cache is not None
         self._graph: Graph = build_graph(self.nodes)
+        self.type_check = check_mode(type_check)
+        check_edges(self.nodes, self._graph.producer, self.type_check, f"Pipeline `{name or 'pipeline'}`")
         self.plans = PlanCache(self._graph)  # one compiled Plan per call shape, read by engines
 
     def __getstate__(self) -> dict[str, Any]:
@@ -163,7 +174,11 @@ class Pipeline:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["nodes"], name=state["name"], cache=state.get("cache"), on_error=state.get("on_error", "raise")
+            state["nodes"],
+            name=state["name"],
+            cache=state.get("cache"),
+            on_error=state.get("on_error", "raise"),
+            type_check="off",  # checked where it was built; a worker need not read annotations again
         )
 
     # copies (unlike pickles) stay in this process, so they keep the engine and callbacks
@@ -176,6 +191,7 @@ class Pipeline:
             cache=self.cache,
             parent=self._parent,
             on_error=self.on_error,
+            type_check="off",  # the same nodes, checked when the original was built
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
@@ -188,6 +204,7 @@ class Pipeline:
             cache=self.cache,
             parent=self._parent,
             on_error=self.on_error,
+            type_check="off",  # the same nodes, checked when the original was built
         )
 
     @property
