@@ -43,7 +43,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import cluster  # noqa: F401  (registers the opt-in "dask" scenario)
+from . import (
+    cluster,  # noqa: F401  (registers the opt-in "dask" scenario)
+    columns,  # noqa: F401  (registers the opt-in "columns" scenario)
+)
 from ._harness import BenchError, Row, Settings, environment
 from .scenarios import OPT_IN, SCENARIOS, SEED_NOTEBOOK, SEED_ROUNDS
 

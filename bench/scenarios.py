@@ -49,7 +49,7 @@ Scenario = Callable[[Settings], list[Row]]
 SCENARIOS: dict[str, Scenario] = {}
 """Scenario name -> scenario, in the order ``python -m bench`` runs them."""
 
-OPT_IN = frozenset({"dask", "cache"})
+OPT_IN = frozenset({"dask", "cache", "columns"})
 """Scenarios ``python -m bench`` runs only when named: ``dask`` starts a cluster, and ``cache``
 takes minutes (its cold maps do 30 s of work each)."""
 
