@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from loky import ProcessPoolExecutor
 
-from hypernodes import HypernodesEngine, Pipeline, node
+from hypernodes import HypernodesEngine, Node, Pipeline, node
 from hypernodes._core import plan_batches
 from hypernodes.executors import AsyncExecutor
 from hypernodes.executors._spec import DEFAULT_WORKERS
@@ -341,7 +341,7 @@ def seed(settings: Settings) -> list[Row]:
 
         # node-level: three independent sleeping nodes and a combine node, run once.
         tasks = _io_tasks(size.node_sleep)
-        nodes = [node(fn, output_name=f"task{i}") for i, fn in enumerate(tasks, 1)]
+        nodes: list[Node[..., Any]] = [node(fn, output_name=f"task{i}") for i, fn in enumerate(tasks, 1)]
         nodes.append(node(_combine_tasks, output_name="final"))
         node_pool = stack.enter_context(ThreadPoolExecutor(max_workers=3))
 

@@ -55,7 +55,9 @@ class Pipeline:
 
     def __init__(
         self,
-        nodes: Sequence[Node | Pipeline],
+        # object, not Node | Pipeline: mypy joins nodes of different signatures in one list
+        # (Node[[str], str], Node[[int], float]) to object, and runtime checks every member anyway.
+        nodes: Sequence[object],
         backend: Engine | None = None,
         *,
         engine: Engine | None = None,
@@ -112,7 +114,7 @@ class Pipeline:
             raise NodeDefinitionError(
                 f"Pipeline(nodes=...) takes a list of nodes, got {type(nodes).__name__} {nodes!r:.60}."
             )
-        members: list[Node] = []
+        members: list[Node[..., Any]] = []
         for i, member in enumerate(nodes):
             if isinstance(member, Node):
                 members.append(member)
@@ -129,7 +131,7 @@ class Pipeline:
                     f"nodes[{i}] is {type(member).__name__} {member!r:.60}, not a node; "
                     "pipelines take @node functions and other Pipelines."
                 )
-        self.nodes: tuple[Node, ...] = tuple(members)
+        self.nodes: tuple[Node[..., Any], ...] = tuple(members)
         self.name = name
         self.engine = backend if backend is not None else engine
         keyword = "backend" if backend is not None else "engine"
@@ -518,7 +520,7 @@ class _NestedCall:
             raise MapSpecError(f"Node `{self.name}` zips lists of unequal length: {shown}.")
 
 
-class PipelineNode(Node):
+class PipelineNode(Node[..., tuple[Any, ...]]):
     """A pipeline acting as one node of another (see :meth:`Pipeline.as_node`).
 
     It produces the inner outputs (renamed, and selected by ``output_mapping``);

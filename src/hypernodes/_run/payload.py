@@ -384,7 +384,7 @@ def remote_node(
     With ``retries`` (the caller observes the call), the node's retried attempts come
     back too: ``(pickled result, attempts)``, or on the exception under ``RETRIES_ATTR``.
     """
-    nodes: tuple[Node, ...] = load(token, payload)
+    nodes: tuple[Node[..., Any], ...] = load(token, payload)
     loop = WorkerLoop()  # started only if the node is async
     log = RetryLog() if retries else None
     try:
