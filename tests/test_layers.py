@@ -34,7 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes._call", "hypernodes.cache", "hypernodes.cache.lookup"),
     ("hypernodes.cache.storage",),
     ("hypernodes.cache.hashing",),
-    ("hypernodes.cache._code",),
+    ("hypernodes.cache._code", "hypernodes.cache._arrays"),
     ("hypernodes.cache._values",),
     ("hypernodes._graph",),
     ("hypernodes._core",),

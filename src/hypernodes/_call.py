@@ -23,8 +23,8 @@ from . import _core
 from ._columns import as_column, column_error
 from ._events import Lookup, Observer
 from ._graph import Graph, Plan, compile_plan, ticks
-from .errors import ArgumentTypeError, MapSpecError
-from .failures import MapResult, check_on_error, unique
+from .errors import ArgumentTypeError, InputError, MapSpecError
+from .failures import LIVE, Failure, MapResult, check_on_error, unique
 
 __all__ = [
     "MAP_MODES",
@@ -236,7 +236,7 @@ class MapCall:
     item's error markers and go on (``failures.py``).
     """
 
-    __slots__ = ("items", "keep_going", "lookup", "mapped", "observer", "plan", "values")
+    __slots__ = ("items", "keep_going", "lookup", "mapped", "observer", "plan", "relabel", "values")
 
     def __init__(
         self,
@@ -255,13 +255,32 @@ class MapCall:
         self.lookup = lookup
         self.keep_going = keep_going
         self.mapped = mapped  # the mapped inputs' names, in the order of items.columns
+        self.relabel = False  # a Failure given as an input: markers are renumbered to their items
 
     def results(self, columns: list[list[Any]]) -> MapResult:
         """``{output name: [value per item]}`` from one column per requested output, as a
         :class:`~hypernodes.failures.MapResult` (listing the failures when the call keeps going)."""
         items = self.items
-        failures = unique(_core.find_failures(columns)) if self.keep_going else ()
+        failures: tuple[Failure, ...] = ()
+        if self.keep_going:
+            if self.relabel:
+                columns = _renumbered(columns)
+            failures = unique(_core.find_failures(columns))
         return MapResult(zip(self.plan.result_names, columns), failures, (self.mapped, items.columns, items.product))
+
+
+def _renumbered(columns: list[list[Any]]) -> list[list[Any]]:
+    """``columns`` with each marker that came in as an input made the failure of the item it is in now."""
+    made: dict[tuple[int, int], Failure] = {}
+    for column in columns:
+        for i, value in enumerate(column):
+            if type(value) is Failure and value.item != i:
+                key = (id(value), i)
+                found = made.get(key)
+                if found is None:
+                    found = made[key] = value.at(i)
+                column[i] = found
+    return columns
 
 
 def fast_key(names: Any) -> Any:
@@ -312,6 +331,9 @@ def prepare_run(
     values = list(plan.template)
     for name, slot in plan.input_pairs:
         values[slot] = inputs[name]
+    if LIVE[0]:  # a Failure exists in this process: it may be one of the inputs
+        for name, _ in plan.input_pairs:
+            _refuse_failures_in(name, inputs[name], "run()")
     plans.remember_run(output_name, given, plan)
     return RunCall(plan, values, observer, lookup)
 
@@ -358,14 +380,14 @@ def prepare_map(
             f"map_over names {ticks(absent)}, which {'is' if len(absent) == 1 else 'are'} not in inputs. "
             f"Inputs given: {ticks(list(inputs))}."
         )
-    columns: list[tuple[Any, ...]] = []
+    found: list[tuple[Any, ...]] = []
     for m in mapped:
         value = inputs[m]
         column = as_column(value)
         if column is None:
             raise column_error(value, f"map_over input `{m}`")
-        columns.append(column)
-    lengths = [len(c) for c in columns]
+        found.append(column)
+    lengths = [len(c) for c in found]
     product = map_mode == "product"
     if not product and len(set(lengths)) > 1:
         shown = ", ".join(f"`{m}`: {n}" for m, n in zip(mapped, lengths))
@@ -393,9 +415,70 @@ def prepare_map(
         n_items = n_items * n if product else n
     if n_items > sys.maxsize:
         raise MapSpecError(f"map_mode='product' of lists of lengths {lengths} is {n_items} items; too many to run.")
+    columns = tuple(found)
+    relabel = False
+    if LIVE[0]:  # a Failure exists in this process: it may be among the inputs
+        relabel = _failed_inputs(plan, inputs, mapped, columns, product, keep_going)
+        if relabel and not product:
+            columns = tuple(
+                tuple(v.at(i) if type(v) is Failure else v for i, v in enumerate(c)) if Failure in map(type, c) else c
+                for c in columns
+            )
     if not product:
         shared = tuple((name, slot) for name, slot in plan.input_pairs if name not in mapped)
         plans.remember_map(output_name, map_over, given, (plan, mapped, map_slots, shared))
-    return MapCall(
-        plan, values, Items(map_slots, tuple(columns), product, 0, n_items), observer, lookup, keep_going, mapped
+    call = MapCall(plan, values, Items(map_slots, columns, product, 0, n_items), observer, lookup, keep_going, mapped)
+    call.relabel = relabel
+    return call
+
+
+def _failure_message(failure: Failure, where: str) -> str:
+    return (
+        f"{where} is a Failure, not a value: node `{failure.node}` failed for item {failure.item} of an earlier "
+        f"map with {failure.type_name}: {failure.message:.300}. Pass only the good items on (MapResult.good(), "
+        "good_items), or map with on_error='continue' to carry the failure on as that item's failure."
     )
+
+
+def _refuse_failures_in(name: str, value: Any, verb: str) -> None:
+    """Raise if ``value`` (a call's input) is a Failure or a list or tuple holding one."""
+    if type(value) is Failure:
+        raise InputError(_failure_message(value, f"{verb} input `{name}`")) from value.error
+    if type(value) in (list, tuple) and Failure in map(type, value):
+        i, found = next((i, v) for i, v in enumerate(value) if type(v) is Failure)
+        raise InputError(_failure_message(found, f"Element {i} of {verb} input `{name}`")) from found.error
+
+
+def _failed_inputs(
+    plan: Plan,
+    inputs: Mapping[str, Any],
+    mapped: tuple[str, ...],
+    columns: tuple[tuple[Any, ...], ...],
+    product: bool,
+    keep_going: bool,
+) -> bool:
+    """Whether a Failure is among the inputs the plan reads (then the map's markers are renumbered).
+
+    A Failure among the mapped values or as a shared input is its item's failure under
+    ``on_error="continue"`` (the loops pass a marker on); under "raise", and inside a
+    shared list, it is refused.
+
+    Raises:
+        InputError: a Failure given where it cannot be carried on as an item's failure.
+    """
+    read = {name for name, _ in plan.input_pairs}
+    found = False
+    for name in read:
+        if name in mapped:
+            column = columns[mapped.index(name)]
+            if Failure in map(type, column):
+                if not keep_going:
+                    i, failure = next((i, v) for i, v in enumerate(column) if type(v) is Failure)
+                    where = f"Element {i} of map() input `{name}`" if product else f"map() input `{name}`, item {i},"
+                    raise InputError(_failure_message(failure, where)) from failure.error
+                found = True
+        elif type(inputs[name]) is Failure and keep_going:
+            found = True
+        else:
+            _refuse_failures_in(name, inputs[name], "map()")
+    return found

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._graph import Plan
 from .errors import add_note
+from .failures import release_frames
 
 if TYPE_CHECKING:
     from ._call import MapCall, RunCall
@@ -388,6 +389,10 @@ class CallObserver:
         self.session.emit(
             "on_node_retry", self.node_ids[node], exc, attempt, delay, path=self.path, where=self._where(node, item)
         )
+        if type(self.session) is _Session:
+            # A retried attempt's exception is over once reported: a callback that keeps it
+            # (a log of retries) must not keep the attempt's frames and locals alive too.
+            release_frames(exc)
 
     def node_error(self, node: int, item: int, exc: BaseException) -> None:
         self._close_scope(node, item)
@@ -439,6 +444,14 @@ class _Recording:
         self.ctx = None  # hooks are called in the caller's process, with its context
 
     def emit(self, hook: str, *args: Any, path: tuple[str, ...], where: str = "") -> None:
+        if hook == "on_node_retry":
+            # The attempt succeeded or failed again: either way its exception travels back with
+            # the slice's results, so one pickle cannot rebuild there (an SDK error) goes as its
+            # stand-in, or it would lose the whole slice (formatted now, while it has its frames).
+            from ._run.payload import portable
+
+            exc = args[1]
+            args = (args[0], portable(exc) or exc, *args[2:])
         self.events.append((hook, args, path, where))
 
     def including(self, more: Iterable[PipelineCallback]) -> _Recording:

@@ -52,7 +52,9 @@ from ._run import FuncTable, Runtime, run_map, run_one
 from .errors import ExecutorSpecError
 from .executors import check_max_workers
 from .executors._loop import LoopThread
+from .executors._worker import check_inner_threads
 from .executors.backends import Backend, backend_for
+from .failures import LIVE as _live_failures
 from .failures import MapResult
 
 __all__ = ["Engine", "HypernodesEngine", "default_engine"]
@@ -135,6 +137,7 @@ class HypernodesEngine(Engine):
         node_executor: Any = "sequential",
         map_executor: Any = "sequential",
         max_workers: int | None = None,
+        inner_threads: int | str | None = "auto",
     ) -> None:
         """Args:
             node_executor: runs independent nodes of one item concurrently:
@@ -144,20 +147,28 @@ class HypernodesEngine(Engine):
             max_workers: size of the executors the engine makes from names
                 (None: a ``ThreadPoolExecutor``'s default for "threaded", 100
                 for "async", one process per CPU for "parallel").
+            inner_threads: native threads (BLAS, OpenMP, MKL, numexpr) per
+                "parallel" worker process: "auto" (``max(1, cpu_count // workers)``,
+                as joblib does; a variable such as ``OMP_NUM_THREADS`` set in this
+                process's environment is kept), a positive int (overrides the
+                environment), or None (the environment is left alone).
 
         Raises:
             ExecutorSpecError: an unknown executor name, an object without
-                ``submit``, ``max_workers`` that is not a positive int, one
+                ``submit``, ``max_workers`` that is not a positive int,
+                ``inner_threads`` that is not "auto", None or a positive int, one
                 executor object for both levels, or a node executor that cannot
                 run inside the map executor's worker processes.
         """
-        nodes = backend_for(node_executor, "node", max_workers)
-        items = backend_for(map_executor, "map", max_workers)
+        check_inner_threads(inner_threads)
+        nodes = backend_for(node_executor, "node", max_workers, inner_threads)
+        items = backend_for(map_executor, "map", max_workers, inner_threads)
         check_max_workers(max_workers, "max_workers", allow_none=True)
         _check_combination(nodes, items)
         self.node_executor = node_executor
         self.map_executor = map_executor
         self.max_workers = max_workers
+        self.inner_threads = inner_threads
         self._loop = LoopThread("hypernodes-engine-loop")
         self._runtime = Runtime(nodes, items, FuncTable(self._loop), max_workers)
         self._run_runtime = self._runtime  # what run() uses; an engine may run single calls elsewhere (DaskEngine)
@@ -226,7 +237,7 @@ class HypernodesEngine(Engine):
                 plan = pipeline.plans.runs.get((output_name, frozenset(inputs)))
             except TypeError:
                 plan = pipeline.plans.find_run(output_name, inputs)
-            if plan is not None:  # a call shape checked before: the whole call in the core
+            if plan is not None and not _live_failures[0]:  # a shape checked before: the whole call in the core
                 try:
                     return runtime.core.run_dict(plan, plan.funcs, inputs)  # type: ignore[no-any-return]
                 except KeyboardInterrupt:
@@ -274,7 +285,9 @@ class HypernodesEngine(Engine):
                 shape = pipeline.plans.maps.get((output_name, map_over, frozenset(inputs)))
             except TypeError:
                 shape = pipeline.plans.find_map(output_name, map_over, inputs)
-            if shape is not None:  # a call shape checked before: the whole map in the core
+            # a shape checked before: the whole map in the core (while a Failure exists, the
+            # general path looks for it among the inputs)
+            if shape is not None and not _live_failures[0]:
                 plan, mapped_names, map_slots, shared = shape
                 try:
                     mapped = runtime.core.map_zip(plan, plan.funcs, inputs, mapped_names, map_slots, shared)

@@ -17,14 +17,16 @@ and the traceback text formatted where it was raised.
 
 from __future__ import annotations
 
+import pickle
+import threading
 import traceback as _traceback
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ._frames import MappedInputs, arrow_table, check_failures_option, numpy_array, pandas_frame
-from .errors import ArgumentTypeError, MapSpecError, add_note
+from .errors import ArgumentTypeError, MapSpecError, RemoteError, add_note
 
-__all__ = ["ATTEMPTS_ATTR", "ON_ERROR", "Failure", "MapResult", "check_on_error", "unique"]
+__all__ = ["ATTEMPTS_ATTR", "LIVE", "ON_ERROR", "Failure", "MapResult", "check_on_error", "release_frames", "unique"]
 
 ON_ERROR = ("raise", "continue")
 """The values ``on_error`` takes: stop the map at the first failing item, or keep going."""
@@ -65,7 +67,16 @@ class Failure:
         self.node = node
         self.item = item
         self.attempts: int = getattr(error, ATTEMPTS_ATTR, 1)
-        self._traceback = traceback
+        # The traceback is kept as a summary (formatted on first read) and the frames are
+        # released: a kept failure must not keep the failed call's locals (a batch, a tensor)
+        # alive as long as the result is.
+        self._traceback: str | _traceback.TracebackException = traceback if traceback is not None else _summary(error)
+        with _live_lock:
+            LIVE[0] += 1
+
+    def __del__(self) -> None:
+        with _live_lock:
+            LIVE[0] -= 1
 
     @property
     def type_name(self) -> str:
@@ -89,24 +100,91 @@ class Failure:
 
     @property
     def traceback(self) -> str:
-        """The exception's traceback as text, notes included (formatted where it was raised)."""
-        if self._traceback is None:
-            remote = getattr(self.error, "remote_traceback", None)
-            error = self.error
-            self._traceback = (
-                remote
-                if isinstance(remote, str) and remote
-                else "".join(_traceback.format_exception(type(error), error, error.__traceback__))
-            )
-        return self._traceback
+        """The exception's traceback as text, notes included (captured where it was raised)."""
+        found = self._traceback
+        if not isinstance(found, str):
+            found = self._traceback = "".join(found.format())
+        return found
+
+    def at(self, item: int) -> Failure:
+        """This failure as the failure of map item ``item`` (the same error, node and traceback)."""
+        twin = Failure(self.error, self.node, item, self.traceback)
+        twin.attempts = self.attempts
+        return twin
 
     def __repr__(self) -> str:
         kind = type(self.error).__name__
         return f"<Failure of map item {self.item} in node `{self.node}`: {kind}: {self.message:.80}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # The traceback object cannot travel; its text does, formatted here.
-        return (_rebuild, (self.error, self.node, self.item, self.attempts, self.traceback))
+        # The traceback travels as its text; an exception that pickle cannot rebuild
+        # (an SDK error whose __init__ needs more than its args) as its stand-in, so a
+        # result holding failures can be saved and loaded.
+        error = self.error if _travels(self.error) else _stand_in(self.error, self.traceback)
+        return (_rebuild, (error, self.node, self.item, self.attempts, self.traceback))
+
+
+LIVE = [0]
+"""How many :class:`Failure` objects exist in this process. While none does, no input of a
+call can be one, so the calls skip looking for them (``_call.py``, the engine's fast paths)."""
+_live_lock = threading.Lock()
+
+
+def _summary(error: BaseException) -> _traceback.TracebackException | str:
+    """``error``'s traceback (and its chain's) as a summary holding no frames; the frames are released."""
+    remote = getattr(error, "remote_traceback", None)
+    if isinstance(remote, str) and remote:  # a stand-in: the original's text
+        summary: _traceback.TracebackException | str = remote
+    else:
+        try:
+            summary = _traceback.TracebackException.from_exception(error, lookup_lines=False)
+        except Exception:  # a broken __str__ or chain: keep what can be said
+            summary = f"{type(error).__qualname__} (its traceback could not be read)\n"
+    release_frames(error)
+    return summary
+
+
+def release_frames(error: BaseException) -> None:
+    """Drop the frames of ``error``, of the exceptions chained to it and of a group's members."""
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        exc = pending.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        pending.extend(e for e in (exc.__cause__, exc.__context__) if e is not None)
+        pending.extend(e for e in getattr(exc, "exceptions", ()) if isinstance(e, BaseException))
+
+
+def _travels(error: BaseException) -> bool:
+    """Whether pickle rebuilds ``error`` (cloudpickle too: a class defined in a script travels by value)."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return True
+    except Exception:
+        pass
+    try:
+        import cloudpickle
+
+        pickle.loads(cloudpickle.dumps(error))
+        return True
+    except Exception:
+        return False
+
+
+def _stand_in(error: BaseException, traceback: str) -> BaseException:
+    kind = type(error)
+    try:
+        message = str(error)
+    except Exception:
+        message = f"<str() of the exception failed; args={error.args!r:.200}>"
+    stand_in = RemoteError(f"{kind.__module__}.{kind.__qualname__}", message, traceback)
+    for note in getattr(error, "__notes__", None) or ():
+        if isinstance(note, str):
+            add_note(stand_in, note)
+    return stand_in
 
 
 def _rebuild(error: BaseException, node: str, item: int, attempts: int, traceback: str) -> Failure:
@@ -259,4 +337,5 @@ class MapResult(dict[str, list[Any]]):
         return f"MapResult({dict.__repr__(self)}, failures={len(self.failures)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (MapResult, (list(self.items()), self.failures, self._mapped))
+        # The mapped inputs stay behind: they may not pickle, and a copy elsewhere needs only the results.
+        return (MapResult, (list(self.items()), self.failures))

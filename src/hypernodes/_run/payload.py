@@ -33,6 +33,7 @@ from .._call import Items
 from .._policy import Policy
 from ..errors import RemoteError, add_note, coroutine_returned
 from ..executors._loop import AwaitOn
+from ..executors._worker import check_parent
 from ..node import Node
 
 if TYPE_CHECKING:
@@ -384,6 +385,7 @@ def remote_node(
     With ``retries`` (the caller observes the call), the node's retried attempts come
     back too: ``(pickled result, attempts)``, or on the exception under ``RETRIES_ATTR``.
     """
+    check_parent()  # a task queued before the caller died never starts
     nodes: tuple[Node[..., Any], ...] = load(token, payload)
     loop = WorkerLoop()  # started only if the node is async
     log = RetryLog() if retries else None

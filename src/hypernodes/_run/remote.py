@@ -30,6 +30,7 @@ from .._events import EVENTS_ATTR, Lookup, RemoteObserver
 from .._graph import Plan
 from ..errors import add_note
 from ..executors._loop import CoroutineRunner, LoopThread
+from ..executors._worker import check_parent
 from ..executors.backends import Sequential, backend_for
 from ..failures import unique
 from .gather import died_note, gather
@@ -168,6 +169,7 @@ def remote_batch(token: str, payload: bytes, part: Items | ShippedItems) -> Slic
     An exception that pickle could not rebuild in the caller's process is raised as a
     :class:`~hypernodes.errors.RemoteError`.
     """
+    check_parent()  # a slice queued before the caller died never starts
     items = part.items() if isinstance(part, ShippedItems) else part
     try:
         spec, core, result = _remote_batch(token, payload, items)

@@ -10,7 +10,8 @@ opts out). A node's **key** is a digest of
   The source part is computed once per function; the values once per call;
 * per parameter, either the *key of the upstream node* that produces it, or, for
   an external input (and for the output of an uncached upstream node), the input's
-  *value*, hashed by content with its type (:func:`hash_value`).
+  *value*, hashed by its exact type and all of its state (:func:`hash_value`;
+  :func:`register_hasher` for classes you do not own).
 
 So a key is known from the inputs alone: :class:`CacheLookup` computes the keys of
 a whole map slice up front and asks the cache for all of them in one query; a
@@ -18,8 +19,8 @@ downstream node never hashes a large upstream output. Changing a function's body
 invalidates it and everything downstream; a comment, a docstring or an unrelated
 node does not.
 
-A value that cannot be hashed deterministically (a lock, an open file, an object of
-a C type) makes the nodes reading it uncached for that call, with one
+A value that cannot be hashed deterministically (a lock, an open file, a generator,
+a cycle) makes the nodes reading it uncached for that call, with one
 :class:`CacheWarning` naming the node and the type. Results are stored pickled,
 behind a checksum: a hit is a fresh copy; a corrupt entry is a miss (with a
 warning) and is overwritten. ``None`` is a result like any other; a node that
@@ -31,7 +32,7 @@ The package: :mod:`.hashing` (values in :mod:`._values`, code in :mod:`._code`),
 
 from __future__ import annotations
 
-from .hashing import Unhashable, compute_signature, hash_code, hash_inputs, hash_value
+from .hashing import Unhashable, compute_signature, hash_code, hash_inputs, hash_value, register_hasher
 from .lookup import INHERITED, CacheLookup, explain
 from .storage import Cache, CacheWarning, DiskCache, MemoryCache
 
@@ -48,4 +49,5 @@ __all__ = [
     "hash_code",
     "hash_inputs",
     "hash_value",
+    "register_hasher",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..node import Node
 from . import _values
-from ._values import _DIGEST, _feed, _public_fields, _type_name
+from ._values import _DIGEST, _feed, _instance_state, _type_name
 
 __all__ = ["hash_code"]
 
@@ -171,7 +171,7 @@ def _code_digests(func: Any) -> tuple[bytes, bytes]:
                 if isinstance(value, _PLAIN):
                     _feed(values, (name, value), set())
         elif not inspect.ismethod(f):
-            _feed(values, _public_fields(f), set())
+            _feed(values, _instance_state(f), set())  # all of a callable object's state, private too
         stack.extend(code.helpers)
     return static.digest(), values.digest()
 

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .._call import prepare_map, prepare_run
+from ..failures import Failure
 from ._code import _node_code
 from ._values import _DIGEST, Unhashable, _digest, _feed
 from .storage import Cache, CacheWarning, _dumps, _loads
@@ -47,6 +48,10 @@ _FLUSH_EVERY = 256  # buffered writes: flushed at this many entries, ...
 _FLUSH_AFTER_S = 1.0  # ... or when the oldest has waited this long, and after every slice
 _SCALARS = (int, str, float, bool, bytes, type(None))  # self-delimiting encodings: fed as they are
 _NO_BLOBS: dict[str, bytes] = {}
+# How a pickle names a Failure (its __reduce__ rebuilds it with failures._rebuild): a result
+# whose pickle holds both strings holds a Failure somewhere, at any depth. A user's value that
+# merely contains both strings is left uncached too: a miss, never a stored failure.
+_FAILURE_MARKS = (b"hypernodes.failures", b"_rebuild")
 _NO_CYCLE: set[int] = set()  # _feed's cycle guard, never touched for scalars
 
 
@@ -208,10 +213,22 @@ class CacheLookup:
         self._pending: list[tuple[str, bytes]] = []
         self._pending_since = 0.0
         self._pending_lock = threading.Lock()
+        self._reading = self._writing = True  # off after a storage fault, for the rest of the call (per process)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for name in ("_head", "_h0", "_item_h0", "_items", "_local", "_pending", "_pending_since", "_pending_lock"):
+        for name in (
+            "_head",
+            "_h0",
+            "_item_h0",
+            "_items",
+            "_local",
+            "_pending",
+            "_pending_since",
+            "_pending_lock",
+            "_reading",
+            "_writing",
+        ):
             del state[name]
         state["_meta_done"] = set()
         return state
@@ -275,8 +292,11 @@ class CacheLookup:
         for slot in self._mslots:
             v = values[slot]
             if type(v) is int:  # the commonest, written out: _feed's encoding, with no call
-                h.update(b"i%d;" % v)
-                continue
+                try:
+                    h.update(b"i%d;" % v)
+                    continue
+                except ValueError:  # over int->str's digit limit: _feed's long form, below
+                    pass
             if type(v) in _SCALARS:  # self-delimiting encodings: fed in a row they stay unambiguous
                 _feed(h, v, _NO_CYCLE)
                 continue
@@ -296,6 +316,8 @@ class CacheLookup:
             if upkey is not None and upkey is not _DEFER and self.code[up] is not None:
                 h.update(name + b"=u%d:" % j + upkey.encode())
                 continue
+            if _holds_failure(arg):  # an uncached node's output from a failure: nothing computed from it is stored
+                return None
             d = self._value(k, arg)
             if d is None:
                 return None
@@ -304,7 +326,7 @@ class CacheLookup:
 
     def _fetch(self, states: list[tuple[int, list[str | None], str | None]]) -> None:
         wanted = [key for _, keys, _ in states for key in keys if key is not None and key is not _DEFER]
-        blobs = self.cache.get_blobs(wanted) if wanted else {}
+        blobs = self._read(wanted) if wanted else {}
         for item, keys, item_key in states:
             st = self._items[item] = _Item(keys, blobs, item_key)
             if item_key is not None:
@@ -317,6 +339,8 @@ class CacheLookup:
         per-node keys, fetched in a second query.
         """
         self.flush()
+        if not self._reading:  # a storage fault earlier in the call: its items run uncached
+            return
         values = list(template)
         lo, hi, base = items.lo, items.hi, items.base
         if self._item_h0 is None:
@@ -337,7 +361,7 @@ class CacheLookup:
             for i in range(lo, hi):
                 items.fill(values, i)
                 keys.append(item_key(values))
-        found = self.cache.get_blobs([k for k in keys if k is not None])
+        found = self._read([k for k in keys if k is not None])
         misses = []
         n_nodes = self.n_nodes
         for i, key in zip(range(lo, hi), keys):
@@ -390,6 +414,8 @@ class CacheLookup:
                 self._write(st.item_key, _WHOLE + head + body)
 
     def _write(self, key: str, blob: bytes) -> None:
+        if not self._writing:
+            return
         with self._pending_lock:
             pending = self._pending
             if not pending:
@@ -404,8 +430,41 @@ class CacheLookup:
         each slice, in the process that ran it, and the pipeline after the call."""
         with self._pending_lock:
             pending, self._pending = self._pending, []
-        if pending:
-            self.cache.put_blobs(pending)
+        if pending and self._writing:
+            try:
+                self.cache.put_blobs(pending)
+            except Exception as exc:  # a full disk, a read-only or corrupt database: results stay, caching goes
+                self._fault(exc, "written")
+
+    def _read(self, keys: list[str]) -> dict[str, bytes]:
+        """``cache.get_blobs(keys)``; after a storage fault, nothing (the call runs uncached, warned once)."""
+        if not self._reading:
+            return {}  # a fresh dict: an item's state adds the blobs it writes to it
+        try:
+            return self.cache.get_blobs(keys)
+        except Exception as exc:
+            self._fault(exc, "read")
+            return {}
+
+    def _fault(self, exc: Exception, what: str) -> None:
+        """The cache could not be read or written: it is off (reads and writes, or only writes) for
+        the rest of this call, with one CacheWarning naming its place."""
+        with self._pending_lock:
+            first = self._writing and self._reading  # one warning per call, whatever faults next
+            self._writing = False
+            self._pending = []
+            if what == "read":
+                self._reading = False
+        if first:
+            where = getattr(self.cache, "path", None)
+            place = repr(self.cache) if where is None else repr(str(where))
+            warnings.warn(
+                f"hypernodes: the cache at {place} could not be "
+                f"{what} ({type(exc).__name__}: {exc}); this call returns its results but stores "
+                + ("nothing and reads nothing more from the cache." if what == "read" else "nothing more."),
+                CacheWarning,
+                stacklevel=3,
+            )
 
     # -- the _events.Lookup interface ---------------------------------------------------
 
@@ -429,7 +488,7 @@ class CacheLookup:
             key = keys[node] = self._deferred(node, st, args)
             if key is None:
                 return None
-            blob = self.cache.get_blobs([key]).get(key)
+            blob = self._read([key]).get(key)
         elif key is None:
             return None
         else:
@@ -466,6 +525,11 @@ class CacheLookup:
             self.unpack[node] and not (isinstance(result, (tuple, list)) and len(result) == self.n_outs[node])
         ):
             blob = _dumps(result)
+            if blob is not None and _FAILURE_MARKS[0] in blob and _FAILURE_MARKS[1] in blob:
+                # A nested pipeline's failed items (on_error="continue"): an outage must not be
+                # served after it ends. Neither this result nor anything computed from it is stored.
+                blob = None
+                self._taint(node, st)
             if blob is not None:
                 self._write(key, blob)
                 st.blobs[key] = blob
@@ -475,6 +539,23 @@ class CacheLookup:
                     self._meta_done.add(node)
                     self._store_meta(node, st, key)
         self._resolved(item, st)
+
+    def _taint(self, node: int, st: _Item) -> None:
+        """``node``'s result for this item holds a failure: it and every node below it go unstored."""
+        keys = st.keys
+        assert keys is not None
+        keys[node] = None
+        for below in self._below(node):
+            keys[below] = None
+
+    def _below(self, node: int) -> tuple[int, ...]:
+        """The nodes that read ``node``'s outputs, directly or not (computed when a failure needs it)."""
+        found: set[int] = set()
+        frontier = {node}
+        while frontier:
+            frontier = {k for k, srcs in enumerate(self.sources) for _, _, up, _ in srcs if up in frontier} - found
+            found |= frontier
+        return tuple(sorted(found))
 
     # -- what the callbacks read --------------------------------------------------------
 
@@ -588,6 +669,21 @@ class CacheLookup:
         if mapped:
             return "miss: not stored for this item's " + ", ".join(f"`{m}`" for m in mapped)
         return "miss: the entry was removed (cleared or evicted)"
+
+
+def _holds_failure(value: Any) -> bool:
+    """Whether ``value`` is a Failure or holds one in its builtin containers (lists, tuples, dicts, sets)."""
+    todo = [value]
+    seen: set[int] = set()
+    while todo:
+        v = todo.pop()
+        kind = type(v)
+        if kind is Failure:
+            return True
+        if kind in (list, tuple, set, frozenset, dict) and id(v) not in seen:
+            seen.add(id(v))
+            todo.extend(v.items() if kind is dict else v)
+    return False
 
 
 def explain(

@@ -10,6 +10,7 @@ corrupt entry is detected rather than unpickled into garbage. Reads come in batc
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import os
@@ -146,6 +147,14 @@ class MemoryCache(Cache):
 
 
 _BATCH = 500  # signatures per SELECT: under SQLite's oldest limit of 999 bound parameters
+_DBNAME = "cache.db"  # diskcache's database file in the directory (diskcache.core.DBNAME)
+_MODE_RAW, _MODE_BINARY = 1, 2  # diskcache.core's modes of bytes stored inline and in a file
+# Neither eviction policy we use updates an entry when it is read (only least-recently/frequently
+# used do), so a batched SELECT reads exactly what diskcache's own get() would.
+_SELECT = (
+    "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN ({})"
+    " AND (expire_time IS NULL OR expire_time > ?)"
+)
 
 
 class DiskCache(Cache):
@@ -180,31 +189,55 @@ class DiskCache(Cache):
             raise ValueError(f"DiskCache(size_limit=...) takes a positive number of bytes or None, got {size_limit!r}.")
         self.path = Path(path)
         self.size_limit = size_limit
-        self._open()
+        self._setup()
 
-    def _open(self) -> None:
-        store_class, self._timeout_error = _diskcache()
+    def _setup(self) -> None:
+        _, self._timeout_error = _diskcache()
         self._lock = threading.RLock()
-        self._store: Any = store_class(
-            str(self.path),
-            timeout=60,
-            size_limit=self.size_limit if self.size_limit is not None else 2**62,
-            eviction_policy="none" if self.size_limit is None else "least-recently-stored",
-            statistics=False,
-        )
-        # Neither policy updates an entry when it is read (only least-recently/frequently-used
-        # do), so a batched SELECT reads exactly what diskcache's own get() would.
-        self._select = (
-            "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key IN ({})"
-            " AND (expire_time IS NULL OR expire_time > ?)"
-        )
+        self._opened: Any = None  # the diskcache store, opened on first use (see _store)
+        self._reader: sqlite3.Connection | None = None  # on a read-only file system: a read-only connection
+
+    @property
+    def _store(self) -> Any:
+        """The diskcache store, opened on first use, so that a corrupt or unreadable database
+        fails the operation that needs it (the lookup then runs the call uncached, with a
+        warning) rather than the DiskCache's construction; a later operation tries again."""
+        store = self._opened
+        if store is None:
+            with self._lock:
+                if self._opened is None:
+                    store_class, _ = _diskcache()
+                    self._opened = store_class(
+                        str(self.path),
+                        timeout=60,
+                        size_limit=self.size_limit if self.size_limit is not None else 2**62,
+                        eviction_policy="none" if self.size_limit is None else "least-recently-stored",
+                        statistics=False,
+                    )
+                store = self._opened
+        return store
+
+    def _read_only(self) -> sqlite3.Connection | None:
+        """A read-only connection when the cache's file system is mounted read-only (SQLite cannot
+        open a write-ahead-log database there otherwise); None elsewhere."""
+        if self._reader is None:
+            try:
+                read_only = bool(os.statvfs(self.path).f_flag & os.ST_RDONLY)
+            except OSError:
+                return None
+            if not read_only or not (self.path / _DBNAME).is_file():
+                return None
+            # immutable=1: no lock and no -shm file, safe because nothing can write a read-only mount.
+            uri = (self.path / _DBNAME).absolute().as_uri() + "?mode=ro&immutable=1"
+            self._reader = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        return self._reader
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "size_limit": self.size_limit}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.path, self.size_limit = state["path"], state["size_limit"]
-        self._open()
+        self._setup()
 
     def __repr__(self) -> str:
         return f"DiskCache({str(self.path)!r}, size_limit={self.size_limit})"
@@ -212,19 +245,39 @@ class DiskCache(Cache):
     def get_blobs(self, signatures: Sequence[str]) -> dict[str, bytes]:
         """See :meth:`Cache.get_blobs`: one ``SELECT ... IN`` per 500 signatures."""
         found: dict[str, bytes] = {}
-        store = self._store
-        fetch = store._disk.fetch
         with self._lock:
+            reader = self._reader if self._opened is None else None
+            if reader is None and self._opened is None:
+                try:
+                    self._store  # noqa: B018  # opens it
+                except (sqlite3.OperationalError, OSError):
+                    reader = self._read_only()
+                    if reader is None:
+                        raise
+            run = reader.execute if reader is not None else self._store._sql_retry
             for lo in range(0, len(signatures), _BATCH):
                 part = list(signatures[lo : lo + _BATCH])
-                query = self._select.format(",".join("?" * len(part)))
-                rows = store._sql_retry(query, (*part, time.time())).fetchall()
+                rows = run(_SELECT.format(",".join("?" * len(part))), (*part, time.time())).fetchall()
                 for key, mode, filename, value in rows:
-                    try:
-                        found[key] = fetch(mode, filename, value, False)
-                    except OSError:  # a large entry's file removed under us: a miss
-                        continue
+                    blob = self._fetch(mode, filename, value)
+                    if blob is not None:
+                        found[key] = blob
         return found
+
+    def _fetch(self, mode: int, filename: str | None, value: Any) -> bytes | None:
+        # Our entries are bytes: inline (raw) or in a file of the directory (binary). Any other
+        # mode (diskcache's text or pickle) is no entry of ours, and never unpickled here.
+        if mode == _MODE_RAW and filename is None and isinstance(value, bytes):
+            return value
+        if mode == _MODE_BINARY and isinstance(filename, str):
+            target = self.path / filename
+            if ".." in Path(filename).parts or Path(filename).is_absolute():
+                return None  # an entry pointing outside the directory: not ours
+            try:
+                return target.read_bytes()
+            except OSError:  # a large entry's file removed under us: a miss
+                return None
+        return None
 
     def put_blob(self, signature: str, blob: bytes) -> None:
         """See :meth:`Cache.put_blob`."""
@@ -235,6 +288,8 @@ class DiskCache(Cache):
         entries = list(entries)
         if not entries:
             return
+        if self._opened is None and self._read_only() is not None:
+            raise OSError(errno.EROFS, "the cache's file system is mounted read-only", str(self.path))
         for attempt in range(self._RETRIES):
             try:
                 with self._lock, self._store.transact(retry=True):
@@ -293,10 +348,16 @@ class DiskCache(Cache):
     def close(self) -> None:
         """Close this process's database connection (reopened on next use)."""
         with self._lock:
-            self._store.close()
+            if self._opened is not None:
+                self._opened.close()
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()
 
     def __len__(self) -> int:
         with self._lock:
+            if self._opened is None and self._read_only() is not None:
+                return int(self._read_only().execute("SELECT COUNT(*) FROM Cache").fetchone()[0])  # type: ignore[union-attr]
             return len(self._store)
 
 

@@ -2,7 +2,8 @@
 
 Worker processes cost 0.1-0.4 s to start (an interpreter plus the user's imports),
 so engines with the same ``max_workers`` share one pool: a notebook that builds a
-new engine per cell finds the workers warm. A pool is shut down (its workers
+new engine per cell finds the workers warm (engines that cap their workers' native
+threads differently, ``inner_threads``, get pools of their own). A pool is shut down (its workers
 joined) when the last engine using it shuts down; idle workers exit after
 :data:`IDLE_TIMEOUT_S` and come back on demand.
 
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+from . import _worker
 from ._spec import DEFAULT_WORKERS
 
 __all__ = ["IDLE_TIMEOUT_S", "abandon", "acquire", "in_use", "kill", "release"]
@@ -48,13 +50,15 @@ class _Pool:
 # allocation, including inside one of these critical sections.
 _lock = threading.RLock()
 _idle = threading.Condition(_lock)  # notified when a call ends
-_pools: dict[int, _Pool | None] = {}  # workers -> the pool (None: killed, made again on demand)
-_users: dict[int, int] = {}  # workers -> engines that acquired that pool and did not release it
+# A pool's key: (workers, native threads per worker or None); see _key.
+_pools: dict[tuple[int, int | None], _Pool | None] = {}  # key -> the pool (None: killed, made again on demand)
+_users: dict[tuple[int, int | None], int] = {}  # key -> engines that acquired that pool and did not release it
 _ours: dict[int, _Pool] = {}  # id(executor) -> its pool, while it may still run tasks
 
 
-def _size(max_workers: int | None) -> int:
-    return max_workers if max_workers is not None else DEFAULT_WORKERS["parallel"]
+def _key(max_workers: int | None, inner_threads: int | str | None) -> tuple[int, int | None]:
+    size = max_workers if max_workers is not None else DEFAULT_WORKERS["parallel"]
+    return size, _worker.resolve_threads(inner_threads, size)
 
 
 def _usable(pool: _Pool | None) -> bool:
@@ -62,26 +66,39 @@ def _usable(pool: _Pool | None) -> bool:
     return pool is not None and not (getattr(flags, "broken", None) or getattr(flags, "shutdown", False))
 
 
-def acquire(max_workers: int | None, *, first: bool) -> Executor:
+def acquire(max_workers: int | None, inner_threads: int | str | None = _worker.AUTO, *, first: bool) -> Executor:
     """The shared pool of ``max_workers`` processes (None: one per CPU), started if needed.
 
+    ``inner_threads`` caps each worker's native thread pools (see :mod:`._worker`).
     ``first`` is True on an engine's first use: it then counts as a user of that
     pool until it calls :func:`release`. A pool broken by a dead worker is replaced.
     """
-    from loky import ProcessPoolExecutor
-
-    size = _size(max_workers)
+    key = _key(max_workers, inner_threads)
     with _lock:
-        pool = _pools.get(size)
+        pool = _pools.get(key)
         if not _usable(pool):
             if pool is not None:  # broken by a dead worker: nothing runs on it any more
                 _ours.pop(id(pool.executor), None)
-            pool = _pools[size] = _Pool(ProcessPoolExecutor(max_workers=size, timeout=IDLE_TIMEOUT_S))
+            pool = _pools[key] = _Pool(_start(key, explicit=isinstance(inner_threads, int)))
             _ours[id(pool.executor)] = pool
         if first:
-            _users[size] = _users.get(size, 0) + 1
+            _users[key] = _users.get(key, 0) + 1
         assert pool is not None
         return pool.executor
+
+
+def _start(key: tuple[int, int | None], explicit: bool) -> Executor:
+    from loky import ProcessPoolExecutor
+
+    size, threads = key
+    executor: Executor = ProcessPoolExecutor(
+        max_workers=size,
+        timeout=IDLE_TIMEOUT_S,
+        env=_worker.thread_env(threads, explicit),  # set before the worker imports anything
+        initializer=_worker.start,
+        initargs=(threads,),
+    )
+    return executor
 
 
 def _pool_of(executor: Executor) -> _Pool | None:
@@ -164,9 +181,9 @@ def _at_exit() -> None:
     with _lock:
         pools = list(_ours.values())
         _ours.clear()
-        for size, pool in list(_pools.items()):
+        for key, pool in list(_pools.items()):
             if pool in pools:
-                _pools[size] = None
+                _pools[key] = None
     for pool in pools:
         if pool.abandoned:
             _terminate(pool.executor, wait=True)
@@ -179,7 +196,7 @@ def _forget(pool: _Pool, future: Future[Any]) -> None:
         pool.abandoned.discard(future)
 
 
-def release(max_workers: int | None, *, wait: bool = True) -> None:
+def release(max_workers: int | None, inner_threads: int | str | None = _worker.AUTO, *, wait: bool = True) -> None:
     """An engine is done with its pool; the last one out shuts it down.
 
     With ``wait``, calls still running on the pool (from other threads) are
@@ -188,14 +205,14 @@ def release(max_workers: int | None, *, wait: bool = True) -> None:
     the pool is told to shut down once its running tasks finish, and its workers
     are terminated at once if only abandoned tasks run on it.
     """
-    size = _size(max_workers)
+    key = _key(max_workers, inner_threads)
     with _lock:
-        users = _users.get(size, 0) - 1
+        users = _users.get(key, 0) - 1
         if users > 0:
-            _users[size] = users
+            _users[key] = users
             return
-        _users.pop(size, None)
-        pool = _pools.pop(size, None)
+        _users.pop(key, None)
+        pool = _pools.pop(key, None)
         if pool is None:
             return
         try:
@@ -213,16 +230,16 @@ def release(max_workers: int | None, *, wait: bool = True) -> None:
         _stop(pool.executor, wait=wait, kill_workers=False)
 
 
-def kill(max_workers: int | None) -> None:
+def kill(max_workers: int | None, inner_threads: int | str | None = _worker.AUTO) -> None:
     """Terminate that pool's workers now (after Ctrl-C): running tasks are abandoned.
 
     Engines keep working: the next call starts fresh workers.
     """
-    size = _size(max_workers)
+    key = _key(max_workers, inner_threads)
     with _lock:
-        pool = _pools.get(size)
-        if size in _pools:
-            _pools[size] = None
+        pool = _pools.get(key)
+        if key in _pools:
+            _pools[key] = None
         if pool is not None:
             _ours.pop(id(pool.executor), None)
     if pool is not None:

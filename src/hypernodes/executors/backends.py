@@ -31,7 +31,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import ExecutorSpecError
-from . import _loky
+from . import _loky, _worker
 from ._async import AsyncExecutor
 from ._guard import is_task_of
 from ._spec import DEFAULT_WORKERS, EXECUTOR_NAMES
@@ -201,35 +201,36 @@ class Async(_Owned):
 
 
 class Processes(Backend):
-    """The loky process pool shared by every "parallel" backend of the same size."""
+    """The loky process pool shared by every "parallel" backend of the same size and thread cap."""
 
     name = "parallel"
     in_process = False
     portable = False  # processes do not start processes
     tasks_per_worker = PROCESS_TASKS_PER_WORKER
 
-    def __init__(self, max_workers: int | None) -> None:
+    def __init__(self, max_workers: int | None, inner_threads: int | str | None = _worker.AUTO) -> None:
         super().__init__("parallel")
         self.max_workers = max_workers
+        self.inner_threads = inner_threads  # native threads per worker (see executors/_worker.py)
         self._lock = threading.Lock()
         self._acquired = False
 
     def executor(self) -> Executor:
         # Asked each time: a pool broken by a dead worker, or killed after Ctrl-C, is replaced.
         with self._lock:
-            pool = _loky.acquire(self.max_workers, first=not self._acquired)
+            pool = _loky.acquire(self.max_workers, self.inner_threads, first=not self._acquired)
             self._acquired = True
             return pool
 
     def interrupted(self) -> None:
         if self._acquired:  # tasks already running in the workers would run on: stop them
-            _loky.kill(self.max_workers)
+            _loky.kill(self.max_workers, self.inner_threads)
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
             acquired, self._acquired = self._acquired, False
         if acquired:
-            _loky.release(self.max_workers, wait=wait)
+            _loky.release(self.max_workers, self.inner_threads, wait=wait)
 
 
 class Given(Backend):
@@ -251,7 +252,9 @@ class Given(Backend):
 _ALLOWED = ", ".join(repr(n) for n in EXECUTOR_NAMES)
 
 
-def backend_for(spec: Any, role: str, max_workers: int | None) -> Backend:
+def backend_for(
+    spec: Any, role: str, max_workers: int | None, inner_threads: int | str | None = _worker.AUTO
+) -> Backend:
     """The backend for an executor spec: a name from ``EXECUTOR_NAMES`` or an executor object.
 
     Args:
@@ -260,6 +263,8 @@ def backend_for(spec: Any, role: str, max_workers: int | None) -> Backend:
         role: "node" or "map": names the argument in errors and the threads it starts.
         max_workers: the size of executors made from names (None: their defaults);
             checked by the caller.
+        inner_threads: native threads per "parallel" worker process ("auto", an int,
+            or None: the environment left alone); checked by the caller.
 
     Raises:
         ExecutorSpecError: an unknown name, a class instead of an instance, or an
@@ -276,7 +281,7 @@ def backend_for(spec: Any, role: str, max_workers: int | None) -> Backend:
         if spec == "async":
             return Async(spec, max_workers, role)
         if spec == "parallel":
-            return Processes(max_workers)
+            return Processes(max_workers, inner_threads)
         raise ExecutorSpecError(
             f"Unknown {where} {spec!r}. Allowed: {_ALLOWED}, or an executor object with a submit() method "
             "(e.g. ThreadPoolExecutor, AsyncExecutor, a loky or Dask executor)."

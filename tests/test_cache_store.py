@@ -1,0 +1,193 @@
+"""The cache's storage and write path: failures never stored, storage faults, trust, limits, clearing."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import shutil
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hypernodes import DiskCache, MemoryCache, Pipeline, node
+from hypernodes.cache import CacheWarning
+from hypernodes.failures import Failure
+
+pytest.importorskip("diskcache")
+
+CALLS: list[Any] = []
+"""What in-process test nodes ran (a module global: a closed-over list would be part of the key)."""
+
+
+@pytest.fixture(autouse=True)
+def _clear_calls() -> None:
+    CALLS.clear()
+
+
+@node(output_name="y")
+def _flaky_once(x: int) -> int:
+    """Fails the first time it sees 2 (an outage), then succeeds."""
+    CALLS.append(x)
+    if x == 2 and CALLS.count(2) == 1:
+        raise ConnectionError("the service is down")
+    return x * 10
+
+
+@node(output_name="summary")
+def _summarize(ys: list[Any]) -> str:
+    CALLS.append("summary")
+    return ",".join("failed" if isinstance(y, Failure) else str(y) for y in ys)
+
+
+def _nested() -> Pipeline:
+    inner = Pipeline([_flaky_once], name="inner", on_error="continue")
+    fetch = inner.as_node(input_mapping={"xs": "x"}, output_mapping={"y": "ys"}, map_over="xs", name="fetch")
+    return Pipeline([fetch, _summarize], cache=MemoryCache())
+
+
+def test_a_nested_maps_failures_are_never_stored_nor_what_was_computed_from_them() -> None:
+    """An inner map under on_error="continue" returns a Failure for the item whose node failed once:
+    neither the nested node's output holding it nor the downstream summary of it is stored, so the
+    next run retries the failed item (and only it: the inner items that succeeded hit) and
+    recomputes the summary, which no longer holds the outage."""
+    pipeline = _nested()
+    first = pipeline.run({"xs": [1, 2, 3]})
+    assert isinstance(first["ys"][1], Failure)
+    assert first["summary"] == "10,failed,30"
+    assert CALLS == [1, 2, 3, "summary"]
+    second = pipeline.run({"xs": [1, 2, 3]})
+    assert second == {"ys": [10, 20, 30], "summary": "10,20,30"}
+    assert CALLS == [1, 2, 3, "summary", 2, "summary"]
+    assert pipeline.run({"xs": [1, 2, 3]}) == second  # now clean: stored, every node hits
+    assert CALLS == [1, 2, 3, "summary", 2, "summary"]
+
+
+def test_a_nested_failure_under_an_outer_continue_map_is_not_stored() -> None:
+    """The same under an outer map with on_error="continue": the item holding the nested failure is
+    neither stored per node nor as a whole item, and succeeds on the next call."""
+    pipeline = _nested()
+    first = pipeline.map({"xs": [[1, 2], [3]]}, map_over="xs", on_error="continue")
+    assert first["summary"] == ["10,failed", "30"]
+    assert CALLS == [1, 2, "summary", 3, "summary"]
+    second = pipeline.map({"xs": [[1, 2], [3]]}, map_over="xs", on_error="continue")
+    assert second["summary"] == ["10,20", "30"]
+    assert CALLS == [1, 2, "summary", 3, "summary", 2, "summary"]
+
+
+# -- storage faults: they cost caching, never results -----------------------------------
+
+
+@contextlib.contextmanager
+def _tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``where`` (skips the test when not root or mount fails); unmounted after."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    where.mkdir()
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+    ).returncode:
+        pytest.skip("mount -t tmpfs failed")
+    try:
+        yield where
+    finally:
+        gc.collect()  # connections of collected caches, closed before the unmount
+        subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True)
+
+
+def _remount_read_only(where: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True, capture_output=True)
+
+
+@node(output_name="page")
+def _page(x: int) -> str:
+    CALLS.append(x)
+    return str(x) * 20_000  # 20 to 100 KB: a few items fill a 1 MB disk
+
+
+def _cache_warnings(record: Any) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, CacheWarning)]
+
+
+def _one_warning_naming(record: Any, path: Path) -> None:
+    found = _cache_warnings(record)
+    assert len(found) == 1, found
+    assert str(path) in found[0]
+
+
+@pytest.mark.parametrize("on_error", ["raise", "continue"])
+def test_a_full_disk_costs_caching_never_results(tmp_path: Path, on_error: str) -> None:
+    """On a 1 MB disk that 200 results of 20+ KB overflow, the map returns every result (under
+    on_error="raise" too), with one CacheWarning naming the cache's path."""
+    with _tmpfs(tmp_path / "disk", "1m") as disk:
+        cache = DiskCache(disk / "cache")
+        pipeline = Pipeline([_page], cache=cache)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            result = pipeline.map({"x": list(range(200))}, map_over="x", on_error=on_error)
+        assert result["page"] == [str(x) * 20_000 for x in range(200)]
+        _one_warning_naming(record, disk / "cache")
+        cache.close()
+
+
+def test_a_read_only_warm_cache_is_read_and_new_results_are_returned(tmp_path: Path) -> None:
+    """A warm DiskCache on a file system remounted read-only serves its hits (no node runs, no
+    warning); new items run and are returned, with one warning that they were not stored."""
+    with _tmpfs(tmp_path / "disk", "4m") as disk:
+        cache = DiskCache(disk / "cache")
+        pipeline = Pipeline([_double], cache=cache)
+        assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
+        cache.close()
+        _remount_read_only(disk)
+        CALLS.clear()
+        reader = DiskCache(disk / "cache")
+        pipeline = Pipeline([_double], cache=reader)
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
+            assert pipeline.run({"x": 2}) == {"y": 4}
+        assert CALLS == []
+        assert _cache_warnings(record) == []
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            assert pipeline.map({"x": [3, 4, 5]}, map_over="x")["y"] == [6, 8, 10]
+        assert CALLS == [4, 5]
+        _one_warning_naming(record, disk / "cache")
+        assert len(reader) == 3 + 3 + 1  # per-node entries, item entries, the explain record: nothing added
+        reader.close()
+
+
+@node(output_name="y")
+def _double(x: int) -> int:
+    CALLS.append(x)
+    return 2 * x
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_or_truncated_database_runs_the_call_uncached_with_one_warning(tmp_path: Path, damage: str) -> None:
+    """A cache.db overwritten with garbage, or cut short, is a warning naming the path and an
+    uncached call that returns the right results: never an error, never a wrong hit."""
+    path = tmp_path / "cache"
+    cache = DiskCache(path)
+    Pipeline([_double], cache=cache).map({"x": list(range(300))}, map_over="x")
+    cache.close()
+    db = path / "cache.db"
+    for log in ("cache.db-wal", "cache.db-shm"):  # pages still in the write-ahead log would mask the damage
+        (path / log).unlink(missing_ok=True)
+    if damage == "garbage":
+        db.write_bytes(b"this is not a database" * 1000)
+    else:
+        with open(db, "r+b") as f:
+            f.truncate(db.stat().st_size // 3)
+    CALLS.clear()
+    pipeline = Pipeline([_double], cache=DiskCache(path))
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert pipeline.map({"x": list(range(300))}, map_over="x")["y"] == [2 * x for x in range(300)]
+    _one_warning_naming(record, path)
+    if damage == "garbage":  # (a truncated file may still serve the entries on its intact pages)
+        assert sorted(CALLS) == list(range(300))

@@ -1,0 +1,118 @@
+"""Worker processes fit for ML work: native thread caps, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psutil
+import pytest
+
+from hypernodes import HypernodesEngine, Pipeline, node
+from hypernodes.errors import ExecutorSpecError
+
+SCRIPT_TIMEOUT_S = 120
+
+
+def _script_env(core: ModuleType) -> dict[str, str]:
+    return {**os.environ, "HYPERNODES_NO_EXTENSIONS": "1" if core.IMPLEMENTATION == "python" else "0"}
+
+
+def blas_threads(x: int) -> list[int]:
+    """The thread count of every native thread pool loaded in this process (numpy's BLAS)."""
+    import numpy
+    from threadpoolctl import threadpool_info
+
+    numpy.ones((2, 2)) @ numpy.ones((2, 2))
+    return sorted({info["num_threads"] for info in threadpool_info()})
+
+
+def _threads_in_workers(**engine_options: Any) -> list[int]:
+    pytest.importorskip("threadpoolctl")
+    pytest.importorskip("numpy")
+    with HypernodesEngine(map_executor="parallel", **engine_options) as engine:
+        pipeline = Pipeline([node(blas_threads, output_name="threads")], backend=engine)
+        found = pipeline.map({"x": [0, 1, 2, 3]}, "x")["threads"]
+    return sorted({n for threads in found for n in threads})
+
+
+def test_parallel_workers_cap_native_threads_at_cores_over_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """By default each "parallel" worker runs max(1, cpus // workers) BLAS threads, as joblib's do."""
+    from loky import cpu_count
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    assert _threads_in_workers(max_workers=2) == [max(1, cpu_count() // 2)]
+
+
+def test_inner_threads_sets_the_native_threads_of_each_worker() -> None:
+    """inner_threads=N overrides the default cap (one worker would otherwise get every CPU)."""
+    assert _threads_in_workers(max_workers=1, inner_threads=1) == [1]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "all", True])
+def test_a_bad_inner_threads_is_refused_at_construction(bad: Any) -> None:
+    """inner_threads must be "auto", None or a positive int; the message lists what is allowed."""
+    with pytest.raises(ExecutorSpecError, match=r"inner_threads must be 'auto'.*positive int.*None"):
+        HypernodesEngine(map_executor="parallel", inner_threads=bad)
+
+
+ORPHANED_MAP = """
+import os, sys, time
+from hypernodes import HypernodesEngine, Pipeline, node
+
+def item(x, path):
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(0.02)
+    return x
+
+if __name__ == "__main__":
+    engine = HypernodesEngine(map_executor="parallel", max_workers=2)
+    Pipeline([node(item, output_name="y")], backend=engine).map({"x": list(range(4000)), "path": sys.argv[1]}, "x")
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_workers_stop_within_two_seconds_of_their_parents_death(core: ModuleType, tmp_path: Path) -> None:
+    """A script SIGKILLed in the middle of a "parallel" map: its workers exit within 2 s and run
+    no further item (the side-effect file stops growing), queued slices included."""
+    script = tmp_path / "orphans.py"
+    script.write_text(textwrap.dedent(ORPHANED_MAP))
+    log = tmp_path / "calls.txt"
+    log.touch()
+    proc = subprocess.Popen([sys.executable, str(script), str(log)], env=_script_env(core))
+    try:
+        deadline = time.monotonic() + SCRIPT_TIMEOUT_S
+        while len(set(log.read_text().split())) < 2 and time.monotonic() < deadline:  # both workers busy
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        killed = time.monotonic()
+        workers = {int(pid) for pid in log.read_text().split()}
+        while not all(_gone(pid) for pid in workers) and time.monotonic() < killed + 5:
+            time.sleep(0.05)
+        stopped = time.monotonic() - killed
+        calls = len(log.read_text().split())
+        time.sleep(0.5)
+        assert len(log.read_text().split()) == calls, "items still ran after the workers were said gone"
+        assert len(workers) == 2
+        assert stopped < 2.0, f"the orphaned workers ran on for {stopped:.1f} s"
+    finally:
+        for pid in {int(p) for p in log.read_text().split()}:
+            if not _gone(pid):
+                os.kill(pid, signal.SIGKILL)
