@@ -20,8 +20,15 @@ from hypernodes.failures import Failure
 
 pytest.importorskip("diskcache")
 
-CALLS: list[Any] = []
-"""What in-process test nodes ran (a module global: a closed-over list would be part of the key)."""
+
+class _Calls(list):  # type: ignore[type-arg]
+    def __cache_key__(self) -> str:
+        return "CALLS"
+
+
+CALLS: list[Any] = _Calls()
+"""What in-process test nodes ran. Globals a node reads are part of its key by value: with
+``__cache_key__``, this list's content does not count."""
 
 
 @pytest.fixture(autouse=True)

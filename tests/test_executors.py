@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from hypernodes import HypernodesEngine, Pipeline, node
-from hypernodes._run import maps, payload, remote
+from hypernodes._run import maps, payload, spill
 from hypernodes.errors import ExecutorSpecError
 from hypernodes.executors import AsyncExecutor
 from hypernodes.executors.backends import PROCESS_TASKS_PER_WORKER
@@ -302,7 +302,7 @@ def test_a_process_map_sends_the_plan_once_and_few_slices() -> None:
 
     try:
         with pytest.MonkeyPatch.context() as patch, HypernodesEngine(map_executor=executor) as engine:
-            patch.setattr(remote, "dumps", counting_dumps)
+            patch.setattr(spill, "dumps", counting_dumps)  # the payload is pickled there
             got = Pipeline([double], backend=engine).map({"x": list(range(1000))}, "x")
     finally:
         executor.shutdown()

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from time import perf_counter
 
 from .errors import OutputArityError, coroutine_returned, note_node
-from .failures import Failure, MapResult
+from .failures import Failure, MapResult, failure_of
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 IMPLEMENTATION = "cython"
-API_VERSION = 7
+API_VERSION = 8
 
 # A node result of this exact type is a coroutine from a plain node: funcs wraps async
 # nodes so that they return the awaited value. One pointer comparison per call.
@@ -511,7 +511,7 @@ cdef object _run_nodes_continue(
                 note_node(exc, p.names[k], item)
                 if errors is not None:
                     errors.node_error(k, item, exc)
-                marker = Failure(exc, p.names[k], item)
+                marker = failure_of(exc, p.names[k], item)
             else:
                 if lookup is not None:
                     lookup.put(k, item, argt, result)

@@ -22,7 +22,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from .errors import coroutine_returned, note_node, unpack_row
-from .failures import Failure, MapResult
+from .failures import Failure, MapResult, failure_of
 
 if TYPE_CHECKING:
     from ._events import Lookup, Observer
@@ -44,7 +44,7 @@ __all__ = [
 IMPLEMENTATION = "python"
 # Bumped whenever the core's contract changes; the tests check both cores agree,
 # which also catches a stale compiled extension left behind by an old build.
-API_VERSION = 7
+API_VERSION = 8
 
 # Shared inputs of these exact types are no one-shot iterators; anything else is asked.
 _NOT_ITERATORS = frozenset({int, float, complex, str, bytes, bool, type(None), list, tuple, dict})
@@ -404,7 +404,7 @@ def _run_nodes_continue(
                     note_node(exc, p.names[k], item)
                     if errors is not None:
                         errors.node_error(k, item, exc)
-                    marker = Failure(exc, p.names[k], item)
+                    marker = failure_of(exc, p.names[k], item)
                 else:
                     if lookup is not None:
                         lookup.put(k, item, argv, result)

@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._graph import Plan
-from .errors import add_note
+from .errors import FROM_CALLBACK, add_note
 from .failures import release_frames
 
 if TYPE_CHECKING:
@@ -267,8 +267,8 @@ class _Session:
 
 
 # Marks an exception a hook raised: the loops report it as the node's error, but
-# on_error is for a node's own exceptions.
-_FROM_CALLBACK = "__hypernodes_from_callback__"
+# on_error is for a node's own exceptions, and on_error="continue" never keeps it as a failure.
+_FROM_CALLBACK = FROM_CALLBACK
 
 
 class _Scope:

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 __all__ = [
+    "FROM_CALLBACK",
     "ArgumentTypeError",
     "CycleError",
     "DependencyError",
@@ -37,6 +38,10 @@ __all__ = [
     "note_node",
     "unpack_row",
 ]
+
+
+FROM_CALLBACK = "__hypernodes_from_callback__"
+"""The attribute marking an exception a callback's hook raised: it fails the call, never an item."""
 
 
 class HypernodesError(Exception):

@@ -24,9 +24,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ._frames import MappedInputs, arrow_table, check_failures_option, numpy_array, pandas_frame
-from .errors import ArgumentTypeError, MapSpecError, RemoteError, add_note
+from .errors import FROM_CALLBACK, ArgumentTypeError, MapSpecError, RemoteError, add_note
 
-__all__ = ["ATTEMPTS_ATTR", "LIVE", "ON_ERROR", "Failure", "MapResult", "check_on_error", "release_frames", "unique"]
+__all__ = [
+    "ATTEMPTS_ATTR",
+    "LIVE",
+    "ON_ERROR",
+    "Failure",
+    "MapResult",
+    "check_on_error",
+    "failure_of",
+    "release_frames",
+    "unique",
+]
 
 ON_ERROR = ("raise", "continue")
 """The values ``on_error`` takes: stop the map at the first failing item, or keep going."""
@@ -191,6 +201,18 @@ def _rebuild(error: BaseException, node: str, item: int, attempts: int, tracebac
     failure = Failure(error, node, item, traceback)
     failure.attempts = attempts
     return failure
+
+
+def failure_of(exc: BaseException, node: str, item: int) -> Failure:
+    """The error marker of ``exc``, raised by node ``node`` for ``item``.
+
+    Raises:
+        BaseException: ``exc`` itself when a callback's hook raised it (an ``on_node_retry``
+            inside a retrying node): a callback's exception fails the call, never one item.
+    """
+    if getattr(exc, FROM_CALLBACK, False):
+        raise exc
+    return Failure(exc, node, item)
 
 
 def unique(found: Iterable[Any]) -> tuple[Failure, ...]:

@@ -101,6 +101,7 @@ class Node(Generic[P, R]):
         defaults: parameter name -> default value, used when nothing provides it.
         is_async: whether calling ``func`` returns an awaitable (``async def``).
         cache: whether a pipeline's cache may store and reuse this node's results.
+        version: a code version (str or int) mixed into the node's cache key, or None.
         retries, retry_on, backoff, timeout: how a failing or hung call is retried
             and bounded (see ``@node``; 0 and None: not at all).
     """
@@ -119,6 +120,7 @@ class Node(Generic[P, R]):
         "retries",
         "retry_on",
         "timeout",
+        "version",
     )
 
     func: Callable[P, R]
@@ -135,6 +137,7 @@ class Node(Generic[P, R]):
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         backoff: float | Callable[[int], float] | None = None,
         timeout: float | None = None,
+        version: str | int | None = None,
     ) -> None:
         """Wrap ``func``.
 
@@ -154,12 +157,15 @@ class Node(Generic[P, R]):
             timeout: seconds one call may take; then the node fails with a
                 ``TimeoutError`` (an async call is cancelled, a sync one abandoned:
                 see the README's "Failures, retries and timeouts").
+            version: a code version (a str or int, like Dagster's ``code_version``) that is
+                part of the node's cache key: change it to recompute what the cache holds
+                when something the key cannot see changed (a model file, a remote API).
 
         Raises:
             NodeDefinitionError: ``func`` is not callable, has no inspectable
                 signature, no usable output name can be derived, or a retry or
                 timeout option is malformed (or ``retry_on``/``backoff`` is given
-                without ``retries``).
+                without ``retries``), or ``version`` is neither a str nor an int.
         """
         if not callable(func):
             raise NodeDefinitionError(
@@ -214,6 +220,12 @@ class Node(Generic[P, R]):
             self._call = _KeywordAdapter(func, n_positional, self.parameters[n_positional:])
         self.is_async = is_async_callable(func)
         self.cache = bool(cache)
+        if version is not None and (type(version) is bool or not isinstance(version, (str, int))):
+            raise NodeDefinitionError(
+                f"{where}: version must be a str or int (a code version, part of the cache key), "
+                f"got {type(version).__name__} {version!r:.60}."
+            )
+        self.version = version
         self.retries, self.retry_on, self.backoff, self.timeout = check_policy(
             where,
             retries,
@@ -300,6 +312,7 @@ def node(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = ...,
     backoff: float | Callable[[int], float] | None = ...,
     timeout: float | None = ...,
+    version: str | int | None = ...,
 ) -> Node[P, R]: ...
 @overload
 def node(
@@ -312,6 +325,7 @@ def node(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = ...,
     backoff: float | Callable[[int], float] | None = ...,
     timeout: float | None = ...,
+    version: str | int | None = ...,
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 @overload
 def node(
@@ -323,6 +337,7 @@ def node(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = ...,
     backoff: float | Callable[[int], float] | None = ...,
     timeout: float | None = ...,
+    version: str | int | None = ...,
 ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
 
@@ -337,6 +352,7 @@ def node(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     backoff: float | Callable[[int], float] | None = None,
     timeout: float | None = None,
+    version: str | int | None = None,
 ) -> Node[..., Any] | Callable[[Callable[..., Any]], Node[..., Any]]:
     """Turn a function into a :class:`Node`.
 
@@ -351,6 +367,8 @@ def node(
         cache: False keeps the node out of the pipeline's cache (it always runs).
         retries, retry_on, backoff, timeout: retry a failing call, bound a slow one
             (see :class:`Node`).
+        version: a code version (str or int) in the node's cache key: change it to
+            recompute cached results (see :class:`Node`).
 
     Returns:
         A :class:`Node`, or a decorator that makes one.
@@ -369,6 +387,7 @@ def node(
         "retry_on": retry_on,
         "backoff": backoff,
         "timeout": timeout,
+        "version": version,
     }
     if func is None:
 

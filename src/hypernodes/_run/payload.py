@@ -18,6 +18,7 @@ import contextlib
 import functools
 import io
 import operator
+import os
 import pickle
 import sys
 import threading
@@ -45,11 +46,13 @@ if TYPE_CHECKING:
 # that never runs on processes, or has no async node, pays for neither.
 
 __all__ = [
+    "ALIGN",
     "RESULT_ADVICE",
     "RETRIES_ATTR",
     "RetryLog",
     "ShippedItems",
     "SliceResult",
+    "Spilled",
     "WorkerLoop",
     "carried",
     "dumps",
@@ -102,15 +105,35 @@ _loaded: dict[str, Any] = {}
 _loaded_lock = threading.Lock()
 
 
-def load(token: str, payload: bytes) -> Any:
-    """``payload`` unpickled, once per token in this process (the newest few are kept)."""
+_spilled: dict[str, Spilled] = {}  # token -> the file it was read from, for the payloads read from files
+
+
+def load(token: str, payload: bytes | Spilled) -> Any:
+    """``payload`` unpickled, once per token in this process (the newest few are kept).
+
+    A payload read from a file (a :class:`Spilled` one, large) is dropped once its call
+    ended (the caller removed the file), when the next one is read: a worker holds
+    at most the large payloads of the calls still running.
+    """
     found = _loaded.get(token)
     if found is None:
-        found = pickle.loads(payload)
+        spilled = None if isinstance(payload, bytes) else payload
+        if spilled is not None:
+            with _loaded_lock:
+                for old in [t for t, s in _spilled.items() if s.gone()]:
+                    del _spilled[old]
+                    _loaded.pop(old, None)
+            found = spilled.opened()
+        else:
+            found = pickle.loads(payload)  # type: ignore[arg-type]
         with _loaded_lock:
             _loaded[token] = found
+            if spilled is not None:
+                _spilled[token] = spilled
             while len(_loaded) > _LOADED_MAX:
-                del _loaded[next(iter(_loaded))]
+                oldest = next(iter(_loaded))
+                _spilled.pop(oldest, None)
+                del _loaded[oldest]
     return found
 
 
@@ -417,3 +440,46 @@ def remote_node(
         raise stand_in from exc
     finally:
         loop.close()
+
+
+class Spilled:
+    """A payload written to ``path`` for the workers of this machine to read.
+
+    The file holds the pickle's out-of-band buffers (numpy arrays, say), each at an
+    offset aligned to :data:`ALIGN`, then the pickle itself; ``parts`` says where each
+    lies. A worker maps the file copy-on-write (:meth:`opened`): the arrays it
+    rebuilds use the mapped pages in place, shared by every worker until one writes
+    to them (that worker then gets its own copy of the pages it writes, as with a
+    pickled copy).
+    """
+
+    __slots__ = ("parts", "path")
+
+    def __init__(self, path: str, parts: tuple[tuple[int, int], ...]) -> None:
+        self.path = path
+        self.parts = parts  # (offset, length) of each buffer, then of the pickle
+
+    def __getstate__(self) -> tuple[str, tuple[tuple[int, int], ...]]:
+        return self.path, self.parts
+
+    def __setstate__(self, state: tuple[str, tuple[tuple[int, int], ...]]) -> None:
+        self.path, self.parts = state
+
+    def opened(self) -> Any:
+        """The payload, unpickled from the mapped file."""
+        import mmap
+
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            mapped = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) if size else b""
+        view = memoryview(mapped)
+        parts = [view[at : at + n] for at, n in self.parts]
+        return pickle.loads(parts[-1], buffers=parts[:-1])
+
+    def gone(self) -> bool:
+        """Whether its call ended (the caller removed the file)."""
+        return not os.path.exists(self.path)
+
+
+ALIGN = 64
+"""Each buffer of a :class:`Spilled` payload starts at a multiple of this in its file (numpy prefers aligned data)."""

@@ -2,7 +2,8 @@
 
 Parent side (:func:`map_remote`): the plan, the broadcast inputs and what the
 workers need to run the nodes (:class:`RemoteMap`) are pickled once per call;
-each task carries that payload's bytes and its own slice of the items (zip
+each task carries that payload's bytes (a large payload is written once to a file
+each worker reads once, see :mod:`.spill`) and its own slice of the items (zip
 columns cut to its rows, a column of plain ints or floats as one buffer, see
 :class:`~.payload.ShippedItems`; product columns whole). Slices come back as one column per
 output (a column of plain ints or floats as one buffer, see
@@ -40,6 +41,7 @@ from .payload import (
     RESULT_ADVICE,
     ShippedItems,
     SliceResult,
+    Spilled,
     WorkerLoop,
     carried,
     dumps,
@@ -49,8 +51,15 @@ from .payload import (
     unpicklable_index,
 )
 from .runtime import FuncTable, Runtime
+from .spill import payload_for
 
 __all__ = ["RemoteMap", "map_remote", "remote_batch"]
+
+
+PROGRESS_SLICES = 32
+"""An observed process map is cut into at least this many slices, so that its callbacks (a progress
+bar) hear from the workers every few percent of the map rather than once per worker's share (the
+extra tasks cost ~0.3 ms each, only when a callback listens)."""
 
 
 class RemoteMap:
@@ -99,21 +108,33 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
         call.lookup,
         call.keep_going,
     )
-    try:
-        token, payload = dumps(spec)
-    except Exception as exc:
-        culprits = ", ".join(_unpicklable(call)) or "a node or an input"
-        given = runtime.items.spec  # as the user wrote it: "parallel", or the executor's type
-        shown = f'"{given}"' if isinstance(given, str) else repr(runtime.items)
-        add_note(
-            exc,
-            f"hypernodes: {culprits} cannot be pickled. A map on {shown} sends the "
-            "pipeline's nodes and its inputs to worker processes, so they must be picklable (with "
-            "cloudpickle). Nothing was run.",
-        )
-        raise
-    slices = call.items.split(runtime.items.workers(executor), runtime.items.tasks_per_worker)
-    calls = [(token, payload, part) for part in _shipped(runtime.core, call.items, slices)]
+    workers, tasks = runtime.items.workers(executor), runtime.items.tasks_per_worker
+    if observer is not None:  # progress moves as slices arrive: at least every 1/PROGRESS_SLICES of the map
+        tasks = max(tasks, -(-PROGRESS_SLICES // workers))
+    slices = call.items.split(workers, tasks)
+    with contextlib.ExitStack() as stack:
+        try:  # a large payload: a file each worker maps once, not bytes in every task
+            token, payload = stack.enter_context(payload_for(executor, spec))
+        except Exception as exc:
+            culprits = ", ".join(_unpicklable(call)) or "a node or an input"
+            given = runtime.items.spec  # as the user wrote it: "parallel", or the executor's type
+            shown = f'"{given}"' if isinstance(given, str) else repr(runtime.items)
+            add_note(
+                exc,
+                f"hypernodes: {culprits} cannot be pickled. A map on {shown} sends the "
+                "pipeline's nodes and its inputs to worker processes, so they must be picklable (with "
+                "cloudpickle). Nothing was run.",
+            )
+            raise
+        calls = [(token, payload, part) for part in _shipped(runtime.core, call.items, slices)]
+        return _gather_slices(call, executor, slices, calls)
+
+
+def _gather_slices(
+    call: MapCall, executor: Executor, slices: list[Items], calls: list[tuple[Any, ...]]
+) -> list[list[Any]]:
+    """Run ``calls`` (one per slice), putting each slice's values in place as it arrives."""
+    observer = call.observer
 
     def items_of(i: int) -> str:
         return f"map items {slices[i].base + slices[i].lo}..{slices[i].base + slices[i].hi - 1}"
@@ -158,7 +179,7 @@ def _shipped(core: ModuleType, items: Items, slices: list[Items]) -> list[Items]
     return [s.detached() for s in slices]
 
 
-def remote_batch(token: str, payload: bytes, part: Items | ShippedItems) -> SliceResult:
+def remote_batch(token: str, payload: bytes | Spilled, part: Items | ShippedItems) -> SliceResult:
     """Worker side of a map slice: ``items`` through the pipeline; one column per output, ready to travel.
 
     Columns of plain ints or floats travel as one buffer each; the rest (and, with an
@@ -191,7 +212,7 @@ def remote_batch(token: str, payload: bytes, part: Items | ShippedItems) -> Slic
         raise stand_in from exc
 
 
-def _remote_batch(token: str, payload: bytes, items: Items) -> tuple[RemoteMap, ModuleType, Any]:
+def _remote_batch(token: str, payload: bytes | Spilled, items: Items) -> tuple[RemoteMap, ModuleType, Any]:
     spec: RemoteMap = load(token, payload)
     core = _core.module(spec.core)
     recorder = None if spec.observer is None else spec.observer.remote()  # one per task: tasks may share a process

@@ -32,7 +32,7 @@ from typing import Any
 
 from .._call import prepare_map, prepare_run
 from ..failures import Failure
-from ._code import _node_code
+from ._code import CodeKey, _differs_on_disk, _functions, _name_of, _node_code
 from ._values import _DIGEST, Unhashable, _digest, _feed
 from .storage import Cache, CacheWarning, _dumps, _loads
 
@@ -140,14 +140,17 @@ class CacheLookup:
         self.mapped = frozenset(map_slots or ())
         self._warned = False
         self.code: list[bytes | None] = []
-        self.code_parts: list[tuple[bytes, bytes] | None] = []
+        self.code_parts: list[CodeKey | None] = []
+        self._unkeyed: dict[int, str] = {}  # per node whose code cannot be keyed: why (for explain)
         self.sources: list[tuple[tuple[bytes, int, int, int], ...]] = []
         self.const: dict[int, bytes | None] = {}
         for k, node in enumerate(plan.nodes):
             try:
                 parts = _node_code(node)
             except Unhashable as exc:
-                self._warn(k, exc.type_name, "a value it closes over")
+                where = getattr(exc, "where", "a value its code reads")
+                self._warn(k, exc.type_name, where)
+                self._unkeyed[k] = f"not cached: {where} is a {exc.type_name}, which cannot be hashed"
                 parts = None
             self.code_parts.append(parts)
             self.code.append(None if parts is None else hashlib.blake2b(parts[0] + parts[1], digest_size=16).digest())
@@ -593,7 +596,14 @@ class CacheLookup:
             else:
                 d = self.const.get(slot)
                 inputs[name.decode()] = ("value", None, None if d is None else d.hex())
-        return {"code": parts[0].hex(), "closure": parts[1].hex(), "inputs": inputs}
+        named: dict[str, str] = {}  # each part of the code key by what it is: `helper ...`, `global ...`
+        for label, digest in getattr(parts, "parts", ()):
+            at, n = label, 1
+            while at in named:  # two parts named alike (two lambdas of one module): both kept, in order
+                n += 1
+                at = f"{label} #{n}"
+            named[at] = digest.hex()
+        return {"code": parts[0].hex(), "closure": parts[1].hex(), "parts": named, "inputs": inputs}
 
     def _store_meta(self, node: int, st: _Item, key: str) -> None:
         assert st.keys is not None
@@ -626,7 +636,7 @@ class CacheLookup:
         for k, name in enumerate(self.names):
             key = keys[k]
             if self.code[k] is None:
-                out[name] = "not cached: cache=False (or a value it closes over cannot be hashed)"
+                out[name] = self._unkeyed.get(k, "not cached: cache=False")
             elif key is None:
                 out[name] = "not cached: an input cannot be hashed"
             elif key is _DEFER:
@@ -643,32 +653,66 @@ class CacheLookup:
         if not isinstance(meta, dict):
             return "miss: never stored"
         now = self._parts(k, keys)
-        changed = []
-        if meta.get("code") != now["code"]:
-            changed.append("its code")
-        if meta.get("closure") != now["closure"]:
-            changed.append("a value its code closes over")
+        old_parts = meta.get("parts")
+        if isinstance(old_parts, dict):
+            changed = _changed_parts(old_parts, now["parts"])
+        else:  # stored by a version that kept two digests
+            changed = ["its code"] if meta.get("code") != now["code"] else []
+            if meta.get("closure") != now["closure"]:
+                changed.append("a value its code reads")
         old_inputs = meta.get("inputs", {})
-        mapped = []
+        unstored = []
         for name, (kind, up, digest) in now["inputs"].items():
             old = old_inputs.get(name)
             if kind == "mapped":  # stored by a run() or another map: its value is this item's own
                 if old is None:
                     changed.append(f"input `{name}`")
                 else:
-                    mapped.append(name)
-            elif kind == "upstream" and self.is_map:
-                # Upstream keys differ from item to item by design: what counts is whether the
-                # upstream node itself misses for this item.
-                if old is None or old[:2] != (kind, up) or so_far.get(str(up), "hit") != "hit":
+                    unstored.append(name)
+            elif kind == "upstream":
+                # An upstream node that hits is never to blame: the entry is missing for its
+                # current result (per item, upstream keys differ by design).
+                if old is None or old[:2] != (kind, up):
+                    changed.append(f"input `{name}`")
+                elif so_far.get(str(up), "hit") != "hit":
                     changed.append(f"upstream node `{up}`")
+                elif old != (kind, up, digest) or self.is_map:
+                    unstored.append(name)
             elif old != (kind, up, digest):
-                changed.append(f"upstream node `{up}`" if kind == "upstream" else f"input `{name}`")
+                changed.append(f"input `{name}`")
         if changed:
-            return "miss: changed since last stored: " + ", ".join(changed)
-        if mapped:
-            return "miss: not stored for this item's " + ", ".join(f"`{m}`" for m in mapped)
+            return "miss: changed since last stored: " + ", ".join(dict.fromkeys(changed))
+        if unstored:
+            names = ", ".join(f"`{m}`" for m in unstored)
+            return f"miss: not stored for this item's {names}" if self.is_map else f"miss: not stored for this {names}"
         return "miss: the entry was removed (cleared or evicted)"
+
+
+def _changed_parts(old: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """What changed between two named code keys, each reason once: `its code`, `helper `util.f``,
+    `global `K` (read by its code)`, `closure value `k``, `version`, ..."""
+    reasons: dict[str, None] = {}
+    for label in [*now, *(label for label in old if label not in now)]:
+        if old.get(label) != now.get(label):
+            reasons[label.split(" #", 1)[0]] = None
+    return list(reasons)
+
+
+def _on_disk_notes(plan: Any) -> dict[str, str]:
+    """Per node whose code (or a helper's) no longer matches its file on disk (edited after import,
+    not reloaded), the note :func:`explain` adds."""
+    notes = {}
+    for name, node in zip(plan.node_names, plan.nodes):
+        if not getattr(node, "cache", True):
+            continue
+        stale = dict.fromkeys(_name_of(f) for f in _functions(node) if _differs_on_disk(f))
+        if stale:
+            notes[name] = (
+                " (the source on disk differs from the code that runs: "
+                + ", ".join(f"`{f}`" for f in stale)
+                + "; key follows the running code)"
+            )
+    return notes
 
 
 def _holds_failure(value: Any) -> bool:
@@ -698,10 +742,14 @@ def explain(
 
     Returns:
         For a run: ``{node name: "hit" | "miss: ..." | "not cached: ..."}``; a miss
-        names what changed since that node was last stored: its code, a value it
-        closes over, an input, or an upstream node. With ``map_over``: one such dict
-        per item, where a node whose code and broadcast inputs are unchanged and whose
-        upstream nodes hit says ``"miss: not stored for this item's `x`"``.
+        names each part of the key that changed since that node was last stored, once:
+        ``its code``, ``helper `util.norm```, ``global `THRESHOLD` (read by its code)``,
+        ``closure value `k```, ``default `k```, ``version``, ``input `x```, or
+        ``upstream node `a``` (never an upstream node that hits). With ``map_over``: one
+        such dict per item, where a node whose code and broadcast inputs are unchanged
+        and whose upstream nodes hit says ``"miss: not stored for this item's `x`"``.
+        A node whose code (or a helper's) differs from its file on disk (edited after
+        import, not reloaded) gets a note saying so: its key follows the running code.
 
     Raises:
         ValueError: the pipeline has no cache.
@@ -712,7 +760,13 @@ def explain(
         raise ValueError("explain() needs a pipeline with a cache: Pipeline(..., cache=DiskCache(path)).")
     if map_over is None:
         call = prepare_run(pipeline.plans, inputs or {}, output_name)
-        return CacheLookup(cache, call.plan, call.values, None, False).explain()
+        why = CacheLookup(cache, call.plan, call.values, None, False).explain()
+        notes = _on_disk_notes(call.plan)
+        return {name: reason + notes.get(name, "") for name, reason in why.items()}
     mcall = prepare_map(pipeline.plans, inputs or {}, map_over, map_mode, output_name)
     lookup = CacheLookup(cache, mcall.plan, mcall.values, mcall.items.map_slots, False)
-    return lookup.explain_items(mcall.values, mcall.items)
+    notes = _on_disk_notes(mcall.plan)
+    return [
+        {name: reason + notes.get(name, "") for name, reason in why.items()}
+        for why in lookup.explain_items(mcall.values, mcall.items)
+    ]

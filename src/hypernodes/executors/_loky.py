@@ -15,6 +15,7 @@ executor the user holds is never resized or shut down by us.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future
@@ -25,7 +26,7 @@ from typing import Any
 from . import _worker
 from ._spec import DEFAULT_WORKERS
 
-__all__ = ["IDLE_TIMEOUT_S", "abandon", "acquire", "in_use", "kill", "release"]
+__all__ = ["IDLE_TIMEOUT_S", "abandon", "acquire", "in_use", "is_ours", "kill", "release"]
 
 IDLE_TIMEOUT_S = 300
 """Idle workers exit after this long (loky's default, 10 s, is shorter than a pause in a notebook)."""
@@ -87,6 +88,12 @@ def acquire(max_workers: int | None, inner_threads: int | str | None = _worker.A
         return pool.executor
 
 
+# loky restarts a worker whose memory grew by 300 MB since its first task, taking it for a
+# leak; ours grow by design (a call's large shared inputs, kept while it runs), and a restart
+# throws away what the worker loaded. A limit the user set in the environment is kept.
+_NO_RECYCLING = {} if "LOKY_MAX_MEMORY_LEAK_SIZE" in os.environ else {"LOKY_MAX_MEMORY_LEAK_SIZE": str(1 << 62)}
+
+
 def _start(key: tuple[int, int | None], explicit: bool) -> Executor:
     from loky import ProcessPoolExecutor
 
@@ -94,7 +101,7 @@ def _start(key: tuple[int, int | None], explicit: bool) -> Executor:
     executor: Executor = ProcessPoolExecutor(
         max_workers=size,
         timeout=IDLE_TIMEOUT_S,
-        env=_worker.thread_env(threads, explicit),  # set before the worker imports anything
+        env={**_worker.thread_env(threads, explicit), **_NO_RECYCLING},  # set before the worker imports anything
         initializer=_worker.start,
         initargs=(threads,),
     )
@@ -105,6 +112,11 @@ def _pool_of(executor: Executor) -> _Pool | None:
     """The pool of ours that ``executor`` is, if it is one."""
     pool = _ours.get(id(executor))
     return pool if pool is not None and pool.executor is executor else None
+
+
+def is_ours(executor: Executor) -> bool:
+    """Whether ``executor`` is one of our pools (its workers run on this machine)."""
+    return _pool_of(executor) is not None
 
 
 @contextmanager
