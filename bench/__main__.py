@@ -48,6 +48,7 @@ from . import (  # noqa: F401  (register the opt-in scenarios)
     cluster,  # "dask"
     columns,  # "columns"
     hashing,  # "hashing"
+    telemetry,  # "telemetry"
 )
 from ._harness import BenchError, Row, Settings, environment
 from .scenarios import OPT_IN, SCENARIOS, SEED_NOTEBOOK, SEED_ROUNDS

@@ -49,10 +49,10 @@ Scenario = Callable[[Settings], list[Row]]
 SCENARIOS: dict[str, Scenario] = {}
 """Scenario name -> scenario, in the order ``python -m bench`` runs them."""
 
-OPT_IN = frozenset({"dask", "cache", "hashing", "columns"})
+OPT_IN = frozenset({"dask", "cache", "hashing", "telemetry", "columns"})
 """Scenarios ``python -m bench`` runs only when named: ``dask`` starts a cluster, ``cache``
-takes minutes (its cold maps do 30 s of work each), ``hashing`` needs dask and joblib, and
-``columns`` maps 10,000,000 items."""
+takes minutes (its cold maps do 30 s of work each), ``hashing`` needs dask and joblib,
+``telemetry`` needs the OpenTelemetry SDK, and ``columns`` maps 10,000,000 items."""
 
 CHAIN_LENGTH = 200  # nodes in the overhead-chain pipeline
 CHAIN_CALLS = 2000  # calls per timing round in overhead-chain

@@ -17,6 +17,7 @@ import io
 import subprocess
 import sys
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -180,6 +181,39 @@ def test_python_subclasses_of_c_types_key_their_c_data() -> None:
     assert _distinct(d1, _Date(2021, 1, 1), d2)
 
 
+def _make_class(k: int) -> type:
+    class Made:
+        K = k
+
+    return Made
+
+
+def test_classes_made_by_one_factory_never_share_a_key() -> None:
+    """Two classes of one qualified name made in a function (different class attributes) differ, as
+    classes and through their instances; one class keeps one key."""
+    a, b = _make_class(1), _make_class(2)
+    assert _distinct(a, b)
+    assert _distinct(a(), b())
+    assert hash_value(a()) == hash_value(a())
+
+
+def test_pydantic_v1_models_key_private_attributes() -> None:
+    """pydantic's v1 models (shipped in pydantic 2 as pydantic.v1) key fields and private attributes."""
+    pydantic = pytest.importorskip("pydantic")
+    with warnings.catch_warnings():  # pydantic.v1 warns on Pythons it does not support
+        warnings.simplefilter("ignore")
+        v1 = pytest.importorskip("pydantic.v1") if pydantic.VERSION.startswith("2") else pydantic
+
+    class M(v1.BaseModel):  # type: ignore[misc,name-defined]
+        x: int
+        _secret: int = v1.PrivateAttr(0)
+
+    m1, m2 = M(x=1), M(x=1)
+    m2._secret = 3
+    assert _distinct(m1, m2, M(x=2))
+    assert hash_value(m1) == hash_value(M(x=1))
+
+
 def test_an_int_over_4300_digits_is_keyed_and_a_cached_map_over_it_works() -> None:
     """Ints past int->str's limit used to crash a cached map; they are keyed by their bytes."""
     big = 10**5000
@@ -320,14 +354,15 @@ def test_what_cannot_be_keyed_deterministically_is_refused() -> None:
 
 
 def test_an_unhashable_input_runs_uncached_with_one_warning() -> None:
-    """A node whose input cannot be keyed runs (uncached) and one CacheWarning names the node and the type."""
+    """A node whose input cannot be keyed runs (uncached) and one CacheWarning names the node, the input and
+    the type, and says what to do."""
 
     @node(output_name="n")
     def count(lock: Any, x: int) -> int:
         return x + 1
 
     p = Pipeline([count], cache=MemoryCache())
-    with pytest.warns(CacheWarning, match=r"`count`.*lock") as record:
+    with pytest.warns(CacheWarning, match=r"`count`.*input `lock`.*_thread.lock.*register_hasher") as record:
         assert p.map(inputs={"lock": threading.Lock(), "x": [1, 2]}, map_over="x")["n"] == [2, 3]
     assert len(record) == 1
 

@@ -32,8 +32,9 @@ from typing import Any
 
 from .._call import prepare_map, prepare_run
 from ..failures import Failure
-from ._code import CodeKey, _differs_on_disk, _functions, _name_of, _node_code
+from ._code import CodeKey, _differs_on_disk, _functions, _node_code
 from ._values import _DIGEST, Unhashable, _digest, _feed
+from ._where import _name_of
 from .storage import Cache, CacheWarning, _dumps, _loads
 
 __all__ = ["INHERITED", "CacheLookup", "Inheriting", "explain"]
@@ -159,7 +160,7 @@ class CacheLookup:
                 up, j = producer.get(slot, (-1, 0))
                 srcs.append((name.encode(), slot, up, j))
                 if up < 0 and slot not in self.mapped and slot not in self.const:
-                    self.const[slot] = self._value(k, values[slot])
+                    self.const[slot] = self._value(k, values[slot], name.encode())
             self.sources.append(tuple(srcs))
         # Per node, the hasher with everything that is the same for every item of the call
         # fed in (its code, the broadcast inputs), and what varies per item (upstream keys,
@@ -244,20 +245,20 @@ class CacheLookup:
         if not self._warned:
             self._warned = True
             warnings.warn(
-                f"hypernodes: node `{self.names[k]}` is not cached in this call: {what} is a {type_name}, "
-                "which cannot be hashed deterministically. Give its class a __cache_key__() method, or pass "
-                "something hashable.",
+                f"hypernodes: node `{self.names[k]}` is not cached in this call: {what} is (or holds) a "
+                f"{type_name}, which cannot be hashed deterministically. Give its class a __cache_key__() "
+                "method or a hasher (hypernodes.cache.register_hasher), or pass something else.",
                 CacheWarning,
                 stacklevel=3,
             )
 
-    def _value(self, k: int, value: Any) -> bytes | None:
+    def _value(self, k: int, value: Any, name: bytes) -> bytes | None:
         try:
             return _digest(value)
         except Unhashable as exc:
-            self._warn(k, exc.type_name, "an input")
-        except Exception as exc:  # a __cache_key__ or model_dump that raises
-            self._warn(k, type(exc).__name__, "an input's cache key (it raised)")
+            self._warn(k, exc.type_name, f"input `{name.decode()}`")
+        except Exception as exc:  # a __cache_key__ or a registered hasher that raises
+            self._warn(k, type(exc).__name__, f"input `{name.decode()}`'s cache key (it raised)")
         return None
 
     def _keys(self, values: Sequence[Any]) -> list[str | None]:
@@ -279,7 +280,8 @@ class CacheLookup:
                         break
                     h.update(prefix + upkey.encode())
                 else:
-                    d = hashed[slot] if slot in hashed else hashed.setdefault(slot, self._value(k, values[slot]))
+                    d = hashed[slot] if slot in hashed else self._value(k, values[slot], prefix[:-2])
+                    hashed[slot] = d
                     if d is None:
                         break
                     h.update(prefix + d)
@@ -321,7 +323,7 @@ class CacheLookup:
                 continue
             if _holds_failure(arg):  # an uncached node's output from a failure: nothing computed from it is stored
                 return None
-            d = self._value(k, arg)
+            d = self._value(k, arg, name)
             if d is None:
                 return None
             h.update(name + b"=v" + d)
