@@ -41,6 +41,13 @@ __all__ = ["INHERITED", "CacheLookup", "Inheriting", "explain"]
 INHERITED: contextvars.ContextVar[Cache | None] = contextvars.ContextVar("hypernodes_cache", default=None)
 """The cache of the pipeline call running on this thread: a nested pipeline without its own uses it."""
 
+_CHUNKS: contextvars.ContextVar[tuple[tuple[Any, range], ...]] = contextvars.ContextVar(
+    "hypernodes_cache_chunks", default=()
+)
+"""Per slice (a thread's or an async task's context), the items of the chunk each lookup last
+prefetched for it: once the slice moves on, what is left of their state (items whose nodes
+failed under on_error="continue", so never all resolved) is dropped."""
+
 _DEFER = "defer"  # a key that depends on an uncached upstream node's value, computed when the node is reached
 
 _WHOLE = b"HNI"  # an item entry: tag, CRC-32 of the payloads, their lengths, the payloads
@@ -342,9 +349,11 @@ class CacheLookup:
         Items whose whole entry is found have their results ready; the others get their
         per-node keys, fetched in a second query.
         """
-        self.flush()
+        self._flush()
+        self._drop_chunk()
         if not self._reading:  # a storage fault earlier in the call: its items run uncached
             return
+        _CHUNKS.set((*_CHUNKS.get(), (self, range(items.base + items.lo, items.base + items.hi))))
         values = list(template)
         lo, hi, base = items.lo, items.hi, items.base
         if self._item_h0 is None:
@@ -427,11 +436,33 @@ class CacheLookup:
             pending.append((key, blob))
             due = len(pending) >= _FLUSH_EVERY or time.monotonic() - self._pending_since > _FLUSH_AFTER_S
         if due:
-            self.flush()
+            self._flush()
 
     def flush(self) -> None:
-        """Write the buffered entries (one transaction for a ``DiskCache``). The drivers call it after
-        each slice, in the process that ran it, and the pipeline after the call."""
+        """Write the buffered entries (one transaction for a ``DiskCache``), and drop what is left
+        of the state of the slice's items. The drivers call it after each slice, in the process
+        that ran it, and the pipeline after the call."""
+        self._flush()
+        self._drop_chunk()
+
+    def _drop_chunk(self) -> None:
+        # The state of items this slice prefetched and never finished: under on_error="continue"
+        # a failed node is never put and the nodes below it never asked, so without this, each
+        # failed item's keys and blobs would stay until the call ends.
+        held = _CHUNKS.get()
+        if not held:
+            return
+        mine = [chunk for lookup, chunk in held if lookup is self]
+        if not mine:
+            return
+        _CHUNKS.set(tuple(entry for entry in held if entry[0] is not self))
+        items = self._items
+        if items:
+            for chunk in mine:
+                for item in chunk:
+                    items.pop(item, None)
+
+    def _flush(self) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, []
         if pending and self._writing:

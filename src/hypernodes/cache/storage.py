@@ -21,6 +21,7 @@ import time
 import warnings
 import weakref
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,28 +113,88 @@ class Cache(ABC):
 
 
 class MemoryCache(Cache):
-    """Entries in this process's memory (a copy travels to worker processes, and their writes stay there)."""
+    """Entries in this process's memory (a copy travels to worker processes, and their writes stay there).
 
-    def __init__(self) -> None:
-        self._data: dict[str, bytes] = {}
+    With ``max_items`` or ``max_bytes`` the least recently used entries (stored or read)
+    are evicted first, so that the cache stays within both. Thread-safe.
+    """
+
+    def __init__(self, max_items: int | None = None, max_bytes: int | None = None) -> None:
+        """Args:
+            max_items: the most entries to keep; None (the default): no limit.
+            max_bytes: the most bytes of stored entries to keep (the pickled results); None: no
+                limit. An entry larger than this is not stored.
+
+        Raises:
+            ValueError: a limit is not a positive integer (or None).
+        """
+        for name, limit in (("max_items", max_items), ("max_bytes", max_bytes)):
+            if limit is not None and (type(limit) is not int or limit <= 0):
+                raise ValueError(f"MemoryCache({name}=...) takes a positive integer or None (no limit), got {limit!r}.")
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0  # bytes of the stored entries (kept only with a limit)
+        self._lock = threading.Lock()
+        self._bounded = max_items is not None or max_bytes is not None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryCache(max_items={self.max_items}, max_bytes={self.max_bytes})"
 
     def get_blobs(self, signatures: Sequence[str]) -> dict[str, bytes]:
-        """See :meth:`Cache.get_blobs`."""
-        get = self._data.get
+        """See :meth:`Cache.get_blobs`; with a limit, each entry found becomes the most recently used."""
+        data = self._data
         found = {}
-        for s in signatures:
-            blob = get(s)
-            if blob is not None:
-                found[s] = blob
+        with self._lock:
+            get = data.get
+            for s in signatures:
+                blob = get(s)
+                if blob is not None:
+                    found[s] = blob
+            if self._bounded:
+                touch = data.move_to_end
+                for s in found:
+                    touch(s)
         return found
 
     def put_blob(self, signature: str, blob: bytes) -> None:
         """See :meth:`Cache.put_blob`."""
-        self._data[signature] = blob
+        self.put_blobs(((signature, blob),))
 
     def put_blobs(self, entries: Iterable[tuple[str, bytes]]) -> None:
-        """See :meth:`Cache.put_blobs`."""
-        self._data.update(entries)
+        """See :meth:`Cache.put_blobs`; with a limit, the least recently used entries make room."""
+        data = self._data
+        with self._lock:
+            if not self._bounded:  # no limit: no recency or size to keep
+                data.update(entries)
+                return
+            max_bytes = self.max_bytes
+            for signature, blob in entries:
+                old = data.pop(signature, None)
+                if old is not None:
+                    self._size -= len(old)
+                if max_bytes is not None and len(blob) > max_bytes:
+                    continue  # larger than the whole cache: not stored (an older entry under its key is gone)
+                data[signature] = blob
+                self._size += len(blob)
+            self._evict()
+
+    def _evict(self) -> None:
+        data, max_items, max_bytes = self._data, self.max_items, self.max_bytes
+        while data and (
+            (max_items is not None and len(data) > max_items) or (max_bytes is not None and self._size > max_bytes)
+        ):
+            _, blob = data.popitem(last=False)
+            self._size -= len(blob)
 
     def has(self, signature: str) -> bool:
         """See :meth:`Cache.has`."""
@@ -141,7 +202,9 @@ class MemoryCache(Cache):
 
     def clear(self) -> None:
         """See :meth:`Cache.clear`."""
-        self._data.clear()
+        with self._lock:
+            self._data.clear()
+            self._size = 0
 
     def __len__(self) -> int:
         return len(self._data)
