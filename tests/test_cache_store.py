@@ -432,3 +432,62 @@ def test_failed_items_leave_no_state_behind(monkeypatch: pytest.MonkeyPatch) -> 
     result = pipeline.map({"x": list(range(20_000))}, map_over="x", on_error="continue")
     assert len(result.failures) == 10_000
     assert max(held) <= MAX_CHUNK
+
+
+# -- clear(node=...) -------------------------------------------------------------------
+
+
+@node(output_name="z")
+def _inc(y: int) -> int:
+    CALLS.append(("inc", y))
+    return y + 1
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_clear_node_drops_that_nodes_entries_and_the_item_entries_that_include_it(storage: str, tmp_path: Path) -> None:
+    """clear(node="_inc") makes _inc run again for every item (its entries and the whole-item entries
+    are gone) while _double still hits; clear() drops everything."""
+    cache = MemoryCache() if storage == "memory" else DiskCache(tmp_path / "cache")
+    pipeline = Pipeline([_double, _inc], cache=cache)
+    assert pipeline.map({"x": [1, 2]}, map_over="x")["z"] == [3, 5]
+    CALLS.clear()
+    cache.clear(node="_inc")
+    assert pipeline.map({"x": [1, 2]}, map_over="x")["z"] == [3, 5]
+    assert pipeline.run({"x": 1}) == {"y": 2, "z": 3}
+    assert CALLS == [("inc", 2), ("inc", 4)]
+    cache.clear()
+    assert len(cache) == 0
+    CALLS.clear()
+    assert pipeline.run({"x": 1}) == {"y": 2, "z": 3}
+    assert CALLS == [1, ("inc", 2)]
+
+
+def test_clear_node_reaches_into_nested_pipelines() -> None:
+    """Clearing a node inside a nested pipeline also drops the nested pipeline's own entry (which
+    holds its result), so the inner node runs again."""
+    inner = Pipeline([_double], name="inner")
+    cache = MemoryCache()
+    outer = Pipeline([inner, _inc], cache=cache)
+    assert outer.run({"x": 3}) == {"y": 6, "z": 7}
+    CALLS.clear()
+    cache.clear(node="_double")
+    assert outer.run({"x": 3}) == {"y": 6, "z": 7}
+    assert CALLS == [3]
+
+
+class _OldCache(MemoryCache):
+    def clear(self) -> None:  # type: ignore[override]  # a custom cache written before clear(node=...)
+        self._data.clear()
+
+
+def test_a_custom_cache_without_clear_node_says_so() -> None:
+    """A Cache subclass whose clear() takes no node still clears everything; clear(node=...) raises
+    NotImplementedError saying what to implement. A bad node name is refused."""
+    cache = _OldCache()
+    cache.put("a", 1)
+    with pytest.raises(NotImplementedError, match="does not record which node"):
+        cache.clear(node="a")
+    cache.clear()
+    assert len(cache) == 0
+    with pytest.raises(ValueError, match="node's name"):
+        MemoryCache().clear(node="")

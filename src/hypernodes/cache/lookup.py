@@ -34,7 +34,7 @@ from .._call import prepare_map, prepare_run
 from ..failures import Failure
 from ._code import CodeKey, _differs_on_disk, _functions, _name_of, _node_code
 from ._values import _DIGEST, Unhashable, _digest, _feed
-from .storage import Cache, CacheWarning, _dumps, _loads
+from .storage import Cache, CacheWarning, _dumps, _loads, tag_of
 
 __all__ = ["INHERITED", "CacheLookup", "Inheriting", "explain"]
 
@@ -203,6 +203,11 @@ class CacheLookup:
             seed_h.update(repr(self._mslots).encode())
             self._item_seed = seed_h.digest()
         self._nested = any(getattr(node, "pipeline", None) is not None for node in plan.nodes)
+        # What clear(node=...) matches: a node's entries carry its name (and a nested pipeline's,
+        # the names of the nodes within); an item's whole entry carries every name of the call.
+        within = [_names_within(node, name) for node, name in zip(plan.nodes, self.names)]
+        self._tags = tuple(tag_of(names) for names in within)
+        self._item_tag = tag_of([name for names in within for name in names])
         self._init_local()
         self._meta_done: set[int] = set()
         self.is_map = map_slots is not None
@@ -220,7 +225,7 @@ class CacheLookup:
         self._item_h0 = None if self._item_seed is None else hashlib.blake2b(self._item_seed, digest_size=_DIGEST)
         self._items: dict[int, _Item] = {}
         self._local = threading.local()
-        self._pending: list[tuple[str, bytes]] = []
+        self._pending: list[tuple[str, bytes, str]] = []
         self._pending_since = 0.0
         self._pending_lock = threading.Lock()
         self._reading = self._writing = True  # off after a storage fault, for the rest of the call (per process)
@@ -424,16 +429,16 @@ class CacheLookup:
             if parts is not None and st.item_key is not None and None not in parts:
                 body = b"".join(parts)  # type: ignore[arg-type]
                 head = self._head.pack(zlib.crc32(body), *(len(p) for p in parts))  # type: ignore[arg-type]
-                self._write(st.item_key, _WHOLE + head + body)
+                self._write(st.item_key, _WHOLE + head + body, self._item_tag)
 
-    def _write(self, key: str, blob: bytes) -> None:
+    def _write(self, key: str, blob: bytes, tag: str) -> None:
         if not self._writing:
             return
         with self._pending_lock:
             pending = self._pending
             if not pending:
                 self._pending_since = time.monotonic()
-            pending.append((key, blob))
+            pending.append((key, blob, tag))
             due = len(pending) >= _FLUSH_EVERY or time.monotonic() - self._pending_since > _FLUSH_AFTER_S
         if due:
             self._flush()
@@ -467,7 +472,7 @@ class CacheLookup:
             pending, self._pending = self._pending, []
         if pending and self._writing:
             try:
-                self.cache.put_blobs(pending)
+                self.cache.put_tagged(pending)
             except Exception as exc:  # a full disk, a read-only or corrupt database: results stay, caching goes
                 self._fault(exc, "written")
 
@@ -566,7 +571,7 @@ class CacheLookup:
                 blob = None
                 self._taint(node, st)
             if blob is not None:
-                self._write(key, blob)
+                self._write(key, blob, self._tags[node])
                 st.blobs[key] = blob
                 if st.parts is not None:
                     st.parts[node] = blob[11:]
@@ -643,7 +648,7 @@ class CacheLookup:
         meta["key"] = key
         blob = _dumps(meta)
         if blob is not None:
-            self._write(self._meta_key(node), blob)
+            self._write(self._meta_key(node), blob, self._tags[node])
 
     def explain(self) -> dict[str, str]:
         """For a ``run()`` lookup: per node, ``"hit"`` or why it misses (see :func:`explain`)."""
@@ -745,6 +750,15 @@ def _on_disk_notes(plan: Any) -> dict[str, str]:
                 + "; key follows the running code)"
             )
     return notes
+
+
+def _names_within(node: Any, name: str) -> list[str]:
+    """``name`` and, for a nested pipeline's node, the names of the nodes within it (recursively)."""
+    names = [name]
+    inner = getattr(node, "pipeline", None)
+    for sub in getattr(inner, "nodes", ()) if inner is not None else ():
+        names.extend(_names_within(sub, sub.name))
+    return names
 
 
 def _holds_failure(value: Any) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import functools
 import hashlib
+import inspect
 import os
 import pickle
 import sqlite3
@@ -82,13 +83,31 @@ class Cache(ABC):
         for signature, blob in entries:
             self.put_blob(signature, blob)
 
+    def put_tagged(self, entries: Iterable[tuple[str, bytes, str | None]]) -> None:
+        """Store every ``(signature, blob, tag)`` of ``entries``: ``tag`` (made by :func:`tag_of`) names
+        the nodes the entry belongs to, for :meth:`clear` with ``node=``. By default the tags are
+        dropped and :meth:`put_blobs` stores the rest."""
+        self.put_blobs([(signature, blob) for signature, blob, _ in entries])
+
     @abstractmethod
     def has(self, signature: str) -> bool:
         """Whether an entry is stored under ``signature``."""
 
     @abstractmethod
-    def clear(self) -> None:
-        """Remove every entry."""
+    def clear(self, node: str | None = None) -> None:
+        """Remove every entry; with ``node``, only those a node of that name stored (in any pipeline)
+        and the whole-item entries of the calls it took part in.
+
+        Raises:
+            NotImplementedError: ``node`` was given to a cache that does not record which node
+                stored an entry (a subclass whose ``clear()`` takes no ``node``).
+        """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        clear = cls.__dict__.get("clear")
+        if clear is not None and "node" not in inspect.signature(clear).parameters:
+            cls.clear = _clear_everything_only(clear)  # type: ignore[method-assign]
 
     def get(self, signature: str, default: Any = None) -> Any:
         """The value stored under ``signature`` (a fresh copy), or ``default`` when absent or unreadable."""
@@ -110,6 +129,33 @@ class Cache(ABC):
         if blob is None:
             raise TypeError(f"cannot pickle a {_type_name(type(value))} to cache it")
         self.put_blob(signature, blob)
+
+
+def tag_of(names: Iterable[str]) -> str:
+    """The tag of an entry that belongs to the nodes ``names`` (what :meth:`Cache.clear` matches)."""
+    return "\n" + "\n".join(sorted(set(names))) + "\n"
+
+
+def _needle(node: str) -> str:
+    if not isinstance(node, str) or not node or "\n" in node:
+        raise ValueError(f"clear(node=...) takes a node's name (a non-empty string), got {node!r}.")
+    return "\n" + node + "\n"
+
+
+def _clear_everything_only(clear: Any) -> Any:
+    # A Cache subclass whose clear() predates clear(node=...): it still clears everything, and
+    # clear(node=...) says why it cannot, rather than a TypeError about an argument.
+    @functools.wraps(clear)
+    def clear_all(self: Cache, node: str | None = None) -> None:
+        if node is not None:
+            raise NotImplementedError(
+                f"{type(self).__name__}.clear(node={node!r}): this cache does not record which node stored "
+                "an entry. Give its clear() a `node` parameter (and store the tags put_tagged() receives), "
+                "or call clear() to remove everything."
+            )
+        clear(self)
+
+    return clear_all
 
 
 class MemoryCache(Cache):
@@ -134,6 +180,7 @@ class MemoryCache(Cache):
         self.max_items = max_items
         self.max_bytes = max_bytes
         self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._tags: dict[str, str] = {}  # signature -> its tag (see tag_of), for clear(node=...)
         self._size = 0  # bytes of the stored entries (kept only with a limit)
         self._lock = threading.Lock()
         self._bounded = max_items is not None or max_bytes is not None
@@ -172,19 +219,31 @@ class MemoryCache(Cache):
 
     def put_blobs(self, entries: Iterable[tuple[str, bytes]]) -> None:
         """See :meth:`Cache.put_blobs`; with a limit, the least recently used entries make room."""
-        data = self._data
+        self.put_tagged([(signature, blob, None) for signature, blob in entries])
+
+    def put_tagged(self, entries: Iterable[tuple[str, bytes, str | None]]) -> None:
+        """See :meth:`Cache.put_tagged`; with a limit, the least recently used entries make room."""
+        data, tags = self._data, self._tags
         with self._lock:
             if not self._bounded:  # no limit: no recency or size to keep
-                data.update(entries)
+                for signature, blob, tag in entries:
+                    data[signature] = blob
+                    if tag is not None:
+                        tags[signature] = tag
+                    elif tags:
+                        tags.pop(signature, None)
                 return
             max_bytes = self.max_bytes
-            for signature, blob in entries:
+            for signature, blob, tag in entries:
                 old = data.pop(signature, None)
+                tags.pop(signature, None)
                 if old is not None:
                     self._size -= len(old)
                 if max_bytes is not None and len(blob) > max_bytes:
                     continue  # larger than the whole cache: not stored (an older entry under its key is gone)
                 data[signature] = blob
+                if tag is not None:
+                    tags[signature] = tag
                 self._size += len(blob)
             self._evict()
 
@@ -193,18 +252,28 @@ class MemoryCache(Cache):
         while data and (
             (max_items is not None and len(data) > max_items) or (max_bytes is not None and self._size > max_bytes)
         ):
-            _, blob = data.popitem(last=False)
+            signature, blob = data.popitem(last=False)
+            self._tags.pop(signature, None)
             self._size -= len(blob)
 
     def has(self, signature: str) -> bool:
         """See :meth:`Cache.has`."""
         return signature in self._data
 
-    def clear(self) -> None:
+    def clear(self, node: str | None = None) -> None:
         """See :meth:`Cache.clear`."""
         with self._lock:
-            self._data.clear()
-            self._size = 0
+            if node is None:
+                self._data.clear()
+                self._tags.clear()
+                self._size = 0
+                return
+            needle = _needle(node)
+            for signature in [s for s, tag in self._tags.items() if needle in tag]:
+                del self._tags[signature]
+                blob = self._data.pop(signature, None)
+                if blob is not None:
+                    self._size -= len(blob)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -386,12 +455,16 @@ class DiskCache(Cache):
 
     def put_blobs(self, entries: Iterable[tuple[str, bytes]]) -> None:
         """See :meth:`Cache.put_blobs`: all of them in one transaction."""
+        self.put_tagged([(signature, blob, None) for signature, blob in entries])
+
+    def put_tagged(self, entries: Iterable[tuple[str, bytes, str | None]]) -> None:
+        """See :meth:`Cache.put_tagged`: all of them in one transaction, the tags in diskcache's tag column."""
         entries = list(entries)
         if not entries:
             return
         key = self._key
         if key is not None:
-            entries = [(s, sign(key, s, b)) for s, b in entries]
+            entries = [(s, sign(key, s, b), t) for s, b, t in entries]
         if self._opened is None and self._read_only() is not None:
             raise OSError(errno.EROFS, "the cache's file system is mounted read-only", str(self.path))
         for attempt in range(self._RETRIES):
@@ -407,7 +480,7 @@ class DiskCache(Cache):
             stacklevel=2,
         )
 
-    def _write(self, entries: list[tuple[str, bytes]]) -> None:
+    def _write(self, entries: list[tuple[str, bytes, str | None]]) -> None:
         # Inside the transaction. Without a size limit nothing is ever culled, so a small blob
         # (stored inline, as diskcache's own set() stores bytes under its file threshold) is
         # one upsert row, all of them in one executemany (diskcache's set() costs about three
@@ -415,39 +488,47 @@ class DiskCache(Cache):
         # Large blobs, a size limit, and keys that hold a file now go through set().
         store = self._store
         if self.size_limit is not None:
-            small: list[tuple[str, bytes]] = []
+            small: list[tuple[str, bytes, str | None]] = []
         else:
             limit = store.disk_min_file_size
-            small = [(k, b) for k, b in entries if len(b) < limit]
+            small = [e for e in entries if len(e[1]) < limit]
         if small:
             now = time.time()
             store._con.executemany(
                 "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
-                " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
+                " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, ?, 0, 1, NULL, ?)"
                 " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
-                " access_time = excluded.access_time, value = excluded.value, size = 0, mode = 1"
-                " WHERE Cache.filename IS NULL",
-                [(k, now, now, sqlite3.Binary(b)) for k, b in small],
+                " access_time = excluded.access_time, tag = excluded.tag, value = excluded.value, size = 0,"
+                " mode = 1 WHERE Cache.filename IS NULL",
+                [(k, now, now, t, sqlite3.Binary(b)) for k, b, t in small],
             )
-        done = {k for k, _ in small}
+        done = {k for k, _, _ in small}
         if done:  # a key that held a file (the upsert left it): replaced by set(), which removes the file
             listed = list(done)
             for lo in range(0, len(listed), _BATCH):
                 part = listed[lo : lo + _BATCH]
                 query = "SELECT key FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN ({})"
                 done -= {k for (k,) in store._sql(query.format(",".join("?" * len(part))), part).fetchall()}
-        for signature, blob in entries:
+        for signature, blob, tag in entries:
             if signature not in done:
-                store.set(signature, blob)
+                store.set(signature, blob, tag=tag)
 
     def has(self, signature: str) -> bool:
         """See :meth:`Cache.has`."""
         return bool(self.get_blobs([signature]))
 
-    def clear(self) -> None:
-        """See :meth:`Cache.clear`."""
-        with self._lock:
-            self._store.clear(retry=True)
+    def clear(self, node: str | None = None) -> None:
+        """See :meth:`Cache.clear` (a node's entries are those whose diskcache tag names it)."""
+        if node is None:
+            with self._lock:
+                self._store.clear(retry=True)
+            return
+        needle = _needle(node)
+        with self._lock, self._store.transact(retry=True):
+            store = self._store
+            rows = store._sql("SELECT key FROM Cache WHERE raw = 1 AND instr(tag, ?) > 0", (needle,)).fetchall()
+            for (signature,) in rows:
+                store.delete(signature, retry=True)  # removes a large entry's file too
 
     def close(self) -> None:
         """Close this process's database connection (reopened on next use)."""
