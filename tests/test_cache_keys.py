@@ -94,7 +94,7 @@ def test_numpy_subclass_dtype_fields_and_strides() -> None:
 
 
 def test_large_buffers_are_keyed_whole_whatever_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An array past two 4 MiB chunks (hashed as a tree, on threads) changes key with its last byte,
+    """An array past two 1 MiB chunks (hashed as a tree, on threads) changes key with its last byte,
     and its key does not depend on how many threads hashed it."""
     from hypernodes.cache import _values
 
