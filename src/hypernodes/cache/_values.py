@@ -219,10 +219,16 @@ def _feed_buffer(h: Any, buf: Any) -> None:
         for i in range(k, len(chunks), workers):
             digests[i] = hashlib.sha256(chunks[i]).digest()
 
-    threads = [threading.Thread(target=stripe, args=(k,), name="hypernodes-hash") for k in range(1, workers)]
-    for t in threads:
-        t.start()
+    threads = []
     try:
+        for k in range(1, workers):
+            t = threading.Thread(target=stripe, args=(k,), name="hypernodes-hash")
+            try:
+                t.start()
+            except RuntimeError:  # no thread to be had (the interpreter is exiting): this stripe here
+                stripe(k)
+                continue
+            threads.append(t)
         stripe(0)
     finally:
         for t in threads:
