@@ -77,6 +77,7 @@ def test_masked_arrays_key_their_mask_and_fill_value() -> None:
     data = np.array([1, 2, 3])
     a = np.ma.array(data, mask=[0, 0, 1])
     assert _distinct(a, np.ma.array(data, mask=[1, 0, 0]), np.ma.array(data, mask=[0, 0, 1], fill_value=7), data)
+    assert hash_value(np.ma.masked) == hash_value(np.ma.masked)  # the constant refuses a fill value being stored
 
 
 def test_numpy_subclass_dtype_fields_and_strides() -> None:
