@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import pickle
 import shutil
+import sqlite3
 import subprocess
 import warnings
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ import pytest
 
 from hypernodes import DiskCache, MemoryCache, Pipeline, node
 from hypernodes.cache import CacheWarning
+from hypernodes.cache.storage import _dumps
 from hypernodes.failures import Failure
 
 pytest.importorskip("diskcache")
@@ -198,3 +201,145 @@ def test_a_corrupt_or_truncated_database_runs_the_call_uncached_with_one_warning
     _one_warning_naming(record, path)
     if damage == "garbage":  # (a truncated file may still serve the entries on its intact pages)
         assert sorted(CALLS) == list(range(300))
+
+
+# -- trust: who may write to a cache, and signed entries --------------------------------
+
+
+class _Plant:
+    """A malicious entry: unpickling it creates ``marker`` (code run by whoever reads the cache)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def _plant_everywhere(path: Path, marker: Path) -> int:
+    """Overwrite every entry of the DiskCache at ``path`` with a planted pickle: half of them in our
+    unsigned format (a valid checksum), half with a forged signature. Returns how many."""
+    planted = _dumps(_Plant(marker))
+    assert planted is not None
+    with contextlib.closing(sqlite3.connect(path / "cache.db")) as con:
+        keys = [k for (k,) in con.execute("SELECT key FROM Cache")]
+        for i, key in enumerate(keys):
+            blob = planted if i % 2 else b"HS1" + bytes(16) + planted
+            con.execute("UPDATE Cache SET value = ?, mode = 1, filename = NULL WHERE key = ?", (blob, key))
+        con.commit()
+    return len(keys)
+
+
+def test_a_planted_pickle_is_never_unpickled_when_entries_are_signed(tmp_path: Path) -> None:
+    """With a secret, entries replaced by a malicious pickle (unsigned, or with a forged signature;
+    per-node and whole-item entries alike) are misses with one warning: the nodes run again, the
+    pickle never runs, and the entries are overwritten (the next call hits)."""
+    path, marker = tmp_path / "cache", tmp_path / "marker"
+    cache = DiskCache(path, secret="correct horse battery staple")
+    pipeline = Pipeline([_double], cache=cache)
+    assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
+    cache.close()
+    assert _plant_everywhere(path, marker) == 7
+    CALLS.clear()
+    cache = DiskCache(path, secret=b"correct horse battery staple")
+    pipeline = Pipeline([_double], cache=cache)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
+    _one_warning_naming(record, path)
+    assert "signature" in _cache_warnings(record)[0]
+    assert not marker.exists()
+    assert CALLS == [1, 2, 3]
+    assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
+    assert CALLS == [1, 2, 3]
+    cache.close()
+
+
+def test_the_secret_can_come_from_the_environment_and_binds_entries_to_their_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HYPERNODES_CACHE_SECRET signs entries like secret=; another secret reads them as misses; an
+    entry copied under another key does not verify (the signature covers the key)."""
+    monkeypatch.setenv("HYPERNODES_CACHE_SECRET", "from the environment")
+    cache = DiskCache(tmp_path / "cache")
+    cache.put("a", 1)
+    cache.put("b", 2)
+    raw = DiskCache(tmp_path / "cache", secret="another").get_blobs
+    with pytest.warns(CacheWarning, match="signature"):
+        assert raw(["a", "b"]) == {}
+    assert cache.get("a") == 1
+    assert cache._key is not None
+    stored = cache._store.get("a")
+    assert stored.startswith(b"HS1")
+    cache._store.set("b", stored)  # a's signed entry moved under b
+    with pytest.warns(CacheWarning, match="signature"):
+        assert cache.get("b", "missing") == "missing"
+    cache.close()
+
+
+def test_an_unsigned_cache_never_unpickles_a_diskcache_pickle_row(tmp_path: Path) -> None:
+    """A row in diskcache's own pickle mode (not an entry DiskCache writes) is a miss, never unpickled,
+    even without a secret."""
+    path, marker = tmp_path / "cache", tmp_path / "marker"
+    cache = DiskCache(path)
+    cache.put("a", 1)
+    cache.close()
+    with contextlib.closing(sqlite3.connect(path / "cache.db")) as con:
+        con.execute("UPDATE Cache SET value = ?, mode = 4 WHERE key = 'a'", (pickle.dumps(_Plant(marker)),))
+        con.commit()
+    assert DiskCache(path).get("a", "missing") == "missing"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("target", ["directory", "database"])
+def test_a_cache_others_can_write_to_is_refused_with_the_fix(tmp_path: Path, target: str) -> None:
+    """A group- or world-writable directory or database file is refused before anything is read, with
+    the path, its mode and the fix; a sticky world-writable directory (as /tmp) is accepted."""
+    path = tmp_path / "cache"
+    DiskCache(path).put("a", 1)
+    gc.collect()
+    unsafe = path if target == "directory" else path / "cache.db"
+    unsafe.chmod(0o777 if target == "directory" else 0o666)
+    with pytest.raises(PermissionError, match="other users can write to it") as caught:
+        DiskCache(path)
+    message = str(caught.value)
+    assert str(unsafe) in message
+    assert "rwxrwxrwx" in message or "rw-rw-rw-" in message
+    assert f"chmod go-w {unsafe}" in message
+    if target == "directory":
+        path.chmod(0o1777)
+        assert DiskCache(path).get("a") == 1
+
+
+def test_a_cache_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    """A directory owned by another user (not root) is refused, naming its owner."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    path = tmp_path / "cache"
+    path.mkdir(mode=0o755)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(PermissionError, match="owned by uid 65534"):
+        DiskCache(path)
+
+
+def test_a_new_cache_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Under a group-writable umask (002) the directory and database DiskCache creates are not
+    group-writable, so the next DiskCache on them is not refused."""
+    old = os.umask(0o002)
+    try:
+        cache = DiskCache(tmp_path / "cache")
+        cache.put("a", 1)
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "cache", tmp_path / "cache" / "cache.db"):
+        assert made.stat().st_mode & 0o022 == 0, oct(made.stat().st_mode)
+    assert DiskCache(tmp_path / "cache").get("a") == 1
+    cache.close()
+
+
+def test_a_secret_must_be_text_or_bytes_and_not_empty(tmp_path: Path) -> None:
+    """secret= is checked when given: an empty one or another type is refused, naming what is allowed."""
+    with pytest.raises(ValueError, match="empty"):
+        DiskCache(tmp_path / "c", secret="")
+    with pytest.raises(TypeError, match="str or bytes"):
+        DiskCache(tmp_path / "c", secret=42)  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._trust import check_private, secret_key, sign, verify
 from ._values import _type_name
 
 __all__ = ["Cache", "CacheWarning", "DiskCache", "MemoryCache"]
@@ -176,26 +177,38 @@ class DiskCache(Cache):
 
     _RETRIES = 10
 
-    def __init__(self, path: str | os.PathLike[str], size_limit: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], size_limit: int | None = None, secret: str | bytes | None = None
+    ) -> None:
         """Args:
             path: the cache directory (created if missing).
             size_limit: the most bytes to keep; None (the default): no eviction.
+            secret: sign every entry with this key (keep it outside the directory); None:
+                the ``HYPERNODES_CACHE_SECRET`` environment variable's value, if set, else
+                unsigned entries. Entries without a valid signature are misses, never unpickled.
 
         Raises:
             ImportError: diskcache is not installed.
-            ValueError: ``size_limit`` is not a positive integer.
+            ValueError: ``size_limit`` is not a positive integer, or ``secret`` is empty.
+            TypeError: ``secret`` is neither str nor bytes.
+            PermissionError: another user owns the directory (or its database) or can write to it.
         """
         if size_limit is not None and (not isinstance(size_limit, int) or size_limit <= 0):
             raise ValueError(f"DiskCache(size_limit=...) takes a positive number of bytes or None, got {size_limit!r}.")
         self.path = Path(path)
         self.size_limit = size_limit
+        self._given = None if secret is None else secret_key(secret)  # travels to workers; the variable is read there
         self._setup()
 
     def _setup(self) -> None:
         _, self._timeout_error = _diskcache()
+        self._key = self._given if self._given is not None else secret_key(None)
         self._lock = threading.RLock()
         self._opened: Any = None  # the diskcache store, opened on first use (see _store)
         self._reader: sqlite3.Connection | None = None  # on a read-only file system: a read-only connection
+        self._warned_unsigned = False
+        check_private(self.path)
+        check_private(self.path / _DBNAME)
 
     @property
     def _store(self) -> Any:
@@ -207,13 +220,22 @@ class DiskCache(Cache):
             with self._lock:
                 if self._opened is None:
                     store_class, _ = _diskcache()
-                    self._opened = store_class(
+                    if not self.path.exists():  # never writable by others, whatever the umask
+                        self.path.mkdir(mode=0o755, parents=True, exist_ok=True)
+                    db = self.path / _DBNAME
+                    fresh = not db.exists()
+                    check_private(self.path)
+                    check_private(db)
+                    store = store_class(
                         str(self.path),
                         timeout=60,
                         size_limit=self.size_limit if self.size_limit is not None else 2**62,
                         eviction_policy="none" if self.size_limit is None else "least-recently-stored",
                         statistics=False,
                     )
+                    if fresh:  # SQLite creates it (and its log files, alike) by the umask: keep it ours alone
+                        db.chmod(db.stat().st_mode & 0o755)
+                    self._opened = store
                 store = self._opened
         return store
 
@@ -233,14 +255,15 @@ class DiskCache(Cache):
         return self._reader
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "size_limit": self.size_limit}
+        return {"path": self.path, "size_limit": self.size_limit, "secret": self._given}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.path, self.size_limit = state["path"], state["size_limit"]
+        self.path, self.size_limit, self._given = state["path"], state["size_limit"], state.get("secret")
         self._setup()
 
     def __repr__(self) -> str:
-        return f"DiskCache({str(self.path)!r}, size_limit={self.size_limit})"
+        signed = ", signed" if self._key is not None else ""
+        return f"DiskCache({str(self.path)!r}, size_limit={self.size_limit}{signed})"
 
     def get_blobs(self, signatures: Sequence[str]) -> dict[str, bytes]:
         """See :meth:`Cache.get_blobs`: one ``SELECT ... IN`` per 500 signatures."""
@@ -260,9 +283,24 @@ class DiskCache(Cache):
                 rows = run(_SELECT.format(",".join("?" * len(part))), (*part, time.time())).fetchall()
                 for key, mode, filename, value in rows:
                     blob = self._fetch(mode, filename, value)
+                    if blob is not None and self._key is not None:
+                        blob = verify(self._key, key, blob)
+                        if blob is None:
+                            self._unsigned(key)
                     if blob is not None:
                         found[key] = blob
         return found
+
+    def _unsigned(self, key: str) -> None:
+        if not self._warned_unsigned:
+            self._warned_unsigned = True
+            warnings.warn(
+                f"hypernodes: {self!r} holds an entry ({key}) without a valid signature: it is a miss, never "
+                "unpickled, and is overwritten when its node runs. Entries written without this secret (or by "
+                "someone who does not know it) look like this; further ones in this process are misses silently.",
+                CacheWarning,
+                stacklevel=4,
+            )
 
     def _fetch(self, mode: int, filename: str | None, value: Any) -> bytes | None:
         # Our entries are bytes: inline (raw) or in a file of the directory (binary). Any other
@@ -288,6 +326,9 @@ class DiskCache(Cache):
         entries = list(entries)
         if not entries:
             return
+        key = self._key
+        if key is not None:
+            entries = [(s, sign(key, s, b)) for s, b in entries]
         if self._opened is None and self._read_only() is not None:
             raise OSError(errno.EROFS, "the cache's file system is mounted read-only", str(self.path))
         for attempt in range(self._RETRIES):
