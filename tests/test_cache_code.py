@@ -540,11 +540,11 @@ def test_explain_names_the_global_helper_closure_or_version_that_changed() -> No
 def test_a_library_not_imported_yet_counts_as_a_library() -> None:
     """A library a node imports inside its body is keyed by name and version, not taken for the
     user's code (and walked) because it was not imported when a key was first computed."""
-    from hypernodes.cache import _code
+    from hypernodes.cache import _code, _where
 
     if "pip" in sys.modules:
         pytest.skip("pip is imported in this process")
-    _code._LIBRARY.pop("pip", None)
+    _where._LIBRARY.pop("pip", None)
 
     def uses_pip(x: int) -> int:
         import pip  # noqa: F401
@@ -553,4 +553,4 @@ def test_a_library_not_imported_yet_counts_as_a_library() -> None:
 
     assert [label for label, _ in _code._walk(uses_pip).parts] == ["its code", "import `pip`"]
     assert "pip" not in sys.modules
-    assert _code._is_library("pip._internal")
+    assert _where._is_library("pip._internal")

@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.cache._trust",),
     ("hypernodes.cache.hashing",),
     ("hypernodes.cache._code", "hypernodes.cache._arrays"),
+    ("hypernodes.cache._where",),
     ("hypernodes.cache._values",),
     ("hypernodes._graph",),
     ("hypernodes._core",),

@@ -25,7 +25,8 @@ behind a checksum: a hit is a fresh copy; a corrupt entry is a miss (with a
 warning) and is overwritten. ``None`` is a result like any other; a node that
 raises stores nothing.
 
-The package: :mod:`.hashing` (values in :mod:`._values`, code in :mod:`._code`), :mod:`.storage` (the caches),
+The package: :mod:`.hashing` (values in :mod:`._values`, code in :mod:`._code`, which asks
+:mod:`._where` whether code is a library's), :mod:`.storage` (the caches),
 :mod:`.lookup` (the seam's ``Lookup`` that the cores and drivers ask).
 """
 

@@ -32,8 +32,9 @@ from typing import Any
 
 from .._call import prepare_map, prepare_run
 from ..failures import Failure
-from ._code import CodeKey, _differs_on_disk, _functions, _name_of, _node_code
+from ._code import CodeKey, _differs_on_disk, _functions, _node_code
 from ._values import _DIGEST, Unhashable, _digest, _feed
+from ._where import _name_of
 from .storage import Cache, CacheWarning, _dumps, _loads, tag_of
 
 __all__ = ["INHERITED", "CacheLookup", "Inheriting", "explain"]
