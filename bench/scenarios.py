@@ -49,9 +49,10 @@ Scenario = Callable[[Settings], list[Row]]
 SCENARIOS: dict[str, Scenario] = {}
 """Scenario name -> scenario, in the order ``python -m bench`` runs them."""
 
-OPT_IN = frozenset({"dask", "cache", "hashing"})
+OPT_IN = frozenset({"dask", "cache", "hashing", "telemetry"})
 """Scenarios ``python -m bench`` runs only when named: ``dask`` starts a cluster, ``cache``
-takes minutes (its cold maps do 30 s of work each), and ``hashing`` needs dask and joblib."""
+takes minutes (its cold maps do 30 s of work each), ``hashing`` needs dask and joblib, and
+``telemetry`` needs the OpenTelemetry SDK."""
 
 CHAIN_LENGTH = 200  # nodes in the overhead-chain pipeline
 CHAIN_CALLS = 2000  # calls per timing round in overhead-chain

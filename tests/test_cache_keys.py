@@ -17,6 +17,7 @@ import io
 import subprocess
 import sys
 import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,7 @@ def test_masked_arrays_key_their_mask_and_fill_value() -> None:
     data = np.array([1, 2, 3])
     a = np.ma.array(data, mask=[0, 0, 1])
     assert _distinct(a, np.ma.array(data, mask=[1, 0, 0]), np.ma.array(data, mask=[0, 0, 1], fill_value=7), data)
+    assert hash_value(np.ma.masked) == hash_value(np.ma.masked)  # the constant refuses a fill value being stored
 
 
 def test_numpy_subclass_dtype_fields_and_strides() -> None:
@@ -93,7 +95,7 @@ def test_numpy_subclass_dtype_fields_and_strides() -> None:
 
 
 def test_large_buffers_are_keyed_whole_whatever_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An array past two 4 MiB chunks (hashed as a tree, on threads) changes key with its last byte,
+    """An array past two 1 MiB chunks (hashed as a tree, on threads) changes key with its last byte,
     and its key does not depend on how many threads hashed it."""
     from hypernodes.cache import _values
 
@@ -178,6 +180,39 @@ def test_python_subclasses_of_c_types_key_their_c_data() -> None:
     d1, d2 = _Date(2020, 1, 1), _Date(2020, 1, 1)
     d2.note = "x"  # type: ignore[attr-defined]
     assert _distinct(d1, _Date(2021, 1, 1), d2)
+
+
+def _make_class(k: int) -> type:
+    class Made:
+        K = k
+
+    return Made
+
+
+def test_classes_made_by_one_factory_never_share_a_key() -> None:
+    """Two classes of one qualified name made in a function (different class attributes) differ, as
+    classes and through their instances; one class keeps one key."""
+    a, b = _make_class(1), _make_class(2)
+    assert _distinct(a, b)
+    assert _distinct(a(), b())
+    assert hash_value(a()) == hash_value(a())
+
+
+def test_pydantic_v1_models_key_private_attributes() -> None:
+    """pydantic's v1 models (shipped in pydantic 2 as pydantic.v1) key fields and private attributes."""
+    pydantic = pytest.importorskip("pydantic")
+    with warnings.catch_warnings():  # pydantic.v1 warns on Pythons it does not support
+        warnings.simplefilter("ignore")
+        v1 = pytest.importorskip("pydantic.v1") if pydantic.VERSION.startswith("2") else pydantic
+
+    class M(v1.BaseModel):  # type: ignore[misc,name-defined]
+        x: int
+        _secret: int = v1.PrivateAttr(0)
+
+    m1, m2 = M(x=1), M(x=1)
+    m2._secret = 3
+    assert _distinct(m1, m2, M(x=2))
+    assert hash_value(m1) == hash_value(M(x=1))
 
 
 def test_an_int_over_4300_digits_is_keyed_and_a_cached_map_over_it_works() -> None:
@@ -320,14 +355,15 @@ def test_what_cannot_be_keyed_deterministically_is_refused() -> None:
 
 
 def test_an_unhashable_input_runs_uncached_with_one_warning() -> None:
-    """A node whose input cannot be keyed runs (uncached) and one CacheWarning names the node and the type."""
+    """A node whose input cannot be keyed runs (uncached) and one CacheWarning names the node, the input and
+    the type, and says what to do."""
 
     @node(output_name="n")
     def count(lock: Any, x: int) -> int:
         return x + 1
 
     p = Pipeline([count], cache=MemoryCache())
-    with pytest.warns(CacheWarning, match=r"`count`.*lock") as record:
+    with pytest.warns(CacheWarning, match=r"`count`.*input `lock`.*_thread.lock.*register_hasher") as record:
         assert p.map(inputs={"lock": threading.Lock(), "x": [1, 2]}, map_over="x")["n"] == [2, 3]
     assert len(record) == 1
 
@@ -377,6 +413,8 @@ def _build(r: tuple[Any, ...]) -> Any:
     kind, *a = r
     if kind in ("int", "str", "bool", "bytes"):
         return a[0]
+    if kind == "bigint":
+        return 10**4400 + a[0]
     if kind == "none":
         return None
     if kind == "float":
@@ -442,7 +480,7 @@ _texts = st.text(max_size=6)
 _floats = st.floats(allow_nan=False, width=64).map(lambda f: ("float", f.hex()))
 _scalars = st.one_of(
     st.integers().map(lambda v: ("int", v)),
-    st.integers(min_value=10**4400, max_value=10**4400 + 3).map(lambda v: ("int", v)),
+    st.integers(0, 3).map(lambda d: ("bigint", d)),  # past int->str's limit; the recipe stays small to print
     _texts.map(lambda v: ("str", v)),
     st.booleans().map(lambda v: ("bool", v)),
     st.binary(max_size=6).map(lambda v: ("bytes", v)),
@@ -530,6 +568,7 @@ RECIPES = st.recursive(
 )
 
 
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the zoo strategy's own repr is long
 @settings(max_examples=60, deadline=None)
 @given(RECIPES, RECIPES)
 def test_zoo_different_values_never_share_a_key(r1: Any, r2: Any) -> None:
@@ -539,6 +578,7 @@ def test_zoo_different_values_never_share_a_key(r1: Any, r2: Any) -> None:
     assert hash_value(_build(r1)) == hash_value(_build(r1))
 
 
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the zoo strategy's own repr is long
 @settings(max_examples=40, deadline=None)
 @given(RECIPES)
 def test_zoo_a_mutation_of_state_changes_the_key(r: Any) -> None:

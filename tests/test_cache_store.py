@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import pickle
 import shutil
+import sqlite3
 import subprocess
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +18,22 @@ from typing import Any
 import pytest
 
 from hypernodes import DiskCache, MemoryCache, Pipeline, node
-from hypernodes.cache import CacheWarning
+from hypernodes._run.items import MAX_CHUNK
+from hypernodes.cache import CacheLookup, CacheWarning
+from hypernodes.cache.storage import _dumps
 from hypernodes.failures import Failure
 
 pytest.importorskip("diskcache")
 
-CALLS: list[Any] = []
-"""What in-process test nodes ran (a module global: a closed-over list would be part of the key)."""
+
+class _Calls(list):  # type: ignore[type-arg]
+    def __cache_key__(self) -> str:
+        return "CALLS"
+
+
+CALLS: list[Any] = _Calls()
+"""What in-process test nodes ran. Globals a node reads are part of its key by value: with
+``__cache_key__``, this list's content does not count."""
 
 
 @pytest.fixture(autouse=True)
@@ -191,3 +203,291 @@ def test_a_corrupt_or_truncated_database_runs_the_call_uncached_with_one_warning
     _one_warning_naming(record, path)
     if damage == "garbage":  # (a truncated file may still serve the entries on its intact pages)
         assert sorted(CALLS) == list(range(300))
+
+
+# -- trust: who may write to a cache, and signed entries --------------------------------
+
+
+class _Plant:
+    """A malicious entry: unpickling it creates ``marker`` (code run by whoever reads the cache)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def _plant_everywhere(path: Path, marker: Path) -> int:
+    """Overwrite every entry of the DiskCache at ``path`` with a planted pickle: half of them in our
+    unsigned format (a valid checksum), half with a forged signature. Returns how many."""
+    planted = _dumps(_Plant(marker))
+    assert planted is not None
+    with contextlib.closing(sqlite3.connect(path / "cache.db")) as con:
+        keys = [k for (k,) in con.execute("SELECT key FROM Cache")]
+        for i, key in enumerate(keys):
+            blob = planted if i % 2 else b"HS1" + bytes(16) + planted
+            con.execute("UPDATE Cache SET value = ?, mode = 1, filename = NULL WHERE key = ?", (blob, key))
+        con.commit()
+    return len(keys)
+
+
+def test_a_planted_pickle_is_never_unpickled_when_entries_are_signed(tmp_path: Path) -> None:
+    """With a secret, entries replaced by a malicious pickle (unsigned, or with a forged signature;
+    per-node and whole-item entries alike) are misses with one warning: the nodes run again, the
+    pickle never runs, and the entries are overwritten (the next call hits)."""
+    path, marker = tmp_path / "cache", tmp_path / "marker"
+    cache = DiskCache(path, secret="correct horse battery staple")
+    pipeline = Pipeline([_double], cache=cache)
+    assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
+    cache.close()
+    assert _plant_everywhere(path, marker) == 7
+    CALLS.clear()
+    cache = DiskCache(path, secret=b"correct horse battery staple")
+    pipeline = Pipeline([_double], cache=cache)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
+    _one_warning_naming(record, path)
+    assert "signature" in _cache_warnings(record)[0]
+    assert not marker.exists()
+    assert CALLS == [1, 2, 3]
+    assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
+    assert CALLS == [1, 2, 3]
+    cache.close()
+
+
+def test_the_secret_can_come_from_the_environment_and_binds_entries_to_their_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HYPERNODES_CACHE_SECRET signs entries like secret=; another secret reads them as misses; an
+    entry copied under another key does not verify (the signature covers the key)."""
+    monkeypatch.setenv("HYPERNODES_CACHE_SECRET", "from the environment")
+    cache = DiskCache(tmp_path / "cache")
+    cache.put("a", 1)
+    cache.put("b", 2)
+    raw = DiskCache(tmp_path / "cache", secret="another").get_blobs
+    with pytest.warns(CacheWarning, match="signature"):
+        assert raw(["a", "b"]) == {}
+    assert cache.get("a") == 1
+    assert cache._key is not None
+    stored = cache._store.get("a")
+    assert stored.startswith(b"HS1")
+    cache._store.set("b", stored)  # a's signed entry moved under b
+    with pytest.warns(CacheWarning, match="signature"):
+        assert cache.get("b", "missing") == "missing"
+    cache.close()
+
+
+def test_an_unsigned_cache_never_unpickles_a_diskcache_pickle_row(tmp_path: Path) -> None:
+    """A row in diskcache's own pickle mode (not an entry DiskCache writes) is a miss, never unpickled,
+    even without a secret."""
+    path, marker = tmp_path / "cache", tmp_path / "marker"
+    cache = DiskCache(path)
+    cache.put("a", 1)
+    cache.close()
+    with contextlib.closing(sqlite3.connect(path / "cache.db")) as con:
+        con.execute("UPDATE Cache SET value = ?, mode = 4 WHERE key = 'a'", (pickle.dumps(_Plant(marker)),))
+        con.commit()
+    assert DiskCache(path).get("a", "missing") == "missing"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("target", ["directory", "database"])
+def test_a_cache_others_can_write_to_is_refused_with_the_fix(tmp_path: Path, target: str) -> None:
+    """A group- or world-writable directory or database file is refused before anything is read, with
+    the path, its mode and the fix; a sticky world-writable directory (as /tmp) is accepted."""
+    path = tmp_path / "cache"
+    DiskCache(path).put("a", 1)
+    gc.collect()
+    unsafe = path if target == "directory" else path / "cache.db"
+    unsafe.chmod(0o777 if target == "directory" else 0o666)
+    with pytest.raises(PermissionError, match="other users can write to it") as caught:
+        DiskCache(path)
+    message = str(caught.value)
+    assert str(unsafe) in message
+    assert "rwxrwxrwx" in message or "rw-rw-rw-" in message
+    assert f"chmod go-w {unsafe}" in message
+    if target == "directory":
+        path.chmod(0o1777)
+        assert DiskCache(path).get("a") == 1
+
+
+def test_a_cache_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    """A directory owned by another user (not root) is refused, naming its owner."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    path = tmp_path / "cache"
+    path.mkdir(mode=0o755)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(PermissionError, match="owned by uid 65534"):
+        DiskCache(path)
+
+
+def test_a_new_cache_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Under a group-writable umask (002) the directory and database DiskCache creates are not
+    group-writable, so the next DiskCache on them is not refused."""
+    old = os.umask(0o002)
+    try:
+        cache = DiskCache(tmp_path / "cache")
+        cache.put("a", 1)
+    finally:
+        os.umask(old)
+    for made in (tmp_path / "cache", tmp_path / "cache" / "cache.db"):
+        assert made.stat().st_mode & 0o022 == 0, oct(made.stat().st_mode)
+    assert DiskCache(tmp_path / "cache").get("a") == 1
+    cache.close()
+
+
+def test_a_secret_must_be_text_or_bytes_and_not_empty(tmp_path: Path) -> None:
+    """secret= is checked when given: an empty one or another type is refused, naming what is allowed."""
+    with pytest.raises(ValueError, match="empty"):
+        DiskCache(tmp_path / "c", secret="")
+    with pytest.raises(TypeError, match="str or bytes"):
+        DiskCache(tmp_path / "c", secret=42)  # type: ignore[arg-type]
+
+
+# -- MemoryCache limits, and bounded state for failed items -----------------------------
+
+
+def test_a_memory_cache_evicts_the_least_recently_used_entries_past_its_limits() -> None:
+    """max_items keeps the most recently stored or read entries; max_bytes keeps the stored bytes
+    within the limit (an entry larger than the whole cache is not stored)."""
+    cache = MemoryCache(max_items=2)
+    cache.put_blobs([("a", b"1"), ("b", b"2")])
+    assert cache.get_blobs(["a"]) == {"a": b"1"}  # a read refreshes a
+    cache.put_blob("c", b"3")  # evicts b, the least recently used
+    assert sorted(cache.get_blobs(["a", "b", "c"])) == ["a", "c"]
+    by_size = MemoryCache(max_bytes=10)
+    by_size.put_blobs([("a", b"x" * 4), ("b", b"y" * 4)])
+    by_size.put_blob("c", b"z" * 4)  # 12 bytes: a goes
+    assert sorted(by_size.get_blobs(["a", "b", "c"])) == ["b", "c"]
+    by_size.put_blob("huge", b"h" * 11)
+    assert not by_size.has("huge")
+    assert len(by_size) == 2
+    by_size.put_blob("b", b"y")  # replacing an entry counts its new size only
+    by_size.put_blob("d", b"d" * 5)
+    assert sorted(by_size.get_blobs(["b", "c", "d"])) == ["b", "c", "d"]
+
+
+def test_a_bounded_memory_cache_keeps_a_map_within_its_limit_and_serves_what_it_kept() -> None:
+    """A map of 50 items through a MemoryCache of 20 entries holds at most 20, and what it holds
+    is served (the most recent items hit, the evicted ones run again)."""
+    cache = MemoryCache(max_items=20)
+    pipeline = Pipeline([_double], cache=cache)
+    assert pipeline.map({"x": list(range(50))}, map_over="x")["y"] == [2 * x for x in range(50)]
+    assert len(cache) <= 20
+    CALLS.clear()
+    assert pipeline.run({"x": 49}) == {"y": 98}
+    assert CALLS == []
+
+
+def test_a_memory_cache_is_thread_safe_under_its_limit() -> None:
+    """Eight threads storing and reading at once leave a cache within its limits, with its byte
+    count equal to what it holds."""
+    cache = MemoryCache(max_items=50, max_bytes=2_000)
+
+    def work(t: int) -> None:
+        for i in range(2_000):
+            cache.put_blob(f"{t}:{i % 97}", bytes(i % 64))
+            cache.get_blobs([f"{t}:{(i * 7) % 97}", f"{(t + 1) % 8}:{i % 97}"])
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(cache) <= 50
+    assert cache._size == sum(len(b) for b in cache._data.values()) <= 2_000
+
+
+@pytest.mark.parametrize(
+    ("limit", "value"), [("max_items", 0), ("max_bytes", -1), ("max_items", 1.5), ("max_bytes", True)]
+)
+def test_memory_cache_limits_are_checked(limit: str, value: Any) -> None:
+    """A limit that is not a positive integer is refused, naming it and what is allowed."""
+    with pytest.raises(ValueError, match=f"{limit}=.*positive integer or None"):
+        MemoryCache(**{limit: value})
+
+
+@node(output_name="z")
+def _fails_on_odd(y: int) -> int:
+    if y % 4 == 2:
+        raise ValueError("odd")
+    return y + 1
+
+
+def test_failed_items_leave_no_state_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under on_error="continue", the per-item state of items whose nodes failed is dropped with
+    their chunk: a map of 20,000 items, half failing, never holds more than one chunk's items."""
+    held: list[int] = []
+    prefetch = CacheLookup.prefetch
+
+    def counting(self: CacheLookup, template: Any, items: Any) -> None:
+        prefetch(self, template, items)
+        held.append(len(self._items))
+
+    monkeypatch.setattr(CacheLookup, "prefetch", counting)
+    pipeline = Pipeline([_double, _fails_on_odd], cache=MemoryCache())
+    result = pipeline.map({"x": list(range(20_000))}, map_over="x", on_error="continue")
+    assert len(result.failures) == 10_000
+    assert max(held) <= MAX_CHUNK
+
+
+# -- clear(node=...) -------------------------------------------------------------------
+
+
+@node(output_name="z")
+def _inc(y: int) -> int:
+    CALLS.append(("inc", y))
+    return y + 1
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_clear_node_drops_that_nodes_entries_and_the_item_entries_that_include_it(storage: str, tmp_path: Path) -> None:
+    """clear(node="_inc") makes _inc run again for every item (its entries and the whole-item entries
+    are gone) while _double still hits; clear() drops everything."""
+    cache = MemoryCache() if storage == "memory" else DiskCache(tmp_path / "cache")
+    pipeline = Pipeline([_double, _inc], cache=cache)
+    assert pipeline.map({"x": [1, 2]}, map_over="x")["z"] == [3, 5]
+    CALLS.clear()
+    cache.clear(node="_inc")
+    assert pipeline.map({"x": [1, 2]}, map_over="x")["z"] == [3, 5]
+    assert pipeline.run({"x": 1}) == {"y": 2, "z": 3}
+    assert CALLS == [("inc", 2), ("inc", 4)]
+    cache.clear()
+    assert len(cache) == 0
+    CALLS.clear()
+    assert pipeline.run({"x": 1}) == {"y": 2, "z": 3}
+    assert CALLS == [1, ("inc", 2)]
+
+
+def test_clear_node_reaches_into_nested_pipelines() -> None:
+    """Clearing a node inside a nested pipeline also drops the nested pipeline's own entry (which
+    holds its result), so the inner node runs again."""
+    inner = Pipeline([_double], name="inner")
+    cache = MemoryCache()
+    outer = Pipeline([inner, _inc], cache=cache)
+    assert outer.run({"x": 3}) == {"y": 6, "z": 7}
+    CALLS.clear()
+    cache.clear(node="_double")
+    assert outer.run({"x": 3}) == {"y": 6, "z": 7}
+    assert CALLS == [3]
+
+
+class _OldCache(MemoryCache):
+    def clear(self) -> None:  # type: ignore[override]  # a custom cache written before clear(node=...)
+        self._data.clear()
+
+
+def test_a_custom_cache_without_clear_node_says_so() -> None:
+    """A Cache subclass whose clear() takes no node still clears everything; clear(node=...) raises
+    NotImplementedError saying what to implement. A bad node name is refused."""
+    cache = _OldCache()
+    cache.put("a", 1)
+    with pytest.raises(NotImplementedError, match="does not record which node"):
+        cache.clear(node="a")
+    cache.clear()
+    assert len(cache) == 0
+    with pytest.raises(ValueError, match="node's name"):
+        MemoryCache().clear(node="")

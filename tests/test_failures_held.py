@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import pickle
+import threading
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -140,8 +141,8 @@ def test_a_retried_sdk_error_that_succeeds_keeps_the_process_map(
 
 @node(output_name="y")
 def sdk_fails(x: int) -> int:
-    if x == 1:
-        raise SdkError("bad request", response=None, body=None)
+    if x == 1:  # holding its response, a lock here: pickle cannot take it even where tblib rebuilds exceptions
+        raise SdkError("bad request", response=threading.Lock(), body=None)
     if x == 2:
         raise ValueError("plain")
     return x

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from time import perf_counter
 
 from .errors import OutputArityError, coroutine_returned, note_node
-from .failures import Failure
+from .failures import Failure, failure_of
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
@@ -511,7 +511,7 @@ cdef object _run_nodes_continue(
                 note_node(exc, p.names[k], item)
                 if errors is not None:
                     errors.node_error(k, item, exc)
-                marker = Failure(exc, p.names[k], item)
+                marker = failure_of(exc, p.names[k], item)
             else:
                 if lookup is not None:
                     lookup.put(k, item, argt, result)

@@ -22,7 +22,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from .errors import coroutine_returned, note_node, unpack_row
-from .failures import Failure
+from .failures import Failure, failure_of
 
 if TYPE_CHECKING:
     from ._events import Lookup, Observer
@@ -403,7 +403,7 @@ def _run_nodes_continue(
                     note_node(exc, p.names[k], item)
                     if errors is not None:
                         errors.node_error(k, item, exc)
-                    marker = Failure(exc, p.names[k], item)
+                    marker = failure_of(exc, p.names[k], item)
                 else:
                     if lookup is not None:
                         lookup.put(k, item, argv, result)

@@ -2,7 +2,7 @@
 
 The layers, each importing only those below it (``tests/test_layers.py`` checks it)::
 
-    telemetry.py    ProgressCallback, TimingCallback (callbacks users add)
+    telemetry/      ProgressCallback, TimingCallback, TelemetryCallback + waterfall (callbacks users add)
     pipeline.py     Pipeline, as_node: wiring, the run()/map() front door
     callbacks.py    PipelineCallback, CallbackContext; callback hooks from the event seam
     engines/        the engines' public home; engines/dask.py: DaskEngine and its backend

@@ -23,9 +23,19 @@ import traceback as _traceback
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .errors import MapSpecError, RemoteError, add_note
+from .errors import FROM_CALLBACK, MapSpecError, RemoteError, add_note
 
-__all__ = ["ATTEMPTS_ATTR", "LIVE", "ON_ERROR", "Failure", "MapResult", "check_on_error", "release_frames", "unique"]
+__all__ = [
+    "ATTEMPTS_ATTR",
+    "LIVE",
+    "ON_ERROR",
+    "Failure",
+    "MapResult",
+    "check_on_error",
+    "failure_of",
+    "release_frames",
+    "unique",
+]
 
 ON_ERROR = ("raise", "continue")
 """The values ``on_error`` takes: stop the map at the first failing item, or keep going."""
@@ -190,6 +200,18 @@ def _rebuild(error: BaseException, node: str, item: int, attempts: int, tracebac
     failure = Failure(error, node, item, traceback)
     failure.attempts = attempts
     return failure
+
+
+def failure_of(exc: BaseException, node: str, item: int) -> Failure:
+    """The error marker of ``exc``, raised by node ``node`` for ``item``.
+
+    Raises:
+        BaseException: ``exc`` itself when a callback's hook raised it (an ``on_node_retry``
+            inside a retrying node): a callback's exception fails the call, never one item.
+    """
+    if getattr(exc, FROM_CALLBACK, False):
+        raise exc
+    return Failure(exc, node, item)
 
 
 def unique(found: Iterable[Any]) -> tuple[Failure, ...]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from ._policy import check_policy, policy_for
-from .errors import NodeDefinitionError, WiringError
+from .errors import NodeDefinitionError, WiringError, check_bool
 
 __all__ = ["Node", "is_async_callable", "node"]
 
@@ -94,6 +94,7 @@ class Node:
         defaults: parameter name -> default value, used when nothing provides it.
         is_async: whether calling ``func`` returns an awaitable (``async def``).
         cache: whether a pipeline's cache may store and reuse this node's results.
+        version: a code version (str or int) mixed into the node's cache key, or None.
         retries, retry_on, backoff, timeout: how a failing or hung call is retried
             and bounded (see ``@node``; 0 and None: not at all).
     """
@@ -112,6 +113,7 @@ class Node:
         "retries",
         "retry_on",
         "timeout",
+        "version",
     )
 
     func: Callable[..., Any]
@@ -128,6 +130,7 @@ class Node:
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
         backoff: float | Callable[[int], float] | None = None,
         timeout: float | None = None,
+        version: str | int | None = None,
     ) -> None:
         """Wrap ``func``.
 
@@ -147,12 +150,15 @@ class Node:
             timeout: seconds one call may take; then the node fails with a
                 ``TimeoutError`` (an async call is cancelled, a sync one abandoned:
                 see the README's "Failures, retries and timeouts").
+            version: a code version (a str or int, like Dagster's ``code_version``) that is
+                part of the node's cache key: change it to recompute what the cache holds
+                when something the key cannot see changed (a model file, a remote API).
 
         Raises:
             NodeDefinitionError: ``func`` is not callable, has no inspectable
                 signature, no usable output name can be derived, or a retry or
                 timeout option is malformed (or ``retry_on``/``backoff`` is given
-                without ``retries``).
+                without ``retries``), or ``version`` is neither a str nor an int.
         """
         if not callable(func):
             raise NodeDefinitionError(
@@ -206,7 +212,13 @@ class Node:
         else:
             self._call = _KeywordAdapter(func, n_positional, self.parameters[n_positional:])
         self.is_async = is_async_callable(func)
-        self.cache = bool(cache)
+        self.cache = check_bool(cache, "cache", where, NodeDefinitionError)
+        if version is not None and (type(version) is bool or not isinstance(version, (str, int))):
+            raise NodeDefinitionError(
+                f"{where}: version must be a str or int (a code version, part of the cache key), "
+                f"got {type(version).__name__} {version!r:.60}."
+            )
+        self.version = version
         self.retries, self.retry_on, self.backoff, self.timeout = check_policy(
             where,
             retries,
@@ -293,6 +305,7 @@ def node(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = ...,
     backoff: float | Callable[[int], float] | None = ...,
     timeout: float | None = ...,
+    version: str | int | None = ...,
 ) -> Node: ...
 @overload
 def node(
@@ -305,6 +318,7 @@ def node(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = ...,
     backoff: float | Callable[[int], float] | None = ...,
     timeout: float | None = ...,
+    version: str | int | None = ...,
 ) -> Callable[[Callable[..., Any]], Node]: ...
 @overload
 def node(
@@ -316,6 +330,7 @@ def node(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = ...,
     backoff: float | Callable[[int], float] | None = ...,
     timeout: float | None = ...,
+    version: str | int | None = ...,
 ) -> Callable[[Callable[..., Any]], Node]: ...
 
 
@@ -330,6 +345,7 @@ def node(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     backoff: float | Callable[[int], float] | None = None,
     timeout: float | None = None,
+    version: str | int | None = None,
 ) -> Node | Callable[[Callable[..., Any]], Node]:
     """Turn a function into a :class:`Node`.
 
@@ -344,6 +360,8 @@ def node(
         cache: False keeps the node out of the pipeline's cache (it always runs).
         retries, retry_on, backoff, timeout: retry a failing call, bound a slow one
             (see :class:`Node`).
+        version: a code version (str or int) in the node's cache key: change it to
+            recompute cached results (see :class:`Node`).
 
     Returns:
         A :class:`Node`, or a decorator that makes one.
@@ -362,6 +380,7 @@ def node(
         "retry_on": retry_on,
         "backoff": backoff,
         "timeout": timeout,
+        "version": version,
     }
     if func is None:
 

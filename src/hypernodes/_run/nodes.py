@@ -31,7 +31,7 @@ from ..executors import _loky
 from ..executors._async import AsyncExecutor
 from ..executors._guard import as_task_of
 from ..executors.backends import Backend
-from ..failures import Failure
+from ..failures import Failure, failure_of
 from . import payload
 from .gather import NodeCancelled, cancel, died_note, submit
 
@@ -71,7 +71,7 @@ def marker_in(values: list[Any], slots: Sequence[int]) -> Failure | None:
 
 
 def _failed(steps: Wiring, k: int, item: int, exc: Exception, values: list[Any]) -> Failure:
-    marker = Failure(exc, steps.names[k], item)
+    marker = failure_of(exc, steps.names[k], item)
     store_marker(steps, k, marker, values)
     return marker
 
@@ -134,12 +134,16 @@ async def acall_node(
     """
     events = observer if observer is not None and observer.node_events else None
     args = tuple([values[s] for s in steps.args[k]])
+    seconds = -1.0
     if events is not None:
         events.node_start(k, item, args)
         started = perf_counter()
     try:
         if offload is not None and not steps.is_async[k]:
-            result = await offload(funcs[k], *args)
+            if events is None:
+                result = await offload(funcs[k], *args)
+            else:  # timed in the thread: the time spent waiting for one is not the node's
+                result, seconds = await offload(_timed, funcs[k], *args)
         else:
             result = funcs[k](*args)
             if inspect.isawaitable(result):
@@ -160,8 +164,15 @@ async def acall_node(
             raise NodeCancelled(exc) from None
         raise
     if events is not None:
-        events.node_end(k, item, perf_counter() - started, result)
+        events.node_end(k, item, perf_counter() - started if seconds < 0 else seconds, result)
     return None
+
+
+def _timed(func: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """``(func(*args), seconds it took)``."""
+    started = perf_counter()
+    result = func(*args)
+    return result, perf_counter() - started
 
 
 def _raised_by_node(exc: BaseException) -> bool:

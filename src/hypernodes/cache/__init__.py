@@ -3,11 +3,10 @@
 ``Pipeline(..., cache=DiskCache(".cache"))`` caches every node (``@node(cache=False)``
 opts out). A node's **key** is a digest of
 
-* its *code*: the function's source with comments, docstrings and decorators
-  ignored (its bytecode when there is no source), the source of the same-package
-  module-level helpers it calls (recursively), and the current values of what it
-  closes over (closure cells, and the plain constants among the globals it reads).
-  The source part is computed once per function; the values once per call;
+* its *code*: the code that runs, from memory (never the source on disk): the bytecode,
+  and what it reaches at call time (globals by value, the project's helpers and classes in
+  any module, recursively; libraries by name and version), closures, defaults, decorators,
+  a bound instance; and ``@node(version=...)`` (see :mod:`._code`);
 * per parameter, either the *key of the upstream node* that produces it, or, for
   an external input (and for the output of an uncached upstream node), the input's
   *value*, hashed by its exact type and all of its state (:func:`hash_value`;
@@ -26,7 +25,8 @@ behind a checksum: a hit is a fresh copy; a corrupt entry is a miss (with a
 warning) and is overwritten. ``None`` is a result like any other; a node that
 raises stores nothing.
 
-The package: :mod:`.hashing` (values in :mod:`._values`, code in :mod:`._code`), :mod:`.storage` (the caches),
+The package: :mod:`.hashing` (values in :mod:`._values`, code in :mod:`._code`, which asks
+:mod:`._where` whether code is a library's), :mod:`.storage` (the caches),
 :mod:`.lookup` (the seam's ``Lookup`` that the cores and drivers ask).
 """
 

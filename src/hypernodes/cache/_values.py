@@ -47,10 +47,12 @@ import collections
 import copyreg
 import functools
 import hashlib
+import itertools
 import os
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -189,7 +191,7 @@ def _feed_set(h: Any, tag: bytes, v: Any, active: set[int]) -> None:
     active.discard(id(v))
 
 
-_CHUNK = 1 << 22  # 4 MiB: a buffer past two of them is hashed as a tree of chunks, on several threads
+_CHUNK = 1 << 20  # 1 MiB: a buffer past two of them is hashed as a tree of chunks, on several threads
 _WORKERS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
@@ -199,7 +201,7 @@ def _feed_buffer(h: Any, buf: Any) -> None:
     SHA-256 rather than blake2b for the bulk: CPUs since about 2017 compute it in hardware (x86
     SHA extensions, ARMv8 crypto) at twice hashlib's blake2b, and it stays collision-resistant,
     unlike the SHA-1 or MD5 that dask and joblib use. Past two chunks the buffer is hashed as a
-    tree (each 4 MiB chunk's digest, then the digest of those), the chunks spread over threads
+    tree (each 1 MiB chunk's digest, then the digest of those), the chunks spread over threads
     (hashlib releases the GIL); the chunking depends only on the length, so the digest is the same
     whatever the number of threads. The threads are joined before this returns.
     """
@@ -217,10 +219,16 @@ def _feed_buffer(h: Any, buf: Any) -> None:
         for i in range(k, len(chunks), workers):
             digests[i] = hashlib.sha256(chunks[i]).digest()
 
-    threads = [threading.Thread(target=stripe, args=(k,), name="hypernodes-hash") for k in range(1, workers)]
-    for t in threads:
-        t.start()
+    threads = []
     try:
+        for k in range(1, workers):
+            t = threading.Thread(target=stripe, args=(k,), name="hypernodes-hash")
+            try:
+                t.start()
+            except RuntimeError:  # no thread to be had (the interpreter is exiting): this stripe here
+                stripe(k)
+                continue
+            threads.append(t)
         stripe(0)
     finally:
         for t in threads:
@@ -233,16 +241,29 @@ def _name(s: str) -> bytes:
     return b"%d:" % len(b) + b
 
 
+_LOCK = threading.RLock()  # guards the registries below and the lazy installs
 _TNAMES: dict[type, bytes] = {}
+_LOCAL_SERIALS: weakref.WeakKeyDictionary[type, int] = weakref.WeakKeyDictionary()
+_SERIAL = itertools.count(1)
 
 
 def _tname(t: type) -> bytes:
-    """A type's qualified name, length-prefixed (any string can be a class name)."""
+    """A type's qualified name, length-prefixed (any string can be a class name).
+
+    A class made inside a function is one of possibly many classes of that name (a factory's
+    ``class C: k = k``): it gets a serial number of its own for the life of the process, so
+    two such classes never share a key; across processes they miss.
+    """
     b = _TNAMES.get(t)
     if b is None:
+        name = _type_name(t)
+        if "<locals>" in t.__qualname__:
+            with _LOCK:
+                serial = _LOCAL_SERIALS.get(t) or _LOCAL_SERIALS.setdefault(t, next(_SERIAL))
+            name += f"#{serial}"
         if len(_TNAMES) > 4096:  # classes made in a loop must not grow this forever
             _TNAMES.clear()
-        b = _TNAMES[t] = _name(_type_name(t))
+        b = _TNAMES[t] = _name(name)
     return b
 
 
@@ -364,7 +385,6 @@ _REGISTERED: dict[type, Callable[[Any], Any]] = {}
 _LIBRARY: dict[type, tuple[Handler, bool]] = {}  # filled by ._arrays: type -> (handler, applies to subclasses)
 _LAZY: dict[str, Callable[[], None]] = {}  # top-level module name -> installs its handlers into _LIBRARY
 _RESOLVED: dict[type, Handler] = {}
-_LOCK = threading.Lock()
 
 
 def register_hasher(cls: type, fn: Callable[[Any], Any]) -> None:
@@ -423,13 +443,12 @@ def _feed_cache_key(h: Any, v: Any, active: set[int]) -> None:
 
 
 def _resolve(t: type) -> Handler:
-    for name in [n for n in _LAZY if n in sys.modules]:  # a library imported since: its handlers
-        with _LOCK:
-            install = _LAZY.pop(name, None)
-        if install is not None:
-            install()
-    handler = _choose(t)
+    # Under the lock: a thread must not resolve a numpy type while another installs numpy's
+    # handlers (it would settle on the pickle fallback, and key arrays otherwise for good).
     with _LOCK:
+        for name in [n for n in _LAZY if n in sys.modules]:  # a library imported since: its handlers
+            _LAZY.pop(name)()
+        handler = _choose(t)
         if len(_RESOLVED) > 4096:
             _RESOLVED.clear()
         _RESOLVED[t] = handler
@@ -526,8 +545,11 @@ def _feed_global(h: Any, f: Any, active: set[int]) -> None:
     name = _global_name(f)
     if name is None:
         _feed(h, f, active)
-    else:
-        h.update(b"g" + _name(name))
+        return
+    h.update(b"g" + _name(name))
+    owner = getattr(f, "__self__", None)  # a bound reconstructor (Sub.from_x is Base.from_x's function)
+    if owner is not None and not isinstance(owner, types.ModuleType):
+        _feed(h, owner, active)
 
 
 # ---- public helpers ----------------------------------------------------------------------------

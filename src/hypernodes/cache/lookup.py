@@ -32,14 +32,22 @@ from typing import Any
 
 from .._call import prepare_map, prepare_run
 from ..failures import Failure
-from ._code import _node_code
+from ._code import CodeKey, _differs_on_disk, _functions, _node_code
 from ._values import _DIGEST, Unhashable, _digest, _feed
-from .storage import Cache, CacheWarning, _dumps, _loads
+from ._where import _name_of
+from .storage import Cache, CacheWarning, _dumps, _loads, tag_of
 
 __all__ = ["INHERITED", "CacheLookup", "Inheriting", "explain"]
 
 INHERITED: contextvars.ContextVar[Cache | None] = contextvars.ContextVar("hypernodes_cache", default=None)
 """The cache of the pipeline call running on this thread: a nested pipeline without its own uses it."""
+
+_CHUNKS: contextvars.ContextVar[tuple[tuple[Any, range], ...]] = contextvars.ContextVar(
+    "hypernodes_cache_chunks", default=()
+)
+"""Per slice (a thread's or an async task's context), the items of the chunk each lookup last
+prefetched for it: once the slice moves on, what is left of their state (items whose nodes
+failed under on_error="continue", so never all resolved) is dropped."""
 
 _DEFER = "defer"  # a key that depends on an uncached upstream node's value, computed when the node is reached
 
@@ -140,14 +148,17 @@ class CacheLookup:
         self.mapped = frozenset(map_slots or ())
         self._warned = False
         self.code: list[bytes | None] = []
-        self.code_parts: list[tuple[bytes, bytes] | None] = []
+        self.code_parts: list[CodeKey | None] = []
+        self._unkeyed: dict[int, str] = {}  # per node whose code cannot be keyed: why (for explain)
         self.sources: list[tuple[tuple[bytes, int, int, int], ...]] = []
         self.const: dict[int, bytes | None] = {}
         for k, node in enumerate(plan.nodes):
             try:
                 parts = _node_code(node)
             except Unhashable as exc:
-                self._warn(k, exc.type_name, "a value it closes over")
+                where = getattr(exc, "where", "a value its code reads")
+                self._warn(k, exc.type_name, where)
+                self._unkeyed[k] = f"not cached: {where} is a {exc.type_name}, which cannot be hashed"
                 parts = None
             self.code_parts.append(parts)
             self.code.append(None if parts is None else hashlib.blake2b(parts[0] + parts[1], digest_size=16).digest())
@@ -156,7 +167,7 @@ class CacheLookup:
                 up, j = producer.get(slot, (-1, 0))
                 srcs.append((name.encode(), slot, up, j))
                 if up < 0 and slot not in self.mapped and slot not in self.const:
-                    self.const[slot] = self._value(k, values[slot])
+                    self.const[slot] = self._value(k, values[slot], name.encode())
             self.sources.append(tuple(srcs))
         # Per node, the hasher with everything that is the same for every item of the call
         # fed in (its code, the broadcast inputs), and what varies per item (upstream keys,
@@ -193,6 +204,11 @@ class CacheLookup:
             seed_h.update(repr(self._mslots).encode())
             self._item_seed = seed_h.digest()
         self._nested = any(getattr(node, "pipeline", None) is not None for node in plan.nodes)
+        # What clear(node=...) matches: a node's entries carry its name (and a nested pipeline's,
+        # the names of the nodes within); an item's whole entry carries every name of the call.
+        within = [_names_within(node, name) for node, name in zip(plan.nodes, self.names)]
+        self._tags = tuple(tag_of(names) for names in within)
+        self._item_tag = tag_of([name for names in within for name in names])
         self._init_local()
         self._meta_done: set[int] = set()
         self.is_map = map_slots is not None
@@ -210,7 +226,7 @@ class CacheLookup:
         self._item_h0 = None if self._item_seed is None else hashlib.blake2b(self._item_seed, digest_size=_DIGEST)
         self._items: dict[int, _Item] = {}
         self._local = threading.local()
-        self._pending: list[tuple[str, bytes]] = []
+        self._pending: list[tuple[str, bytes, str]] = []
         self._pending_since = 0.0
         self._pending_lock = threading.Lock()
         self._reading = self._writing = True  # off after a storage fault, for the rest of the call (per process)
@@ -241,20 +257,20 @@ class CacheLookup:
         if not self._warned:
             self._warned = True
             warnings.warn(
-                f"hypernodes: node `{self.names[k]}` is not cached in this call: {what} is a {type_name}, "
-                "which cannot be hashed deterministically. Give its class a __cache_key__() method, or pass "
-                "something hashable.",
+                f"hypernodes: node `{self.names[k]}` is not cached in this call: {what} is (or holds) a "
+                f"{type_name}, which cannot be hashed deterministically. Give its class a __cache_key__() "
+                "method or a hasher (hypernodes.cache.register_hasher), or pass something else.",
                 CacheWarning,
                 stacklevel=3,
             )
 
-    def _value(self, k: int, value: Any) -> bytes | None:
+    def _value(self, k: int, value: Any, name: bytes) -> bytes | None:
         try:
             return _digest(value)
         except Unhashable as exc:
-            self._warn(k, exc.type_name, "an input")
-        except Exception as exc:  # a __cache_key__ or model_dump that raises
-            self._warn(k, type(exc).__name__, "an input's cache key (it raised)")
+            self._warn(k, exc.type_name, f"input `{name.decode()}`")
+        except Exception as exc:  # a __cache_key__ or a registered hasher that raises
+            self._warn(k, type(exc).__name__, f"input `{name.decode()}`'s cache key (it raised)")
         return None
 
     def _keys(self, values: Sequence[Any]) -> list[str | None]:
@@ -276,7 +292,8 @@ class CacheLookup:
                         break
                     h.update(prefix + upkey.encode())
                 else:
-                    d = hashed[slot] if slot in hashed else hashed.setdefault(slot, self._value(k, values[slot]))
+                    d = hashed[slot] if slot in hashed else self._value(k, values[slot], prefix[:-2])
+                    hashed[slot] = d
                     if d is None:
                         break
                     h.update(prefix + d)
@@ -318,7 +335,7 @@ class CacheLookup:
                 continue
             if _holds_failure(arg):  # an uncached node's output from a failure: nothing computed from it is stored
                 return None
-            d = self._value(k, arg)
+            d = self._value(k, arg, name)
             if d is None:
                 return None
             h.update(name + b"=v" + d)
@@ -338,9 +355,11 @@ class CacheLookup:
         Items whose whole entry is found have their results ready; the others get their
         per-node keys, fetched in a second query.
         """
-        self.flush()
+        self._flush()
+        self._drop_chunk()
         if not self._reading:  # a storage fault earlier in the call: its items run uncached
             return
+        _CHUNKS.set((*_CHUNKS.get(), (self, range(items.base + items.lo, items.base + items.hi))))
         values = list(template)
         lo, hi, base = items.lo, items.hi, items.base
         if self._item_h0 is None:
@@ -411,28 +430,50 @@ class CacheLookup:
             if parts is not None and st.item_key is not None and None not in parts:
                 body = b"".join(parts)  # type: ignore[arg-type]
                 head = self._head.pack(zlib.crc32(body), *(len(p) for p in parts))  # type: ignore[arg-type]
-                self._write(st.item_key, _WHOLE + head + body)
+                self._write(st.item_key, _WHOLE + head + body, self._item_tag)
 
-    def _write(self, key: str, blob: bytes) -> None:
+    def _write(self, key: str, blob: bytes, tag: str) -> None:
         if not self._writing:
             return
         with self._pending_lock:
             pending = self._pending
             if not pending:
                 self._pending_since = time.monotonic()
-            pending.append((key, blob))
+            pending.append((key, blob, tag))
             due = len(pending) >= _FLUSH_EVERY or time.monotonic() - self._pending_since > _FLUSH_AFTER_S
         if due:
-            self.flush()
+            self._flush()
 
     def flush(self) -> None:
-        """Write the buffered entries (one transaction for a ``DiskCache``). The drivers call it after
-        each slice, in the process that ran it, and the pipeline after the call."""
+        """Write the buffered entries (one transaction for a ``DiskCache``), and drop what is left
+        of the state of the slice's items. The drivers call it after each slice, in the process
+        that ran it, and the pipeline after the call."""
+        self._flush()
+        self._drop_chunk()
+
+    def _drop_chunk(self) -> None:
+        # The state of items this slice prefetched and never finished: under on_error="continue"
+        # a failed node is never put and the nodes below it never asked, so without this, each
+        # failed item's keys and blobs would stay until the call ends.
+        held = _CHUNKS.get()
+        if not held:
+            return
+        mine = [chunk for lookup, chunk in held if lookup is self]
+        if not mine:
+            return
+        _CHUNKS.set(tuple(entry for entry in held if entry[0] is not self))
+        items = self._items
+        if items:
+            for chunk in mine:
+                for item in chunk:
+                    items.pop(item, None)
+
+    def _flush(self) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, []
         if pending and self._writing:
             try:
-                self.cache.put_blobs(pending)
+                self.cache.put_tagged(pending)
             except Exception as exc:  # a full disk, a read-only or corrupt database: results stay, caching goes
                 self._fault(exc, "written")
 
@@ -531,7 +572,7 @@ class CacheLookup:
                 blob = None
                 self._taint(node, st)
             if blob is not None:
-                self._write(key, blob)
+                self._write(key, blob, self._tags[node])
                 st.blobs[key] = blob
                 if st.parts is not None:
                     st.parts[node] = blob[11:]
@@ -593,7 +634,14 @@ class CacheLookup:
             else:
                 d = self.const.get(slot)
                 inputs[name.decode()] = ("value", None, None if d is None else d.hex())
-        return {"code": parts[0].hex(), "closure": parts[1].hex(), "inputs": inputs}
+        named: dict[str, str] = {}  # each part of the code key by what it is: `helper ...`, `global ...`
+        for label, digest in getattr(parts, "parts", ()):
+            at, n = label, 1
+            while at in named:  # two parts named alike (two lambdas of one module): both kept, in order
+                n += 1
+                at = f"{label} #{n}"
+            named[at] = digest.hex()
+        return {"code": parts[0].hex(), "closure": parts[1].hex(), "parts": named, "inputs": inputs}
 
     def _store_meta(self, node: int, st: _Item, key: str) -> None:
         assert st.keys is not None
@@ -601,7 +649,7 @@ class CacheLookup:
         meta["key"] = key
         blob = _dumps(meta)
         if blob is not None:
-            self._write(self._meta_key(node), blob)
+            self._write(self._meta_key(node), blob, self._tags[node])
 
     def explain(self) -> dict[str, str]:
         """For a ``run()`` lookup: per node, ``"hit"`` or why it misses (see :func:`explain`)."""
@@ -626,7 +674,7 @@ class CacheLookup:
         for k, name in enumerate(self.names):
             key = keys[k]
             if self.code[k] is None:
-                out[name] = "not cached: cache=False (or a value it closes over cannot be hashed)"
+                out[name] = self._unkeyed.get(k, "not cached: cache=False")
             elif key is None:
                 out[name] = "not cached: an input cannot be hashed"
             elif key is _DEFER:
@@ -643,32 +691,75 @@ class CacheLookup:
         if not isinstance(meta, dict):
             return "miss: never stored"
         now = self._parts(k, keys)
-        changed = []
-        if meta.get("code") != now["code"]:
-            changed.append("its code")
-        if meta.get("closure") != now["closure"]:
-            changed.append("a value its code closes over")
+        old_parts = meta.get("parts")
+        if isinstance(old_parts, dict):
+            changed = _changed_parts(old_parts, now["parts"])
+        else:  # stored by a version that kept two digests
+            changed = ["its code"] if meta.get("code") != now["code"] else []
+            if meta.get("closure") != now["closure"]:
+                changed.append("a value its code reads")
         old_inputs = meta.get("inputs", {})
-        mapped = []
+        unstored = []
         for name, (kind, up, digest) in now["inputs"].items():
             old = old_inputs.get(name)
             if kind == "mapped":  # stored by a run() or another map: its value is this item's own
                 if old is None:
                     changed.append(f"input `{name}`")
                 else:
-                    mapped.append(name)
-            elif kind == "upstream" and self.is_map:
-                # Upstream keys differ from item to item by design: what counts is whether the
-                # upstream node itself misses for this item.
-                if old is None or old[:2] != (kind, up) or so_far.get(str(up), "hit") != "hit":
+                    unstored.append(name)
+            elif kind == "upstream":
+                # An upstream node that hits is never to blame: the entry is missing for its
+                # current result (per item, upstream keys differ by design).
+                if old is None or old[:2] != (kind, up):
+                    changed.append(f"input `{name}`")
+                elif so_far.get(str(up), "hit") != "hit":
                     changed.append(f"upstream node `{up}`")
+                elif old != (kind, up, digest) or self.is_map:
+                    unstored.append(name)
             elif old != (kind, up, digest):
-                changed.append(f"upstream node `{up}`" if kind == "upstream" else f"input `{name}`")
+                changed.append(f"input `{name}`")
         if changed:
-            return "miss: changed since last stored: " + ", ".join(changed)
-        if mapped:
-            return "miss: not stored for this item's " + ", ".join(f"`{m}`" for m in mapped)
+            return "miss: changed since last stored: " + ", ".join(dict.fromkeys(changed))
+        if unstored:
+            names = ", ".join(f"`{m}`" for m in unstored)
+            return f"miss: not stored for this item's {names}" if self.is_map else f"miss: not stored for this {names}"
         return "miss: the entry was removed (cleared or evicted)"
+
+
+def _changed_parts(old: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """What changed between two named code keys, each reason once: `its code`, `helper `util.f``,
+    `global `K` (read by its code)`, `closure value `k``, `version`, ..."""
+    reasons: dict[str, None] = {}
+    for label in [*now, *(label for label in old if label not in now)]:
+        if old.get(label) != now.get(label):
+            reasons[label.split(" #", 1)[0]] = None
+    return list(reasons)
+
+
+def _on_disk_notes(plan: Any) -> dict[str, str]:
+    """Per node whose code (or a helper's) no longer matches its file on disk (edited after import,
+    not reloaded), the note :func:`explain` adds."""
+    notes = {}
+    for name, node in zip(plan.node_names, plan.nodes):
+        if not getattr(node, "cache", True):
+            continue
+        stale = dict.fromkeys(_name_of(f) for f in _functions(node) if _differs_on_disk(f))
+        if stale:
+            notes[name] = (
+                " (the source on disk differs from the code that runs: "
+                + ", ".join(f"`{f}`" for f in stale)
+                + "; key follows the running code)"
+            )
+    return notes
+
+
+def _names_within(node: Any, name: str) -> list[str]:
+    """``name`` and, for a nested pipeline's node, the names of the nodes within it (recursively)."""
+    names = [name]
+    inner = getattr(node, "pipeline", None)
+    for sub in getattr(inner, "nodes", ()) if inner is not None else ():
+        names.extend(_names_within(sub, sub.name))
+    return names
 
 
 def _holds_failure(value: Any) -> bool:
@@ -698,10 +789,14 @@ def explain(
 
     Returns:
         For a run: ``{node name: "hit" | "miss: ..." | "not cached: ..."}``; a miss
-        names what changed since that node was last stored: its code, a value it
-        closes over, an input, or an upstream node. With ``map_over``: one such dict
-        per item, where a node whose code and broadcast inputs are unchanged and whose
-        upstream nodes hit says ``"miss: not stored for this item's `x`"``.
+        names each part of the key that changed since that node was last stored, once:
+        ``its code``, ``helper `util.norm```, ``global `THRESHOLD` (read by its code)``,
+        ``closure value `k```, ``default `k```, ``version``, ``input `x```, or
+        ``upstream node `a``` (never an upstream node that hits). With ``map_over``: one
+        such dict per item, where a node whose code and broadcast inputs are unchanged
+        and whose upstream nodes hit says ``"miss: not stored for this item's `x`"``.
+        A node whose code (or a helper's) differs from its file on disk (edited after
+        import, not reloaded) gets a note saying so: its key follows the running code.
 
     Raises:
         ValueError: the pipeline has no cache.
@@ -712,7 +807,13 @@ def explain(
         raise ValueError("explain() needs a pipeline with a cache: Pipeline(..., cache=DiskCache(path)).")
     if map_over is None:
         call = prepare_run(pipeline.plans, inputs or {}, output_name)
-        return CacheLookup(cache, call.plan, call.values, None, False).explain()
+        why = CacheLookup(cache, call.plan, call.values, None, False).explain()
+        notes = _on_disk_notes(call.plan)
+        return {name: reason + notes.get(name, "") for name, reason in why.items()}
     mcall = prepare_map(pipeline.plans, inputs or {}, map_over, map_mode, output_name)
     lookup = CacheLookup(cache, mcall.plan, mcall.values, mcall.items.map_slots, False)
-    return lookup.explain_items(mcall.values, mcall.items)
+    notes = _on_disk_notes(mcall.plan)
+    return [
+        {name: reason + notes.get(name, "") for name, reason in why.items()}
+        for why in lookup.explain_items(mcall.values, mcall.items)
+    ]

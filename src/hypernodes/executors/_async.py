@@ -92,10 +92,16 @@ class AsyncExecutor(Executor):
         return self._thread_pool().submit(fn, *args, **kwargs)
 
     def _offload(self, fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
-        """On the loop: run sync ``fn(*args)`` in the pool, as an awaitable (and as a task of this executor)."""
-        import asyncio
+        """On the loop: run sync ``fn(*args)`` in the pool, as an awaitable (and as a task of this executor).
 
-        return asyncio.wrap_future(self._thread_pool().submit(as_task_of, self, fn, *args))
+        It runs in a copy of the awaiting task's context, as ``asyncio.to_thread`` does: what the
+        item's coroutine set there (a nested pipeline's callback scope) holds in the thread too.
+        """
+        import asyncio
+        import contextvars
+
+        context = contextvars.copy_context()
+        return asyncio.wrap_future(self._thread_pool().submit(context.run, as_task_of, self, fn, *args))
 
     def _runs_on(self, thread: threading.Thread) -> bool:
         """Whether ``thread`` runs this executor's event loop."""
