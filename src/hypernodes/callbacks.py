@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._graph import Plan
-from .errors import FROM_CALLBACK, add_note
+from .errors import FROM_CALLBACK, add_note, check_bool
 from .failures import release_frames
 
 if TYPE_CHECKING:
@@ -186,6 +186,16 @@ class PipelineCallback:
     node_values: ClassVar[bool] = True
     node_events_in_maps: ClassVar[bool] = True
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the subclass's hooks when it is defined: a misspelt one would never be called.
+
+        Raises:
+            TypeError: a public ``on_*`` method that is no hook (naming the closest hook), a
+                hook that cannot take the hook's arguments, or a flag that is not a bool.
+        """
+        super().__init_subclass__(**kwargs)
+        _check_hooks(cls)
+
     def on_pipeline_start(self, pipeline_id: str, inputs: dict[str, Any], ctx: CallbackContext) -> None:
         """A run or map of ``pipeline_id`` starts with ``inputs``."""
 
@@ -242,6 +252,45 @@ class PipelineCallback:
 
     def on_map_end(self, total_duration: float, ctx: CallbackContext) -> None:
         """The map finished after ``total_duration`` seconds."""
+
+
+def _check_hooks(cls: type) -> None:
+    import difflib
+    import inspect
+
+    hooks = {name for name in vars(PipelineCallback) if name.startswith("on_")}
+    for name, value in vars(cls).items():
+        if not name.startswith("on_") or not callable(value):
+            continue
+        if name not in hooks:
+            close = difflib.get_close_matches(name, sorted(hooks), n=1, cutoff=0.5)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise TypeError(
+                f"{cls.__qualname__}.{name} is not a callback hook, so it would never be called.{hint} "
+                f"Hooks: {', '.join(sorted(hooks))}. (A helper method of your own must not start with `on_`.)"
+            )
+        base = inspect.signature(getattr(PipelineCallback, name))
+        n_args = len(base.parameters)  # self and the hook's positional arguments
+        if isinstance(value, staticmethod):
+            value, n_args = value.__func__, n_args - 1
+        elif isinstance(value, classmethod):
+            value = value.__func__
+        try:
+            own = inspect.signature(value)
+        except (TypeError, ValueError):  # no signature to read (a builtin): called as it is
+            continue
+        args = [None] * n_args
+        try:
+            own.bind(*args)
+        except TypeError:
+            wanted = ", ".join(base.parameters)
+            raise TypeError(
+                f"{cls.__qualname__}.{name}{own} cannot take the hook's arguments: it is called as "
+                f"{name}({wanted}) (positionally)."
+            ) from None
+    for flag in ("node_values", "node_events_in_maps"):
+        if flag in vars(cls):
+            check_bool(vars(cls)[flag], flag, cls.__qualname__)
 
 
 _NODE_HOOKS = ("on_node_start", "on_node_end", "on_node_cached")

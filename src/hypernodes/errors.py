@@ -33,6 +33,7 @@ __all__ = [
     "UnknownOutputError",
     "WiringError",
     "add_note",
+    "check_bool",
     "coroutine_returned",
     "note_node",
     "unpack_row",
@@ -176,6 +177,17 @@ else:  # pragma: no cover - exercised on 3.10 only
                 return
         if isinstance(notes, list):
             notes.append(note)
+
+
+def check_bool(value: Any, option: str, where: str, error: type[Exception] = TypeError) -> bool:
+    """``value`` if it is True or False: an option that is a switch takes a bool, never a truthy value.
+
+    Raises:
+        error (a ``TypeError`` subclass): anything else (``cache="no"`` would otherwise switch it on).
+    """
+    if type(value) is not bool:
+        raise error(f"{where}: {option} must be True or False, got {type(value).__name__} {value!r:.60}.")
+    return value
 
 
 def note_node(exc: BaseException, name: str, item: int = -1) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, overload
 
 from ._policy import check_policy, policy_for
-from .errors import NodeDefinitionError, WiringError
+from .errors import NodeDefinitionError, WiringError, check_bool
 
 __all__ = ["Node", "is_async_callable", "node"]
 
@@ -212,7 +212,7 @@ class Node:
         else:
             self._call = _KeywordAdapter(func, n_positional, self.parameters[n_positional:])
         self.is_async = is_async_callable(func)
-        self.cache = bool(cache)
+        self.cache = check_bool(cache, "cache", where, NodeDefinitionError)
         if version is not None and (type(version) is bool or not isinstance(version, (str, int))):
             raise NodeDefinitionError(
                 f"{where}: version must be a str or int (a code version, part of the cache key), "

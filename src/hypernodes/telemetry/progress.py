@@ -17,6 +17,7 @@ import sys
 from typing import IO, Any
 
 from ..callbacks import CallbackContext, PipelineCallback
+from ..errors import check_bool
 
 __all__ = ["ProgressCallback"]
 
@@ -72,6 +73,7 @@ class ProgressCallback(PipelineCallback):
         Raises:
             ImportError: tqdm is not installed (the message says what to install).
             ValueError: an unknown ``mode`` or a ``log_interval`` that is not positive.
+            TypeError: ``enable`` is not a bool.
         """
         if mode not in ("auto", "notebook", "terminal", "log"):
             raise ValueError(f"ProgressCallback(mode={mode!r}): allowed are 'auto', 'notebook', 'terminal', 'log'.")
@@ -81,6 +83,7 @@ class ProgressCallback(PipelineCallback):
             import tqdm  # noqa: F401
         except ImportError:
             raise ImportError(_INSTALL) from None
+        check_bool(enable, "enable", "ProgressCallback()")
         self.file = file
         self.mode = mode
         self.log_interval = log_interval
