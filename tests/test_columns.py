@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import pickle
+import pickletools
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
+import cloudpickle
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
 from hypernodes import ArgumentTypeError, HypernodesEngine, Pipeline, node
+from hypernodes._columns import ArrayColumn
 
 from .kinds import EXECUTOR_KINDS
 
@@ -168,3 +173,53 @@ def test_columns_need_no_import_of_their_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+class _CountingExecutor(Executor):
+    """A process executor's stand-in: each task is pickled (protocol 5, as loky does) and kept, then run on a thread."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(2)
+        self.max_workers = 2
+        self.tasks: list[bytes] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        data = cloudpickle.dumps((fn, args, kwargs), protocol=5)
+        self.tasks.append(data)
+        return self._pool.submit(_run_pickled, data)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _run_pickled(data: bytes) -> Any:
+    fn, args, kwargs = pickle.loads(data)
+    return pickle.loads(pickle.dumps(fn(*args, **kwargs), protocol=5))
+
+
+def test_a_numpy_column_reaches_worker_processes_as_its_buffer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A numeric numpy column mapped on a process executor is never made into Python numbers in
+    the caller, and travels as its bytes: no pickled float per item (each slice's items are made
+    in its worker). Product mode ships its columns whole the same way."""
+    made: list[int] = []
+    original = ArrayColumn.items
+    monkeypatch.setattr(ArrayColumn, "items", lambda self: made.append(len(self)) or original(self))
+    n = 20_000
+    column = np.arange(n, dtype=np.float64) / 4
+    executor = _CountingExecutor()
+    with HypernodesEngine(map_executor=executor) as engine:
+        pipeline = Pipeline([scale], backend=engine)
+        got = pipeline.map({"x": column, "k": 2}, map_over="x")
+        assert got["y"] == [v * 2 for v in column.tolist()]
+        assert made == [], "the caller made the column's items"
+        floats = [op.name for task in executor.tasks for op, _, _ in pickletools.genops(task) if "FLOAT" in op.name]
+        assert floats == []
+        assert sum(map(len, executor.tasks)) < 8 * n + 200_000  # the buffer, the payload, the slices' framing
+        product = Pipeline([total], backend=engine).map(
+            {"x": np.array([1, 2], dtype=np.int32), "w": np.array([0.5, 1.5])}, map_over=["x", "w"], map_mode="product"
+        )
+        assert product == {"total": [1.5, 2.5, 2.5, 3.5]}
+        assert made == []
+    executor.shutdown()
+    assert Pipeline([scale]).map({"x": column[:3], "k": 2}, map_over="x") == {"y": [0.0, 0.5, 1.0]}
+    assert made == [3], "in-process maps make the items once"

@@ -27,12 +27,13 @@ type's module, and only a value of that library's type reaches that library's co
 from __future__ import annotations
 
 import sys
+from array import array
 from collections.abc import Iterator
 from typing import Any
 
 from .errors import ArgumentTypeError
 
-__all__ = ["ALLOWED", "as_column", "column_error", "is_column"]
+__all__ = ["ALLOWED", "ArrayColumn", "as_column", "column_error", "is_column", "items_of"]
 
 ALLOWED = "a list, tuple, range, numpy array, pandas Series/Index or Arrow Array/ChunkedArray"
 """What ``map_over`` accepts, for error messages."""
@@ -52,11 +53,83 @@ def _of(library: str, value: Any, *names: str) -> bool:
     return module is not None and isinstance(value, tuple(getattr(module, n) for n in names))
 
 
-def as_column(value: Any) -> tuple[Any, ...] | None:
-    """The items of ``value`` as a tuple (a snapshot: the user's column may change while the map runs).
+class ArrayColumn:
+    """A 1-D numeric numpy column held as one native buffer; its items (Python numbers) are made where read.
+
+    In this process they are made once, on first use (``items()``, what ``tolist()``
+    gives). A slice sent to a worker process travels as its rows' bytes and a typecode
+    (pickled by :meth:`__reduce__`, or cut from :meth:`packed` by the process driver), so
+    no per-item object is made here nor pickled: each worker makes its own slice's items.
+    """
+
+    __slots__ = ("array", "code")
+
+    def __init__(self, array: Any, code: str) -> None:
+        self.array = array  # 1-D, C-contiguous, native byte order, the dtype `code` names
+        self.code = code  # the `array` module's typecode of the same items
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def __getitem__(self, rows: slice) -> ArrayColumn:
+        return ArrayColumn(self.array[rows], self.code)
+
+    def items(self) -> tuple[Any, ...]:
+        """The items, as ``tolist()`` makes them."""
+        return tuple(self.array.tolist())
+
+    def packed(self) -> tuple[str, bytes]:
+        """``(typecode, bytes)`` as ``core.pack_column`` packs a list of the same numbers."""
+        return self.code, self.array.tobytes()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_unpacked, (*self.packed(), sys.byteorder))
+
+
+def _unpacked(code: str, data: bytes, order: str) -> tuple[Any, ...]:
+    """A shipped :class:`ArrayColumn`'s items, made in the process that unpickles it (no numpy needed)."""
+    values = array(code, data)
+    if order != sys.byteorder:
+        values.byteswap()
+    return tuple(values.tolist())
+
+
+# numpy dtype (kind, itemsize) -> the dtype the buffer is kept in and its `array` typecode;
+# tolist() of the original and of the kept dtype give equal Python numbers. Absent (bool,
+# uint64, complex, float128): the items are made up front.
+_ARRAY_CODES = {
+    ("f", 8): ("float64", "d"),
+    ("f", 4): ("float64", "d"),
+    ("f", 2): ("float64", "d"),
+    ("i", 8): ("int64", "q"),
+    ("i", 4): ("int32", "i"),
+    ("i", 2): ("int16", "h"),
+    ("i", 1): ("int8", "b"),
+    ("u", 4): ("int64", "q"),
+    ("u", 2): ("int32", "i"),
+    ("u", 1): ("int16", "h"),
+}
+
+
+def _array_column(value: Any) -> ArrayColumn | None:
+    kept = _ARRAY_CODES.get((value.dtype.kind, value.dtype.itemsize))
+    if kept is None or array(kept[1]).itemsize != sys.modules["numpy"].dtype(kept[0]).itemsize:
+        return None
+    # a copy in native order (the snapshot; one memcpy when the dtype is kept as it is)
+    return ArrayColumn(sys.modules["numpy"].array(value, dtype=kept[0], order="C", copy=True), kept[1])
+
+
+def items_of(column: Any) -> Any:
+    """A column's items: an :class:`ArrayColumn`'s, made now; any other column itself."""
+    return column.items() if type(column) is ArrayColumn else column
+
+
+def as_column(value: Any) -> tuple[Any, ...] | ArrayColumn | None:
+    """The items of ``value`` as a tuple (a snapshot: the user's column may change while the map runs),
+    or, for a 1-D numeric numpy array, an :class:`ArrayColumn` (a snapshot of its buffer).
 
     Returns:
-        The items; None when ``value`` is not a column (see :func:`column_error`).
+        The column; None when ``value`` is not a column (see :func:`column_error`).
     """
     if isinstance(value, _PLAIN):
         return tuple(value)
@@ -64,7 +137,7 @@ def as_column(value: Any) -> tuple[Any, ...] | None:
         if value.ndim == 0:
             return None
         if value.ndim == 1 and value.dtype.kind in _NUMPY_PLAIN_KINDS:
-            return tuple(value.tolist())
+            return _array_column(value) or tuple(value.tolist())
         return tuple(value)  # rows of a 2-D array; datetime64, str, object: numpy's own elements
     if _of("pandas", value, "Series", "Index"):
         return tuple(value)

@@ -18,6 +18,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ._columns import items_of
 from .errors import ArgumentTypeError
 
 __all__ = ["FAILURE_COLUMN", "FRAME_FAILURES", "MappedInputs", "arrow_table", "numpy_array", "pandas_frame"]
@@ -26,8 +27,9 @@ FAILURE_COLUMN = "failure"
 FRAME_FAILURES = ("column", "drop", "raise")
 """What ``failures=`` takes: a ``failure`` column (default), drop the failed items, raise the first."""
 
-MappedInputs = tuple[tuple[str, ...], tuple[Sequence[Any], ...], bool]
-"""A map's mapped inputs: their names, their columns of items (the map's snapshot), product mode."""
+MappedInputs = tuple[tuple[str, ...], tuple[Any, ...], bool]
+"""A map's mapped inputs: their names, their columns (the map's snapshot: tuples of items, or
+``ArrayColumn``s), product mode."""
 
 
 def check_failures_option(failures: Any, where: str) -> None:
@@ -43,7 +45,8 @@ def input_columns(mapped: MappedInputs | None, n: int, where: str) -> dict[str, 
             f"{where}: inputs=True needs the map's mapped inputs, which this result does not hold "
             "(it was built by hand or by an engine that does not record them)."
         )
-    names, columns, product = mapped
+    names, sources, product = mapped
+    columns = [items_of(c) for c in sources]  # a numeric numpy column's items, made now
     if not product:
         return {name: list(column) for name, column in zip(names, columns)}
     rows = list(itertools.product(*columns)) if n else []

@@ -298,7 +298,7 @@ class ShippedItems:
         self.codes = tuple("" if p is None else p[0] for p in packed)  # "": the column's own rows
         self.columns: tuple[Any, ...] = tuple(  # the rows (a tuple), or their buffer (bytes)
             column[lo:hi] if p is None else p[1][lo * _SIZES[p[0]] : hi * _SIZES[p[0]]]
-            for column, p in zip(items.columns, packed)
+            for column, p in zip(items.sources, packed)  # sources: a packed ArrayColumn is never made into items
         )
 
     def items(self) -> Items:
