@@ -67,6 +67,8 @@ API_VERSION = 8
 cdef object _CoroutineType = types.CoroutineType
 # The error marker of on_error="continue" (see failures.py); compared by exact type.
 cdef object _Failure = Failure
+# map_zip's result: MapResult._of, without the Python-level __init__ (see failures.py).
+cdef object _new_result = MapResult._of
 
 # Shared inputs of these exact types are no one-shot iterators; anything else is asked.
 cdef frozenset _NOT_ITERATORS = frozenset({int, float, complex, str, bytes, bool, type(None), list, tuple, dict})
@@ -330,7 +332,7 @@ def map_zip(plan, funcs, dict inputs, tuple mapped, tuple map_slots, tuple share
             PyMem_Free(argv)
     for j in range(n_res):
         results[<object>PyTuple_GET_ITEM(p.result_names, j)] = <object>PyList_GET_ITEM(cols_out, j)
-    return MapResult(results, (), (mapped, tuple(cols), False))
+    return _new_result(results, (mapped, tuple(cols), False))
 
 
 cdef inline int _fill(

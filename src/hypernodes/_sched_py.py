@@ -262,7 +262,7 @@ def map_zip(
         _run_nodes(p, funcs, values, i)
         for out, slot in zip(results, result_slots):
             out[i] = values[slot]
-    return MapResult(zip(plan.result_names, results), (), (mapped, tuple(columns), False))
+    return MapResult._of(dict(zip(plan.result_names, results)), (mapped, tuple(columns), False))
 
 
 def _rows(items: Any, lengths: list[int]) -> Iterator[tuple[Any, ...]]:
