@@ -414,7 +414,11 @@ class DiskCache(Cache):
                 part = list(signatures[lo : lo + _BATCH])
                 rows = run(_SELECT.format(",".join("?" * len(part))), (*part, time.time())).fetchall()
                 for key, mode, filename, value in rows:
-                    blob = self._fetch(mode, filename, value)
+                    # The commonest row, an inline entry (bytes), read here; the rest by _fetch.
+                    if mode == _MODE_RAW and type(value) is bytes and filename is None:
+                        blob: bytes | None = value
+                    else:
+                        blob = self._fetch(mode, filename, value)
                     if blob is not None and self._key is not None:
                         blob = verify(self._key, key, blob)
                         if blob is None:
@@ -435,10 +439,9 @@ class DiskCache(Cache):
             )
 
     def _fetch(self, mode: int, filename: str | None, value: Any) -> bytes | None:
-        # Our entries are bytes: inline (raw) or in a file of the directory (binary). Any other
-        # mode (diskcache's text or pickle) is no entry of ours, and never unpickled here.
-        if mode == _MODE_RAW and filename is None and isinstance(value, bytes):
-            return value
+        # Our entries are bytes: inline (raw, read by get_blobs itself) or in a file of the
+        # directory (binary). Anything else (diskcache's text or pickle modes, an inline value
+        # that is not bytes) is no entry of ours: a miss, never unpickled here.
         if mode == _MODE_BINARY and isinstance(filename, str):
             target = self.path / filename
             if ".." in Path(filename).parts or Path(filename).is_absolute():
