@@ -299,7 +299,7 @@ def _check_hooks(cls: type) -> None:
 _VALUE_ARGS = {"on_node_start": 1, "on_node_end": 1}
 
 
-def needs_values(callback: PipelineCallback) -> bool:
+def _needs_values(callback: PipelineCallback) -> bool:
     """Whether ``callback``'s node hooks read the values: its ``node_values``, or when None, whether
     an overridden ``on_node_start``/``on_node_end`` reads its ``inputs``/``outputs`` argument.
 
@@ -419,7 +419,7 @@ class _Session:
 
     def wants_values(self, in_map: bool) -> bool:
         return any(
-            needs_values(cb) and (not in_map or cb.node_events_in_maps) and any(_overrides(cb, h) for h in _NODE_HOOKS)
+            _needs_values(cb) and (not in_map or cb.node_events_in_maps) and any(_overrides(cb, h) for h in _NODE_HOOKS)
             for cb in self.callbacks
         )
 
