@@ -17,6 +17,7 @@ import asyncio
 import gc
 import importlib
 import os
+import signal
 import threading
 import time
 import weakref
@@ -75,6 +76,20 @@ def dask_client() -> Iterator[Any]:
         distributed.Client(cluster) as client,
     ):
         yield client
+
+
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt during the test, however the suite was started.
+
+    A shell starts background jobs (``cmd &``, ``nohup``) with SIGINT ignored, and Python then
+    keeps it ignored: a test that sends SIGINT installs Python's default handler itself.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ arguments is refused when it is made.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -134,3 +135,80 @@ def test_progress_on_a_process_map_moves_every_few_percent(make_executor: Any) -
     assert result["y"] == [2 * x for x in range(320)]
     assert sum(progress.counts) == 320
     assert max(progress.counts) <= 320 * 0.04
+
+
+def test_a_misspelt_hook_is_refused_naming_the_closest_hook() -> None:
+    """A public on_* method that is no hook fails when the class is defined, naming the closest hook."""
+    with pytest.raises(TypeError, match=r"on_node_finish is not a callback hook.*Did you mean `on_node_end`"):
+
+        class Misspelt(PipelineCallback):
+            def on_node_finish(self, node_id: str, outputs: Any, duration: float, ctx: Any) -> None:
+                pass
+
+
+def test_a_hook_with_the_wrong_arguments_is_refused() -> None:
+    """A hook that cannot take the hook's positional arguments fails when the class is defined."""
+    with pytest.raises(TypeError, match=r"on_node_end.*cannot take the hook's arguments"):
+
+        class TooFew(PipelineCallback):
+            def on_node_end(self, node_id: str, outputs: Any, ctx: Any) -> None:
+                pass
+
+    class Flexible(PipelineCallback):  # *args, defaults, a staticmethod: all can take them
+        def on_node_end(self, *args: Any) -> None:
+            pass
+
+        def on_node_start(self, node_id: str, inputs: Any, ctx: Any, extra: int = 0) -> None:
+            pass
+
+        @staticmethod
+        def on_map_start(total_items: int, ctx: Any) -> None:
+            pass
+
+        def _on_private_helper(self) -> None:
+            pass
+
+    Flexible()
+
+
+def test_switch_options_take_only_bools() -> None:
+    """cache="no" (truthy) and friends are refused with a TypeError naming the option."""
+    from hypernodes import NodeDefinitionError
+
+    with pytest.raises(NodeDefinitionError, match=r"cache must be True or False, got str 'no'"):
+
+        @node(output_name="y", cache="no")  # type: ignore[call-overload]
+        def cached(x: int) -> int:
+            return x
+
+    with pytest.raises(TypeError, match=r"node_values must be True or False"):
+
+        class Flag(PipelineCallback):
+            node_values = 0  # type: ignore[assignment]
+
+
+@node(output_name="y", retries=1, retry_on=ConnectionError, backoff=lambda attempt: _entered_backoff() or 30.0)
+def retries_slowly(x: int) -> int:
+    if x == 0:
+        BACKING_OFF.wait(10)  # fail only once item 1 sleeps in its backoff
+        raise KeyError("item 0 fails the map")
+    raise ConnectionError("item 1 is retried after 30 s")
+
+
+BACKING_OFF = threading.Event()
+
+
+def _entered_backoff() -> None:
+    BACKING_OFF.set()
+
+
+def test_a_backoff_sleep_wakes_when_its_call_fails() -> None:
+    """A threaded map that fails while another item sleeps in a 30 s backoff: the sleeper gives up at
+    once, so the engine's shutdown does not wait for the backoff."""
+    BACKING_OFF.clear()
+    started = time.monotonic()
+    with HypernodesEngine(map_executor="threaded", max_workers=2) as engine:
+        with pytest.raises(KeyError, match="item 0 fails the map"):
+            Pipeline([retries_slowly], backend=engine).map({"x": [0, 1]}, map_over="x")
+        assert BACKING_OFF.is_set()
+    assert time.monotonic() - started < 15  # generous: the backoff alone is 30 s

@@ -394,6 +394,7 @@ async def _slow_async_item(x: int, log: str) -> int:
         ("parallel", True),
     ],
 )
+@pytest.mark.usefixtures("sigint_raises")
 def test_ctrl_c_during_a_map_stops_it_promptly(
     kind: str, is_async: bool, make_executor: Callable[[str], Any], started: Started
 ) -> None:

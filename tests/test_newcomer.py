@@ -213,8 +213,12 @@ def test_an_unpicklable_output_of_a_process_node_is_named() -> None:
 # -- Ctrl-C and sys.exit() in a process map ----------------------------------------------------
 
 INTERRUPTED_MAP = """
-import sys, time
+import signal, sys, time
 from hypernodes import HypernodesEngine, Pipeline, node
+
+# As a terminal's script has it, also when this test runs from a background shell (where
+# SIGINT is ignored, and a child inherits that):
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def item(x, exit_at):
     if x == exit_at:

@@ -42,6 +42,7 @@ the caller reports with the item once the task ends.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,7 +51,12 @@ from typing import Any
 from .errors import NodeDefinitionError, add_note
 from .failures import ATTEMPTS_ATTR
 
-__all__ = ["MAX_DELAY", "AsyncPolicy", "Policy", "bind", "check_policy", "policy_for"]
+__all__ = ["MAX_DELAY", "STOP", "AsyncPolicy", "Policy", "bind", "check_policy", "policy_for"]
+
+STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("hypernodes_stop", default=None)
+"""Set by a thread slice of a map (``_run/items.py``) to its call's stop flag: a backoff sleep
+waits on it, so a retrying item wakes and gives up as soon as the call has failed (a pool's
+shutdown then waits for no backoff)."""
 
 MAX_DELAY = 60.0
 """The longest delay between two attempts, in seconds, whatever ``backoff`` computes."""
@@ -157,9 +163,14 @@ class Policy:
                 return _call_with_timeout(self.func, args, self.timeout, self.name)
             except Exception as exc:
                 delay = self._retry(exc, attempt)
+                if delay:
+                    stop = STOP.get()
+                    if stop is None:
+                        time.sleep(delay)
+                    elif stop.wait(delay):  # the call failed elsewhere: its result is unwanted
+                        add_note(exc, f"hypernodes: not retried: the call stopped after attempt {attempt}")
+                        raise
             attempt += 1
-            if delay:
-                time.sleep(delay)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of node `{self.name}`: retries={self.retries}, timeout={self.timeout}>"

@@ -49,13 +49,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._graph import Plan
-from .errors import FROM_CALLBACK, add_note
+from .errors import FROM_CALLBACK, add_note, check_bool
 from .failures import release_frames
 
 if TYPE_CHECKING:
@@ -75,6 +76,8 @@ class CallbackContext:
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
         self._stack: list[str] = []
+        self._items: tuple[int, ...] = ()  # per pipeline of _stack: its map item, -1 for none
+        self._origin: tuple[int, int, int] | None = None  # see event_time_ns; None: here, now
 
     def set(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` for other callbacks to read."""
@@ -112,6 +115,38 @@ class CallbackContext:
         """The pipeline ids from the root to the current one."""
         return list(self._stack)
 
+    @property
+    def item_index(self) -> int | None:
+        """The map item the current event belongs to: the item of the innermost map on
+        :attr:`hierarchy_path` that is inside one (a node of a pipeline nested in item 3's
+        node: 3), or None (``run()``, and a map's own start and end)."""
+        for item in reversed(self._items):
+            if item >= 0:
+                return item
+        return None
+
+    @property
+    def item_indices(self) -> tuple[int | None, ...]:
+        """The map item of each pipeline on :attr:`hierarchy_path` the current event is
+        inside (None for a run, or outside any item): tells apart the calls of one nested
+        pipeline made by concurrent items."""
+        items = self._items + (-1,) * (len(self._stack) - len(self._items))
+        return tuple(None if i < 0 else i for i in items)
+
+    @property
+    def event_time_ns(self) -> int:
+        """When the current event happened (``time.time_ns()``, where it happened): the
+        hook's own time, except for events a worker process recorded and sent back."""
+        return self._origin[0] if self._origin is not None else time.time_ns()
+
+    @property
+    def event_worker(self) -> tuple[int, int]:
+        """Where the current event happened: (process id, thread id, as
+        ``threading.get_ident()``); a worker process's for the events it recorded."""
+        if self._origin is not None:
+            return self._origin[1], self._origin[2]
+        return _pid(), threading.get_ident()
+
     def get_pipeline_metadata(self, pipeline_id: str) -> dict[str, Any]:
         """What is known of a pipeline of this call: ``name``, ``kind`` ("run" or "map"),
         ``total_nodes``, ``node_ids`` and, for a map, ``total_items``."""
@@ -120,6 +155,18 @@ class CallbackContext:
     def set_pipeline_metadata(self, pipeline_id: str, metadata: Mapping[str, Any]) -> None:
         """Record a pipeline's metadata (done by hypernodes when the pipeline starts)."""
         self.data[f"_pipeline_metadata:{pipeline_id}"] = dict(metadata)
+
+
+_PID = [os.getpid()]
+
+
+def _pid() -> int:
+    """This process's id: a system call saved per event (refreshed in a forked child)."""
+    return _PID[0]
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
 
 
 class PipelineCallback:
@@ -138,6 +185,16 @@ class PipelineCallback:
 
     node_values: ClassVar[bool] = True
     node_events_in_maps: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check the subclass's hooks when it is defined: a misspelt one would never be called.
+
+        Raises:
+            TypeError: a public ``on_*`` method that is no hook (naming the closest hook), a
+                hook that cannot take the hook's arguments, or a flag that is not a bool.
+        """
+        super().__init_subclass__(**kwargs)
+        _check_hooks(cls)
 
     def on_pipeline_start(self, pipeline_id: str, inputs: dict[str, Any], ctx: CallbackContext) -> None:
         """A run or map of ``pipeline_id`` starts with ``inputs``."""
@@ -197,6 +254,45 @@ class PipelineCallback:
         """The map finished after ``total_duration`` seconds."""
 
 
+def _check_hooks(cls: type) -> None:
+    import difflib
+    import inspect
+
+    hooks = {name for name in vars(PipelineCallback) if name.startswith("on_")}
+    for name, value in vars(cls).items():
+        if not name.startswith("on_") or not callable(value):
+            continue
+        if name not in hooks:
+            close = difflib.get_close_matches(name, sorted(hooks), n=1, cutoff=0.5)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise TypeError(
+                f"{cls.__qualname__}.{name} is not a callback hook, so it would never be called.{hint} "
+                f"Hooks: {', '.join(sorted(hooks))}. (A helper method of your own must not start with `on_`.)"
+            )
+        base = inspect.signature(getattr(PipelineCallback, name))
+        n_args = len(base.parameters)  # self and the hook's positional arguments
+        if isinstance(value, staticmethod):
+            value, n_args = value.__func__, n_args - 1
+        elif isinstance(value, classmethod):
+            value = value.__func__
+        try:
+            own = inspect.signature(value)
+        except (TypeError, ValueError):  # no signature to read (a builtin): called as it is
+            continue
+        args = [None] * n_args
+        try:
+            own.bind(*args)
+        except TypeError:
+            wanted = ", ".join(base.parameters)
+            raise TypeError(
+                f"{cls.__qualname__}.{name}{own} cannot take the hook's arguments: it is called as "
+                f"{name}({wanted}) (positionally)."
+            ) from None
+    for flag in ("node_values", "node_events_in_maps"):
+        if flag in vars(cls):
+            check_bool(vars(cls)[flag], flag, cls.__qualname__)
+
+
 _NODE_HOOKS = ("on_node_start", "on_node_end", "on_node_cached")
 _ITEM_HOOKS = ("on_map_item_start", "on_map_item_end", "on_map_item_cached")
 
@@ -230,24 +326,43 @@ class _Session:
         self.callbacks = tuple(callbacks)
         self.ctx = CallbackContext()
         self.lock = threading.RLock()  # hooks are never called from two threads at once
+        self._hooks: dict[str, tuple[tuple[PipelineCallback, Callable[..., Any]], ...]] = {}
 
     def including(self, more: Iterable[PipelineCallback]) -> _Session:
         """This session, with a nested pipeline's own callbacks added (once each)."""
         extra = [cb for cb in more if all(cb is not c for c in self.callbacks)]
         if extra:
-            self.callbacks = (*self.callbacks, *extra)
+            with self.lock:
+                self.callbacks = (*self.callbacks, *extra)
+                self._hooks = {}
         return self
 
-    def emit(self, hook: str, *args: Any, path: tuple[str, ...], where: str = "") -> None:
+    def _overriding(self, hook: str) -> tuple[tuple[PipelineCallback, Callable[..., Any]], ...]:
+        """The callbacks that override ``hook``, with the bound hook: found once per call and
+        hook (an event of a map's items happens thousands of times)."""
+        found = self._hooks.get(hook)
+        if found is None:
+            found = self._hooks[hook] = tuple((cb, getattr(cb, hook)) for cb in self.callbacks if _overrides(cb, hook))
+        return found
+
+    def emit(
+        self,
+        hook: str,
+        *args: Any,
+        path: tuple[str, ...],
+        where: _Where = "",
+        items: tuple[int, ...] = (),
+        origin: tuple[int, int, int] | None = None,
+    ) -> None:
         with self.lock:
             self.ctx._stack = list(path)  # under the lock: each hook sees its own event's place
-            for cb in self.callbacks:
-                if not _overrides(cb, hook):
-                    continue
+            self.ctx._items = items
+            self.ctx._origin = origin
+            for cb, method in self._overriding(hook):
                 try:
-                    getattr(cb, hook)(*args, self.ctx)
+                    method(*args, self.ctx)
                 except Exception as exc:
-                    add_note(exc, f"hypernodes: raised by callback {type(cb).__name__}.{hook}{where}")
+                    add_note(exc, f"hypernodes: raised by callback {type(cb).__name__}.{hook}{_where_text(where)}")
                     with contextlib.suppress(Exception):
                         setattr(exc, _FROM_CALLBACK, True)
                     raise
@@ -266,6 +381,21 @@ class _Session:
         )
 
 
+_Where = str | tuple[str | None, int]
+"""Where an event happened, for a raising hook's note: text, or (node id or None, map item)."""
+
+
+def _where_text(where: _Where) -> str:
+    """Where a hook's event happened, for the note on its exception: events carry the node
+    and item, and the text is made only when a hook raises (events are many, raises rare)."""
+    if isinstance(where, str):
+        return where
+    node_id, item = where
+    if node_id is None:
+        return f" (map item {item})"
+    return f" (node `{node_id}`" + (f", map item {item})" if item >= 0 else ")")
+
+
 # Marks an exception a hook raised: the loops report it as the node's error, but
 # on_error is for a node's own exceptions, and on_error="continue" never keeps it as a failure.
 _FROM_CALLBACK = FROM_CALLBACK
@@ -273,14 +403,16 @@ _FROM_CALLBACK = FROM_CALLBACK
 
 class _Scope:
     """Where a nested pipeline call happens: the session, the pipeline ids from the root
-    to the nested one, and the prefix of its nodes' ids."""
+    to the nested one, the prefix of its nodes' ids, and the map items (-1: none) of the
+    pipelines above it."""
 
-    __slots__ = ("node_prefix", "path", "session")
+    __slots__ = ("items", "node_prefix", "path", "session")
 
-    def __init__(self, session: Any, path: tuple[str, ...], node_prefix: str) -> None:
+    def __init__(self, session: Any, path: tuple[str, ...], node_prefix: str, items: tuple[int, ...] = ()) -> None:
         self.session = session
         self.path = path
         self.node_prefix = node_prefix
+        self.items = items
 
 
 SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("hypernodes_callback_scope", default=None)
@@ -307,9 +439,11 @@ class CallObserver:
         in_map: bool,
         nested: frozenset[int] = frozenset(),
         lookup: Any = None,
+        items: tuple[int, ...] = (),
     ) -> None:
         self.session = session
         self.path = path  # pipeline ids, root first; the last is this call's
+        self.items = items  # the map items (-1: none) of the pipelines above this call's
         self.node_prefix = node_prefix
         self.in_map = in_map
         self.names = plan.node_names
@@ -341,25 +475,46 @@ class CallObserver:
         if signature is not None:
             self._whole[item] = signature
             return
-        self.session.emit("on_map_item_start", item, path=self.path, where=f" (map item {item})")
+        self.session.emit("on_map_item_start", item, path=self.path, where=(None, item), items=(*self.items, item))
 
     def item_end(self, item: int, seconds: float) -> None:
         signature = self._whole.pop(item, None) if self._whole else None
         if signature is not None:
-            self.session.emit("on_map_item_cached", item, signature, path=self.path, where=f" (map item {item})")
+            self.session.emit(
+                "on_map_item_cached",
+                item,
+                signature,
+                path=self.path,
+                where=(None, item),
+                items=(*self.items, item),
+            )
             return
-        self.session.emit("on_map_item_end", item, seconds, path=self.path, where=f" (map item {item})")
+        self.session.emit(
+            "on_map_item_end", item, seconds, path=self.path, where=(None, item), items=(*self.items, item)
+        )
 
     def items_done(self, count: int) -> None:
         if self.in_map:
-            self.session.emit("on_map_items_done", count, path=self.path)
+            self.session.emit("on_map_items_done", count, path=self.path, items=(*self.items, -1))
 
     def node_start(self, node: int, item: int, args: tuple[Any, ...]) -> None:
         if node in self.nested:  # the nested pipeline's call, made inside this node, observes too
-            child = _Scope(self.session, (*self.path, f"{self.path[-1]}/{self.names[node]}"), self.node_ids[node] + "/")
+            child = _Scope(
+                self.session,
+                (*self.path, f"{self.path[-1]}/{self.names[node]}"),
+                self.node_ids[node] + "/",
+                (*self.items, item),
+            )
             self._tokens[(node, item, threading.get_ident())] = SCOPE.set(child)
         inputs = dict(zip(self.params[node], args if self.values else (None,) * len(args)))
-        self.session.emit("on_node_start", self.node_ids[node], inputs, path=self.path, where=self._where(node, item))
+        self.session.emit(
+            "on_node_start",
+            self.node_ids[node],
+            inputs,
+            path=self.path,
+            where=self._where(node, item),
+            items=(*self.items, item),
+        )
 
     def node_end(self, node: int, item: int, seconds: float, result: Any) -> None:
         self._close_scope(node, item)
@@ -371,23 +526,43 @@ class CallObserver:
         else:
             outputs = {names[0]: result}
         self.session.emit(
-            "on_node_end", self.node_ids[node], outputs, seconds, path=self.path, where=self._where(node, item)
+            "on_node_end",
+            self.node_ids[node],
+            outputs,
+            seconds,
+            path=self.path,
+            where=self._where(node, item),
+            items=(*self.items, item),
         )
 
     def node_cached(self, node: int, item: int, result: Any) -> None:
         signature = "" if self.lookup is None else self.lookup.last_signature()
         self.session.emit(
-            "on_node_cached", self.node_ids[node], signature, path=self.path, where=self._where(node, item)
+            "on_node_cached",
+            self.node_ids[node],
+            signature,
+            path=self.path,
+            where=self._where(node, item),
+            items=(*self.items, item),
         )
 
     def item_failed(self, item: int, failure: Any) -> None:
         if self._whole:
             self._whole.pop(item, None)
-        self.session.emit("on_map_item_failed", item, failure, path=self.path, where=f" (map item {item})")
+        self.session.emit(
+            "on_map_item_failed", item, failure, path=self.path, where=(None, item), items=(*self.items, item)
+        )
 
     def node_retry(self, node: int, item: int, exc: BaseException, attempt: int, delay: float) -> None:
         self.session.emit(
-            "on_node_retry", self.node_ids[node], exc, attempt, delay, path=self.path, where=self._where(node, item)
+            "on_node_retry",
+            self.node_ids[node],
+            exc,
+            attempt,
+            delay,
+            path=self.path,
+            where=self._where(node, item),
+            items=(*self.items, item),
         )
         if type(self.session) is _Session:
             # A retried attempt's exception is over once reported: a callback that keeps it
@@ -398,7 +573,14 @@ class CallObserver:
         self._close_scope(node, item)
         if getattr(exc, _FROM_CALLBACK, False):
             return
-        self.session.emit("on_error", self.node_ids[node], exc, path=self.path, where=self._where(node, item))
+        self.session.emit(
+            "on_error",
+            self.node_ids[node],
+            exc,
+            path=self.path,
+            where=self._where(node, item),
+            items=(*self.items, item),
+        )
 
     def remote(self) -> CallObserver:
         """A twin that records hook calls in a worker process, to :meth:`replay` here."""
@@ -407,21 +589,22 @@ class CallObserver:
         twin.session = _Recording(self.session)
         return twin
 
-    def drain(self) -> list[tuple[str, tuple[Any, ...], tuple[str, ...], str]]:
+    def drain(self) -> list[_Recorded]:
         """The hook calls a :meth:`remote` twin recorded since the last drain."""
         recording: _Recording = self.session
         events, recording.events = recording.events, []
         return events
 
-    def replay(self, events: list[tuple[str, tuple[Any, ...], tuple[str, ...], str]]) -> None:
-        """Deliver hook calls recorded in a worker process, in their order."""
-        for hook, args, path, where in events:
-            self.session.emit(hook, *args, path=path, where=where)
+    def replay(self, events: list[_Recorded]) -> None:
+        """Deliver hook calls recorded in a worker process, in their order (with the
+        worker's time, process and thread of each: ``CallbackContext.event_time_ns``)."""
+        for hook, args, path, where, items, origin in events:
+            self.session.emit(hook, *args, path=path, where=where, items=items, origin=origin)
 
     # -- helpers ------------------------------------------------------------------
 
-    def _where(self, node: int, item: int) -> str:
-        return f" (node `{self.node_ids[node]}`" + (f", map item {item})" if item >= 0 else ")")
+    def _where(self, node: int, item: int) -> tuple[str, int]:
+        return self.node_ids[node], item
 
     def _close_scope(self, node: int, item: int) -> None:
         if node in self.nested:
@@ -430,11 +613,15 @@ class CallObserver:
                 SCOPE.reset(token)
 
 
+_Recorded = tuple[str, tuple[Any, ...], tuple[str, ...], "_Where", tuple[int, ...], tuple[int, int, int]]
+"""A hook call recorded in a worker: hook, arguments, path, where, items, (time_ns, pid, thread id)."""
+
+
 class _Recording:
     """A session stand-in in a worker process: records hook calls instead of making them."""
 
     def __init__(self, session: Any) -> None:
-        self.events: list[tuple[str, tuple[Any, ...], tuple[str, ...], str]] = []
+        self.events: list[_Recorded] = []
         # what the caller's callbacks want, as the nested calls in this worker ask for it
         self.map_nodes: bool = session.wants(_NODE_HOOKS, True)
         self.map_items: bool = session.wants(_ITEM_HOOKS, True)
@@ -443,7 +630,15 @@ class _Recording:
         self.run_values: bool = session.wants_values(False)
         self.ctx = None  # hooks are called in the caller's process, with its context
 
-    def emit(self, hook: str, *args: Any, path: tuple[str, ...], where: str = "") -> None:
+    def emit(
+        self,
+        hook: str,
+        *args: Any,
+        path: tuple[str, ...],
+        where: _Where = "",
+        items: tuple[int, ...] = (),
+        origin: tuple[int, int, int] | None = None,
+    ) -> None:
         if hook == "on_node_retry":
             # The attempt succeeded or failed again: either way its exception travels back with
             # the slice's results, so one pickle cannot rebuild there (an SDK error) goes as its
@@ -452,7 +647,9 @@ class _Recording:
 
             exc = args[1]
             args = (args[0], portable(exc) or exc, *args[2:])
-        self.events.append((hook, args, path, where))
+        # when and where it happened travel along: the parent replays it later, elsewhere
+        when = origin if origin is not None else (time.time_ns(), _pid(), threading.get_ident())
+        self.events.append((hook, args, path, where, items, when))
 
     def including(self, more: Iterable[PipelineCallback]) -> _Recording:
         return self  # a nested pipeline's own callbacks stay in the parent process
@@ -466,16 +663,20 @@ class _Recording:
         return self.map_values if in_map else self.run_values
 
 
-def _start(pipeline: Any, kind: str, plan: Plan, inputs: Mapping[str, Any] | None) -> tuple[Any, tuple[str, ...], str]:
-    """Open a call: its session, its pipeline path and its nodes' id prefix; fires the start hooks."""
+def _start(
+    pipeline: Any, kind: str, plan: Plan, inputs: Mapping[str, Any] | None
+) -> tuple[Any, tuple[str, ...], str, tuple[int, ...]]:
+    """Open a call: its session, its pipeline path, its nodes' id prefix and the map items of
+    the pipelines above it; fires the start hooks."""
     scope = SCOPE.get()
     path: tuple[str, ...]
+    above: tuple[int, ...]
     if scope is None:
         session: Any = _Session(pipeline.callbacks)
-        path, prefix = (pipeline.id,), ""
+        path, prefix, above = (pipeline.id,), "", ()
     else:
         session = scope.session.including(pipeline.callbacks)
-        path, prefix = scope.path, scope.node_prefix
+        path, prefix, above = scope.path, scope.node_prefix, scope.items
     if session.ctx is not None:
         metadata = {
             "name": pipeline.name or path[-1],
@@ -485,20 +686,29 @@ def _start(pipeline: Any, kind: str, plan: Plan, inputs: Mapping[str, Any] | Non
         }
         with session.lock:
             session.ctx.set_pipeline_metadata(path[-1], metadata)
+    items = (*above, -1)
     if len(path) > 1:
-        session.emit("on_nested_pipeline_start", path[-2], path[-1], path=path)
-    session.emit("on_pipeline_start", path[-1], dict(inputs or {}), path=path)
-    return session, path, prefix
+        session.emit("on_nested_pipeline_start", path[-2], path[-1], path=path, items=items)
+    session.emit("on_pipeline_start", path[-1], dict(inputs or {}), path=path, items=items)
+    return session, path, prefix, above
 
 
-def _finish(session: Any, path: tuple[str, ...], started: float, error: BaseException | None, outputs: Any) -> None:
+def _finish(
+    session: Any,
+    path: tuple[str, ...],
+    above: tuple[int, ...],
+    started: float,
+    error: BaseException | None,
+    outputs: Any,
+) -> None:
     duration = time.perf_counter() - started
+    items = (*above, -1)
     if error is not None:
-        session.emit("on_pipeline_error", path[-1], error, duration, path=path)
+        session.emit("on_pipeline_error", path[-1], error, duration, path=path, items=items)
         return
-    session.emit("on_pipeline_end", path[-1], outputs, duration, path=path)
+    session.emit("on_pipeline_end", path[-1], outputs, duration, path=path, items=items)
     if len(path) > 1:
-        session.emit("on_nested_pipeline_end", path[-2], path[-1], duration, path=path)
+        session.emit("on_nested_pipeline_end", path[-2], path[-1], duration, path=path, items=items)
 
 
 def _nested_nodes(plan: Plan) -> frozenset[int]:
@@ -509,15 +719,15 @@ def run_observed(
     pipeline: Any, run_call: Callable[[RunCall], dict[str, Any]], call: RunCall, inputs: Any
 ) -> dict[str, Any]:
     """``run_call(call)`` with the call-level hooks around it and an observer for the node hooks."""
-    session, path, prefix = _start(pipeline, "run", call.plan, inputs)
-    call.observer = CallObserver(session, path, prefix, call.plan, False, _nested_nodes(call.plan), call.lookup)
+    session, path, prefix, above = _start(pipeline, "run", call.plan, inputs)
+    call.observer = CallObserver(session, path, prefix, call.plan, False, _nested_nodes(call.plan), call.lookup, above)
     started = time.perf_counter()
     try:
         result = run_call(call)
     except BaseException as exc:
-        _finish(session, path, started, exc, None)
+        _finish(session, path, above, started, exc, None)
         raise
-    _finish(session, path, started, None, result)
+    _finish(session, path, above, started, None, result)
     return result
 
 
@@ -525,20 +735,21 @@ def map_observed(
     pipeline: Any, map_call: Callable[[MapCall], dict[str, list[Any]]], call: MapCall, inputs: Any
 ) -> dict[str, list[Any]]:
     """``map_call(call)`` with the call- and map-level hooks around it and an observer for the rest."""
-    session, path, prefix = _start(pipeline, "map", call.plan, inputs)
+    session, path, prefix, above = _start(pipeline, "map", call.plan, inputs)
     total = len(call.items)
     if session.ctx is not None:
         with session.lock:
             metadata = session.ctx.get_pipeline_metadata(path[-1])
             session.ctx.set_pipeline_metadata(path[-1], {**metadata, "total_items": total})
-    call.observer = CallObserver(session, path, prefix, call.plan, True, _nested_nodes(call.plan), call.lookup)
+    call.observer = CallObserver(session, path, prefix, call.plan, True, _nested_nodes(call.plan), call.lookup, above)
     started = time.perf_counter()
+    items = (*above, -1)
     try:
-        session.emit("on_map_start", total, path=path)
+        session.emit("on_map_start", total, path=path, items=items)
         result = map_call(call)
-        session.emit("on_map_end", time.perf_counter() - started, path=path)
+        session.emit("on_map_end", time.perf_counter() - started, path=path, items=items)
     except BaseException as exc:
-        _finish(session, path, started, exc, None)
+        _finish(session, path, above, started, exc, None)
         raise
-    _finish(session, path, started, None, result)
+    _finish(session, path, above, started, None, result)
     return result

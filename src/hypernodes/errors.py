@@ -30,9 +30,11 @@ __all__ = [
     "NodeDefinitionError",
     "OutputArityError",
     "RemoteError",
+    "TypeMismatchError",
     "UnknownOutputError",
     "WiringError",
     "add_note",
+    "check_bool",
     "coroutine_returned",
     "note_node",
     "unpack_row",
@@ -65,6 +67,11 @@ class WiringError(NodeDefinitionError, ValueError):
     A ``TypeError`` (as every :class:`NodeDefinitionError`) and a ``ValueError`` (as
     the notebook-era version raised for these).
     """
+
+
+class TypeMismatchError(NodeDefinitionError):
+    """``Pipeline(..., type_check="raise")``: a producer's return annotation does not fit the
+    annotation of a parameter it feeds (the message names both nodes, both types and the edge)."""
 
 
 class DuplicateOutputError(HypernodesError, ValueError):
@@ -176,6 +183,17 @@ else:  # pragma: no cover - exercised on 3.10 only
                 return
         if isinstance(notes, list):
             notes.append(note)
+
+
+def check_bool(value: Any, option: str, where: str, error: type[Exception] = TypeError) -> bool:
+    """``value`` if it is True or False: an option that is a switch takes a bool, never a truthy value.
+
+    Raises:
+        error (a ``TypeError`` subclass): anything else (``cache="no"`` would otherwise switch it on).
+    """
+    if type(value) is not bool:
+        raise error(f"{where}: {option} must be True or False, got {type(value).__name__} {value!r:.60}.")
+    return value
 
 
 def note_node(exc: BaseException, name: str, item: int = -1) -> None:

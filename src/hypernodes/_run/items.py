@@ -19,7 +19,7 @@ from typing import Any
 from .._call import Items
 from .._events import Lookup, Observer
 from .._graph import Plan
-from .._policy import bind
+from .._policy import STOP, bind
 from ..failures import Failure
 from .gather import concat
 from .nodes import NodeRunner, acall_node, marker_in, outputs_of, store, store_marker
@@ -58,6 +58,26 @@ def run_items(
     a long slice at the cost of one call per chunk, not per item), and with a
     lookup that can ``prefetch`` (one query per chunk of at most :data:`MAX_CHUNK`).
     """
+    if stop is None:
+        return _run_items(runtime, runner, plan, template, items, observer, lookup, stop, keep_going)
+    token = STOP.set(stop)  # a retrying node's backoff wakes when the call stops
+    try:
+        return _run_items(runtime, runner, plan, template, items, observer, lookup, stop, keep_going)
+    finally:
+        STOP.reset(token)
+
+
+def _run_items(
+    runtime: Runtime,
+    runner: NodeRunner | None,
+    plan: Plan,
+    template: Sequence[Any],
+    items: Items,
+    observer: Observer | None,
+    lookup: Lookup | None,
+    stop: threading.Event | None,
+    keep_going: bool,
+) -> list[list[Any]] | None:
     if runner is None:
         funcs = runtime.funcs(plan, observer)
         core = runtime.core

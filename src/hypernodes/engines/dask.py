@@ -33,7 +33,7 @@ from typing import Any
 
 from .._run import Runtime
 from ..engine import HypernodesEngine
-from ..errors import ExecutorSpecError, add_note
+from ..errors import ExecutorSpecError, add_note, check_bool
 from ..executors import check_max_workers
 from ..executors.backends import PROCESS_TASKS_PER_WORKER, Backend, Sequential
 
@@ -285,7 +285,7 @@ class DaskEngine(HypernodesEngine):
         self.dask = DaskBackend(client, n_workers, retries, tasks_per_worker)
         super().__init__(node_executor=node_executor, map_executor=self.dask)
         self.client_spec = client
-        self.node_tasks = bool(node_tasks)
+        self.node_tasks = check_bool(node_tasks, "node_tasks", "DaskEngine()")
         base = self._runtime
         self._run_runtime = Runtime(self.dask, Sequential("sequential"), base.funcs, None) if self.node_tasks else base
 

@@ -1,4 +1,4 @@
-"""Callbacks users add: progress bars (:class:`ProgressCallback`) and a timing summary (:class:`TimingCallback`).
+"""Progress bars: :class:`ProgressCallback`.
 
 ``ProgressCallback`` draws tqdm bars: one per map (items done of total, rate, ETA),
 one per ``run()`` (nodes done), nested pipelines' bars below their parent's. Under
@@ -13,16 +13,13 @@ hundred updates, not a million. tqdm is the optional extra ``hypernodes[progress
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import IO, Any
 
-from .callbacks import CallbackContext, PipelineCallback
+from ..callbacks import CallbackContext, PipelineCallback
+from ..errors import check_bool
 
-__all__ = ["NodeTiming", "ProgressCallback", "TimingCallback"]
+__all__ = ["ProgressCallback"]
 
 _INSTALL = "ProgressCallback draws its bars with tqdm, which is not installed: pip install 'hypernodes[progress]'"
 
@@ -76,6 +73,7 @@ class ProgressCallback(PipelineCallback):
         Raises:
             ImportError: tqdm is not installed (the message says what to install).
             ValueError: an unknown ``mode`` or a ``log_interval`` that is not positive.
+            TypeError: ``enable`` is not a bool.
         """
         if mode not in ("auto", "notebook", "terminal", "log"):
             raise ValueError(f"ProgressCallback(mode={mode!r}): allowed are 'auto', 'notebook', 'terminal', 'log'.")
@@ -85,6 +83,7 @@ class ProgressCallback(PipelineCallback):
             import tqdm  # noqa: F401
         except ImportError:
             raise ImportError(_INSTALL) from None
+        check_bool(enable, "enable", "ProgressCallback()")
         self.file = file
         self.mode = mode
         self.log_interval = log_interval
@@ -221,70 +220,3 @@ def _bar_class(kind: str) -> type:
         made = LogBar
     _BARS[kind] = made
     return made
-
-
-@dataclass(frozen=True)
-class NodeTiming:
-    """One node's calls and time, summed over the calls a :class:`TimingCallback` saw."""
-
-    node_id: str
-    calls: int
-    total: float
-    max: float
-    cached: int
-
-    @property
-    def mean(self) -> float:
-        """Seconds per call (0 without calls)."""
-        return self.total / self.calls if self.calls else 0.0
-
-
-class TimingCallback(PipelineCallback):
-    """Per node: calls, total, mean and slowest time, across every run and map item it sees.
-
-    ``timings`` is the summary (node id -> :class:`NodeTiming`, slowest total first);
-    ``report()`` formats it as a table; ``reset()`` starts over. Under a process map
-    the durations are measured in the workers and sent back.
-    """
-
-    node_values = False
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # one callback may serve calls in several threads
-        self._stats: dict[str, list[float]] = {}  # node id -> [calls, total, max, cached]
-
-    def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
-        with self._lock:
-            stats = self._stats.setdefault(node_id, [0, 0.0, 0.0, 0])
-            stats[0] += 1
-            stats[1] += duration
-            stats[2] = max(stats[2], duration)
-
-    def on_node_cached(self, node_id: str, signature: str, ctx: CallbackContext) -> None:
-        with self._lock:
-            self._stats.setdefault(node_id, [0, 0.0, 0.0, 0])[3] += 1
-
-    @property
-    def timings(self) -> dict[str, NodeTiming]:
-        """node id -> its timing, the node with the largest total first."""
-        with self._lock:
-            rows = [NodeTiming(k, int(c), t, m, int(h)) for k, (c, t, m, h) in self._stats.items()]
-        rows.sort(key=lambda r: -r.total)
-        return {r.node_id: r for r in rows}
-
-    def report(self, fmt: Callable[[float], str] = lambda s: f"{s * 1e3:.3f} ms") -> str:
-        """The timings as a text table: node, calls, total, mean, max, cached."""
-        rows = list(self.timings.values())
-        head = ("node", "calls", "total", "mean", "max", "cached")
-        body = [(r.node_id, str(r.calls), fmt(r.total), fmt(r.mean), fmt(r.max), str(r.cached)) for r in rows]
-        widths = [max(len(x) for x in col) for col in zip(head, *body)]
-        lines = [
-            "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(row, widths)))
-            for row in (head, *body)
-        ]
-        return os.linesep.join(lines)
-
-    def reset(self) -> None:
-        """Forget what was timed so far."""
-        with self._lock:
-            self._stats.clear()
