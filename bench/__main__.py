@@ -44,7 +44,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import cluster, hashing, telemetry  # noqa: F401  (register the opt-in "dask", "hashing" and "telemetry" scenarios)
+from . import (  # noqa: F401  (register the opt-in scenarios)
+    cluster,  # "dask"
+    columns,  # "columns"
+    hashing,  # "hashing"
+    telemetry,  # "telemetry"
+)
 from ._harness import BenchError, Row, Settings, environment
 from .scenarios import OPT_IN, SCENARIOS, SEED_NOTEBOOK, SEED_ROUNDS
 

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from loky import ProcessPoolExecutor
 
-from hypernodes import HypernodesEngine, Pipeline, node
+from hypernodes import HypernodesEngine, Node, Pipeline, node
 from hypernodes._core import plan_batches
 from hypernodes.executors import AsyncExecutor
 from hypernodes.executors._spec import DEFAULT_WORKERS
@@ -49,10 +49,10 @@ Scenario = Callable[[Settings], list[Row]]
 SCENARIOS: dict[str, Scenario] = {}
 """Scenario name -> scenario, in the order ``python -m bench`` runs them."""
 
-OPT_IN = frozenset({"dask", "cache", "hashing", "telemetry"})
+OPT_IN = frozenset({"dask", "cache", "hashing", "telemetry", "columns"})
 """Scenarios ``python -m bench`` runs only when named: ``dask`` starts a cluster, ``cache``
-takes minutes (its cold maps do 30 s of work each), ``hashing`` needs dask and joblib, and
-``telemetry`` needs the OpenTelemetry SDK."""
+takes minutes (its cold maps do 30 s of work each), ``hashing`` needs dask and joblib,
+``telemetry`` needs the OpenTelemetry SDK, and ``columns`` maps 10,000,000 items."""
 
 CHAIN_LENGTH = 200  # nodes in the overhead-chain pipeline
 CHAIN_CALLS = 2000  # calls per timing round in overhead-chain
@@ -342,7 +342,7 @@ def seed(settings: Settings) -> list[Row]:
 
         # node-level: three independent sleeping nodes and a combine node, run once.
         tasks = _io_tasks(size.node_sleep)
-        nodes = [node(fn, output_name=f"task{i}") for i, fn in enumerate(tasks, 1)]
+        nodes: list[Node[..., Any]] = [node(fn, output_name=f"task{i}") for i, fn in enumerate(tasks, 1)]
         nodes.append(node(_combine_tasks, output_name="final"))
         node_pool = stack.enter_context(ThreadPoolExecutor(max_workers=3))
 

@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from . import _core
+from ._columns import as_column, column_error
 from ._events import Lookup, Observer
 from ._graph import Graph, Plan, compile_plan, ticks
 from .errors import ArgumentTypeError, InputError, MapSpecError
@@ -235,7 +236,7 @@ class MapCall:
     item's error markers and go on (``failures.py``).
     """
 
-    __slots__ = ("items", "keep_going", "lookup", "observer", "plan", "relabel", "values")
+    __slots__ = ("items", "keep_going", "lookup", "mapped", "observer", "plan", "relabel", "values")
 
     def __init__(
         self,
@@ -245,6 +246,7 @@ class MapCall:
         observer: Observer | None,
         lookup: Lookup | None,
         keep_going: bool = False,
+        mapped: tuple[str, ...] = (),
     ) -> None:
         self.plan = plan
         self.values = values
@@ -252,18 +254,19 @@ class MapCall:
         self.observer = observer
         self.lookup = lookup
         self.keep_going = keep_going
+        self.mapped = mapped  # the mapped inputs' names, in the order of items.columns
         self.relabel = False  # a Failure given as an input: markers are renumbered to their items
 
-    def results(self, columns: list[list[Any]]) -> dict[str, list[Any]]:
-        """``{output name: [value per item]}`` from one column per requested output.
-
-        A :class:`~hypernodes.failures.MapResult` listing the failures when the call keeps going.
-        """
+    def results(self, columns: list[list[Any]]) -> MapResult:
+        """``{output name: [value per item]}`` from one column per requested output, as a
+        :class:`~hypernodes.failures.MapResult` (listing the failures when the call keeps going)."""
+        items = self.items
+        failures: tuple[Failure, ...] = ()
         if self.keep_going:
             if self.relabel:
                 columns = _renumbered(columns)
-            return MapResult(zip(self.plan.result_names, columns), unique(_core.find_failures(columns)))
-        return dict(zip(self.plan.result_names, columns))
+            failures = unique(_core.find_failures(columns))
+        return MapResult(zip(self.plan.result_names, columns), failures, (self.mapped, items.columns, items.product))
 
 
 def _renumbered(columns: list[list[Any]]) -> list[list[Any]]:
@@ -357,8 +360,8 @@ def prepare_map(
 ) -> MapCall:
     """Check a ``map()`` call and build its record (see :meth:`Pipeline.map` for the arguments).
 
-    The mapped lists are snapshotted (as tuples): the user's lists may change while
-    the map runs without affecting it.
+    The mapped columns are snapshotted (as tuples of their items, see ``_columns``):
+    the user's columns may change while the map runs without affecting it.
 
     Raises:
         ArgumentTypeError, MapSpecError, and the errors of :func:`prepare_run`: before any node runs.
@@ -377,15 +380,14 @@ def prepare_map(
             f"map_over names {ticks(absent)}, which {'is' if len(absent) == 1 else 'are'} not in inputs. "
             f"Inputs given: {ticks(list(inputs))}."
         )
+    found: list[tuple[Any, ...]] = []
     for m in mapped:
         value = inputs[m]
-        if type(value) is not list:
-            raise ArgumentTypeError(
-                f"map_over input `{m}` must be a list of items, got {type(value).__name__}. "
-                f"Pass list(...) of it (a tuple, generator or array is not mapped over, to keep "
-                f"'map over this' separate from 'one value that is a sequence')."
-            )
-    lengths = [len(inputs[m]) for m in mapped]
+        column = as_column(value)
+        if column is None:
+            raise column_error(value, f"map_over input `{m}`")
+        found.append(column)
+    lengths = [len(c) for c in found]
     product = map_mode == "product"
     if not product and len(set(lengths)) > 1:
         shown = ", ".join(f"`{m}`: {n}" for m, n in zip(mapped, lengths))
@@ -413,7 +415,7 @@ def prepare_map(
         n_items = n_items * n if product else n
     if n_items > sys.maxsize:
         raise MapSpecError(f"map_mode='product' of lists of lengths {lengths} is {n_items} items; too many to run.")
-    columns = tuple(tuple(inputs[m]) for m in mapped)
+    columns = tuple(found)
     relabel = False
     if LIVE[0]:  # a Failure exists in this process: it may be among the inputs
         relabel = _failed_inputs(plan, inputs, mapped, columns, product, keep_going)
@@ -425,7 +427,7 @@ def prepare_map(
     if not product:
         shared = tuple((name, slot) for name, slot in plan.input_pairs if name not in mapped)
         plans.remember_map(output_name, map_over, given, (plan, mapped, map_slots, shared))
-    call = MapCall(plan, values, Items(map_slots, columns, product, 0, n_items), observer, lookup, keep_going)
+    call = MapCall(plan, values, Items(map_slots, columns, product, 0, n_items), observer, lookup, keep_going, mapped)
     call.relabel = relabel
     return call
 

@@ -326,13 +326,24 @@ class _Session:
         self.callbacks = tuple(callbacks)
         self.ctx = CallbackContext()
         self.lock = threading.RLock()  # hooks are never called from two threads at once
+        self._hooks: dict[str, tuple[tuple[PipelineCallback, Callable[..., Any]], ...]] = {}
 
     def including(self, more: Iterable[PipelineCallback]) -> _Session:
         """This session, with a nested pipeline's own callbacks added (once each)."""
         extra = [cb for cb in more if all(cb is not c for c in self.callbacks)]
         if extra:
-            self.callbacks = (*self.callbacks, *extra)
+            with self.lock:
+                self.callbacks = (*self.callbacks, *extra)
+                self._hooks = {}
         return self
+
+    def _overriding(self, hook: str) -> tuple[tuple[PipelineCallback, Callable[..., Any]], ...]:
+        """The callbacks that override ``hook``, with the bound hook: found once per call and
+        hook (an event of a map's items happens thousands of times)."""
+        found = self._hooks.get(hook)
+        if found is None:
+            found = self._hooks[hook] = tuple((cb, getattr(cb, hook)) for cb in self.callbacks if _overrides(cb, hook))
+        return found
 
     def emit(
         self,
@@ -347,11 +358,9 @@ class _Session:
             self.ctx._stack = list(path)  # under the lock: each hook sees its own event's place
             self.ctx._items = items
             self.ctx._origin = origin
-            for cb in self.callbacks:
-                if not _overrides(cb, hook):
-                    continue
+            for cb, method in self._overriding(hook):
                 try:
-                    getattr(cb, hook)(*args, self.ctx)
+                    method(*args, self.ctx)
                 except Exception as exc:
                     add_note(exc, f"hypernodes: raised by callback {type(cb).__name__}.{hook}{_where_text(where)}")
                     with contextlib.suppress(Exception):

@@ -409,7 +409,7 @@ def remote_node(
     back too: ``(pickled result, attempts)``, or on the exception under ``RETRIES_ATTR``.
     """
     check_parent()  # a task queued before the caller died never starts
-    nodes: tuple[Node, ...] = load(token, payload)
+    nodes: tuple[Node[..., Any], ...] = load(token, payload)
     loop = WorkerLoop()  # started only if the node is async
     log = RetryLog() if retries else None
     try:

@@ -35,6 +35,7 @@ from ..executors._worker import check_parent
 from ..executors.backends import Sequential, backend_for
 from ..failures import unique
 from .gather import died_note, gather
+from .hits import Hits
 from .items import run_items
 from .nodes import node_runner
 from .payload import (
@@ -95,8 +96,12 @@ class RemoteMap:
             setattr(self, k, v)
 
 
-def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list[Any]]:
-    """The items of ``call`` on the remote ``executor``; one list per output."""
+def map_remote(runtime: Runtime, call: MapCall, executor: Executor, hits: Hits | None = None) -> list[list[Any]]:
+    """The items of ``call`` on the remote ``executor``; one list per output.
+
+    With ``hits`` (:func:`~.hits.cached_first`), only its runs of items are sent, and
+    their values fill its results.
+    """
     observer = call.observer
     spec = RemoteMap(
         call.plan,
@@ -108,10 +113,13 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
         call.lookup,
         call.keep_going,
     )
-    workers, tasks = runtime.items.workers(executor), runtime.items.tasks_per_worker
+    workers, per_worker = runtime.items.workers(executor), runtime.items.tasks_per_worker
     if observer is not None:  # progress moves as slices arrive: at least every 1/PROGRESS_SLICES of the map
-        tasks = max(tasks, -(-PROGRESS_SLICES // workers))
-    slices = call.items.split(workers, tasks)
+        per_worker = max(per_worker, -(-PROGRESS_SLICES // workers))
+    if hits is None:
+        slices = call.items.split(workers, per_worker)
+    else:
+        slices = _split_runs(call.items, hits.runs, workers * per_worker)
     with contextlib.ExitStack() as stack:
         try:  # a large payload: a file each worker maps once, not bytes in every task
             token, payload = stack.enter_context(payload_for(executor, spec))
@@ -127,11 +135,21 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
             )
             raise
         calls = [(token, payload, part) for part in _shipped(runtime.core, call.items, slices)]
-        return _gather_slices(call, executor, slices, calls)
+        return _gather_slices(call, executor, slices, calls, None if hits is None else hits.results)
+
+
+def _split_runs(items: Items, runs: list[tuple[int, int]], tasks: int) -> list[Items]:
+    """About ``tasks`` slices of the ``runs`` of ``items``, each run cut in proportion to its length."""
+    total = sum(hi - lo for lo, hi in runs)
+    return [s for lo, hi in runs for s in items.between(lo, hi).split(max(1, tasks * (hi - lo) // total))]
 
 
 def _gather_slices(
-    call: MapCall, executor: Executor, slices: list[Items], calls: list[tuple[Any, ...]]
+    call: MapCall,
+    executor: Executor,
+    slices: list[Items],
+    calls: list[tuple[Any, ...]],
+    results: list[list[Any]] | None,
 ) -> list[list[Any]]:
     """Run ``calls`` (one per slice), putting each slice's values in place as it arrives."""
     observer = call.observer
@@ -148,7 +166,8 @@ def _gather_slices(
     # Each slice's values go into place as it arrives, while the workers run the rest:
     # no joining pass after the last one.
     start = call.items.lo
-    results: list[list[Any]] = [[None] * len(call.items) for _ in call.plan.result_names]
+    if results is None:
+        results = [[None] * len(call.items) for _ in call.plan.result_names]
 
     def on_result(data: SliceResult, i: int) -> None:
         try:
