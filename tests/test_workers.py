@@ -244,3 +244,20 @@ def test_only_the_items_a_process_map_misses_in_the_cache_travel(tmp_path: Path)
     finally:
         executor.shutdown()
     assert sum(executor.items) == 10
+
+
+def test_a_worker_traceback_names_the_file_of_a_node_sent_by_value() -> None:
+    """A node defined inside a function (cloudpickle sends it by value) that raises in a worker
+    process: the traceback names this file and the line that raised, not ``<dynamic-code>``."""
+
+    def fails(x: int) -> int:
+        raise ValueError(f"bad item {x}")
+
+    line = fails.__code__.co_firstlineno + 1
+    with HypernodesEngine(map_executor="parallel", max_workers=1) as engine:
+        pipeline = Pipeline([node(fails, output_name="y")], backend=engine)
+        with pytest.raises(ValueError, match="bad item 0") as info:
+            pipeline.map({"x": [0]}, "x")
+    remote = str(info.value.__cause__)  # loky attaches the worker's formatted traceback
+    assert f'File "{__file__}", line {line}, in fails' in remote, remote
+    assert "<dynamic-code>" not in remote
