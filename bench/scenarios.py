@@ -49,7 +49,7 @@ Scenario = Callable[[Settings], list[Row]]
 SCENARIOS: dict[str, Scenario] = {}
 """Scenario name -> scenario, in the order ``python -m bench`` runs them."""
 
-OPT_IN = frozenset({"dask", "cache", "hashing", "telemetry", "columns"})
+OPT_IN = frozenset({"dask", "cache", "hashing", "telemetry", "columns", "ml"})
 """Scenarios ``python -m bench`` runs only when named: ``dask`` starts a cluster, ``cache``
 takes minutes (its cold maps do 30 s of work each), ``hashing`` needs dask and joblib,
 ``telemetry`` needs the OpenTelemetry SDK, and ``columns`` maps 10,000,000 items."""
