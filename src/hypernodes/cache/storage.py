@@ -492,18 +492,21 @@ class DiskCache(Cache):
         else:
             limit = store.disk_min_file_size
             small = [e for e in entries if len(e[1]) < limit]
+        changed = 0
         if small:
             now = time.time()
-            store._con.executemany(
+            changed = store._con.executemany(
                 "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
                 " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, ?, 0, 1, NULL, ?)"
                 " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
                 " access_time = excluded.access_time, tag = excluded.tag, value = excluded.value, size = 0,"
                 " mode = 1 WHERE Cache.filename IS NULL",
                 [(k, now, now, t, sqlite3.Binary(b)) for k, b, t in small],
-            )
+            ).rowcount
         done = {k for k, _, _ in small}
-        if done:  # a key that held a file (the upsert left it): replaced by set(), which removes the file
+        if done and changed != len(small):
+            # A key that held a file (the upsert left it: fewer rows changed than given): replaced
+            # by set(), which removes the file.
             listed = list(done)
             for lo in range(0, len(listed), _BATCH):
                 part = listed[lo : lo + _BATCH]
