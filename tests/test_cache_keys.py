@@ -300,6 +300,16 @@ def test_arrow_arrays_tables_and_batches_are_keyed_by_content() -> None:
     assert hash_value(pa.array(["a", "b"]).dictionary_encode()) != hash_value(pa.array(["a", "c"]).dictionary_encode())
 
 
+def test_torch_tensors_key_dtype_shape_grad_and_content() -> None:
+    """Tensors differing in content, dtype, shape or requires_grad differ; equal ones (a strided view too) match.
+    (Skipped where torch is not installed: hashing never imports it.)"""
+    torch = pytest.importorskip("torch")
+    t = torch.arange(6, dtype=torch.float32)
+    assert hash_value(t) == hash_value(torch.arange(6, dtype=torch.float32))
+    assert hash_value(t.reshape(2, 3).t()) == hash_value(t.reshape(2, 3).t().contiguous())
+    assert _distinct(t, t + 1, t.to(torch.float64), t.reshape(2, 3), t.clone().requires_grad_(True), t.numpy())
+
+
 class _CallableModel:
     def __init__(self, temperature: float) -> None:
         self._temperature = temperature

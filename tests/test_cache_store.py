@@ -281,15 +281,19 @@ def test_the_secret_can_come_from_the_environment_and_binds_entries_to_their_key
 
 def test_an_unsigned_cache_never_unpickles_a_diskcache_pickle_row(tmp_path: Path) -> None:
     """A row in diskcache's own pickle mode (not an entry DiskCache writes) is a miss, never unpickled,
-    even without a secret."""
+    even without a secret; so is an inline row whose value is not bytes."""
     path, marker = tmp_path / "cache", tmp_path / "marker"
     cache = DiskCache(path)
     cache.put("a", 1)
+    cache.put("b", 2)
     cache.close()
     with contextlib.closing(sqlite3.connect(path / "cache.db")) as con:
         con.execute("UPDATE Cache SET value = ?, mode = 4 WHERE key = 'a'", (pickle.dumps(_Plant(marker)),))
+        con.execute("UPDATE Cache SET value = 'text, not bytes' WHERE key = 'b'")
         con.commit()
-    assert DiskCache(path).get("a", "missing") == "missing"
+    reader = DiskCache(path)
+    assert reader.get("a", "missing") == "missing"
+    assert reader.get_blobs(["b"]) == {}
     assert not marker.exists()
 
 

@@ -517,3 +517,28 @@ def test_spans_made_inside_a_node_nest_under_its_span(
     parents = [_parent(s, by_id) for s in inner]
     assert all(p is not None and p.name == "node:instrumented" for p in parents)
     assert len({p.context.span_id for p in parents if p is not None}) == 3
+
+
+class _FakeLogfire:
+    """A Logfire instance's shape (``config.get_tracer_provider()``), holding a lock as the real one does."""
+
+    def __init__(self, provider: Any) -> None:
+        self.lock = threading.Lock()  # not picklable
+        self.config = self
+        self.provider = provider
+
+    def get_tracer_provider(self) -> Any:
+        return self.provider
+
+
+@ONE_CORE
+def test_pickles_without_its_tracer_or_logfire_instance(otel: Any, exporter: InMemorySpanExporter) -> None:
+    """A TelemetryCallback (on a nested pipeline that travels to worker processes, say) pickles
+    without its tracer, Logfire instance or records; the original keeps sending spans."""
+    import pickle
+
+    telemetry = TelemetryCallback(logfire_instance=_FakeLogfire(otel[0]))
+    Pipeline([inc], callbacks=[telemetry], name="p").run(inputs={"x": 1})
+    copy = pickle.loads(pickle.dumps(telemetry))
+    assert (copy.logfire_instance, copy.spans) == (None, [])
+    assert sorted(s.name for s in exporter.get_finished_spans()) == ["node:inc", "pipeline:p"]

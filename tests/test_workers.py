@@ -244,3 +244,77 @@ def test_only_the_items_a_process_map_misses_in_the_cache_travel(tmp_path: Path)
     finally:
         executor.shutdown()
     assert sum(executor.items) == 10
+
+
+def test_a_worker_traceback_names_the_file_of_a_node_sent_by_value() -> None:
+    """A node defined inside a function (cloudpickle sends it by value) that raises in a worker
+    process: the traceback names this file and the line that raised, not ``<dynamic-code>``."""
+
+    def fails(x: int) -> int:
+        raise ValueError(f"bad item {x}")
+
+    line = fails.__code__.co_firstlineno + 1
+    with HypernodesEngine(map_executor="parallel", max_workers=1) as engine:
+        pipeline = Pipeline([node(fails, output_name="y")], backend=engine)
+        with pytest.raises(ValueError, match="bad item 0") as info:
+            pipeline.map({"x": [0]}, "x")
+    remote = str(info.value.__cause__)  # loky attaches the worker's formatted traceback
+    assert f'File "{__file__}", line {line}, in fails' in remote, remote
+    assert "<dynamic-code>" not in remote
+
+
+UNPICKLED: list[int] = []
+
+
+def _arrived() -> Tracked:
+    UNPICKLED.append(1)
+    return Tracked()
+
+
+class Tracked:
+    """A value that counts, in the process that unpickles it, each time it arrives."""
+
+    def __reduce__(self) -> Any:
+        return (_arrived, ())
+
+
+def make_tracked(x: int) -> Tracked:
+    """An intermediate value that counts its arrivals."""
+    return Tracked()
+
+
+def drop(t: Tracked) -> int:
+    """The requested output: a plain int."""
+    return 1
+
+
+class Durations(PipelineCallback):
+    """Reads only names and durations."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
+        self.seen.append(node_id)
+
+
+class Outputs(Durations):
+    """Reads the outputs."""
+
+    def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
+        self.seen.append(f"{node_id}={type(outputs.get('t')).__name__}")
+
+
+@pytest.mark.parametrize(("callback", "travels"), [(Durations, False), (Outputs, True)])
+def test_node_values_travel_back_only_to_callbacks_that_read_them(callback: type[Durations], travels: bool) -> None:
+    """A callback whose on_node_end never reads ``outputs`` (node_values left at its default) gets no
+    values from worker processes: an intermediate value is not sent back for it. One that reads
+    ``outputs`` gets them."""
+    UNPICKLED.clear()
+    hooks = callback()
+    with HypernodesEngine(map_executor="parallel", max_workers=1) as engine:
+        nodes = [node(make_tracked, output_name="t"), node(drop, output_name="y")]
+        pipeline = Pipeline(nodes, backend=engine, callbacks=[hooks])
+        assert pipeline.map({"x": [0, 1]}, "x", output_name="y") == {"y": [1, 1]}
+    assert bool(UNPICKLED) is travels
+    assert len(hooks.seen) == 4

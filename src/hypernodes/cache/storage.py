@@ -414,7 +414,11 @@ class DiskCache(Cache):
                 part = list(signatures[lo : lo + _BATCH])
                 rows = run(_SELECT.format(",".join("?" * len(part))), (*part, time.time())).fetchall()
                 for key, mode, filename, value in rows:
-                    blob = self._fetch(mode, filename, value)
+                    # The commonest row, an inline entry (bytes), read here; the rest by _fetch.
+                    if mode == _MODE_RAW and type(value) is bytes and filename is None:
+                        blob: bytes | None = value
+                    else:
+                        blob = self._fetch(mode, filename, value)
                     if blob is not None and self._key is not None:
                         blob = verify(self._key, key, blob)
                         if blob is None:
@@ -435,10 +439,9 @@ class DiskCache(Cache):
             )
 
     def _fetch(self, mode: int, filename: str | None, value: Any) -> bytes | None:
-        # Our entries are bytes: inline (raw) or in a file of the directory (binary). Any other
-        # mode (diskcache's text or pickle) is no entry of ours, and never unpickled here.
-        if mode == _MODE_RAW and filename is None and isinstance(value, bytes):
-            return value
+        # Our entries are bytes: inline (raw, read by get_blobs itself) or in a file of the
+        # directory (binary). Anything else (diskcache's text or pickle modes, an inline value
+        # that is not bytes) is no entry of ours: a miss, never unpickled here.
         if mode == _MODE_BINARY and isinstance(filename, str):
             target = self.path / filename
             if ".." in Path(filename).parts or Path(filename).is_absolute():
@@ -492,18 +495,21 @@ class DiskCache(Cache):
         else:
             limit = store.disk_min_file_size
             small = [e for e in entries if len(e[1]) < limit]
+        changed = 0
         if small:
             now = time.time()
-            store._con.executemany(
+            changed = store._con.executemany(
                 "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
                 " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, ?, 0, 1, NULL, ?)"
                 " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
                 " access_time = excluded.access_time, tag = excluded.tag, value = excluded.value, size = 0,"
                 " mode = 1 WHERE Cache.filename IS NULL",
                 [(k, now, now, t, sqlite3.Binary(b)) for k, b, t in small],
-            )
+            ).rowcount
         done = {k for k, _, _ in small}
-        if done:  # a key that held a file (the upsert left it): replaced by set(), which removes the file
+        if done and changed != len(small):
+            # A key that held a file (the upsert left it: fewer rows changed than given): replaced
+            # by set(), which removes the file.
             listed = list(done)
             for lo in range(0, len(listed), _BATCH):
                 part = listed[lo : lo + _BATCH]

@@ -148,9 +148,9 @@ class TelemetryCallback(PipelineCallback):
 
     def __getstate__(self) -> dict[str, Any]:
         # A nested pipeline holding this callback may travel to a worker process, where
-        # events are only recorded: the tracer and the records stay here.
+        # events are only recorded: the tracer, the Logfire instance and the records stay here.
         state = dict(self.__dict__)
-        state.update(_tracer=None, _api=None, _records=[])
+        state.update(_tracer=None, _api=None, _records=[], logfire_instance=None)
         return state
 
     # -- what was recorded ------------------------------------------------------------
