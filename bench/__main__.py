@@ -5,8 +5,8 @@ Usage::
     PYTHONPATH=src python -m bench [SCENARIO ...] [--json] [--repeat N] [--items N] [--quick]
 
 With no scenario names every scenario runs (``overhead-map``, ``overhead-chain``,
-``seed``, ``errors``, ...) but ``cache``, which takes minutes, ``dask`` and ``hashing`` (which need
-dask and joblib): those run only when named.
+``seed``, ``errors``, ...) but ``cache``, which takes minutes, ``dask``, ``hashing`` and ``ml`` (which need
+dask, joblib or numpy): those run only when named.
 ``--repeat N`` sets the timing rounds per measurement (default 7; the fastest round
 counts), ``--items N`` the items ``overhead-map`` maps over (default 100,000).
 ``--json`` prints one JSON object per result row instead of a table. Set
@@ -44,7 +44,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import cluster, hashing, telemetry  # noqa: F401  (register the opt-in "dask", "hashing" and "telemetry" scenarios)
+from . import (  # noqa: F401  (register the opt-in scenarios)
+    cluster,  # "dask"
+    columns,  # "columns"
+    hashing,  # "hashing"
+    ml,  # "ml"
+    telemetry,  # "telemetry"
+)
 from ._harness import BenchError, Row, Settings, environment
 from .scenarios import OPT_IN, SCENARIOS, SEED_NOTEBOOK, SEED_ROUNDS
 

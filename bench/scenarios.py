@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from loky import ProcessPoolExecutor
 
-from hypernodes import HypernodesEngine, Pipeline, node
+from hypernodes import HypernodesEngine, Node, Pipeline, node
 from hypernodes._core import plan_batches
 from hypernodes.executors import AsyncExecutor
 from hypernodes.executors._spec import DEFAULT_WORKERS
@@ -49,10 +49,10 @@ Scenario = Callable[[Settings], list[Row]]
 SCENARIOS: dict[str, Scenario] = {}
 """Scenario name -> scenario, in the order ``python -m bench`` runs them."""
 
-OPT_IN = frozenset({"dask", "cache", "hashing", "telemetry"})
+OPT_IN = frozenset({"dask", "cache", "hashing", "telemetry", "columns", "ml"})
 """Scenarios ``python -m bench`` runs only when named: ``dask`` starts a cluster, ``cache``
-takes minutes (its cold maps do 30 s of work each), ``hashing`` needs dask and joblib, and
-``telemetry`` needs the OpenTelemetry SDK."""
+takes minutes (its cold maps do 30 s of work each), ``hashing`` needs dask and joblib,
+``telemetry`` needs the OpenTelemetry SDK, and ``columns`` maps 10,000,000 items."""
 
 CHAIN_LENGTH = 200  # nodes in the overhead-chain pipeline
 CHAIN_CALLS = 2000  # calls per timing round in overhead-chain
@@ -342,7 +342,7 @@ def seed(settings: Settings) -> list[Row]:
 
         # node-level: three independent sleeping nodes and a combine node, run once.
         tasks = _io_tasks(size.node_sleep)
-        nodes = [node(fn, output_name=f"task{i}") for i, fn in enumerate(tasks, 1)]
+        nodes: list[Node[..., Any]] = [node(fn, output_name=f"task{i}") for i, fn in enumerate(tasks, 1)]
         nodes.append(node(_combine_tasks, output_name="final"))
         node_pool = stack.enter_context(ThreadPoolExecutor(max_workers=3))
 
@@ -644,6 +644,52 @@ def cache(settings: Settings) -> list[Row]:
                         Row("cache", f"warm/{kind}/{store}", "us/item", best["warm"] * per_item,
                             uncached * per_item, "the same map, uncached")
                     )  # fmt: skip
+        rows.extend(_tiny_cached(settings, tmp))
+    return rows
+
+
+TINY_CACHED_ITEMS = 100_000  # --quick: 10,000
+
+
+def _plus_one(x: int) -> int:
+    return x + 1
+
+
+def _tiny_cached(settings: Settings, tmp: str) -> list[Row]:
+    """What the cache adds per tiny item (``x + 1``, 100,000 items, sequential): the cold map (an
+    empty cache each round) and the warm one, minus the bare map, in microseconds per item."""
+    from hypernodes import DiskCache, MemoryCache
+
+    n = TINY_CACHED_ITEMS // 10 if settings.quick else TINY_CACHED_ITEMS
+    xs = list(range(n))
+    expected = {"y": [x + 1 for x in xs]}
+    nodes = [node(_plus_one, output_name="y")]
+    bare = Pipeline(nodes)
+    check("cache", "tiny/bare", bare.map(inputs={"x": xs}, map_over="x"), expected)
+    rounds = max(1, min(settings.repeat, 3))
+    fresh = iter(range(10**6))
+    stores: dict[str, Callable[[], Any]] = {
+        "MemoryCache": MemoryCache,
+        "DiskCache": lambda: DiskCache(f"{tmp}/tiny-{next(fresh)}"),
+    }
+    rows: list[Row] = []
+    for store, make in stores.items():
+        warm = Pipeline(nodes, cache=make())
+        check("cache", f"tiny/warm/{store}", warm.map(inputs={"x": xs}, map_over="x"), expected)
+
+        def cold(make: Callable[[], Any] = make) -> None:
+            Pipeline(nodes, cache=make()).map(inputs={"x": xs}, map_over="x")
+
+        best = best_of(
+            {"bare": partial(bare.map, inputs={"x": xs}, map_over="x"), "cold": cold,
+             "warm": partial(warm.map, inputs={"x": xs}, map_over="x")},
+            rounds,
+        )  # fmt: skip
+        rows.extend(
+            Row("cache", f"tiny/{phase}/{store}", "us/item over bare", (best[phase] - best["bare"]) * _US / n,
+                best["bare"] * _US / n, "the bare map, us/item")
+            for phase in ("cold", "warm")
+        )  # fmt: skip
     return rows
 
 

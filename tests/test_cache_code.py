@@ -554,3 +554,47 @@ def test_a_library_not_imported_yet_counts_as_a_library() -> None:
     assert [label for label, _ in _code._walk(uses_pip).parts] == ["its code", "import `pip`"]
     assert "pip" not in sys.modules
     assert _where._is_library("pip._internal")
+
+
+def test_a_library_decorator_keys_what_it_wraps_and_its_arguments() -> None:
+    """A wrapper written in a library (with or without functools.wraps) is keyed by its library's
+    version, and also by the user's function it wraps and the decorator's arguments."""
+    lib: dict[str, Any] = {"__name__": "json.decorators", "functools": functools}
+    exec(
+        "def times(n):\n    def wrap(f):\n        def inner(x):\n            return f(x) * n\n        return inner\n"
+        "    return wrap\n\n\ndef same(f):\n    @functools.wraps(f)\n    def inner(x):\n        return f(x)\n"
+        "    return inner\n",
+        lib,
+    )
+
+    def a(x: int) -> int:
+        return x + 1
+
+    def b(x: int) -> int:
+        return x + 2
+
+    times, same = lib["times"], lib["same"]
+    assert hash_code(times(3)(a)) == hash_code(times(3)(a))
+    assert hash_code(times(3)(a)) != hash_code(times(3)(b))
+    assert hash_code(times(3)(a)) != hash_code(times(4)(a))
+    assert hash_code(same(a)) != hash_code(same(b))
+
+
+def test_a_submodule_imported_inside_the_function_is_keyed_before_it_runs(
+    project: Callable[[dict[str, str]], None],
+) -> None:
+    """`from . import util` inside a node, before anything imported util: the key covers util's code."""
+    project(
+        {
+            "hn_lazy/__init__.py": "",
+            "hn_lazy/util.py": "def g(x):\n    return x + 1\n",
+            "hn_lazy/main.py": "def f(x):\n    from . import util\n\n    return util.g(x)\n",
+        }
+    )
+    from hn_lazy import main  # type: ignore[import-not-found]
+
+    from hypernodes.cache import _code
+
+    assert "hn_lazy.util" not in sys.modules
+    labels = [label for label, _ in _code._walk(main.f).parts]
+    assert labels == ["its code", "module `hn_lazy.util`", "helper `hn_lazy.util.g`"]

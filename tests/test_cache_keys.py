@@ -77,6 +77,7 @@ def test_masked_arrays_key_their_mask_and_fill_value() -> None:
     data = np.array([1, 2, 3])
     a = np.ma.array(data, mask=[0, 0, 1])
     assert _distinct(a, np.ma.array(data, mask=[1, 0, 0]), np.ma.array(data, mask=[0, 0, 1], fill_value=7), data)
+    assert hash_value(np.ma.masked) == hash_value(np.ma.masked)  # the constant refuses a fill value being stored
 
 
 def test_numpy_subclass_dtype_fields_and_strides() -> None:
@@ -94,7 +95,7 @@ def test_numpy_subclass_dtype_fields_and_strides() -> None:
 
 
 def test_large_buffers_are_keyed_whole_whatever_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An array past two 4 MiB chunks (hashed as a tree, on threads) changes key with its last byte,
+    """An array past two 1 MiB chunks (hashed as a tree, on threads) changes key with its last byte,
     and its key does not depend on how many threads hashed it."""
     from hypernodes.cache import _values
 
@@ -299,6 +300,16 @@ def test_arrow_arrays_tables_and_batches_are_keyed_by_content() -> None:
     assert hash_value(pa.array(["a", "b"]).dictionary_encode()) != hash_value(pa.array(["a", "c"]).dictionary_encode())
 
 
+def test_torch_tensors_key_dtype_shape_grad_and_content() -> None:
+    """Tensors differing in content, dtype, shape or requires_grad differ; equal ones (a strided view too) match.
+    (Skipped where torch is not installed: hashing never imports it.)"""
+    torch = pytest.importorskip("torch")
+    t = torch.arange(6, dtype=torch.float32)
+    assert hash_value(t) == hash_value(torch.arange(6, dtype=torch.float32))
+    assert hash_value(t.reshape(2, 3).t()) == hash_value(t.reshape(2, 3).t().contiguous())
+    assert _distinct(t, t + 1, t.to(torch.float64), t.reshape(2, 3), t.clone().requires_grad_(True), t.numpy())
+
+
 class _CallableModel:
     def __init__(self, temperature: float) -> None:
         self._temperature = temperature
@@ -412,6 +423,8 @@ def _build(r: tuple[Any, ...]) -> Any:
     kind, *a = r
     if kind in ("int", "str", "bool", "bytes"):
         return a[0]
+    if kind == "bigint":
+        return 10**4400 + a[0]
     if kind == "none":
         return None
     if kind == "float":
@@ -477,7 +490,7 @@ _texts = st.text(max_size=6)
 _floats = st.floats(allow_nan=False, width=64).map(lambda f: ("float", f.hex()))
 _scalars = st.one_of(
     st.integers().map(lambda v: ("int", v)),
-    st.integers(min_value=10**4400, max_value=10**4400 + 3).map(lambda v: ("int", v)),
+    st.integers(0, 3).map(lambda d: ("bigint", d)),  # past int->str's limit; the recipe stays small to print
     _texts.map(lambda v: ("str", v)),
     st.booleans().map(lambda v: ("bool", v)),
     st.binary(max_size=6).map(lambda v: ("bytes", v)),
@@ -565,6 +578,7 @@ RECIPES = st.recursive(
 )
 
 
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the zoo strategy's own repr is long
 @settings(max_examples=60, deadline=None)
 @given(RECIPES, RECIPES)
 def test_zoo_different_values_never_share_a_key(r1: Any, r2: Any) -> None:
@@ -574,6 +588,7 @@ def test_zoo_different_values_never_share_a_key(r1: Any, r2: Any) -> None:
     assert hash_value(_build(r1)) == hash_value(_build(r1))
 
 
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the zoo strategy's own repr is long
 @settings(max_examples=40, deadline=None)
 @given(RECIPES)
 def test_zoo_a_mutation_of_state_changes_the_key(r: Any) -> None:

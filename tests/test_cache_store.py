@@ -9,6 +9,7 @@ import pickle
 import shutil
 import sqlite3
 import subprocess
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any
 import pytest
 
 from hypernodes import DiskCache, MemoryCache, Pipeline, node
-from hypernodes.cache import CacheWarning
+from hypernodes._run.items import MAX_CHUNK
+from hypernodes.cache import CacheLookup, CacheWarning
 from hypernodes.cache.storage import _dumps
 from hypernodes.failures import Failure
 
@@ -279,15 +281,19 @@ def test_the_secret_can_come_from_the_environment_and_binds_entries_to_their_key
 
 def test_an_unsigned_cache_never_unpickles_a_diskcache_pickle_row(tmp_path: Path) -> None:
     """A row in diskcache's own pickle mode (not an entry DiskCache writes) is a miss, never unpickled,
-    even without a secret."""
+    even without a secret; so is an inline row whose value is not bytes."""
     path, marker = tmp_path / "cache", tmp_path / "marker"
     cache = DiskCache(path)
     cache.put("a", 1)
+    cache.put("b", 2)
     cache.close()
     with contextlib.closing(sqlite3.connect(path / "cache.db")) as con:
         con.execute("UPDATE Cache SET value = ?, mode = 4 WHERE key = 'a'", (pickle.dumps(_Plant(marker)),))
+        con.execute("UPDATE Cache SET value = 'text, not bytes' WHERE key = 'b'")
         con.commit()
-    assert DiskCache(path).get("a", "missing") == "missing"
+    reader = DiskCache(path)
+    assert reader.get("a", "missing") == "missing"
+    assert reader.get_blobs(["b"]) == {}
     assert not marker.exists()
 
 
@@ -343,3 +349,149 @@ def test_a_secret_must_be_text_or_bytes_and_not_empty(tmp_path: Path) -> None:
         DiskCache(tmp_path / "c", secret="")
     with pytest.raises(TypeError, match="str or bytes"):
         DiskCache(tmp_path / "c", secret=42)  # type: ignore[arg-type]
+
+
+# -- MemoryCache limits, and bounded state for failed items -----------------------------
+
+
+def test_a_memory_cache_evicts_the_least_recently_used_entries_past_its_limits() -> None:
+    """max_items keeps the most recently stored or read entries; max_bytes keeps the stored bytes
+    within the limit (an entry larger than the whole cache is not stored)."""
+    cache = MemoryCache(max_items=2)
+    cache.put_blobs([("a", b"1"), ("b", b"2")])
+    assert cache.get_blobs(["a"]) == {"a": b"1"}  # a read refreshes a
+    cache.put_blob("c", b"3")  # evicts b, the least recently used
+    assert sorted(cache.get_blobs(["a", "b", "c"])) == ["a", "c"]
+    by_size = MemoryCache(max_bytes=10)
+    by_size.put_blobs([("a", b"x" * 4), ("b", b"y" * 4)])
+    by_size.put_blob("c", b"z" * 4)  # 12 bytes: a goes
+    assert sorted(by_size.get_blobs(["a", "b", "c"])) == ["b", "c"]
+    by_size.put_blob("huge", b"h" * 11)
+    assert not by_size.has("huge")
+    assert len(by_size) == 2
+    by_size.put_blob("b", b"y")  # replacing an entry counts its new size only
+    by_size.put_blob("d", b"d" * 5)
+    assert sorted(by_size.get_blobs(["b", "c", "d"])) == ["b", "c", "d"]
+
+
+def test_a_bounded_memory_cache_keeps_a_map_within_its_limit_and_serves_what_it_kept() -> None:
+    """A map of 50 items through a MemoryCache of 20 entries holds at most 20, and what it holds
+    is served (the most recent items hit, the evicted ones run again)."""
+    cache = MemoryCache(max_items=20)
+    pipeline = Pipeline([_double], cache=cache)
+    assert pipeline.map({"x": list(range(50))}, map_over="x")["y"] == [2 * x for x in range(50)]
+    assert len(cache) <= 20
+    CALLS.clear()
+    assert pipeline.run({"x": 49}) == {"y": 98}
+    assert CALLS == []
+
+
+def test_a_memory_cache_is_thread_safe_under_its_limit() -> None:
+    """Eight threads storing and reading at once leave a cache within its limits, with its byte
+    count equal to what it holds."""
+    cache = MemoryCache(max_items=50, max_bytes=2_000)
+
+    def work(t: int) -> None:
+        for i in range(2_000):
+            cache.put_blob(f"{t}:{i % 97}", bytes(i % 64))
+            cache.get_blobs([f"{t}:{(i * 7) % 97}", f"{(t + 1) % 8}:{i % 97}"])
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(cache) <= 50
+    assert cache._size == sum(len(b) for b in cache._data.values()) <= 2_000
+
+
+@pytest.mark.parametrize(
+    ("limit", "value"), [("max_items", 0), ("max_bytes", -1), ("max_items", 1.5), ("max_bytes", True)]
+)
+def test_memory_cache_limits_are_checked(limit: str, value: Any) -> None:
+    """A limit that is not a positive integer is refused, naming it and what is allowed."""
+    with pytest.raises(ValueError, match=f"{limit}=.*positive integer or None"):
+        MemoryCache(**{limit: value})
+
+
+@node(output_name="z")
+def _fails_on_odd(y: int) -> int:
+    if y % 4 == 2:
+        raise ValueError("odd")
+    return y + 1
+
+
+def test_failed_items_leave_no_state_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under on_error="continue", the per-item state of items whose nodes failed is dropped with
+    their chunk: a map of 20,000 items, half failing, never holds more than one chunk's items."""
+    held: list[int] = []
+    prefetch = CacheLookup.prefetch
+
+    def counting(self: CacheLookup, template: Any, items: Any) -> None:
+        prefetch(self, template, items)
+        held.append(len(self._items))
+
+    monkeypatch.setattr(CacheLookup, "prefetch", counting)
+    pipeline = Pipeline([_double, _fails_on_odd], cache=MemoryCache())
+    result = pipeline.map({"x": list(range(20_000))}, map_over="x", on_error="continue")
+    assert len(result.failures) == 10_000
+    assert max(held) <= MAX_CHUNK
+
+
+# -- clear(node=...) -------------------------------------------------------------------
+
+
+@node(output_name="z")
+def _inc(y: int) -> int:
+    CALLS.append(("inc", y))
+    return y + 1
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_clear_node_drops_that_nodes_entries_and_the_item_entries_that_include_it(storage: str, tmp_path: Path) -> None:
+    """clear(node="_inc") makes _inc run again for every item (its entries and the whole-item entries
+    are gone) while _double still hits; clear() drops everything."""
+    cache = MemoryCache() if storage == "memory" else DiskCache(tmp_path / "cache")
+    pipeline = Pipeline([_double, _inc], cache=cache)
+    assert pipeline.map({"x": [1, 2]}, map_over="x")["z"] == [3, 5]
+    CALLS.clear()
+    cache.clear(node="_inc")
+    assert pipeline.map({"x": [1, 2]}, map_over="x")["z"] == [3, 5]
+    assert pipeline.run({"x": 1}) == {"y": 2, "z": 3}
+    assert CALLS == [("inc", 2), ("inc", 4)]
+    cache.clear()
+    assert len(cache) == 0
+    CALLS.clear()
+    assert pipeline.run({"x": 1}) == {"y": 2, "z": 3}
+    assert CALLS == [1, ("inc", 2)]
+
+
+def test_clear_node_reaches_into_nested_pipelines() -> None:
+    """Clearing a node inside a nested pipeline also drops the nested pipeline's own entry (which
+    holds its result), so the inner node runs again."""
+    inner = Pipeline([_double], name="inner")
+    cache = MemoryCache()
+    outer = Pipeline([inner, _inc], cache=cache)
+    assert outer.run({"x": 3}) == {"y": 6, "z": 7}
+    CALLS.clear()
+    cache.clear(node="_double")
+    assert outer.run({"x": 3}) == {"y": 6, "z": 7}
+    assert CALLS == [3]
+
+
+class _OldCache(MemoryCache):
+    def clear(self) -> None:  # type: ignore[override]  # a custom cache written before clear(node=...)
+        self._data.clear()
+
+
+def test_a_custom_cache_without_clear_node_says_so() -> None:
+    """A Cache subclass whose clear() takes no node still clears everything; clear(node=...) raises
+    NotImplementedError saying what to implement. A bad node name is refused."""
+    cache = _OldCache()
+    cache.put("a", 1)
+    with pytest.raises(NotImplementedError, match="does not record which node"):
+        cache.clear(node="a")
+    cache.clear()
+    assert len(cache) == 0
+    with pytest.raises(ValueError, match="node's name"):
+        MemoryCache().clear(node="")

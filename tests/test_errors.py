@@ -85,7 +85,7 @@ def _three_values(z: int) -> tuple[int, int, int]:
 DIGITS = Pipeline([scale, offset, digits])
 TRIPLE = Pipeline([scale, offset, node(_three_values, output_name=("tens", "ones"), name="triple")])
 NESTED_MAP = Pipeline([PIPE.as_node(map_over="x"), node(lambda z: z, output_name="w")])
-"""Node `pipe` maps its inner pipeline over `x`: a tuple for `x` is only seen when that node runs."""
+"""Node `pipe` maps its inner pipeline over `x`: a set for `x` is only seen when that node runs."""
 
 
 @node(output_name="a")
@@ -413,10 +413,10 @@ MALFORMED: list[tuple[str, Callable[[], Any], type[BaseException], str, str]] = 
         CALL,
     ),
     (
-        "tuple mapped",
-        lambda: PIPE.map({"x": (1, 2), "k": 1}, map_over="x"),
+        "set mapped",
+        lambda: PIPE.map({"x": {1, 2}, "k": 1}, map_over="x"),
         ArgumentTypeError,
-        "`x` must be a list of items, got tuple",
+        "`x` must be a column of items (a list, tuple, range, numpy array",
         CALL,
     ),
     (
@@ -426,7 +426,7 @@ MALFORMED: list[tuple[str, Callable[[], Any], type[BaseException], str, str]] = 
         "got generator",
         CALL,
     ),
-    ("range mapped", lambda: PIPE.map({"x": range(3), "k": 1}, map_over="x"), ArgumentTypeError, "got range", CALL),
+    ("dict mapped", lambda: PIPE.map({"x": {1: 2}, "k": 1}, map_over="x"), ArgumentTypeError, "got dict", CALL),
     ("scalar mapped", lambda: PIPE.map({"x": 5, "k": 1}, map_over="x"), ArgumentTypeError, "got int", CALL),
     (
         "zip lengths",
@@ -487,10 +487,10 @@ MALFORMED: list[tuple[str, Callable[[], Any], type[BaseException], str, str]] = 
         at_node("triple", item=0),
     ),
     (
-        "nested map given a tuple",
-        lambda: NESTED_MAP.run({"x": (1, 2), "k": 1}),
+        "nested map given a set",
+        lambda: NESTED_MAP.run({"x": {1, 2}, "k": 1}),
         ArgumentTypeError,
-        "Node `pipe` maps over `x`, which must be a list of items; got tuple",
+        "Node `pipe` maps over `x`, which must be a column of items (a list, tuple, range",
         at_node("pipe"),
     ),
 ]
@@ -536,8 +536,8 @@ def test_errors_subclass_the_stdlib_types_users_catch() -> None:
 
     classes = [getattr(errors, name) for name in errors.__all__ if isinstance(getattr(errors, name), type)]
     assert (
-        len(set(classes)) == 14
-    )  # RemoteError, WiringError, ExecutionError; HyperNodesError and DependencyError are aliases
+        len(set(classes)) == 15
+    )  # RemoteError, WiringError, ExecutionError, TypeMismatchError; HyperNodesError and DependencyError are aliases
     for cls in classes:
         assert issubclass(cls, HypernodesError), cls
     # KeyError subclasses print their sentence, not a quoted repr of it

@@ -100,8 +100,9 @@ def test_fast_map_declines_values_the_general_path_rejects(core: ModuleType) -> 
     """After a good call of the same shape, bad values still get the errors that name them."""
     pipeline = Pipeline([inc, add])
     _warm(pipeline, {"x": [1, 2], "k": 10}, "x")
-    with pytest.raises(ArgumentTypeError, match="map_over input `x` must be a list"):
-        pipeline.map({"x": (1, 2), "k": 10}, map_over="x")
+    with pytest.raises(ArgumentTypeError, match="map_over input `x` must be a column"):
+        pipeline.map({"x": {1, 2}, "k": 10}, map_over="x")
+    assert pipeline.map({"x": (1, 2), "k": 10}, map_over="x") == {"y": [2, 3], "z": [12, 13]}
     with pytest.raises(ArgumentTypeError, match="one-shot iterator"):
         pipeline.map({"x": [1, 2], "k": iter([10])}, map_over="x")
     _warm(pipeline, {"x": [1, 2], "k": [10, 20]}, ["x", "k"])

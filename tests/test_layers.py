@@ -41,7 +41,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes._graph",),
     ("hypernodes._core",),
     ("hypernodes._sched", "hypernodes._sched_py"),
-    ("hypernodes._events", "hypernodes.node", "hypernodes._policy", "hypernodes.failures", "hypernodes.errors"),
+    (
+        "hypernodes._events",
+        "hypernodes.node",
+        "hypernodes._policy",
+        "hypernodes.failures",
+        "hypernodes._columns",
+        "hypernodes._frames",
+        "hypernodes._typecheck",
+        "hypernodes.errors",
+    ),
 )
 """Top to bottom. A package's name stands for all of its modules but those named on their own."""
 
@@ -169,10 +178,12 @@ def test_the_layers_name_every_module() -> None:
 
 
 def test_import_hypernodes_stays_light() -> None:
-    """`import hypernodes` loads no numpy, asyncio, cloudpickle, loky, graphviz, tqdm, dask or distributed:
-    sequential runs need none, and neither does hashing a value for the cache (numpy is read
+    """`import hypernodes` loads no numpy, pandas, pyarrow, asyncio, cloudpickle, loky, graphviz, tqdm, dask
+    or distributed: sequential runs need none, and neither does hashing a value for the cache (numpy is read
     from ``sys.modules`` only when the process already imported it)."""
-    heavy = "('numpy', 'asyncio', 'cloudpickle', 'loky', 'graphviz', 'tqdm', 'dask', 'distributed')"
+    heavy = (
+        "('numpy', 'pandas', 'pyarrow', 'asyncio', 'cloudpickle', 'loky', 'graphviz', 'tqdm', 'dask', 'distributed')"
+    )
     code = (
         "import sys, dataclasses, hypernodes, hypernodes.engines\n"
         "from hypernodes.cache import hash_value\n"

@@ -498,8 +498,9 @@ def test_nested_map_checks_use_the_outer_names() -> None:
     )
     with pytest.raises(MapSpecError, match="Node `pairs` zips lists of unequal length: `ps`: 2, `qs`: 3"):
         Pipeline([zipped]).run({"ps": [1, 2], "qs": [1, 2, 3]})
-    with pytest.raises(ArgumentTypeError, match="maps over `ps`, which must be a list"):
-        Pipeline([zipped]).run({"ps": (1, 2), "qs": [1, 2]})
+    with pytest.raises(ArgumentTypeError, match="maps over `ps`, which must be a column of items"):
+        Pipeline([zipped]).run({"ps": {1, 2}, "qs": [1, 2]})
+    assert Pipeline([zipped]).run({"ps": (1, 2), "qs": range(2)}) == {"s": [1, 3]}
 
 
 def test_nested_pipeline_runs_on_its_own_engine() -> None:

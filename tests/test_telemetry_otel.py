@@ -486,3 +486,59 @@ def test_the_notebook_era_example_runs_unchanged() -> None:
                     "preprocessing/normalize", "aggregate"]  # fmt: skip
     assert scope["results"] == {"squared": [1, 4, 9]}
     assert [d["type"] for d in scope["telemetry_map"].span_data].count("node") == 3
+
+
+@node(output_name="y")
+def instrumented(x: int, provider: Any) -> int:
+    with provider.get_tracer("client").start_as_current_span(
+        "http.request"
+    ):  # as an HTTP client's instrumentation would
+        return x + 1
+
+
+@ONE_CORE
+@pytest.mark.parametrize("kind", ["sequential", "threaded", "async"])
+def test_spans_made_inside_a_node_nest_under_its_span(
+    kind: str, engine_for: Any, otel: Any, exporter: InMemorySpanExporter, telemetry: TelemetryCallback
+) -> None:
+    """While a node runs in this process its span is the current one: a span its own code
+    makes (an instrumented client) is that node span's child, item by item; after the call
+    the caller's context is as it was."""
+    pipeline = Pipeline([instrumented], callbacks=[telemetry], backend=engine_for(kind), name="i")
+    with otel[0].get_tracer("test").start_as_current_span("request") as request:
+        pipeline.map(inputs={"x": [1, 2, 3], "provider": otel[0]}, map_over="x")
+        from opentelemetry import trace
+
+        assert trace.get_current_span() is request
+    spans = exporter.get_finished_spans()
+    by_id = _tree(spans)
+    inner = _named(spans, "http.request")
+    assert len(inner) == 3
+    parents = [_parent(s, by_id) for s in inner]
+    assert all(p is not None and p.name == "node:instrumented" for p in parents)
+    assert len({p.context.span_id for p in parents if p is not None}) == 3
+
+
+class _FakeLogfire:
+    """A Logfire instance's shape (``config.get_tracer_provider()``), holding a lock as the real one does."""
+
+    def __init__(self, provider: Any) -> None:
+        self.lock = threading.Lock()  # not picklable
+        self.config = self
+        self.provider = provider
+
+    def get_tracer_provider(self) -> Any:
+        return self.provider
+
+
+@ONE_CORE
+def test_pickles_without_its_tracer_or_logfire_instance(otel: Any, exporter: InMemorySpanExporter) -> None:
+    """A TelemetryCallback (on a nested pipeline that travels to worker processes, say) pickles
+    without its tracer, Logfire instance or records; the original keeps sending spans."""
+    import pickle
+
+    telemetry = TelemetryCallback(logfire_instance=_FakeLogfire(otel[0]))
+    Pipeline([inc], callbacks=[telemetry], name="p").run(inputs={"x": 1})
+    copy = pickle.loads(pickle.dumps(telemetry))
+    assert (copy.logfire_instance, copy.spans) == (None, [])
+    assert sorted(s.name for s in exporter.get_finished_spans()) == ["node:inc", "pipeline:p"]

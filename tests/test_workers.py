@@ -1,4 +1,4 @@
-"""Worker processes fit for ML work: native thread caps, no orphans, large inputs sent once."""
+"""Worker processes fit for ML work: thread caps, no orphans, large inputs sent once, cache hits served first."""
 
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from typing import Any
 import psutil
 import pytest
 
-from hypernodes import HypernodesEngine, Pipeline, node
-from hypernodes._run.payload import Spilled, pickled
+from hypernodes import CallbackContext, DiskCache, HypernodesEngine, Pipeline, PipelineCallback, node
+from hypernodes._run.payload import ShippedItems, Spilled, pickled
 from hypernodes.errors import ExecutorSpecError
+
+from .kinds import PicklingExecutor
 
 SCRIPT_TIMEOUT_S = 120
 
@@ -171,5 +173,148 @@ def test_large_shared_arrays_stay_writable_and_private_to_each_worker() -> None:
     with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
         pipeline = Pipeline([node(scribble, output_name="total")], backend=engine)
         totals = pipeline.map({"x": [0, 1], "arr": arr}, "x")["total"]
-    assert min(totals) == -1.0  # the first write in its worker sees only itself
+    assert max(totals) == -1.0  # the first write in a worker sees only itself
     assert arr.sum() == 0.0
+
+
+def _worker_processes() -> list[int]:
+    return [
+        child.pid
+        for child in psutil.Process().children(recursive=True)
+        if "resource_tracker" not in " ".join(child.cmdline())
+    ]
+
+
+def tripled(x: int) -> int:
+    """Three times ``x``."""
+    return 3 * x
+
+
+class Seen(PipelineCallback):
+    """Records the cache hits and the items done that the callbacks hear."""
+
+    def __init__(self) -> None:
+        self.cached: list[str] = []
+        self.done = 0
+
+    def on_node_cached(self, node_id: str, signature: str, ctx: CallbackContext) -> None:
+        self.cached.append(node_id)
+
+    def on_map_items_done(self, count: int, ctx: CallbackContext) -> None:
+        self.done += count
+
+
+def test_a_fully_cached_process_map_starts_no_worker(tmp_path: Path) -> None:
+    """A "parallel" map whose every item is in the cache is served in the caller: no worker
+    process starts, and the callbacks hear each hit and every item done."""
+    cache = DiskCache(tmp_path / "c")
+    items = {"x": list(range(6))}
+    Pipeline([node(tripled, output_name="y")], cache=cache).map(items, "x")
+    seen = Seen()
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        pipeline = Pipeline([node(tripled, output_name="y")], backend=engine, cache=cache, callbacks=[seen])
+        assert pipeline.map(items, "x") == {"y": [3 * x for x in range(6)]}
+        assert _worker_processes() == []
+    assert seen.cached == ["tripled"] * 6
+    assert seen.done == 6
+
+
+class SliceCounting(PicklingExecutor):
+    """Records how many items each map slice sent to it holds."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.items: list[int] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.items.append(len(args[-1].items()) if isinstance(args[-1], ShippedItems) else len(args[-1]))
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_only_the_items_a_process_map_misses_in_the_cache_travel(tmp_path: Path) -> None:
+    """Items 0-9 cached, a map of 0-19 on worker processes: the slices sent hold the 10 new items only,
+    and the results come back in order."""
+    cache = DiskCache(tmp_path / "c")
+    Pipeline([node(tripled, output_name="y")], cache=cache).map({"x": list(range(0, 20, 2))}, "x")
+    executor = SliceCounting()
+    try:
+        with HypernodesEngine(map_executor=executor) as engine:
+            pipeline = Pipeline([node(tripled, output_name="y")], backend=engine, cache=cache)
+            assert pipeline.map({"x": list(range(20))}, "x") == {"y": [3 * x for x in range(20)]}
+    finally:
+        executor.shutdown()
+    assert sum(executor.items) == 10
+
+
+def test_a_worker_traceback_names_the_file_of_a_node_sent_by_value() -> None:
+    """A node defined inside a function (cloudpickle sends it by value) that raises in a worker
+    process: the traceback names this file and the line that raised, not ``<dynamic-code>``."""
+
+    def fails(x: int) -> int:
+        raise ValueError(f"bad item {x}")
+
+    line = fails.__code__.co_firstlineno + 1
+    with HypernodesEngine(map_executor="parallel", max_workers=1) as engine:
+        pipeline = Pipeline([node(fails, output_name="y")], backend=engine)
+        with pytest.raises(ValueError, match="bad item 0") as info:
+            pipeline.map({"x": [0]}, "x")
+    remote = str(info.value.__cause__)  # loky attaches the worker's formatted traceback
+    assert f'File "{__file__}", line {line}, in fails' in remote, remote
+    assert "<dynamic-code>" not in remote
+
+
+UNPICKLED: list[int] = []
+
+
+def _arrived() -> Tracked:
+    UNPICKLED.append(1)
+    return Tracked()
+
+
+class Tracked:
+    """A value that counts, in the process that unpickles it, each time it arrives."""
+
+    def __reduce__(self) -> Any:
+        return (_arrived, ())
+
+
+def make_tracked(x: int) -> Tracked:
+    """An intermediate value that counts its arrivals."""
+    return Tracked()
+
+
+def drop(t: Tracked) -> int:
+    """The requested output: a plain int."""
+    return 1
+
+
+class Durations(PipelineCallback):
+    """Reads only names and durations."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
+        self.seen.append(node_id)
+
+
+class Outputs(Durations):
+    """Reads the outputs."""
+
+    def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
+        self.seen.append(f"{node_id}={type(outputs.get('t')).__name__}")
+
+
+@pytest.mark.parametrize(("callback", "travels"), [(Durations, False), (Outputs, True)])
+def test_node_values_travel_back_only_to_callbacks_that_read_them(callback: type[Durations], travels: bool) -> None:
+    """A callback whose on_node_end never reads ``outputs`` (node_values left at its default) gets no
+    values from worker processes: an intermediate value is not sent back for it. One that reads
+    ``outputs`` gets them."""
+    UNPICKLED.clear()
+    hooks = callback()
+    with HypernodesEngine(map_executor="parallel", max_workers=1) as engine:
+        nodes = [node(make_tracked, output_name="t"), node(drop, output_name="y")]
+        pipeline = Pipeline(nodes, backend=engine, callbacks=[hooks])
+        assert pipeline.map({"x": [0, 1]}, "x", output_name="y") == {"y": [1, 1]}
+    assert bool(UNPICKLED) is travels
+    assert len(hooks.seen) == 4

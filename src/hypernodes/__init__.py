@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._typecheck import TypeMismatchWarning
 from .cache import DiskCache, MemoryCache
 from .callbacks import CallbackContext, PipelineCallback
 from .engine import Engine, HypernodesEngine
@@ -26,6 +27,7 @@ from .errors import (
     NodeDefinitionError,
     OutputArityError,
     RemoteError,
+    TypeMismatchError,
     UnknownOutputError,
     WiringError,
 )
@@ -85,6 +87,8 @@ __all__ = [
     "PipelineCallback",
     "PipelineNode",
     "RemoteError",
+    "TypeMismatchError",
+    "TypeMismatchWarning",
     "UnknownOutputError",
     "WiringError",
     "__version__",

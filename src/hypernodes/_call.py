@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from . import _core
+from ._columns import ArrayColumn, as_column, column_error, items_of
 from ._events import Lookup, Observer
 from ._graph import Graph, Plan, compile_plan, ticks
 from .errors import ArgumentTypeError, InputError, MapSpecError
@@ -124,6 +125,9 @@ def _bounded_put(table: dict[Any, Any], key: Any, value: Any) -> None:
     table[key] = value
 
 
+Column = tuple[Any, ...] | ArrayColumn
+"""A mapped column as a map holds it: its items, or a numeric numpy column's buffer."""
+
 MapShape = tuple[Plan, tuple[str, ...], tuple[int, ...], tuple[tuple[str, int], ...]]
 """A zip map's checked shape: the plan, the mapped names, their slots, the shared inputs' (name, slot)."""
 
@@ -145,41 +149,56 @@ class Items:
     from 0, with ``base`` where they started.
     """
 
-    __slots__ = ("base", "columns", "hi", "lengths", "lo", "map_slots", "product")
+    __slots__ = ("_made", "base", "hi", "lengths", "lo", "map_slots", "product", "sources")
 
     def __init__(
         self,
         map_slots: tuple[int, ...],
-        columns: tuple[tuple[Any, ...], ...],
+        columns: tuple[Column, ...],
         product: bool,
         lo: int,
         hi: int,
         base: int = 0,
     ) -> None:
         self.map_slots = map_slots
-        self.columns = columns
+        self.sources = columns  # as given: tuples, or ArrayColumns whose items are made on first use
         self.lengths = tuple(len(c) for c in columns)
         self.product = product
         self.lo = lo
         self.hi = hi
         self.base = base
+        # the columns of items, shared by the slices cut from these items (made once per process)
+        self._made: list[tuple[tuple[Any, ...], ...] | None] = [
+            None if any(type(c) is ArrayColumn for c in columns) else columns  # type: ignore[list-item]
+        ]
+
+    @property
+    def columns(self) -> tuple[tuple[Any, ...], ...]:
+        """The mapped columns' items (an :class:`~hypernodes._columns.ArrayColumn`'s made here, once)."""
+        made = self._made[0]
+        if made is None:
+            made = self._made[0] = tuple(items_of(c) for c in self.sources)
+        return made
 
     def __len__(self) -> int:
         return self.hi - self.lo
 
     def __repr__(self) -> str:
         mode = "product" if self.product else "zip"
-        return f"<Items {mode} [{self.lo}, {self.hi}) base {self.base}, {len(self.columns)} columns>"
+        return f"<Items {mode} [{self.lo}, {self.hi}) base {self.base}, {len(self.sources)} columns>"
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.map_slots, self.columns, self.product, self.lo, self.hi, self.base)
+        # the sources: an ArrayColumn travels as its buffer and arrives as a tuple of items
+        return (self.map_slots, self.sources, self.product, self.lo, self.hi, self.base)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.__init__(*state)  # type: ignore[misc]
 
     def between(self, lo: int, hi: int) -> Items:
         """Items ``lo..hi-1`` of these (same numbering, same columns)."""
-        return Items(self.map_slots, self.columns, self.product, lo, hi, self.base)
+        part = Items(self.map_slots, self.sources, self.product, lo, hi, self.base)
+        part._made = self._made  # one set of items per process, whichever slice makes it
+        return part
 
     def split(self, n_workers: int, tasks_per_worker: int = 1) -> list[Items]:
         """Contiguous slices for executors, sized by ``core.plan_batches``."""
@@ -190,13 +209,13 @@ class Items:
         """These items as a self-contained slice to send elsewhere.
 
         Zip columns are cut to the slice's rows (renumbered from 0, ``base`` moved
-        along), so a worker receives its share only; product columns travel whole
-        (they are short; their product is long).
+        along; an ArrayColumn's rows stay a buffer), so a worker receives its share
+        only; product columns travel whole (they are short; their product is long).
         """
         if self.product or (self.lo == 0 and all(n == self.hi for n in self.lengths)):
             return self
         lo, hi = self.lo, self.hi
-        return Items(self.map_slots, tuple(c[lo:hi] for c in self.columns), False, 0, hi - lo, self.base + lo)
+        return Items(self.map_slots, tuple(c[lo:hi] for c in self.sources), False, 0, hi - lo, self.base + lo)
 
     def fill(self, values: list[Any], i: int) -> None:
         """Put item ``i``'s mapped values into their slots of ``values``."""
@@ -235,7 +254,7 @@ class MapCall:
     item's error markers and go on (``failures.py``).
     """
 
-    __slots__ = ("items", "keep_going", "lookup", "observer", "plan", "relabel", "values")
+    __slots__ = ("items", "keep_going", "lookup", "mapped", "observer", "plan", "relabel", "values")
 
     def __init__(
         self,
@@ -245,6 +264,7 @@ class MapCall:
         observer: Observer | None,
         lookup: Lookup | None,
         keep_going: bool = False,
+        mapped: tuple[str, ...] = (),
     ) -> None:
         self.plan = plan
         self.values = values
@@ -252,18 +272,19 @@ class MapCall:
         self.observer = observer
         self.lookup = lookup
         self.keep_going = keep_going
+        self.mapped = mapped  # the mapped inputs' names, in the order of items.columns
         self.relabel = False  # a Failure given as an input: markers are renumbered to their items
 
-    def results(self, columns: list[list[Any]]) -> dict[str, list[Any]]:
-        """``{output name: [value per item]}`` from one column per requested output.
-
-        A :class:`~hypernodes.failures.MapResult` listing the failures when the call keeps going.
-        """
+    def results(self, columns: list[list[Any]]) -> MapResult:
+        """``{output name: [value per item]}`` from one column per requested output, as a
+        :class:`~hypernodes.failures.MapResult` (listing the failures when the call keeps going)."""
+        items = self.items
+        failures: tuple[Failure, ...] = ()
         if self.keep_going:
             if self.relabel:
                 columns = _renumbered(columns)
-            return MapResult(zip(self.plan.result_names, columns), unique(_core.find_failures(columns)))
-        return dict(zip(self.plan.result_names, columns))
+            failures = unique(_core.find_failures(columns))
+        return MapResult(zip(self.plan.result_names, columns), failures, (self.mapped, items.sources, items.product))
 
 
 def _renumbered(columns: list[list[Any]]) -> list[list[Any]]:
@@ -357,8 +378,8 @@ def prepare_map(
 ) -> MapCall:
     """Check a ``map()`` call and build its record (see :meth:`Pipeline.map` for the arguments).
 
-    The mapped lists are snapshotted (as tuples): the user's lists may change while
-    the map runs without affecting it.
+    The mapped columns are snapshotted (as tuples of their items, see ``_columns``):
+    the user's columns may change while the map runs without affecting it.
 
     Raises:
         ArgumentTypeError, MapSpecError, and the errors of :func:`prepare_run`: before any node runs.
@@ -377,15 +398,14 @@ def prepare_map(
             f"map_over names {ticks(absent)}, which {'is' if len(absent) == 1 else 'are'} not in inputs. "
             f"Inputs given: {ticks(list(inputs))}."
         )
+    found: list[Column] = []
     for m in mapped:
         value = inputs[m]
-        if type(value) is not list:
-            raise ArgumentTypeError(
-                f"map_over input `{m}` must be a list of items, got {type(value).__name__}. "
-                f"Pass list(...) of it (a tuple, generator or array is not mapped over, to keep "
-                f"'map over this' separate from 'one value that is a sequence')."
-            )
-    lengths = [len(inputs[m]) for m in mapped]
+        column = as_column(value)
+        if column is None:
+            raise column_error(value, f"map_over input `{m}`")
+        found.append(column)
+    lengths = [len(c) for c in found]
     product = map_mode == "product"
     if not product and len(set(lengths)) > 1:
         shown = ", ".join(f"`{m}`: {n}" for m, n in zip(mapped, lengths))
@@ -413,19 +433,21 @@ def prepare_map(
         n_items = n_items * n if product else n
     if n_items > sys.maxsize:
         raise MapSpecError(f"map_mode='product' of lists of lengths {lengths} is {n_items} items; too many to run.")
-    columns = tuple(tuple(inputs[m]) for m in mapped)
+    columns = tuple(found)
     relabel = False
     if LIVE[0]:  # a Failure exists in this process: it may be among the inputs
         relabel = _failed_inputs(plan, inputs, mapped, columns, product, keep_going)
         if relabel and not product:
             columns = tuple(
-                tuple(v.at(i) if type(v) is Failure else v for i, v in enumerate(c)) if Failure in map(type, c) else c
+                tuple(v.at(i) if type(v) is Failure else v for i, v in enumerate(c))
+                if type(c) is tuple and Failure in map(type, c)
+                else c
                 for c in columns
             )
     if not product:
         shared = tuple((name, slot) for name, slot in plan.input_pairs if name not in mapped)
         plans.remember_map(output_name, map_over, given, (plan, mapped, map_slots, shared))
-    call = MapCall(plan, values, Items(map_slots, columns, product, 0, n_items), observer, lookup, keep_going)
+    call = MapCall(plan, values, Items(map_slots, columns, product, 0, n_items), observer, lookup, keep_going, mapped)
     call.relabel = relabel
     return call
 
@@ -451,7 +473,7 @@ def _failed_inputs(
     plan: Plan,
     inputs: Mapping[str, Any],
     mapped: tuple[str, ...],
-    columns: tuple[tuple[Any, ...], ...],
+    columns: tuple[Column, ...],
     product: bool,
     keep_going: bool,
 ) -> bool:
@@ -469,7 +491,7 @@ def _failed_inputs(
     for name in read:
         if name in mapped:
             column = columns[mapped.index(name)]
-            if Failure in map(type, column):
+            if type(column) is tuple and Failure in map(type, column):  # an ArrayColumn holds numbers
                 if not keep_going:
                     i, failure = next((i, v) for i, v in enumerate(column) if type(v) is Failure)
                     where = f"Element {i} of map() input `{name}`" if product else f"map() input `{name}`, item {i},"

@@ -39,7 +39,7 @@ class Graph:
 
     __slots__ = ("inputs", "nodes", "order", "outputs", "parameters", "producer")
 
-    def __init__(self, nodes: tuple[Node, ...], producer: dict[str, int], order: tuple[int, ...]) -> None:
+    def __init__(self, nodes: tuple[Node[..., Any], ...], producer: dict[str, int], order: tuple[int, ...]) -> None:
         self.nodes = nodes
         self.producer = producer  # output name -> index of the node producing it
         self.order = order  # a topological order of node indices, stable w.r.t. declaration order
@@ -75,7 +75,7 @@ class Graph:
         )
 
 
-def build_graph(nodes: Sequence[Node]) -> Graph:
+def build_graph(nodes: Sequence[Node[..., Any]]) -> Graph:
     """Validate the wiring of ``nodes``.
 
     Raises:
@@ -207,7 +207,7 @@ class Plan:
     n_nodes: int
     n_slots: int
     node_names: tuple[str, ...]
-    nodes: tuple[Node, ...]
+    nodes: tuple[Node[..., Any], ...]
     out_ptr: array[int]
     out_slots: array[int]
     result_names: tuple[str, ...]
@@ -220,7 +220,7 @@ class Plan:
 
     def __init__(
         self,
-        nodes: Sequence[Node],
+        nodes: Sequence[Node[..., Any]],
         args: Sequence[Sequence[int]],
         outs: Sequence[Sequence[int]],
         succs: Sequence[Sequence[int]],
@@ -366,7 +366,7 @@ def _check_shape(graph: Graph, outputs: tuple[str, ...], given: frozenset[str], 
         )
 
 
-def _prune(graph: Graph, outputs: tuple[str, ...]) -> list[tuple[int, Node]]:
+def _prune(graph: Graph, outputs: tuple[str, ...]) -> list[tuple[int, Node[..., Any]]]:
     """The nodes ``outputs`` need, as (index in the graph, node) in topological order.
 
     Walking the nodes in reverse topological order, every consumer of a node is
@@ -375,7 +375,7 @@ def _prune(graph: Graph, outputs: tuple[str, ...]) -> list[tuple[int, Node]]:
     parameters are what its own producers must then supply.
     """
     wanted = set(outputs)
-    members: dict[int, Node] = {}
+    members: dict[int, Node[..., Any]] = {}
     for i in reversed(graph.order):
         n = graph.nodes[i]
         keep = tuple(o for o in n.outputs if o in wanted)
@@ -387,7 +387,7 @@ def _prune(graph: Graph, outputs: tuple[str, ...]) -> list[tuple[int, Node]]:
 
 
 def _assign_slots(
-    graph: Graph, nodes: Sequence[Node], given: frozenset[str], verb: str
+    graph: Graph, nodes: Sequence[Node[..., Any]], given: frozenset[str], verb: str
 ) -> tuple[list[list[int]], list[list[int]], list[Any], dict[str, int]]:
     """Per node its argument and output slots; the slot template; the slot of each name.
 

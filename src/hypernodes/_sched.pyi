@@ -4,7 +4,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ._events import Lookup, Observer
-from .failures import Failure
+from .failures import Failure, MapResult
 
 __all__ = [
     "API_VERSION",
@@ -46,7 +46,7 @@ def map_zip(
     mapped: tuple[str, ...],
     map_slots: tuple[int, ...],
     shared: tuple[tuple[str, int], ...],
-) -> dict[str, list[Any]] | None: ...
+) -> MapResult | None: ...
 def run_batch_continue(
     plan: Any,
     funcs: Sequence[Callable[..., Any]],

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from time import perf_counter
 
 from .errors import OutputArityError, coroutine_returned, note_node
-from .failures import Failure, failure_of
+from .failures import Failure, MapResult, failure_of
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
@@ -60,13 +60,15 @@ __all__ = [
 ]
 
 IMPLEMENTATION = "cython"
-API_VERSION = 6
+API_VERSION = 8
 
 # A node result of this exact type is a coroutine from a plain node: funcs wraps async
 # nodes so that they return the awaited value. One pointer comparison per call.
 cdef object _CoroutineType = types.CoroutineType
 # The error marker of on_error="continue" (see failures.py); compared by exact type.
 cdef object _Failure = Failure
+# map_zip's result: MapResult._of, without the Python-level __init__ (see failures.py).
+cdef object _new_result = MapResult._of
 
 # Shared inputs of these exact types are no one-shot iterators; anything else is asked.
 cdef frozenset _NOT_ITERATORS = frozenset({int, float, complex, str, bytes, bool, type(None), list, tuple, dict})
@@ -271,7 +273,7 @@ def run_dict(plan, funcs, dict inputs):
 
 
 def map_zip(plan, funcs, dict inputs, tuple mapped, tuple map_slots, tuple shared):
-    """Map ``plan`` over the lists ``inputs[m]`` for ``m`` in ``mapped``, zipped; ``{output: [values]}``.
+    """Map ``plan`` over the lists ``inputs[m]`` for ``m`` in ``mapped``, zipped; ``{output: [values]}`` as a MapResult.
 
     See ``_sched_py.map_zip`` (the spec) for the contract.
     """
@@ -330,7 +332,7 @@ def map_zip(plan, funcs, dict inputs, tuple mapped, tuple map_slots, tuple share
             PyMem_Free(argv)
     for j in range(n_res):
         results[<object>PyTuple_GET_ITEM(p.result_names, j)] = <object>PyList_GET_ITEM(cols_out, j)
-    return results
+    return _new_result(results, (mapped, tuple(cols), False))
 
 
 cdef inline int _fill(

@@ -22,7 +22,7 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from .errors import coroutine_returned, note_node, unpack_row
-from .failures import Failure, failure_of
+from .failures import Failure, MapResult, failure_of
 
 if TYPE_CHECKING:
     from ._events import Lookup, Observer
@@ -44,7 +44,7 @@ __all__ = [
 IMPLEMENTATION = "python"
 # Bumped whenever the core's contract changes; the tests check both cores agree,
 # which also catches a stale compiled extension left behind by an old build.
-API_VERSION = 6
+API_VERSION = 8
 
 # Shared inputs of these exact types are no one-shot iterators; anything else is asked.
 _NOT_ITERATORS = frozenset({int, float, complex, str, bytes, bool, type(None), list, tuple, dict})
@@ -215,8 +215,9 @@ def map_zip(
     mapped: tuple[str, ...],
     map_slots: tuple[int, ...],
     shared: tuple[tuple[str, int], ...],
-) -> dict[str, list[Any]] | None:
-    """A whole zip ``map()`` of a checked call shape: ``{output name: [value per item]}``.
+) -> MapResult | None:
+    """A whole zip ``map()`` of a checked call shape: ``{output name: [value per item]}``, a
+    :class:`~hypernodes.failures.MapResult` that keeps the mapped columns' snapshot.
 
     Item ``i`` puts element ``i`` of ``inputs[mapped[j]]`` into slot ``map_slots[j]``
     (``plan.n_slots`` is a scratch slot, for a mapped input the plan does not read);
@@ -261,7 +262,7 @@ def map_zip(
         _run_nodes(p, funcs, values, i)
         for out, slot in zip(results, result_slots):
             out[i] = values[slot]
-    return dict(zip(plan.result_names, results))
+    return MapResult._of(dict(zip(plan.result_names, results)), (mapped, tuple(columns), False))
 
 
 def _rows(items: Any, lengths: list[int]) -> Iterator[tuple[Any, ...]]:

@@ -178,12 +178,14 @@ class PipelineCallback:
         node_values: whether ``on_node_start``/``on_node_end`` need the values in
             their ``inputs``/``outputs`` dicts. Under a process map the workers then
             send every node's inputs and outputs back; with False (and no other
-            callback wanting them) the dicts there map each name to None.
+            callback wanting them) the dicts there map each name to None. None (the
+            default): True exactly when one of those hooks, as overridden, reads that
+            argument (a hook that reads only names or durations costs no values).
         node_events_in_maps: whether the node hooks fire for every item of a map
             (False: only in ``run()``; a map then costs one call per batch).
     """
 
-    node_values: ClassVar[bool] = True
+    node_values: ClassVar[bool | None] = None
     node_events_in_maps: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -289,8 +291,49 @@ def _check_hooks(cls: type) -> None:
                 f"{name}({wanted}) (positionally)."
             ) from None
     for flag in ("node_values", "node_events_in_maps"):
-        if flag in vars(cls):
+        if flag in vars(cls) and not (flag == "node_values" and vars(cls)[flag] is None):
             check_bool(vars(cls)[flag], flag, cls.__qualname__)
+
+
+# The argument of each node hook that carries values (and its position, self excluded).
+_VALUE_ARGS = {"on_node_start": 1, "on_node_end": 1}
+
+
+def _needs_values(callback: PipelineCallback) -> bool:
+    """Whether ``callback``'s node hooks read the values: its ``node_values``, or when None, whether
+    an overridden ``on_node_start``/``on_node_end`` reads its ``inputs``/``outputs`` argument.
+
+    Read from the hook's bytecode: the argument loaded anywhere (or captured by an inner
+    function) counts as read; a hook that is no plain function, or that reads its frame
+    (``locals()``, ``vars()``, ``*args``), is assumed to read it.
+    """
+    flag = type(callback).node_values
+    if flag is not None:
+        return flag
+    return any(_reads_arg(type(callback), hook, at) for hook, at in _VALUE_ARGS.items() if _overrides(callback, hook))
+
+
+def _reads_arg(cls: type, hook: str, at: int) -> bool:
+    import dis
+    import types
+
+    func = getattr(cls, hook, None)
+    code = getattr(func, "__code__", None)
+    if not isinstance(func, types.FunctionType) or not isinstance(code, types.CodeType):
+        return True
+    flags = code.co_flags
+    if flags & (0x04 | 0x08):  # CO_VARARGS, CO_VARKEYWORDS: the value may be read through them
+        return True
+    if code.co_argcount <= at + 1:
+        return True
+    name = code.co_varnames[at + 1]
+    if name in code.co_cellvars or {"locals", "vars", "eval", "exec"} & set(code.co_names):
+        return True
+    for instruction in dis.get_instructions(code):
+        value = instruction.argval  # a tuple of names for the paired loads of 3.13 (LOAD_FAST_LOAD_FAST)
+        if "LOAD" in instruction.opname and (value == name or (isinstance(value, tuple) and name in value)):
+            return True
+    return False
 
 
 _NODE_HOOKS = ("on_node_start", "on_node_end", "on_node_cached")
@@ -326,13 +369,24 @@ class _Session:
         self.callbacks = tuple(callbacks)
         self.ctx = CallbackContext()
         self.lock = threading.RLock()  # hooks are never called from two threads at once
+        self._hooks: dict[str, tuple[tuple[PipelineCallback, Callable[..., Any]], ...]] = {}
 
     def including(self, more: Iterable[PipelineCallback]) -> _Session:
         """This session, with a nested pipeline's own callbacks added (once each)."""
         extra = [cb for cb in more if all(cb is not c for c in self.callbacks)]
         if extra:
-            self.callbacks = (*self.callbacks, *extra)
+            with self.lock:
+                self.callbacks = (*self.callbacks, *extra)
+                self._hooks = {}
         return self
+
+    def _overriding(self, hook: str) -> tuple[tuple[PipelineCallback, Callable[..., Any]], ...]:
+        """The callbacks that override ``hook``, with the bound hook: found once per call and
+        hook (an event of a map's items happens thousands of times)."""
+        found = self._hooks.get(hook)
+        if found is None:
+            found = self._hooks[hook] = tuple((cb, getattr(cb, hook)) for cb in self.callbacks if _overrides(cb, hook))
+        return found
 
     def emit(
         self,
@@ -347,11 +401,9 @@ class _Session:
             self.ctx._stack = list(path)  # under the lock: each hook sees its own event's place
             self.ctx._items = items
             self.ctx._origin = origin
-            for cb in self.callbacks:
-                if not _overrides(cb, hook):
-                    continue
+            for cb, method in self._overriding(hook):
                 try:
-                    getattr(cb, hook)(*args, self.ctx)
+                    method(*args, self.ctx)
                 except Exception as exc:
                     add_note(exc, f"hypernodes: raised by callback {type(cb).__name__}.{hook}{_where_text(where)}")
                     with contextlib.suppress(Exception):
@@ -367,7 +419,7 @@ class _Session:
 
     def wants_values(self, in_map: bool) -> bool:
         return any(
-            cb.node_values and (not in_map or cb.node_events_in_maps) and any(_overrides(cb, h) for h in _NODE_HOOKS)
+            _needs_values(cb) and (not in_map or cb.node_events_in_maps) and any(_overrides(cb, h) for h in _NODE_HOOKS)
             for cb in self.callbacks
         )
 

@@ -55,6 +55,7 @@ from .executors._loop import LoopThread
 from .executors._worker import check_inner_threads
 from .executors.backends import Backend, backend_for
 from .failures import LIVE as _live_failures
+from .failures import MapResult
 
 __all__ = ["Engine", "HypernodesEngine", "default_engine"]
 
@@ -259,7 +260,7 @@ class HypernodesEngine(Engine):
         map_mode: str = "zip",
         output_name: Any = None,
         on_error: str = "raise",
-    ) -> dict[str, list[Any]]:
+    ) -> MapResult:
         """Run ``pipeline`` once per item.
 
         Args:
@@ -267,8 +268,7 @@ class HypernodesEngine(Engine):
             inputs, map_over, map_mode, output_name, on_error: as for :meth:`Pipeline.map`.
 
         Returns:
-            ``{output name: [value per item]}`` in item order (a ``MapResult`` with
-            ``on_error="continue"``).
+            A ``MapResult``: ``{output name: [value per item]}`` in item order.
 
         Raises:
             The errors of :meth:`Pipeline.map`, before any node runs; then the
@@ -313,7 +313,7 @@ class HypernodesEngine(Engine):
             raise
         return call.results()
 
-    def map_call(self, call: MapCall) -> dict[str, list[Any]]:
+    def map_call(self, call: MapCall) -> MapResult:
         """Execute a prepared ``map()`` call (``_call.prepare_map``, which may add an observer and a lookup)."""
         try:
             columns = run_map(self._runtime, call)

@@ -30,6 +30,7 @@ __all__ = [
     "NodeDefinitionError",
     "OutputArityError",
     "RemoteError",
+    "TypeMismatchError",
     "UnknownOutputError",
     "WiringError",
     "add_note",
@@ -66,6 +67,11 @@ class WiringError(NodeDefinitionError, ValueError):
     A ``TypeError`` (as every :class:`NodeDefinitionError`) and a ``ValueError`` (as
     the notebook-era version raised for these).
     """
+
+
+class TypeMismatchError(NodeDefinitionError):
+    """``Pipeline(..., type_check="raise")``: a producer's return annotation does not fit the
+    annotation of a parameter it feeds (the message names both nodes, both types and the edge)."""
 
 
 class DuplicateOutputError(HypernodesError, ValueError):

@@ -5,7 +5,7 @@ does not stop the map. The loops store a :class:`Failure` (the *error marker*) i
 each output slot of the node that raised, and a node whose inputs hold a marker is
 not called: the marker is passed on to its outputs. So every output of a failed
 item that depended on the failure holds the marker, and every output that did not
-is computed as usual. The map returns a :class:`MapResult`: the usual dict of lists,
+is computed as usual. Every map returns a :class:`MapResult`: the usual dict of lists,
 plus the failures (which items, which node, the exception) and ways to raise them
 or keep only the good items.
 
@@ -20,10 +20,11 @@ from __future__ import annotations
 import pickle
 import threading
 import traceback as _traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import FROM_CALLBACK, MapSpecError, RemoteError, add_note
+from ._frames import MappedInputs, arrow_table, check_failures_option, numpy_array, pandas_frame
+from .errors import FROM_CALLBACK, ArgumentTypeError, MapSpecError, RemoteError, add_note
 
 __all__ = [
     "ATTEMPTS_ATTR",
@@ -223,19 +224,47 @@ def unique(found: Iterable[Any]) -> tuple[Failure, ...]:
 
 
 class MapResult(dict[str, list[Any]]):
-    """What ``map(..., on_error="continue")`` returns: ``{output: [value per item]}`` plus its failures.
+    """What every ``map()`` returns: ``{output: [value per item]}``, its failures, and frames of it.
 
-    It is the dict of lists a map always returns (a failed item's outputs that
-    depended on the failure hold its :class:`Failure`); these attributes say what failed.
+    It is the dict of lists a map always returned (equal to, and usable as, a plain
+    dict); with ``on_error="continue"`` a failed item's outputs that depended on the
+    failure hold its :class:`Failure`, and these attributes say what failed.
+    ``to_pandas()``, ``to_arrow()`` and ``to_numpy(name)`` give one row per item
+    (their library is imported when called).
 
     Attributes:
         failures: one :class:`Failure` per failure, by item (an item may have
             several when independent nodes of it failed).
     """
 
-    def __init__(self, columns: Iterable[tuple[str, list[Any]]], failures: Sequence[Failure] = ()) -> None:
+    __slots__ = ("_mapped", "failures")
+
+    def __init__(
+        self,
+        columns: Mapping[str, list[Any]] | Iterable[tuple[str, list[Any]]] = (),
+        failures: Sequence[Failure] = (),
+        mapped: MappedInputs | None = None,
+    ) -> None:
+        """
+        Args:
+            columns: ``{output: [value per item]}`` (or its pairs).
+            failures: the failed items' markers, by item.
+            mapped: the map's mapped inputs (names, columns of items, product mode),
+                for ``inputs=True`` of the frame methods; None when unknown.
+        """
         super().__init__(columns)
         self.failures: tuple[Failure, ...] = tuple(failures)
+        self._mapped = mapped
+
+    @classmethod
+    def _of(cls, columns: dict[str, list[Any]], mapped: MappedInputs) -> MapResult:
+        """A result without failures, made as the cores' fast path needs it: ``__init__``, a Python
+        call, costs more than the rest of a one-item map; this sets the same fields in C calls."""
+        result = dict.__new__(cls)
+        dict.update(result, columns)
+        result.failures = ()
+        result._mapped = mapped
+        return result
 
     @property
     def ok(self) -> bool:
@@ -279,8 +308,68 @@ class MapResult(dict[str, list[Any]]):
             add_note(first.error, note)
         raise first.error
 
+    def to_pandas(self, inputs: bool = False, failures: str = "column") -> Any:
+        """The results as a pandas ``DataFrame``: one row per item (labelled by its index), one column per output.
+
+        Args:
+            inputs: also the mapped inputs' values, as the first columns (a product
+                map's combinations spelled out).
+            failures: "column" keeps every item: the cells that depended on a failure
+                are missing and a ``failure`` column (only when some item failed) holds
+                each failed item's first :class:`Failure`; "drop" keeps the good items
+                (labels stay the item indices); "raise" raises the first failure.
+
+        Returns:
+            ``pandas.DataFrame`` (pandas is imported here).
+
+        Raises:
+            ArgumentTypeError: a bad ``failures``; ``inputs=True`` on a result that does
+                not know its inputs; a column name given twice.
+            The first failure's exception, with ``failures="raise"``.
+        """
+        self._check_frame_options(failures, "to_pandas()")
+        return pandas_frame(self, self._mapped, self.failures, Failure, inputs, failures)
+
+    def to_arrow(self, inputs: bool = False, failures: str = "column") -> Any:
+        """The results as a pyarrow ``Table``, as :meth:`to_pandas` (Arrow infers each column's type).
+
+        The ``failure`` column holds ``"node: type: message"`` text; with ``failures="drop"``
+        an ``item`` column keeps the good items' indices.
+
+        Raises:
+            As :meth:`to_pandas`; pyarrow's own error for a column of values Arrow cannot hold.
+        """
+        self._check_frame_options(failures, "to_arrow()")
+        return arrow_table(self, self._mapped, self.failures, Failure, inputs, failures)
+
+    def to_numpy(self, name: str, failures: str = "raise", dtype: Any = None) -> Any:
+        """Output ``name`` as a numpy array, one element per item (a row per item for array values).
+
+        Args:
+            name: the output.
+            failures: "raise" refuses an output that holds a failure; "drop" keeps the good items.
+            dtype: numpy's dtype; None infers it and requires numeric values.
+
+        Raises:
+            ArgumentTypeError: an unknown output, failed items (unless dropped), a
+                non-numeric output without ``dtype``.
+        """
+        if name not in self:
+            raise ArgumentTypeError(f"to_numpy({name!r}): no output `{name}`; outputs: {', '.join(self) or 'none'}.")
+        if failures not in ("raise", "drop"):
+            raise ArgumentTypeError(f"to_numpy(): failures must be 'raise' or 'drop', got {failures!r}.")
+        return numpy_array(self[name], name, self.failures, Failure, failures, dtype)
+
+    def _check_frame_options(self, failures: Any, where: str) -> None:
+        check_failures_option(failures, where)
+        if failures == "raise":
+            self.raise_if_failed()
+
     def __repr__(self) -> str:
+        if not self.failures:
+            return dict.__repr__(self)  # it prints as the dict of lists it is
         return f"MapResult({dict.__repr__(self)}, failures={len(self.failures)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # The mapped inputs stay behind: they may not pickle, and a copy elsewhere needs only the results.
         return (MapResult, (list(self.items()), self.failures))

@@ -11,12 +11,15 @@ import importlib
 import inspect
 import pickle
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._policy import check_policy, policy_for
 from .errors import NodeDefinitionError, WiringError, check_bool
 
 __all__ = ["Node", "is_async_callable", "node"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -80,8 +83,12 @@ def _normalize_output_name(output_name: Any, where: str) -> str | tuple[str, ...
     )
 
 
-class Node:
+class Node(Generic[P, R]):
     """One function in a pipeline.
+
+    Generic in the function's parameters ``P`` and return type ``R``, so type checkers
+    see ``@node``-decorated functions with their own signature: calling the node calls
+    the function (``Node[P, R].__call__(*args: P.args, **kwargs: P.kwargs) -> R``).
 
     Attributes:
         func: the wrapped function, unchanged.
@@ -116,12 +123,12 @@ class Node:
         "version",
     )
 
-    func: Callable[..., Any]
+    func: Callable[P, R]
     name: str
 
     def __init__(
         self,
-        func: Callable[..., Any],
+        func: Callable[P, R],
         output_name: str | tuple[str, ...] | None = None,
         *,
         name: str | None = None,
@@ -166,7 +173,7 @@ class Node:
                 "Decorate a function with @node(output_name=...)."
             )
         if isinstance(func, Node):  # node(existing_node, output_name=...): re-wrap its function
-            existing: Node = func
+            existing: Node[P, R] = func
             if hasattr(existing, "pipeline"):
                 raise NodeDefinitionError(
                     f"node() got the nested pipeline `{existing.name}`; rename its outputs with "
@@ -232,7 +239,7 @@ class Node:
             self._call, self.name, self.is_async, self.retries, self.retry_on, self.backoff, self.timeout
         )
 
-    def restricted(self, outputs: tuple[str, ...]) -> Node:
+    def restricted(self, outputs: tuple[str, ...]) -> Node[P, R]:
         """This node computing only ``outputs`` (a subset of its outputs).
 
         A function cannot skip part of its work, so a plain node returns itself;
@@ -253,7 +260,7 @@ class Node:
         """Pickle field by field (the function itself, not its name)."""
         return (_rebuild, (type(self), {k: getattr(self, k) for k in _slots(type(self))}))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the wrapped function; returns exactly what it returns."""
         return self.func(*args, **kwargs)
 
@@ -272,7 +279,7 @@ def _lookup(module: str, qualname: str) -> Any:
     return obj
 
 
-def _load_node(module: str, qualname: str) -> Node:
+def _load_node(module: str, qualname: str) -> Node[..., Any]:
     found = _lookup(module, qualname)
     if not isinstance(found, Node):
         raise pickle.UnpicklingError(
@@ -286,7 +293,7 @@ def _slots(cls: type) -> list[str]:
     return [s for c in cls.__mro__ for s in getattr(c, "__slots__", ()) if not s.startswith("__")]
 
 
-def _rebuild(cls: type[Node], state: dict[str, Any]) -> Node:
+def _rebuild(cls: type[Node[..., Any]], state: dict[str, Any]) -> Node[..., Any]:
     obj = cls.__new__(cls)
     for k, v in state.items():
         object.__setattr__(obj, k, v)
@@ -295,7 +302,7 @@ def _rebuild(cls: type[Node], state: dict[str, Any]) -> Node:
 
 @overload
 def node(
-    func: Callable[..., Any],
+    func: Callable[P, R],
     /,
     *,
     output_name: str | tuple[str, ...] | None = ...,
@@ -306,7 +313,7 @@ def node(
     backoff: float | Callable[[int], float] | None = ...,
     timeout: float | None = ...,
     version: str | int | None = ...,
-) -> Node: ...
+) -> Node[P, R]: ...
 @overload
 def node(
     output_name: str | tuple[str, ...] | None = ...,
@@ -319,7 +326,7 @@ def node(
     backoff: float | Callable[[int], float] | None = ...,
     timeout: float | None = ...,
     version: str | int | None = ...,
-) -> Callable[[Callable[..., Any]], Node]: ...
+) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 @overload
 def node(
     *,
@@ -331,7 +338,7 @@ def node(
     backoff: float | Callable[[int], float] | None = ...,
     timeout: float | None = ...,
     version: str | int | None = ...,
-) -> Callable[[Callable[..., Any]], Node]: ...
+) -> Callable[[Callable[P, R]], Node[P, R]]: ...
 
 
 def node(
@@ -346,7 +353,7 @@ def node(
     backoff: float | Callable[[int], float] | None = None,
     timeout: float | None = None,
     version: str | int | None = None,
-) -> Node | Callable[[Callable[..., Any]], Node]:
+) -> Node[..., Any] | Callable[[Callable[..., Any]], Node[..., Any]]:
     """Turn a function into a :class:`Node`.
 
     Usable as ``@node``, ``@node(output_name="y")``, ``@node("y")`` or
@@ -384,7 +391,7 @@ def node(
     }
     if func is None:
 
-        def decorate(f: Callable[..., Any]) -> Node:
+        def decorate(f: Callable[..., Any]) -> Node[..., Any]:
             return Node(f, output_name, **options)
 
         return decorate

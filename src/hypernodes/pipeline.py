@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, overload
+from typing import Any
 
 from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
+from ._columns import column_error, is_column
 from ._graph import Graph, build_graph, ticks
+from ._typecheck import check_edges, check_mode
 from .cache import INHERITED, Cache, CacheLookup
 from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
 from .engine import Engine, default_engine
@@ -53,7 +55,9 @@ class Pipeline:
 
     def __init__(
         self,
-        nodes: Sequence[Node | Pipeline],
+        # object, not Node | Pipeline: mypy joins nodes of different signatures in one list
+        # (Node[[str], str], Node[[int], float]) to object, and runtime checks every member anyway.
+        nodes: Sequence[object],
         backend: Engine | None = None,
         *,
         engine: Engine | None = None,
@@ -62,6 +66,7 @@ class Pipeline:
         cache: Cache | None = None,
         parent: Pipeline | None = None,
         on_error: str = "raise",
+        type_check: str = "warn",
     ) -> None:
         """Args:
             nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
@@ -80,6 +85,12 @@ class Pipeline:
                 ``map()`` call says otherwise: "raise" (stop at the first failing
                 item) or "continue" (see :meth:`map`). Also what it does as a nested
                 ``as_node(map_over=...)``.
+            type_check: what to do when, on an edge annotated at both ends, the
+                producer's return type does not fit the consumer's parameter:
+                "warn" (a ``TypeMismatchWarning``, the default), "raise"
+                (``TypeMismatchError``) or "off" (annotations are not read). Only
+                definite misfits count: ``Any``, type variables and what cannot be
+                resolved pass (see the README's "Type checks").
 
         Raises:
             NodeDefinitionError: a member is not a node or pipeline, or ``name`` is not a string.
@@ -90,6 +101,7 @@ class Pipeline:
             TypeError: ``callbacks`` is not a list of ``PipelineCallback`` instances,
                 or ``cache`` is not a ``Cache``.
             MapSpecError: ``on_error`` is neither "raise" nor "continue".
+            TypeMismatchError: ``type_check="raise"`` and an edge's annotations do not fit.
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
@@ -102,7 +114,7 @@ class Pipeline:
             raise NodeDefinitionError(
                 f"Pipeline(nodes=...) takes a list of nodes, got {type(nodes).__name__} {nodes!r:.60}."
             )
-        members: list[Node] = []
+        members: list[Node[..., Any]] = []
         for i, member in enumerate(nodes):
             if isinstance(member, Node):
                 members.append(member)
@@ -119,7 +131,7 @@ class Pipeline:
                     f"nodes[{i}] is {type(member).__name__} {member!r:.60}, not a node; "
                     "pipelines take @node functions and other Pipelines."
                 )
-        self.nodes: tuple[Node, ...] = tuple(members)
+        self.nodes: tuple[Node[..., Any], ...] = tuple(members)
         self.name = name
         self.engine = backend if backend is not None else engine
         keyword = "backend" if backend is not None else "engine"
@@ -152,6 +164,8 @@ class Pipeline:
         # through this pipeline's front door: its callbacks and cache apply on any engine.
         self._observed = bool(self.callbacks) or self.effective_cache is not None
         self._graph: Graph = build_graph(self.nodes)
+        self.type_check = check_mode(type_check)
+        check_edges(self.nodes, self._graph.producer, self.type_check, f"Pipeline `{name or 'pipeline'}`")
         self.plans = PlanCache(self._graph)  # one compiled Plan per call shape, read by engines
 
     def __getstate__(self) -> dict[str, Any]:
@@ -162,7 +176,11 @@ class Pipeline:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            state["nodes"], name=state["name"], cache=state.get("cache"), on_error=state.get("on_error", "raise")
+            state["nodes"],
+            name=state["name"],
+            cache=state.get("cache"),
+            on_error=state.get("on_error", "raise"),
+            type_check="off",  # checked where it was built; a worker need not read annotations again
         )
 
     # copies (unlike pickles) stay in this process, so they keep the engine and callbacks
@@ -175,6 +193,7 @@ class Pipeline:
             cache=self.cache,
             parent=self._parent,
             on_error=self.on_error,
+            type_check="off",  # the same nodes, checked when the original was built
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
@@ -187,6 +206,7 @@ class Pipeline:
             cache=self.cache,
             parent=self._parent,
             on_error=self.on_error,
+            type_check="off",  # the same nodes, checked when the original was built
         )
 
     @property
@@ -289,25 +309,6 @@ class Pipeline:
         result: dict[str, Any] = self._execute(call, run_call, run_observed, inputs, cache, None)
         return result
 
-    @overload
-    def map(
-        self,
-        inputs: Mapping[str, Any] | None = ...,
-        map_over: str | Sequence[str] | None = ...,
-        map_mode: str = ...,
-        output_name: str | Sequence[str] | None = ...,
-        *,
-        on_error: Literal["continue"],
-    ) -> MapResult: ...
-    @overload
-    def map(
-        self,
-        inputs: Mapping[str, Any] | None = ...,
-        map_over: str | Sequence[str] | None = ...,
-        map_mode: str = ...,
-        output_name: str | Sequence[str] | None = ...,
-        on_error: str | None = ...,
-    ) -> dict[str, list[Any]]: ...
     def map(
         self,
         inputs: Mapping[str, Any] | None = None,
@@ -315,13 +316,15 @@ class Pipeline:
         map_mode: str = "zip",
         output_name: str | Sequence[str] | None = None,
         on_error: str | None = None,
-    ) -> dict[str, list[Any]]:
+    ) -> MapResult:
         """Run the pipeline once per item.
 
         Args:
-            inputs: name -> value; each ``map_over`` name maps to a list of items,
-                every other input is shared by all items.
-            map_over: the input name(s) whose lists are mapped over.
+            inputs: name -> value; each ``map_over`` name maps to a column of items
+                (a list, tuple, range, numpy array, pandas Series/Index, Arrow array;
+                see the README's "Columns and frames"), every other input is shared
+                by all items whatever its type.
+            map_over: the input name(s) whose columns are mapped over.
             map_mode: "zip" (item i takes element i of each list; equal lengths)
                 or "product" (every combination, the last list varying fastest).
             output_name: as for :meth:`run`.
@@ -332,9 +335,9 @@ class Pipeline:
                 pipeline's ``on_error``.
 
         Returns:
-            ``{output name: [value per item]}``, in item order; ``[]`` for no items.
-            With "continue" a :class:`~hypernodes.MapResult` (that dict, with
-            ``.failures``, ``.raise_if_failed()``, ``.good()``...).
+            A :class:`~hypernodes.MapResult`: the dict ``{output name: [value per item]}``,
+            in item order (``[]`` for no items), with ``.failures``, ``.raise_if_failed()``,
+            ``.good()`` (with "continue") and ``.to_pandas()``, ``.to_arrow()``, ``.to_numpy()``.
 
         Raises:
             MapSpecError, ArgumentTypeError (also for a one-shot iterator as a
@@ -348,11 +351,16 @@ class Pipeline:
         if cache is None:
             cache = INHERITED.get()
         mode = self.on_error if on_error is None else check_on_error(on_error, "map()")
+        result: Mapping[str, list[Any]]
         if cache is None and not self.callbacks and SCOPE.get() is None:
             if mode == "raise":  # passed only when asked for: an engine may predate on_error
-                return engine.map(self, inputs, map_over, map_mode, output_name)
-            return engine.map(self, inputs, map_over, map_mode, output_name, on_error=mode)
-        return self._map_with(engine, cache, inputs, map_over, map_mode, output_name, mode)
+                result = engine.map(self, inputs, map_over, map_mode, output_name)
+            else:
+                result = engine.map(self, inputs, map_over, map_mode, output_name, on_error=mode)
+        else:
+            result = self._map_with(engine, cache, inputs, map_over, map_mode, output_name, mode)
+        # An engine of another kind may return a plain dict of lists: still a MapResult to the user.
+        return result if type(result) is MapResult else MapResult(result)
 
     def _map_with(
         self,
@@ -363,7 +371,7 @@ class Pipeline:
         map_mode: Any,
         output_name: Any,
         on_error: str = "raise",
-    ) -> dict[str, list[Any]]:
+    ) -> Mapping[str, list[Any]]:
         """map() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
         map_call = getattr(engine, "map_call", None)
         if map_call is None:
@@ -504,18 +512,15 @@ class _NestedCall:
         lengths: dict[str, int] = {}
         for inner in self.map_over or ():
             value = value_of[inner]
-            if type(value) is not list:
-                raise ArgumentTypeError(
-                    f"Node `{self.name}` maps over `{outer_of[inner]}`, which must be a list of items; "
-                    f"got {type(value).__name__}."
-                )
+            if not is_column(value):
+                raise column_error(value, f"Node `{self.name}` maps over `{outer_of[inner]}`, which")
             lengths[outer_of[inner]] = len(value)
         if self.map_mode == "zip" and len(set(lengths.values())) > 1:
             shown = ", ".join(f"`{m}`: {n}" for m, n in lengths.items())
             raise MapSpecError(f"Node `{self.name}` zips lists of unequal length: {shown}.")
 
 
-class PipelineNode(Node):
+class PipelineNode(Node[..., tuple[Any, ...]]):
     """A pipeline acting as one node of another (see :meth:`Pipeline.as_node`).
 
     It produces the inner outputs (renamed, and selected by ``output_mapping``);

@@ -32,20 +32,20 @@ class _PipelineLike(Protocol):
     """What a picture reads of a pipeline (viz sits below ``pipeline.py`` and imports nothing of it)."""
 
     name: str | None
-    nodes: tuple[Node, ...]
+    nodes: tuple[Node[..., Any], ...]
 
     @property
     def inputs(self) -> tuple[str, ...]: ...
 
 
-class _NestedLike(Node):
+class _NestedLike(Node[..., Any]):
     """What a picture reads of a nested pipeline's node (see ``pipeline.PipelineNode``)."""
 
     pipeline: _PipelineLike
     _spec: tuple[dict[str, str], dict[str, str], Any, str, str]
 
 
-def _is_nested(member: Node) -> TypeGuard[_NestedLike]:
+def _is_nested(member: Node[..., Any]) -> TypeGuard[_NestedLike]:
     return getattr(member, "pipeline", None) is not None and hasattr(member, "_spec")
 
 
@@ -289,7 +289,8 @@ def build_graph(pipeline: _PipelineLike, depth: int | None = 1) -> VizGraph:
 class _Scope:
     """One drawn level: its members, and where each name it produces comes from."""
 
-    members: list[tuple[Node, str, _Scope | None]]  # (member, its box id or cluster id, inner scope if expanded)
+    # (member, its box id or cluster id, inner scope if expanded)
+    members: list[tuple[Node[..., Any], str, _Scope | None]]
     produced: dict[str, _Source]  # own outputs and inputs drawn as boxes here
 
 
@@ -379,7 +380,7 @@ def _chain(names: tuple[str, ...], nxt: str) -> tuple[str, ...]:
     return names if names[-1] == nxt else (*names, nxt)
 
 
-def _inner_input(member: Node, outer: str) -> str:
+def _inner_input(member: Node[..., Any], outer: str) -> str:
     """The name inside a nested pipeline of its (outer) parameter ``outer``."""
     if not _is_nested(member):
         return outer
@@ -401,14 +402,14 @@ def _format_annotation(annotation: Any) -> str:
     return re.sub(r"\b(?:typing|builtins)\.", "", text)
 
 
-def _signature(member: Node) -> inspect.Signature | None:
+def _signature(member: Node[..., Any]) -> inspect.Signature | None:
     try:
         return inspect.signature(member.func)
     except (TypeError, ValueError):  # a builtin without a signature; the node read it another way
         return None
 
 
-def _param_type(member: Node, param: str) -> str:
+def _param_type(member: Node[..., Any], param: str) -> str:
     if _is_nested(member):
         return _input_type(member.pipeline, _inner_input(member, param))
     sig = _signature(member)
@@ -427,7 +428,7 @@ def _input_type(pipeline: _PipelineLike, name: str) -> str:
     return ""
 
 
-def _output_types(member: Node) -> tuple[tuple[str, ...], str]:
+def _output_types(member: Node[..., Any]) -> tuple[tuple[str, ...], str]:
     """Per-output annotations of ``member``, and its return annotation when it does not split over them."""
     n = len(member.outputs)
     if _is_nested(member):
@@ -476,7 +477,7 @@ def _produced_type(pipeline: _PipelineLike, name: str) -> str:
     return ""
 
 
-def _node_box(member: Node, node_id: str, cluster: str) -> VizNode:
+def _node_box(member: Node[..., Any], node_id: str, cluster: str) -> VizNode:
     types, returns = _output_types(member)
     ports = []
     for out, type_ in zip(member.outputs, types):

@@ -7,7 +7,9 @@ no items                                            ``[]`` per output
 inline (sequential, or a task of that very pool)    :func:`run_items` here: the cores' batch
                                                     loop, or item by item on the node runner
 out of process (loky, processes, Dask, ...)         :func:`~hypernodes._run.remote.map_remote`:
-                                                    few large slices, pickled once
+                                                    few large slices, pickled once (with a
+                                                    cache: only the items it does not hold
+                                                    whole, :mod:`.hits`)
 an ``AsyncExecutor``, async nodes, nodes inline     one coroutine per slice on its loop
                                                     (:func:`run_slice_async`)
 threads (any other in-process executor)             :func:`run_items` per slice in the pool,
@@ -33,6 +35,7 @@ from .._call import MapCall
 from ..executors._async import AsyncExecutor
 from ..executors._guard import as_task_of
 from .gather import concat, gather
+from .hits import cached_first
 from .items import run_items, run_slice_async
 from .nodes import node_runner
 from .remote import map_remote
@@ -48,7 +51,10 @@ def run_map(runtime: Runtime, call: MapCall) -> list[list[Any]]:
         return [[] for _ in plan.result_names]
     executor = runtime.items.here()
     if executor is not None and not runtime.items.in_process:
-        return map_remote(runtime, call, executor)  # each worker runs the nodes of its items itself
+        hits = None if lookup is None or items.product else cached_first(runtime.core, call)
+        if hits is not None and not hits.runs:
+            return hits.results  # the cache held every item: no task, no worker started
+        return map_remote(runtime, call, executor, hits)  # each worker runs the nodes of its items itself
     runner = node_runner(runtime.nodes, plan, runtime.funcs(plan, observer), runtime.core, observer, lookup)
     keep_going = call.keep_going
     if executor is None:

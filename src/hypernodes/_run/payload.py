@@ -27,7 +27,7 @@ import uuid
 from array import array
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import CoroutineType
+from types import CodeType, CoroutineType
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from .._call import Items
@@ -69,19 +69,44 @@ __all__ = [
 def _pickler() -> type:
     import cloudpickle
 
+    code_reduce = getattr(getattr(cloudpickle, "cloudpickle", None), "_code_reduce", None)
+
     class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
-        """cloudpickle, plus: nodes defined in ``__main__`` (a notebook, a script) travel by value.
+        """cloudpickle, plus: nodes defined in ``__main__`` (a notebook, a script) travel by value,
+        and code objects keep their file name.
 
         ``Node.__reduce__`` pickles a module-level node by name, which a worker
         cannot resolve for ``__main__``; field by field, cloudpickle ships the function itself.
+        cloudpickle writes every code object's file name as ``<dynamic-code>`` (its pickles
+        then do not depend on where code was defined); a worker's traceback would then
+        not say where a node that raised lives. The name is put back as it arrives.
         """
 
         def reducer_override(self, obj: Any) -> Any:
+            if type(obj) is CodeType and code_reduce is not None:
+                return _refiled, (_Code(obj, code_reduce), obj.co_filename)
             if isinstance(obj, Node) and getattr(obj.func, "__module__", None) == "__main__":
                 return obj._reduce_by_value()
             return super().reducer_override(obj)
 
     return Pickler
+
+
+class _Code:
+    """A code object on its way, pickled as cloudpickle pickles it (``reduce``)."""
+
+    __slots__ = ("code", "reduce")
+
+    def __init__(self, code: CodeType, reduce: Callable[[CodeType], Any]) -> None:
+        self.code = code
+        self.reduce = reduce
+
+    def __reduce__(self) -> Any:
+        return self.reduce(self.code)
+
+
+def _refiled(code: CodeType, filename: str) -> CodeType:
+    return code if code.co_filename == filename else code.replace(co_filename=filename)
 
 
 def pickled(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None) -> bytes:
@@ -298,7 +323,7 @@ class ShippedItems:
         self.codes = tuple("" if p is None else p[0] for p in packed)  # "": the column's own rows
         self.columns: tuple[Any, ...] = tuple(  # the rows (a tuple), or their buffer (bytes)
             column[lo:hi] if p is None else p[1][lo * _SIZES[p[0]] : hi * _SIZES[p[0]]]
-            for column, p in zip(items.columns, packed)
+            for column, p in zip(items.sources, packed)  # sources: a packed ArrayColumn is never made into items
         )
 
     def items(self) -> Items:
@@ -409,7 +434,7 @@ def remote_node(
     back too: ``(pickled result, attempts)``, or on the exception under ``RETRIES_ATTR``.
     """
     check_parent()  # a task queued before the caller died never starts
-    nodes: tuple[Node, ...] = load(token, payload)
+    nodes: tuple[Node[..., Any], ...] = load(token, payload)
     loop = WorkerLoop()  # started only if the node is async
     log = RetryLog() if retries else None
     try:

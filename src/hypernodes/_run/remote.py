@@ -27,6 +27,7 @@ from typing import Any
 
 from .. import _core
 from .._call import Items, MapCall
+from .._columns import ArrayColumn
 from .._events import EVENTS_ATTR, Lookup, RemoteObserver
 from .._graph import Plan
 from ..errors import add_note
@@ -35,6 +36,7 @@ from ..executors._worker import check_parent
 from ..executors.backends import Sequential, backend_for
 from ..failures import unique
 from .gather import died_note, gather
+from .hits import Hits
 from .items import run_items
 from .nodes import node_runner
 from .payload import (
@@ -95,8 +97,12 @@ class RemoteMap:
             setattr(self, k, v)
 
 
-def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list[Any]]:
-    """The items of ``call`` on the remote ``executor``; one list per output."""
+def map_remote(runtime: Runtime, call: MapCall, executor: Executor, hits: Hits | None = None) -> list[list[Any]]:
+    """The items of ``call`` on the remote ``executor``; one list per output.
+
+    With ``hits`` (:func:`~.hits.cached_first`), only its runs of items are sent, and
+    their values fill its results.
+    """
     observer = call.observer
     spec = RemoteMap(
         call.plan,
@@ -108,10 +114,13 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
         call.lookup,
         call.keep_going,
     )
-    workers, tasks = runtime.items.workers(executor), runtime.items.tasks_per_worker
+    workers, per_worker = runtime.items.workers(executor), runtime.items.tasks_per_worker
     if observer is not None:  # progress moves as slices arrive: at least every 1/PROGRESS_SLICES of the map
-        tasks = max(tasks, -(-PROGRESS_SLICES // workers))
-    slices = call.items.split(workers, tasks)
+        per_worker = max(per_worker, -(-PROGRESS_SLICES // workers))
+    if hits is None:
+        slices = call.items.split(workers, per_worker)
+    else:
+        slices = _split_runs(call.items, hits.runs, workers * per_worker)
     with contextlib.ExitStack() as stack:
         try:  # a large payload: a file each worker maps once, not bytes in every task
             token, payload = stack.enter_context(payload_for(executor, spec))
@@ -127,11 +136,21 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor) -> list[list
             )
             raise
         calls = [(token, payload, part) for part in _shipped(runtime.core, call.items, slices)]
-        return _gather_slices(call, executor, slices, calls)
+        return _gather_slices(call, executor, slices, calls, None if hits is None else hits.results)
+
+
+def _split_runs(items: Items, runs: list[tuple[int, int]], tasks: int) -> list[Items]:
+    """About ``tasks`` slices of the ``runs`` of ``items``, each run cut in proportion to its length."""
+    total = sum(hi - lo for lo, hi in runs)
+    return [s for lo, hi in runs for s in items.between(lo, hi).split(max(1, tasks * (hi - lo) // total))]
 
 
 def _gather_slices(
-    call: MapCall, executor: Executor, slices: list[Items], calls: list[tuple[Any, ...]]
+    call: MapCall,
+    executor: Executor,
+    slices: list[Items],
+    calls: list[tuple[Any, ...]],
+    results: list[list[Any]] | None,
 ) -> list[list[Any]]:
     """Run ``calls`` (one per slice), putting each slice's values in place as it arrives."""
     observer = call.observer
@@ -148,7 +167,8 @@ def _gather_slices(
     # Each slice's values go into place as it arrives, while the workers run the rest:
     # no joining pass after the last one.
     start = call.items.lo
-    results: list[list[Any]] = [[None] * len(call.items) for _ in call.plan.result_names]
+    if results is None:
+        results = [[None] * len(call.items) for _ in call.plan.result_names]
 
     def on_result(data: SliceResult, i: int) -> None:
         try:
@@ -173,7 +193,8 @@ def _gather_slices(
 def _shipped(core: ModuleType, items: Items, slices: list[Items]) -> list[Items] | list[ShippedItems]:
     """What each slice sends to its worker: zip columns of plain numbers packed once, then cut per slice."""
     if not items.product:
-        packed = [core.pack_column(column) for column in items.columns]
+        # a numeric numpy column is its buffer already: no item is made here (see _columns.ArrayColumn)
+        packed = [c.packed() if type(c) is ArrayColumn else core.pack_column(c) for c in items.sources]
         if any(p is not None for p in packed):
             return [ShippedItems(s, packed) for s in slices]
     return [s.detached() for s in slices]

@@ -61,8 +61,9 @@ def _feed_ndarray(h: Any, v: Any, active: set[int]) -> None:
     h.update(b"A" + _tname(t))
     _feed_array_content(h, v.view(np.ndarray), active)
     if ma is not None and isinstance(v, ma.MaskedArray):
-        # The data under the mask too: a node may read .data.
-        _feed(h, (v.mask, v.fill_value, v.hardmask), active)
+        # The data under the mask too: a node may read .data. The fill value as set (None until
+        # read: reading .fill_value would store the default, and np.ma.masked refuses that).
+        _feed(h, (v.mask, getattr(v, "_fill_value", None), v.hardmask), active)
     if t not in (np.matrix, np.memmap, np.recarray) and t.__module__.split(".")[0] != "numpy":
         _feed(h, _instance_state(v), active)  # a user's subclass: its own attributes
     active.discard(id(v))

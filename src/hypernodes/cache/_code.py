@@ -25,6 +25,7 @@ raises :class:`Unhashable` whose ``where`` names the global or closure value.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dis
 import functools
 import hashlib
@@ -330,8 +331,15 @@ class _Walk:
         if id(fn) in self.seen:
             return
         self.seen.add(id(fn))
-        if _is_library(fn.__module__):
-            self.ref(fn, fn.__module__)
+        home = fn.__globals__.get("__name__")  # where the code was written (functools.wraps copies __module__)
+        if isinstance(home, str) and _is_library(home):
+            self.ref(fn, home)
+            # A library's wrapper around the user's code (a decorator): what it wraps, and its state.
+            for var, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+                with contextlib.suppress(ValueError):  # an empty cell
+                    self.reach(cell.cell_contents, f"closure value `{var}` (of `{_name_of(fn)}`)")
+            if "__wrapped__" in fn.__dict__:
+                self.reach(fn.__dict__["__wrapped__"], f"wrapped function (of `{_name_of(fn)}`)")
             return
         if id(fn) in self.active:  # re-entered through a value holding it (a registry): its outer walk keys it
             self.static.append((f"cycle `{_name_of(fn)}`", _static(fn).digest))
@@ -422,9 +430,14 @@ class _Walk:
             return
         if names:
             for attr in names:
-                sub = mod.__dict__.get(attr)
-                if sub is None and f"{name}.{attr}" in sys.modules:
-                    sub = sys.modules[f"{name}.{attr}"]
+                if attr in mod.__dict__:
+                    self.reach(mod.__dict__[attr], f"global `{name}.{attr}`")
+                    continue
+                try:  # a submodule not imported yet (`from . import util` in a function): what will run
+                    sub = importlib.import_module(f"{name}.{attr}")
+                except Exception:  # it will fail when the function runs, too
+                    self.static.append((f"unresolved import `{name}.{attr}`", attr.encode()))
+                    continue
                 self.reach(sub, f"global `{name}.{attr}`")
             return
         if id(mod) in self.seen:

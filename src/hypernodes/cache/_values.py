@@ -191,7 +191,7 @@ def _feed_set(h: Any, tag: bytes, v: Any, active: set[int]) -> None:
     active.discard(id(v))
 
 
-_CHUNK = 1 << 22  # 4 MiB: a buffer past two of them is hashed as a tree of chunks, on several threads
+_CHUNK = 1 << 20  # 1 MiB: a buffer past two of them is hashed as a tree of chunks, on several threads
 _WORKERS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
@@ -201,7 +201,7 @@ def _feed_buffer(h: Any, buf: Any) -> None:
     SHA-256 rather than blake2b for the bulk: CPUs since about 2017 compute it in hardware (x86
     SHA extensions, ARMv8 crypto) at twice hashlib's blake2b, and it stays collision-resistant,
     unlike the SHA-1 or MD5 that dask and joblib use. Past two chunks the buffer is hashed as a
-    tree (each 4 MiB chunk's digest, then the digest of those), the chunks spread over threads
+    tree (each 1 MiB chunk's digest, then the digest of those), the chunks spread over threads
     (hashlib releases the GIL); the chunking depends only on the length, so the digest is the same
     whatever the number of threads. The threads are joined before this returns.
     """
@@ -219,10 +219,16 @@ def _feed_buffer(h: Any, buf: Any) -> None:
         for i in range(k, len(chunks), workers):
             digests[i] = hashlib.sha256(chunks[i]).digest()
 
-    threads = [threading.Thread(target=stripe, args=(k,), name="hypernodes-hash") for k in range(1, workers)]
-    for t in threads:
-        t.start()
+    threads = []
     try:
+        for k in range(1, workers):
+            t = threading.Thread(target=stripe, args=(k,), name="hypernodes-hash")
+            try:
+                t.start()
+            except RuntimeError:  # no thread to be had (the interpreter is exiting): this stripe here
+                stripe(k)
+                continue
+            threads.append(t)
         stripe(0)
     finally:
         for t in threads:

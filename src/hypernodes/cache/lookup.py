@@ -35,17 +35,27 @@ from ..failures import Failure
 from ._code import CodeKey, _differs_on_disk, _functions, _node_code
 from ._values import _DIGEST, Unhashable, _digest, _feed
 from ._where import _name_of
-from .storage import Cache, CacheWarning, _dumps, _loads
+from .storage import Cache, CacheWarning, _dumps, _loads, tag_of
 
 __all__ = ["INHERITED", "CacheLookup", "Inheriting", "explain"]
 
 INHERITED: contextvars.ContextVar[Cache | None] = contextvars.ContextVar("hypernodes_cache", default=None)
 """The cache of the pipeline call running on this thread: a nested pipeline without its own uses it."""
 
+_CHUNKS: contextvars.ContextVar[tuple[tuple[Any, range], ...]] = contextvars.ContextVar(
+    "hypernodes_cache_chunks", default=()
+)
+"""Per slice (a thread's or an async task's context), the items of the chunk each lookup last
+prefetched for it: once the slice moves on, what is left of their state (items whose nodes
+failed under on_error="continue", so never all resolved) is dropped."""
+
 _DEFER = "defer"  # a key that depends on an uncached upstream node's value, computed when the node is reached
 
 _WHOLE = b"HNI"  # an item entry: tag, CRC-32 of the payloads, their lengths, the payloads
-_FLUSH_EVERY = 256  # buffered writes: flushed at this many entries, ...
+# Buffered writes are flushed (one transaction for a DiskCache, whose commit costs about 1.5 ms
+# whatever its size) at this many entries or bytes, ...
+_FLUSH_EVERY = 4096
+_FLUSH_BYTES = 8 << 20
 _FLUSH_AFTER_S = 1.0  # ... or when the oldest has waited this long, and after every slice
 _SCALARS = (int, str, float, bool, bytes, type(None))  # self-delimiting encodings: fed as they are
 _NO_BLOBS: dict[str, bytes] = {}
@@ -197,6 +207,11 @@ class CacheLookup:
             seed_h.update(repr(self._mslots).encode())
             self._item_seed = seed_h.digest()
         self._nested = any(getattr(node, "pipeline", None) is not None for node in plan.nodes)
+        # What clear(node=...) matches: a node's entries carry its name (and a nested pipeline's,
+        # the names of the nodes within); an item's whole entry carries every name of the call.
+        within = [_names_within(node, name) for node, name in zip(plan.nodes, self.names)]
+        self._tags = tuple(tag_of(names) for names in within)
+        self._item_tag = tag_of([name for names in within for name in names])
         self._init_local()
         self._meta_done: set[int] = set()
         self.is_map = map_slots is not None
@@ -214,8 +229,9 @@ class CacheLookup:
         self._item_h0 = None if self._item_seed is None else hashlib.blake2b(self._item_seed, digest_size=_DIGEST)
         self._items: dict[int, _Item] = {}
         self._local = threading.local()
-        self._pending: list[tuple[str, bytes]] = []
+        self._pending: list[tuple[str, bytes, str]] = []
         self._pending_since = 0.0
+        self._pending_bytes = 0
         self._pending_lock = threading.Lock()
         self._reading = self._writing = True  # off after a storage fault, for the rest of the call (per process)
 
@@ -229,6 +245,7 @@ class CacheLookup:
             "_local",
             "_pending",
             "_pending_since",
+            "_pending_bytes",
             "_pending_lock",
             "_reading",
             "_writing",
@@ -343,9 +360,11 @@ class CacheLookup:
         Items whose whole entry is found have their results ready; the others get their
         per-node keys, fetched in a second query.
         """
-        self.flush()
+        self._flush()
+        self._drop_chunk()
         if not self._reading:  # a storage fault earlier in the call: its items run uncached
             return
+        _CHUNKS.set((*_CHUNKS.get(), (self, range(items.base + items.lo, items.base + items.hi))))
         values = list(template)
         lo, hi, base = items.lo, items.hi, items.base
         if self._item_h0 is None:
@@ -416,28 +435,56 @@ class CacheLookup:
             if parts is not None and st.item_key is not None and None not in parts:
                 body = b"".join(parts)  # type: ignore[arg-type]
                 head = self._head.pack(zlib.crc32(body), *(len(p) for p in parts))  # type: ignore[arg-type]
-                self._write(st.item_key, _WHOLE + head + body)
+                self._write(st.item_key, _WHOLE + head + body, self._item_tag)
 
-    def _write(self, key: str, blob: bytes) -> None:
+    def _write(self, key: str, blob: bytes, tag: str) -> None:
         if not self._writing:
             return
         with self._pending_lock:
             pending = self._pending
             if not pending:
                 self._pending_since = time.monotonic()
-            pending.append((key, blob))
-            due = len(pending) >= _FLUSH_EVERY or time.monotonic() - self._pending_since > _FLUSH_AFTER_S
+                self._pending_bytes = 0
+            pending.append((key, blob, tag))
+            self._pending_bytes += len(blob)
+            due = (
+                len(pending) >= _FLUSH_EVERY
+                or self._pending_bytes >= _FLUSH_BYTES
+                or (len(pending) & 63 == 0 and time.monotonic() - self._pending_since > _FLUSH_AFTER_S)
+            )
         if due:
-            self.flush()
+            self._flush()
 
     def flush(self) -> None:
-        """Write the buffered entries (one transaction for a ``DiskCache``). The drivers call it after
-        each slice, in the process that ran it, and the pipeline after the call."""
+        """Write the buffered entries (one transaction for a ``DiskCache``), and drop what is left
+        of the state of the slice's items. The drivers call it after each slice, in the process
+        that ran it, and the pipeline after the call."""
+        self._flush()
+        self._drop_chunk()
+
+    def _drop_chunk(self) -> None:
+        # The state of items this slice prefetched and never finished: under on_error="continue"
+        # a failed node is never put and the nodes below it never asked, so without this, each
+        # failed item's keys and blobs would stay until the call ends.
+        held = _CHUNKS.get()
+        if not held:
+            return
+        mine = [chunk for lookup, chunk in held if lookup is self]
+        if not mine:
+            return
+        _CHUNKS.set(tuple(entry for entry in held if entry[0] is not self))
+        items = self._items
+        if items:
+            for chunk in mine:
+                for item in chunk:
+                    items.pop(item, None)
+
+    def _flush(self) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, []
         if pending and self._writing:
             try:
-                self.cache.put_blobs(pending)
+                self.cache.put_tagged(pending)
             except Exception as exc:  # a full disk, a read-only or corrupt database: results stay, caching goes
                 self._fault(exc, "written")
 
@@ -536,7 +583,7 @@ class CacheLookup:
                 blob = None
                 self._taint(node, st)
             if blob is not None:
-                self._write(key, blob)
+                self._write(key, blob, self._tags[node])
                 st.blobs[key] = blob
                 if st.parts is not None:
                     st.parts[node] = blob[11:]
@@ -613,7 +660,7 @@ class CacheLookup:
         meta["key"] = key
         blob = _dumps(meta)
         if blob is not None:
-            self._write(self._meta_key(node), blob)
+            self._write(self._meta_key(node), blob, self._tags[node])
 
     def explain(self) -> dict[str, str]:
         """For a ``run()`` lookup: per node, ``"hit"`` or why it misses (see :func:`explain`)."""
@@ -715,6 +762,15 @@ def _on_disk_notes(plan: Any) -> dict[str, str]:
                 + "; key follows the running code)"
             )
     return notes
+
+
+def _names_within(node: Any, name: str) -> list[str]:
+    """``name`` and, for a nested pipeline's node, the names of the nodes within it (recursively)."""
+    names = [name]
+    inner = getattr(node, "pipeline", None)
+    for sub in getattr(inner, "nodes", ()) if inner is not None else ():
+        names.extend(_names_within(sub, sub.name))
+    return names
 
 
 def _holds_failure(value: Any) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import functools
 import hashlib
+import inspect
 import os
 import pickle
 import sqlite3
@@ -21,6 +22,7 @@ import time
 import warnings
 import weakref
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,13 +83,31 @@ class Cache(ABC):
         for signature, blob in entries:
             self.put_blob(signature, blob)
 
+    def put_tagged(self, entries: Iterable[tuple[str, bytes, str | None]]) -> None:
+        """Store every ``(signature, blob, tag)`` of ``entries``: ``tag`` (made by :func:`tag_of`) names
+        the nodes the entry belongs to, for :meth:`clear` with ``node=``. By default the tags are
+        dropped and :meth:`put_blobs` stores the rest."""
+        self.put_blobs([(signature, blob) for signature, blob, _ in entries])
+
     @abstractmethod
     def has(self, signature: str) -> bool:
         """Whether an entry is stored under ``signature``."""
 
     @abstractmethod
-    def clear(self) -> None:
-        """Remove every entry."""
+    def clear(self, node: str | None = None) -> None:
+        """Remove every entry; with ``node``, only those a node of that name stored (in any pipeline)
+        and the whole-item entries of the calls it took part in.
+
+        Raises:
+            NotImplementedError: ``node`` was given to a cache that does not record which node
+                stored an entry (a subclass whose ``clear()`` takes no ``node``).
+        """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        clear = cls.__dict__.get("clear")
+        if clear is not None and "node" not in inspect.signature(clear).parameters:
+            cls.clear = _clear_everything_only(clear)  # type: ignore[method-assign]
 
     def get(self, signature: str, default: Any = None) -> Any:
         """The value stored under ``signature`` (a fresh copy), or ``default`` when absent or unreadable."""
@@ -111,37 +131,149 @@ class Cache(ABC):
         self.put_blob(signature, blob)
 
 
-class MemoryCache(Cache):
-    """Entries in this process's memory (a copy travels to worker processes, and their writes stay there)."""
+def tag_of(names: Iterable[str]) -> str:
+    """The tag of an entry that belongs to the nodes ``names`` (what :meth:`Cache.clear` matches)."""
+    return "\n" + "\n".join(sorted(set(names))) + "\n"
 
-    def __init__(self) -> None:
-        self._data: dict[str, bytes] = {}
+
+def _needle(node: str) -> str:
+    if not isinstance(node, str) or not node or "\n" in node:
+        raise ValueError(f"clear(node=...) takes a node's name (a non-empty string), got {node!r}.")
+    return "\n" + node + "\n"
+
+
+def _clear_everything_only(clear: Any) -> Any:
+    # A Cache subclass whose clear() predates clear(node=...): it still clears everything, and
+    # clear(node=...) says why it cannot, rather than a TypeError about an argument.
+    @functools.wraps(clear)
+    def clear_all(self: Cache, node: str | None = None) -> None:
+        if node is not None:
+            raise NotImplementedError(
+                f"{type(self).__name__}.clear(node={node!r}): this cache does not record which node stored "
+                "an entry. Give its clear() a `node` parameter (and store the tags put_tagged() receives), "
+                "or call clear() to remove everything."
+            )
+        clear(self)
+
+    return clear_all
+
+
+class MemoryCache(Cache):
+    """Entries in this process's memory (a copy travels to worker processes, and their writes stay there).
+
+    With ``max_items`` or ``max_bytes`` the least recently used entries (stored or read)
+    are evicted first, so that the cache stays within both. Thread-safe.
+    """
+
+    def __init__(self, max_items: int | None = None, max_bytes: int | None = None) -> None:
+        """Args:
+            max_items: the most entries to keep; None (the default): no limit.
+            max_bytes: the most bytes of stored entries to keep (the pickled results); None: no
+                limit. An entry larger than this is not stored.
+
+        Raises:
+            ValueError: a limit is not a positive integer (or None).
+        """
+        for name, limit in (("max_items", max_items), ("max_bytes", max_bytes)):
+            if limit is not None and (type(limit) is not int or limit <= 0):
+                raise ValueError(f"MemoryCache({name}=...) takes a positive integer or None (no limit), got {limit!r}.")
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._tags: dict[str, str] = {}  # signature -> its tag (see tag_of), for clear(node=...)
+        self._size = 0  # bytes of the stored entries (kept only with a limit)
+        self._lock = threading.Lock()
+        self._bounded = max_items is not None or max_bytes is not None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MemoryCache(max_items={self.max_items}, max_bytes={self.max_bytes})"
 
     def get_blobs(self, signatures: Sequence[str]) -> dict[str, bytes]:
-        """See :meth:`Cache.get_blobs`."""
-        get = self._data.get
+        """See :meth:`Cache.get_blobs`; with a limit, each entry found becomes the most recently used."""
+        data = self._data
         found = {}
-        for s in signatures:
-            blob = get(s)
-            if blob is not None:
-                found[s] = blob
+        with self._lock:
+            get = data.get
+            for s in signatures:
+                blob = get(s)
+                if blob is not None:
+                    found[s] = blob
+            if self._bounded:
+                touch = data.move_to_end
+                for s in found:
+                    touch(s)
         return found
 
     def put_blob(self, signature: str, blob: bytes) -> None:
         """See :meth:`Cache.put_blob`."""
-        self._data[signature] = blob
+        self.put_blobs(((signature, blob),))
 
     def put_blobs(self, entries: Iterable[tuple[str, bytes]]) -> None:
-        """See :meth:`Cache.put_blobs`."""
-        self._data.update(entries)
+        """See :meth:`Cache.put_blobs`; with a limit, the least recently used entries make room."""
+        self.put_tagged([(signature, blob, None) for signature, blob in entries])
+
+    def put_tagged(self, entries: Iterable[tuple[str, bytes, str | None]]) -> None:
+        """See :meth:`Cache.put_tagged`; with a limit, the least recently used entries make room."""
+        data, tags = self._data, self._tags
+        with self._lock:
+            if not self._bounded:  # no limit: no recency or size to keep
+                for signature, blob, tag in entries:
+                    data[signature] = blob
+                    if tag is not None:
+                        tags[signature] = tag
+                    elif tags:
+                        tags.pop(signature, None)
+                return
+            max_bytes = self.max_bytes
+            for signature, blob, tag in entries:
+                old = data.pop(signature, None)
+                tags.pop(signature, None)
+                if old is not None:
+                    self._size -= len(old)
+                if max_bytes is not None and len(blob) > max_bytes:
+                    continue  # larger than the whole cache: not stored (an older entry under its key is gone)
+                data[signature] = blob
+                if tag is not None:
+                    tags[signature] = tag
+                self._size += len(blob)
+            self._evict()
+
+    def _evict(self) -> None:
+        data, max_items, max_bytes = self._data, self.max_items, self.max_bytes
+        while data and (
+            (max_items is not None and len(data) > max_items) or (max_bytes is not None and self._size > max_bytes)
+        ):
+            signature, blob = data.popitem(last=False)
+            self._tags.pop(signature, None)
+            self._size -= len(blob)
 
     def has(self, signature: str) -> bool:
         """See :meth:`Cache.has`."""
         return signature in self._data
 
-    def clear(self) -> None:
+    def clear(self, node: str | None = None) -> None:
         """See :meth:`Cache.clear`."""
-        self._data.clear()
+        with self._lock:
+            if node is None:
+                self._data.clear()
+                self._tags.clear()
+                self._size = 0
+                return
+            needle = _needle(node)
+            for signature in [s for s, tag in self._tags.items() if needle in tag]:
+                del self._tags[signature]
+                blob = self._data.pop(signature, None)
+                if blob is not None:
+                    self._size -= len(blob)
 
     def __len__(self) -> int:
         return len(self._data)
@@ -282,7 +414,11 @@ class DiskCache(Cache):
                 part = list(signatures[lo : lo + _BATCH])
                 rows = run(_SELECT.format(",".join("?" * len(part))), (*part, time.time())).fetchall()
                 for key, mode, filename, value in rows:
-                    blob = self._fetch(mode, filename, value)
+                    # The commonest row, an inline entry (bytes), read here; the rest by _fetch.
+                    if mode == _MODE_RAW and type(value) is bytes and filename is None:
+                        blob: bytes | None = value
+                    else:
+                        blob = self._fetch(mode, filename, value)
                     if blob is not None and self._key is not None:
                         blob = verify(self._key, key, blob)
                         if blob is None:
@@ -303,10 +439,9 @@ class DiskCache(Cache):
             )
 
     def _fetch(self, mode: int, filename: str | None, value: Any) -> bytes | None:
-        # Our entries are bytes: inline (raw) or in a file of the directory (binary). Any other
-        # mode (diskcache's text or pickle) is no entry of ours, and never unpickled here.
-        if mode == _MODE_RAW and filename is None and isinstance(value, bytes):
-            return value
+        # Our entries are bytes: inline (raw, read by get_blobs itself) or in a file of the
+        # directory (binary). Anything else (diskcache's text or pickle modes, an inline value
+        # that is not bytes) is no entry of ours: a miss, never unpickled here.
         if mode == _MODE_BINARY and isinstance(filename, str):
             target = self.path / filename
             if ".." in Path(filename).parts or Path(filename).is_absolute():
@@ -323,12 +458,16 @@ class DiskCache(Cache):
 
     def put_blobs(self, entries: Iterable[tuple[str, bytes]]) -> None:
         """See :meth:`Cache.put_blobs`: all of them in one transaction."""
+        self.put_tagged([(signature, blob, None) for signature, blob in entries])
+
+    def put_tagged(self, entries: Iterable[tuple[str, bytes, str | None]]) -> None:
+        """See :meth:`Cache.put_tagged`: all of them in one transaction, the tags in diskcache's tag column."""
         entries = list(entries)
         if not entries:
             return
         key = self._key
         if key is not None:
-            entries = [(s, sign(key, s, b)) for s, b in entries]
+            entries = [(s, sign(key, s, b), t) for s, b, t in entries]
         if self._opened is None and self._read_only() is not None:
             raise OSError(errno.EROFS, "the cache's file system is mounted read-only", str(self.path))
         for attempt in range(self._RETRIES):
@@ -344,7 +483,7 @@ class DiskCache(Cache):
             stacklevel=2,
         )
 
-    def _write(self, entries: list[tuple[str, bytes]]) -> None:
+    def _write(self, entries: list[tuple[str, bytes, str | None]]) -> None:
         # Inside the transaction. Without a size limit nothing is ever culled, so a small blob
         # (stored inline, as diskcache's own set() stores bytes under its file threshold) is
         # one upsert row, all of them in one executemany (diskcache's set() costs about three
@@ -352,39 +491,50 @@ class DiskCache(Cache):
         # Large blobs, a size limit, and keys that hold a file now go through set().
         store = self._store
         if self.size_limit is not None:
-            small: list[tuple[str, bytes]] = []
+            small: list[tuple[str, bytes, str | None]] = []
         else:
             limit = store.disk_min_file_size
-            small = [(k, b) for k, b in entries if len(b) < limit]
+            small = [e for e in entries if len(e[1]) < limit]
+        changed = 0
         if small:
             now = time.time()
-            store._con.executemany(
+            changed = store._con.executemany(
                 "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
-                " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
+                " mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, ?, 0, 1, NULL, ?)"
                 " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
-                " access_time = excluded.access_time, value = excluded.value, size = 0, mode = 1"
-                " WHERE Cache.filename IS NULL",
-                [(k, now, now, sqlite3.Binary(b)) for k, b in small],
-            )
-        done = {k for k, _ in small}
-        if done:  # a key that held a file (the upsert left it): replaced by set(), which removes the file
+                " access_time = excluded.access_time, tag = excluded.tag, value = excluded.value, size = 0,"
+                " mode = 1 WHERE Cache.filename IS NULL",
+                [(k, now, now, t, sqlite3.Binary(b)) for k, b, t in small],
+            ).rowcount
+        done = {k for k, _, _ in small}
+        if done and changed != len(small):
+            # A key that held a file (the upsert left it: fewer rows changed than given): replaced
+            # by set(), which removes the file.
             listed = list(done)
             for lo in range(0, len(listed), _BATCH):
                 part = listed[lo : lo + _BATCH]
                 query = "SELECT key FROM Cache WHERE raw = 1 AND filename IS NOT NULL AND key IN ({})"
                 done -= {k for (k,) in store._sql(query.format(",".join("?" * len(part))), part).fetchall()}
-        for signature, blob in entries:
+        for signature, blob, tag in entries:
             if signature not in done:
-                store.set(signature, blob)
+                store.set(signature, blob, tag=tag)
 
     def has(self, signature: str) -> bool:
         """See :meth:`Cache.has`."""
         return bool(self.get_blobs([signature]))
 
-    def clear(self) -> None:
-        """See :meth:`Cache.clear`."""
-        with self._lock:
-            self._store.clear(retry=True)
+    def clear(self, node: str | None = None) -> None:
+        """See :meth:`Cache.clear` (a node's entries are those whose diskcache tag names it)."""
+        if node is None:
+            with self._lock:
+                self._store.clear(retry=True)
+            return
+        needle = _needle(node)
+        with self._lock, self._store.transact(retry=True):
+            store = self._store
+            rows = store._sql("SELECT key FROM Cache WHERE raw = 1 AND instr(tag, ?) > 0", (needle,)).fetchall()
+            for (signature,) in rows:
+                store.delete(signature, retry=True)  # removes a large entry's file too
 
     def close(self) -> None:
         """Close this process's database connection (reopened on next use)."""

@@ -50,6 +50,7 @@ class SpanRecord:
         "prefix",
         "start_ns",
         "status",
+        "token",
     )
 
     def __init__(
@@ -77,6 +78,7 @@ class SpanRecord:
         self.otel: Any = None  # the SDK's span while open
         self.otel_context: Any = None  # an OpenTelemetry Context holding it, made once for its children
         self.prefix = ""  # a pipeline's node id prefix (nested pipelines)
+        self.token: Any = None  # (OpenTelemetry context token, thread id) while it is the current span
 
     @property
     def depth(self) -> int:

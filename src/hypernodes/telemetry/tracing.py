@@ -24,6 +24,7 @@ the chart works even where no OpenTelemetry SDK is configured.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -147,9 +148,9 @@ class TelemetryCallback(PipelineCallback):
 
     def __getstate__(self) -> dict[str, Any]:
         # A nested pipeline holding this callback may travel to a worker process, where
-        # events are only recorded: the tracer and the records stay here.
+        # events are only recorded: the tracer, the Logfire instance and the records stay here.
         state = dict(self.__dict__)
-        state.update(_tracer=None, _api=None, _records=[])
+        state.update(_tracer=None, _api=None, _records=[], logfire_instance=None)
         return state
 
     # -- what was recorded ------------------------------------------------------------
@@ -257,7 +258,13 @@ class TelemetryCallback(PipelineCallback):
         self._close(record, ctx, FAILED, error if isinstance(error, BaseException) else None)
 
     def on_node_start(self, node_id: str, inputs: dict[str, Any], ctx: CallbackContext) -> None:
-        self._node(ctx, node_id)
+        record = self._node(ctx, node_id)
+        if record.otel is not None and ctx._origin is None:
+            # The hook runs on the thread (and in the context) that calls the node next: made
+            # current there, the node's span is the parent of spans the node's own code makes
+            # (an HTTP or LLM client's instrumentation). Not for replayed worker events.
+            trace, context = self._api
+            record.token = (context.attach(record.context(trace)), threading.get_ident())
 
     def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
         record = self._trace(ctx).nodes.pop((*_place(ctx), node_id), None)
@@ -415,6 +422,11 @@ class TelemetryCallback(PipelineCallback):
         if error is not None:
             record.error = f"{type(error).__qualname__}: {error}"
         span = record.otel
+        if record.token is not None:
+            token, thread = record.token
+            record.token = None
+            if thread == threading.get_ident():  # else the call stopped elsewhere: that context is gone
+                self._api[1].detach(token)
         if span is not None:
             attributes: dict[str, Any] = {"hypernodes.status": status}
             if record.attempts > 1:
