@@ -380,9 +380,11 @@ class CacheLookup:
             return
         item_key = self._item_key
         keys: list[str | None] = []
+        column: Sequence[Any] | None = None
         if not items.product and len(items.columns) == 1:  # the commonest map: one list, no per-item fill()
             slot = items.map_slots[0]
-            for v in items.columns[0][lo:hi]:
+            column = items.columns[0][lo:hi]
+            for v in column:
                 values[slot] = v
                 keys.append(item_key(values))
         else:
@@ -396,7 +398,10 @@ class CacheLookup:
             blob = found.get(key) if key is not None else None
             results = None if blob is None or key is None else self._unpack_whole(blob, key)
             if results is None:
-                items.fill(values, i)
+                if column is None:
+                    items.fill(values, i)
+                else:
+                    values[slot] = column[i - lo]
                 misses.append((base + i, self._keys(values), key))
                 continue
             st = _Item(None, _NO_BLOBS, key)  # never written: a hit item has no per-node keys
