@@ -30,6 +30,7 @@ from .errors import (
     TypeMismatchError,
     UnknownOutputError,
     WiringError,
+    WorkerDied,
 )
 from .failures import Failure, MapResult
 from .node import Node, node
@@ -91,6 +92,7 @@ __all__ = [
     "TypeMismatchWarning",
     "UnknownOutputError",
     "WiringError",
+    "WorkerDied",
     "__version__",
     "build_graph",
     "node",
