@@ -31,6 +31,7 @@ from .errors import (
     TypeMismatchError,
     UnknownOutputError,
     WiringError,
+    WorkerDied,
 )
 from .failures import Failure, MapResult
 from .node import Node, node
@@ -93,6 +94,7 @@ __all__ = [
     "TypeMismatchWarning",
     "UnknownOutputError",
     "WiringError",
+    "WorkerDied",
     "__version__",
     "build_graph",
     "node",
