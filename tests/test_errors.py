@@ -537,9 +537,9 @@ def test_errors_subclass_the_stdlib_types_users_catch() -> None:
     from hypernodes import errors
 
     classes = [getattr(errors, name) for name in errors.__all__ if isinstance(getattr(errors, name), type)]
-    # RemoteError, WiringError, ExecutionError, TypeMismatchError, InputTypeError; HyperNodesError and
+    # RemoteError, WiringError, ExecutionError, TypeMismatchError, InputTypeError, WorkerDied; HyperNodesError and
     # DependencyError are aliases
-    assert len(set(classes)) == 16
+    assert len(set(classes)) == 17
     for cls in classes:
         assert issubclass(cls, HypernodesError), cls
     # KeyError subclasses print their sentence, not a quoted repr of it
