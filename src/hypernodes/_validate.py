@@ -321,7 +321,8 @@ class InputValidator:
         if not (bad or valued):
             return value
         items = items_of(column)
-        fixed = list(items) if self.coerce else None
+        # a new list only where an item may become a model: the caller's column is never written
+        fixed = list(items) if self.coerce and any(c.coerce is not None for c, _, _ in checks) else None
         for i, item in enumerate(items):
             # an item of a misfit type is checked in full (for its index, and coercion)
             use = checks if type(item) in bad else valued
