@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.engine",),
     ("hypernodes._run",),
     ("hypernodes.executors",),
-    ("hypernodes._call", "hypernodes.cache", "hypernodes.cache.lookup"),
+    ("hypernodes._call", "hypernodes._resources", "hypernodes.cache", "hypernodes.cache.lookup"),
     ("hypernodes.cache.storage",),
     ("hypernodes.cache._trust",),
     ("hypernodes.cache.hashing",),

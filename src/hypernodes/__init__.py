@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._resources import Resource
 from ._typecheck import TypeMismatchWarning
 from .cache import DiskCache, MemoryCache
 from .callbacks import CallbackContext, PipelineCallback
@@ -87,6 +88,7 @@ __all__ = [
     "PipelineCallback",
     "PipelineNode",
     "RemoteError",
+    "Resource",
     "TypeMismatchError",
     "TypeMismatchWarning",
     "UnknownOutputError",
