@@ -495,3 +495,51 @@ def test_a_custom_cache_without_clear_node_says_so() -> None:
     assert len(cache) == 0
     with pytest.raises(ValueError, match="node's name"):
         MemoryCache().clear(node="")
+
+
+# -- the write buffer -----------------------------------------------------------------------
+
+
+class _CountingCache(MemoryCache):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def put_tagged(self, entries: Any) -> None:
+        self.writes += 1
+        super().put_tagged(entries)
+
+
+def test_a_map_writes_its_buffer_once_not_once_per_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Moving to the next chunk does not write the buffer (a DiskCache's commit per chunk cost more
+    than the chunk's inserts): under the buffer's limits, a map of several chunks writes once, at
+    its end, and a second map then serves every item from the cache."""
+    from hypernodes.cache import lookup
+
+    monkeypatch.setattr(lookup, "_FLUSH_AFTER_S", 3600.0)  # no write for the buffer's age on a slow box
+    chunks: list[int] = []
+    prefetch = CacheLookup.prefetch
+
+    def counting(self: CacheLookup, template: Any, items: Any) -> None:
+        chunks.append(len(items))
+        prefetch(self, template, items)
+
+    monkeypatch.setattr(CacheLookup, "prefetch", counting)
+    cache = _CountingCache()
+    pipeline = Pipeline([_double], cache=cache)
+    assert pipeline.map({"x": list(range(1000))}, map_over="x")["y"] == [2 * x for x in range(1000)]
+    assert len(chunks) > 1
+    assert cache.writes == 1
+    CALLS.clear()
+    assert pipeline.map({"x": list(range(1000))}, map_over="x")["y"] == [2 * x for x in range(1000)]
+    assert CALLS == []
+
+
+def test_an_untagged_entry_replacing_a_tagged_one_leaves_clear_node_alone() -> None:
+    """In an unbounded MemoryCache, an entry stored without a tag drops the tag its key had: clear(node=)
+    then keeps it, and still drops the tagged entries stored in the same batch."""
+    cache = MemoryCache()
+    cache.put_tagged([("a", b"1", "\nn\n"), ("b", b"2", "\nn\n")])
+    cache.put_tagged([("a", b"3", None), ("c", b"4", "\nn\n")])
+    cache.clear(node="n")
+    assert cache.get_blobs(["a", "b", "c"]) == {"a": b"3"}

@@ -232,6 +232,7 @@ class CacheLookup:
         self._pending: list[tuple[str, bytes, str]] = []
         self._pending_since = 0.0
         self._pending_bytes = 0
+        self._check_at = 64  # when the buffer's age is next checked (its length)
         self._pending_lock = threading.Lock()
         self._reading = self._writing = True  # off after a storage fault, for the rest of the call (per process)
 
@@ -246,6 +247,7 @@ class CacheLookup:
             "_pending",
             "_pending_since",
             "_pending_bytes",
+            "_check_at",
             "_pending_lock",
             "_reading",
             "_writing",
@@ -360,7 +362,9 @@ class CacheLookup:
         Items whose whole entry is found have their results ready; the others get their
         per-node keys, fetched in a second query.
         """
-        self._flush()
+        # No flush here: the buffer is written at _FLUSH_EVERY entries, _FLUSH_BYTES or
+        # _FLUSH_AFTER_S, and after the slice (a DiskCache's commit per chunk cost more than the
+        # chunk's inserts). A later chunk's item equal to an earlier one's may then miss: a miss.
         self._drop_chunk()
         if not self._reading:  # a storage fault earlier in the call: its items run uncached
             return
@@ -431,13 +435,23 @@ class CacheLookup:
         st.resolved += 1
         if st.resolved >= self.n_nodes:
             self._items.pop(item, None)
-            parts = st.parts
-            if parts is not None and st.item_key is not None and None not in parts:
-                body = b"".join(parts)  # type: ignore[arg-type]
-                head = self._head.pack(zlib.crc32(body), *(len(p) for p in parts))  # type: ignore[arg-type]
-                self._write(st.item_key, _WHOLE + head + body, self._item_tag)
+            whole = self._whole(st)
+            if whole is not None:
+                self._write_all((whole,))
+
+    def _whole(self, st: _Item) -> tuple[str, bytes, str] | None:
+        """The item's whole entry, once every node of it is resolved; None when a node's result is missing."""
+        parts = st.parts
+        if parts is None or st.item_key is None or None in parts:
+            return None
+        body = b"".join(parts)  # type: ignore[arg-type]
+        head = self._head.pack(zlib.crc32(body), *(len(p) for p in parts))  # type: ignore[arg-type]
+        return (st.item_key, _WHOLE + head + body, self._item_tag)
 
     def _write(self, key: str, blob: bytes, tag: str) -> None:
+        self._write_all(((key, blob, tag),))
+
+    def _write_all(self, entries: tuple[tuple[str, bytes, str], ...]) -> None:
         if not self._writing:
             return
         with self._pending_lock:
@@ -445,13 +459,15 @@ class CacheLookup:
             if not pending:
                 self._pending_since = time.monotonic()
                 self._pending_bytes = 0
-            pending.append((key, blob, tag))
-            self._pending_bytes += len(blob)
-            due = (
-                len(pending) >= _FLUSH_EVERY
-                or self._pending_bytes >= _FLUSH_BYTES
-                or (len(pending) & 63 == 0 and time.monotonic() - self._pending_since > _FLUSH_AFTER_S)
-            )
+                self._check_at = 64
+            pending.extend(entries)
+            for entry in entries:
+                self._pending_bytes += len(entry[1])
+            n = len(pending)
+            due = n >= _FLUSH_EVERY or self._pending_bytes >= _FLUSH_BYTES
+            if not due and n >= self._check_at:  # the clock read every 64 entries, not per entry
+                self._check_at = n + 64
+                due = time.monotonic() - self._pending_since > _FLUSH_AFTER_S
         if due:
             self._flush()
 
@@ -583,13 +599,23 @@ class CacheLookup:
                 blob = None
                 self._taint(node, st)
             if blob is not None:
-                self._write(key, blob, self._tags[node])
                 st.blobs[key] = blob
-                if st.parts is not None:
-                    st.parts[node] = blob[11:]
+                parts = st.parts
+                if parts is not None:
+                    parts[node] = blob[11:]
                 if node not in self._meta_done:
                     self._meta_done.add(node)
                     self._store_meta(node, st, key)
+                st.resolved += 1
+                if st.resolved < self.n_nodes:
+                    self._write(key, blob, self._tags[node])
+                    return
+                # The item's last node: its own entry and the item's whole entry, buffered together.
+                self._items.pop(item, None)
+                entry = (key, blob, self._tags[node])
+                whole = self._whole(st)
+                self._write_all((entry,) if whole is None else (entry, whole))
+                return
         self._resolved(item, st)
 
     def _taint(self, node: int, st: _Item) -> None:
