@@ -135,10 +135,10 @@ def ml_scenario(settings: Settings) -> list[Row]:
 
     with tempfile.TemporaryDirectory() as where:
         log = Path(where) / "loads"
-        xs = list(range(RESOURCE_ITEMS))
-        plain = {"x": xs, "model": "model"}
-        with_resource = {"x": xs, "model": Resource(load_model, str(log))}
-        check("ml", "resource", _fresh_map(with_resource), {"y": xs})
+        numbers = list(range(RESOURCE_ITEMS))
+        plain = {"x": numbers, "model": "model"}
+        with_resource = {"x": numbers, "model": Resource(load_model, str(log))}
+        check("ml", "resource", _fresh_map(with_resource), {"y": numbers})
         best = best_of(
             {"baseline": partial(_plain_plus_loads, plain), "engine": partial(_fresh_map, with_resource)},
             min(repeat, 3),
