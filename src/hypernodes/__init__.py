@@ -23,6 +23,7 @@ from .errors import (
     HyperNodesError,
     HypernodesError,
     InputError,
+    InputTypeError,
     MapSpecError,
     MissingInputError,
     NodeDefinitionError,
@@ -31,6 +32,7 @@ from .errors import (
     TypeMismatchError,
     UnknownOutputError,
     WiringError,
+    WorkerDied,
 )
 from .failures import Failure, MapResult
 from .node import Node, node
@@ -77,6 +79,7 @@ __all__ = [
     "HypernodesEngine",
     "HypernodesError",
     "InputError",
+    "InputTypeError",
     "MapResult",
     "MapSpecError",
     "MemoryCache",
@@ -93,6 +96,7 @@ __all__ = [
     "TypeMismatchWarning",
     "UnknownOutputError",
     "WiringError",
+    "WorkerDied",
     "__version__",
     "build_graph",
     "node",
