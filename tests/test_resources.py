@@ -292,3 +292,19 @@ def test_an_unpicklable_factory_is_named_before_work_on_processes() -> None:
     assert "input `model` (a Resource: its factory or arguments) cannot be pickled" in "".join(
         getattr(info.value, "__notes__", [])
     )
+
+
+@node(output_name="seen")
+async def ause(x: int, model: Model) -> tuple[int, str, int, int]:
+    return (x, model.name, model.pid, model.thread)
+
+
+def test_async_nodes_on_the_async_executor_get_the_instance(tmp_path: Path) -> None:
+    """An ``async def`` node mapped on "async" (one coroutine per slice) receives the built object, built once."""
+    log = tmp_path / "log"
+    r = Resource(load, "m", str(log))
+    with HypernodesEngine(map_executor="async", max_workers=4) as engine:
+        seen = Pipeline([ause], engine=engine).map({"x": list(range(10)), "model": r}, "x")["seen"]
+    assert [s[:2] for s in seen] == [(x, "m") for x in range(10)]
+    assert len(lines(log, "build")) == 1
+    r.close()

@@ -136,7 +136,7 @@ def _run_items_one_by_one(
             return None
         if prefetch is not None and (i - lo) % MAX_CHUNK == 0:
             prefetch(template, items.between(i, min(items.hi, i + MAX_CHUNK)))
-        values = list(resolved(template, keep_going) if MADE[0] else template)
+        values = list(template)
         items.fill(values, i)
         if observer is not None and observer.item_events:
             observer.item_start(base + i)
@@ -222,7 +222,7 @@ async def _slice_async(
     keep_going: bool,
 ) -> list[list[Any]]:
     steps, funcs = plan.wiring, bind(plan.funcs, observer)
-    values = list(template)
+    values = list(resolved(template, keep_going) if MADE[0] else template)  # a Resource: its instance, once
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in steps.result_slots]
     prefetch = getattr(lookup, "prefetch", None)
