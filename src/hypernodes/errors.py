@@ -26,6 +26,7 @@ __all__ = [
     "HyperNodesError",
     "HypernodesError",
     "InputError",
+    "InputTypeError",
     "MapSpecError",
     "MissingInputError",
     "NodeDefinitionError",
@@ -101,6 +102,22 @@ class UnknownOutputError(HypernodesError, _PlainMessageKeyError, ValueError):
 
 class InputError(HypernodesError, ValueError):
     """The ``inputs`` of a call are malformed (unknown names, outputs given as inputs...)."""
+
+
+class InputTypeError(HypernodesError, TypeError):
+    """``Pipeline(..., validate_inputs=True)``: a value given to ``run()``/``map()`` (or an item of
+    a mapped column) does not fit the annotation of a parameter that reads it.
+
+    Attributes: ``input`` (the name), ``nodes`` (the readers it does not fit), ``expected``
+    (their annotations, as shown), ``found`` (the value's type) and ``item`` (the index in
+    the mapped column, or None).
+    """
+
+    input: str
+    nodes: tuple[str, ...]
+    expected: tuple[str, ...]
+    found: type
+    item: int | None
 
 
 class MapSpecError(HypernodesError, ValueError):
