@@ -17,6 +17,8 @@ import ctypes
 import os
 import signal
 import sys
+import threading
+import time
 from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from types import ModuleType
@@ -116,3 +118,44 @@ def test_a_map_where_every_item_crashes_ends_with_every_item_a_failure(log: Path
         assert sorted(f.item for f in result.failures) == list(range(n))
         assert all(isinstance(f.error, WorkerDied) for f in result.failures)
         assert len(_starts(log)) <= n * (2 + n.bit_length())
+
+
+def _crash_or_wait(x: int, log: str) -> int:
+    with open(log, "a") as f:
+        f.write(f"{x}\n")
+    if x == 0:
+        os._exit(3)
+    time.sleep(0.5)
+    return x
+
+
+def _interrupt_after_first_death(log: Path) -> None:
+    """SIGINT to this process 0.5 s after item 0 started (and killed its worker): during the re-runs."""
+    deadline = time.monotonic() + 30
+    while 0 not in _starts(log) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.usefixtures("sigint_raises")
+def test_ctrl_c_while_re_running_stops_promptly_and_the_engine_maps_again(log: Path, core: ModuleType) -> None:
+    """Ctrl-C while the pieces of a dead slice run again: KeyboardInterrupt within seconds, no item
+    starts afterwards (the fresh workers are killed), and the engine maps again."""
+    _on_one_core(core)
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        pipeline = Pipeline([node(_crash_or_wait, output_name="y")], backend=engine)
+        killer = threading.Thread(target=_interrupt_after_first_death, args=(log,))
+        t0 = time.monotonic()
+        killer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                pipeline.map({"x": list(range(16)), "log": str(log)}, "x", on_error="continue")
+        finally:
+            killer.join()
+        assert time.monotonic() - t0 < 20
+        time.sleep(0.6)  # an item still running finishes (0.5 s)
+        at_rest = len(_starts(log))
+        time.sleep(0.6)
+        assert len(_starts(log)) == at_rest, "items kept starting after Ctrl-C"
+        assert pipeline.map({"x": [1, 2], "log": str(log)}, "x") == {"y": [1, 2]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._resources import Resource
 from ._typecheck import TypeMismatchWarning
 from .cache import DiskCache, MemoryCache
 from .callbacks import CallbackContext, PipelineCallback
@@ -90,6 +91,7 @@ __all__ = [
     "PipelineCallback",
     "PipelineNode",
     "RemoteError",
+    "Resource",
     "TypeMismatchError",
     "TypeMismatchWarning",
     "UnknownOutputError",

@@ -32,6 +32,7 @@ from .._call import Items, MapCall
 from .._columns import ArrayColumn
 from .._events import EVENTS_ATTR, Lookup, RemoteObserver
 from .._graph import Plan
+from .._resources import Resource
 from ..errors import WorkerDied, add_note
 from ..executors import _loky
 from ..executors._loop import CoroutineRunner, LoopThread
@@ -371,6 +372,10 @@ def _unpicklable(call: MapCall) -> list[str]:
     mapped = dict(zip(items.map_slots, items.columns))
     what = [(f"input `{name}`", mapped.get(slot, call.values[slot])) for name, slot in call.plan.input_pairs]
     what += [(f"node `{n.name}`", n) for n in call.plan.nodes]
+    what = [
+        (f"{label} (a Resource: its factory or arguments)" if isinstance(v, Resource) else label, v)
+        for label, v in what
+    ]
     found = []
     for label, value in what:
         try:
