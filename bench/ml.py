@@ -9,15 +9,21 @@ Opt-in (``python -m bench ml``; needs numpy and joblib). Rows:
   over 1 item (the array travels once per call, not once per task).
 - ``cached-map``: a fully cached map of 1,000 items on ``"parallel"`` against the same
   map sequential (no worker starts when the cache holds every item).
+- ``resource-load``: a :class:`~hypernodes.Resource` whose factory sleeps 0.5 s, given to
+  1,000 items of 1 ms each on 2 fresh workers, against the same map with a plain input plus
+  the two loads (0.5 s: one per worker, at once). The factory runs once per worker; the
+  variant names how often it ran in the last round.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from hypernodes import DiskCache, HypernodesEngine, Pipeline, node
+from hypernodes import DiskCache, HypernodesEngine, Pipeline, Resource, node
 
 from ._harness import BenchError, Row, Settings, best_of, check
 from .scenarios import register
@@ -28,6 +34,9 @@ MATMUL_ITEMS = 16
 MATMUL_SIZE = 600  # a 600 x 600 float64 product: ~0.43 GFLOP, tens of ms on one core
 SHARED_MB = 200
 CACHED_ITEMS = 1_000
+RESOURCE_ITEMS = 1_000
+LOAD_S = 0.5
+ITEM_S = 0.001
 
 
 def matmul(seed: int, size: int) -> float:
@@ -46,6 +55,32 @@ def pick(x: int, arr: Any) -> float:
 def scaled(x: int) -> int:
     """A cheap node to cache."""
     return 3 * x
+
+
+def load_model(log: str) -> str:
+    """A slow factory: sleeps :data:`LOAD_S`, logs one line per run (across processes)."""
+    time.sleep(LOAD_S)
+    with open(log, "a") as f:
+        f.write("load\n")
+    return "model"
+
+
+def predict(x: int, model: str) -> int:
+    """One item's work: :data:`ITEM_S` of sleep."""
+    time.sleep(ITEM_S)
+    return x
+
+
+def _fresh_map(inputs: dict[str, Any]) -> Any:
+    """The map on a fresh 2-worker "parallel" pool (so each round loads the resource anew)."""
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        return Pipeline([node(predict, output_name="y")], backend=engine).map(inputs, "x")
+
+
+def _plain_plus_loads(inputs: dict[str, Any]) -> Any:
+    result = _fresh_map(inputs)
+    time.sleep(LOAD_S)  # the two workers' loads, which run at once
+    return result
 
 
 def _joblib_map(parallel: Any, delayed: Any, seeds: list[int]) -> list[float]:
@@ -97,4 +132,20 @@ def ml_scenario(settings: Settings) -> list[Row]:
         )
         rows.append(Row("ml", f"cached-map/{CACHED_ITEMS}-items/parallel", "s", best["engine"], best["baseline"],
                         "the same map, sequential"))  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as where:
+        log = Path(where) / "loads"
+        numbers = list(range(RESOURCE_ITEMS))
+        plain = {"x": numbers, "model": "model"}
+        with_resource = {"x": numbers, "model": Resource(load_model, str(log))}
+        check("ml", "resource", _fresh_map(with_resource), {"y": numbers})
+        best = best_of(
+            {"baseline": partial(_plain_plus_loads, plain), "engine": partial(_fresh_map, with_resource)},
+            min(repeat, 3),
+        )
+        log.write_text("")
+        _fresh_map(with_resource)
+        loads = len(log.read_text().split())
+        rows.append(Row("ml", f"resource-load/{RESOURCE_ITEMS}-items/2-workers/{loads}-loads", "s", best["engine"],
+                        best["baseline"], "a plain input, plus two loads"))  # fmt: skip
     return rows

@@ -30,6 +30,7 @@ from hypernodes import (
     HypernodesEngine,
     HypernodesError,
     InputError,
+    InputTypeError,
     MapSpecError,
     MissingInputError,
     NodeDefinitionError,
@@ -532,12 +533,13 @@ def test_errors_subclass_the_stdlib_types_users_catch() -> None:
     assert issubclass(ExecutorSpecError, ValueError)
     assert issubclass(ExecutorSpecError, TypeError)
     assert issubclass(OutputArityError, ValueError)
+    assert issubclass(InputTypeError, TypeError)
     from hypernodes import errors
 
     classes = [getattr(errors, name) for name in errors.__all__ if isinstance(getattr(errors, name), type)]
-    assert (
-        len(set(classes)) == 15
-    )  # RemoteError, WiringError, ExecutionError, TypeMismatchError; HyperNodesError and DependencyError are aliases
+    # RemoteError, WiringError, ExecutionError, TypeMismatchError, InputTypeError, WorkerDied; HyperNodesError and
+    # DependencyError are aliases
+    assert len(set(classes)) == 17
     for cls in classes:
         assert issubclass(cls, HypernodesError), cls
     # KeyError subclasses print their sentence, not a quoted repr of it

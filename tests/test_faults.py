@@ -335,8 +335,10 @@ def _cmd(p: psutil.Process) -> str:
 @pytest.mark.parametrize("how", ["os._exit", "SIGKILL in the node", "SIGKILL from outside"])
 @pytest.mark.parametrize("level", ["map_executor", "node_executor"])
 def test_a_worker_process_killed_mid_map_is_a_clear_error_and_the_next_call_works(how: str, level: str) -> None:
-    """A "parallel" worker dies (os._exit, SIGKILL) while a map runs: a BrokenExecutor naming the
-    likely causes, promptly; the next call starts fresh workers and gives the right result."""
+    """A "parallel" worker dies (os._exit, SIGKILL) while a map runs: a BrokenExecutor naming the likely
+    causes, promptly; the next call starts fresh workers and gives the right result. On the map executor
+    (re-running pieces on fresh workers, see test_crash_bisect.py) the error is a WorkerDied naming the
+    item, and a worker killed from outside is not fatal: the unfinished items run again, with a warning."""
     killer = None
     with HypernodesEngine(**{level: "parallel"}, max_workers=2) as engine:
         if how == "SIGKILL from outside":
@@ -351,16 +353,22 @@ def test_a_worker_process_killed_mid_map_is_a_clear_error_and_the_next_call_work
             inputs = {"x": list(range(10)), "how": "os._exit" if how == "os._exit" else "SIGKILL"}
         t0 = time.monotonic()
         try:
-            with pytest.raises(BrokenExecutor) as info:
-                pipeline.map(inputs, "x")
+            if killer is not None and level == "map_executor":
+                with pytest.warns(RuntimeWarning, match="ran again on fresh workers and all completed"):
+                    assert pipeline.map(inputs, "x", output_name="z") == {"z": list(range(40))}
+            else:
+                with pytest.raises(BrokenExecutor) as info:
+                    pipeline.map(inputs, "x")
         finally:
             if killer is not None:
                 killer.join()
         assert time.monotonic() - t0 < 3 * PROMPT_S
-        notes = " ".join(_notes(info.value))
-        assert "worker process died while running" in notes
-        assert "segfault" in notes
-        assert "memory" in notes
+        if killer is None or level == "node_executor":
+            message = " ".join([str(info.value), *_notes(info.value)])
+            died = "map item 5 kills the worker process" if level == "map_executor" else "worker process died while"
+            assert died in message
+            assert "segfault" in message
+            assert "memory" in message
         again = {**inputs, "x": [1, 2, 3]}
         assert pipeline.map(again, "x", output_name="y") == {"y": [1, 2, 3]}
     FIGURES.count("faults injected: worker processes killed")

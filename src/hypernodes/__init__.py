@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._resources import Resource
 from ._typecheck import TypeMismatchWarning
 from .cache import DiskCache, MemoryCache
 from .callbacks import CallbackContext, PipelineCallback
@@ -22,6 +23,7 @@ from .errors import (
     HyperNodesError,
     HypernodesError,
     InputError,
+    InputTypeError,
     MapSpecError,
     MissingInputError,
     NodeDefinitionError,
@@ -30,6 +32,7 @@ from .errors import (
     TypeMismatchError,
     UnknownOutputError,
     WiringError,
+    WorkerDied,
 )
 from .failures import Failure, MapResult
 from .node import Node, node
@@ -76,6 +79,7 @@ __all__ = [
     "HypernodesEngine",
     "HypernodesError",
     "InputError",
+    "InputTypeError",
     "MapResult",
     "MapSpecError",
     "MemoryCache",
@@ -87,10 +91,12 @@ __all__ = [
     "PipelineCallback",
     "PipelineNode",
     "RemoteError",
+    "Resource",
     "TypeMismatchError",
     "TypeMismatchWarning",
     "UnknownOutputError",
     "WiringError",
+    "WorkerDied",
     "__version__",
     "build_graph",
     "node",

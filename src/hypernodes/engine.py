@@ -48,6 +48,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._call import HasPlans, MapCall, RunCall, prepare_map, prepare_run
+from ._resources import MADE as _resources_made
 from ._run import FuncTable, Runtime, run_map, run_one
 from .errors import ExecutorSpecError
 from .executors import check_max_workers
@@ -237,7 +238,8 @@ class HypernodesEngine(Engine):
                 plan = pipeline.plans.runs.get((output_name, frozenset(inputs)))
             except TypeError:
                 plan = pipeline.plans.find_run(output_name, inputs)
-            if plan is not None and not _live_failures[0]:  # a shape checked before: the whole call in the core
+            # a shape checked before: the whole call in the core (a Resource takes the general path)
+            if plan is not None and not _live_failures[0] and not _resources_made[0]:
                 try:
                     return runtime.core.run_dict(plan, plan.funcs, inputs)  # type: ignore[no-any-return]
                 except KeyboardInterrupt:
@@ -287,7 +289,7 @@ class HypernodesEngine(Engine):
                 shape = pipeline.plans.find_map(output_name, map_over, inputs)
             # a shape checked before: the whole map in the core (while a Failure exists, the
             # general path looks for it among the inputs)
-            if shape is not None and not _live_failures[0]:
+            if shape is not None and not _live_failures[0] and not _resources_made[0]:
                 plan, mapped_names, map_slots, shared = shape
                 try:
                     mapped = runtime.core.map_zip(plan, plan.funcs, inputs, mapped_names, map_slots, shared)

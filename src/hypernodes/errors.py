@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "HyperNodesError",
     "HypernodesError",
     "InputError",
+    "InputTypeError",
     "MapSpecError",
     "MissingInputError",
     "NodeDefinitionError",
@@ -33,6 +35,7 @@ __all__ = [
     "TypeMismatchError",
     "UnknownOutputError",
     "WiringError",
+    "WorkerDied",
     "add_note",
     "check_bool",
     "coroutine_returned",
@@ -101,6 +104,22 @@ class InputError(HypernodesError, ValueError):
     """The ``inputs`` of a call are malformed (unknown names, outputs given as inputs...)."""
 
 
+class InputTypeError(HypernodesError, TypeError):
+    """``Pipeline(..., validate_inputs=True)``: a value given to ``run()``/``map()`` (or an item of
+    a mapped column) does not fit the annotation of a parameter that reads it.
+
+    Attributes: ``input`` (the name), ``nodes`` (the readers it does not fit), ``expected``
+    (their annotations, as shown), ``found`` (the value's type) and ``item`` (the index in
+    the mapped column, or None).
+    """
+
+    input: str
+    nodes: tuple[str, ...]
+    expected: tuple[str, ...]
+    found: type
+    item: int | None
+
+
 class MapSpecError(HypernodesError, ValueError):
     """``map_over`` / ``map_mode`` are malformed or the mapped lists do not fit together."""
 
@@ -146,6 +165,30 @@ class RemoteError(HypernodesError):
         return (
             f"{self.type_name}: {self.message} (raised in a worker process; pickle cannot rebuild that exception "
             "here, so this stands in for it; its traceback is in .remote_traceback)"
+        )
+
+
+class WorkerDied(HypernodesError, BrokenExecutor):
+    """A worker process died (a segfault, ``os._exit``, the OOM killer) while running map item ``item``.
+
+    Found by re-running, on fresh workers, the items of the slice that was running when
+    the worker died, in ever smaller pieces, until one item alone kills its worker.
+    A ``BrokenExecutor``, as the pool's own error is, so code catching that still works.
+
+    Attributes:
+        item: the map item that kills its worker.
+    """
+
+    def __init__(self, item: int, detail: str = "") -> None:
+        super().__init__(item, detail)
+        self.item = item
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return (
+            f"map item {self.item} kills the worker process running it: run alone on a fresh worker, it died again "
+            f"(a crash in native code such as a segfault, os._exit() or sys.exit() in a node, or the OS killing the "
+            f"worker for lack of memory).{' ' + self.detail if self.detail else ''}"
         )
 
 

@@ -17,6 +17,7 @@ from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_
 from ._columns import column_error, is_column
 from ._graph import Graph, build_graph, ticks
 from ._typecheck import check_edges, check_mode
+from ._validate import InputValidator, validate_mode
 from .cache import INHERITED, Cache, CacheLookup
 from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
 from .engine import Engine, default_engine
@@ -67,6 +68,7 @@ class Pipeline:
         parent: Pipeline | None = None,
         on_error: str = "raise",
         type_check: str = "warn",
+        validate_inputs: bool | str = False,
     ) -> None:
         """Args:
             nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
@@ -91,6 +93,11 @@ class Pipeline:
                 (``TypeMismatchError``) or "off" (annotations are not read). Only
                 definite misfits count: ``Any``, type variables and what cannot be
                 resolved pass (see the README's "Type checks").
+            validate_inputs: False (the default: annotations are not read at run
+                time), True (each ``run()``/``map()`` call's inputs, and each mapped
+                item, are checked against the annotations of the parameters reading
+                them, before any node runs) or "coerce" (as True, and a dict given
+                for a pydantic model parameter is validated into the model).
 
         Raises:
             NodeDefinitionError: a member is not a node or pipeline, or ``name`` is not a string.
@@ -102,6 +109,7 @@ class Pipeline:
                 or ``cache`` is not a ``Cache``.
             MapSpecError: ``on_error`` is neither "raise" nor "continue".
             TypeMismatchError: ``type_check="raise"`` and an edge's annotations do not fit.
+            ArgumentTypeError: ``validate_inputs`` is not False, True or "coerce".
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
@@ -160,9 +168,12 @@ class Pipeline:
             )
         self.cache = cache
         self.on_error = check_on_error(on_error, "Pipeline()")
+        self.validate_inputs = validate_mode(validate_inputs)
+        self._validator: InputValidator | None = None  # made on the first checked call
         # Whether a call made straight on an engine (engine.run(pipeline, ...)) must come back
-        # through this pipeline's front door: its callbacks and cache apply on any engine.
-        self._observed = bool(self.callbacks) or self.effective_cache is not None
+        # through this pipeline's front door: its callbacks and cache apply on any engine, and
+        # its inputs are validated there (so run()'s fast path carries no validation test).
+        self._observed = bool(self.callbacks) or self.effective_cache is not None or self.validate_inputs is not False
         self._graph: Graph = build_graph(self.nodes)
         self.type_check = check_mode(type_check)
         check_edges(self.nodes, self._graph.producer, self.type_check, f"Pipeline `{name or 'pipeline'}`")
@@ -172,7 +183,13 @@ class Pipeline:
         # A pipeline travels to worker processes as its nodes: the engine (threads,
         # loops, executors) stays home, and a nested pipeline runs in-process there.
         # Callbacks stay home too: a worker records hook calls and the caller makes them.
-        return {"nodes": self.nodes, "name": self.name, "cache": self.cache, "on_error": self.on_error}
+        return {
+            "nodes": self.nodes,
+            "name": self.name,
+            "cache": self.cache,
+            "on_error": self.on_error,
+            "validate_inputs": self.validate_inputs,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
@@ -181,6 +198,7 @@ class Pipeline:
             cache=state.get("cache"),
             on_error=state.get("on_error", "raise"),
             type_check="off",  # checked where it was built; a worker need not read annotations again
+            validate_inputs=state.get("validate_inputs", False),
         )
 
     # copies (unlike pickles) stay in this process, so they keep the engine and callbacks
@@ -194,6 +212,7 @@ class Pipeline:
             parent=self._parent,
             on_error=self.on_error,
             type_check="off",  # the same nodes, checked when the original was built
+            validate_inputs=self.validate_inputs,
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
@@ -207,6 +226,7 @@ class Pipeline:
             parent=self._parent,
             on_error=self.on_error,
             type_check="off",  # the same nodes, checked when the original was built
+            validate_inputs=self.validate_inputs,
         )
 
     @property
@@ -301,6 +321,8 @@ class Pipeline:
 
     def _run_with(self, engine: Any, cache: Cache | None, inputs: Any, output_name: Any) -> dict[str, Any]:
         """run() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
+        if self.validate_inputs is not False:
+            inputs = self._validation().run_inputs(inputs)
         run_call = getattr(engine, "run_call", None)
         if run_call is None:  # an engine of another kind runs the call its own way, unobserved
             unobserved: dict[str, Any] = engine.run(self, inputs, output_name)
@@ -373,6 +395,8 @@ class Pipeline:
         on_error: str = "raise",
     ) -> Mapping[str, list[Any]]:
         """map() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
+        if self.validate_inputs is not False:
+            inputs = self._validation().map_inputs(inputs, map_over)
         map_call = getattr(engine, "map_call", None)
         if map_call is None:
             extra = {} if on_error == "raise" else {"on_error": on_error}
@@ -381,6 +405,14 @@ class Pipeline:
         call = prepare_map(self.plans, inputs, map_over, map_mode, output_name, None, None, on_error)
         mapped: dict[str, list[Any]] = self._execute(call, map_call, map_observed, inputs, cache, call.items.map_slots)
         return mapped
+
+    def _validation(self) -> InputValidator:
+        """This pipeline's input checks, made on first use (annotations are resolved once)."""
+        validator = self._validator
+        if validator is None:
+            where = f"Pipeline `{self.name or 'pipeline'}`"
+            validator = self._validator = InputValidator(self.nodes, self.validate_inputs == "coerce", where)
+        return validator
 
     def _execute(
         self,
@@ -394,6 +426,8 @@ class Pipeline:
         """Run a prepared call: through ``observed`` (the callback hooks) unless nothing observes it,
         with a lookup into ``cache`` when there is one (``map_slots``: a map's mapped inputs)."""
         if cache is None:
+            if not self.callbacks and SCOPE.get() is None:  # only validate_inputs brought the call here
+                return execute(call)
             return observed(self, execute, call, inputs)
         observed_call = bool(self.callbacks) or SCOPE.get() is not None
         lookup = call.lookup = CacheLookup(cache, call.plan, call.values, map_slots, observed_call)

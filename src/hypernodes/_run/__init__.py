@@ -11,6 +11,7 @@ down with its :class:`~hypernodes._run.runtime.Runtime`.
 from __future__ import annotations
 
 from .._call import RunCall
+from .._resources import MADE, resolved
 from .maps import run_map
 from .nodes import node_runner
 from .runtime import FuncTable, Runtime
@@ -28,6 +29,8 @@ def run_one(runtime: Runtime, call: RunCall) -> None:
         if runtime.nodes.inline
         else node_runner(runtime.nodes, plan, funcs, runtime.core, call.observer, call.lookup)
     )
+    if MADE[0] and (runner is None or runner.payload is None):  # out-of-process nodes resolve it there
+        call.values = list(resolved(call.values))
     if runner is None:
         runtime.core.run_one(plan, funcs, call.values, call.observer, call.lookup)
     else:

@@ -20,6 +20,7 @@ from .._call import Items
 from .._events import Lookup, Observer
 from .._graph import Plan
 from .._policy import STOP, bind
+from .._resources import MADE, resolved
 from ..failures import Failure
 from .gather import concat
 from .nodes import NodeRunner, acall_node, marker_in, outputs_of, store, store_marker
@@ -57,7 +58,12 @@ def run_items(
     an observer, which hears ``items_done`` after each chunk (progress moves during
     a long slice at the cost of one call per chunk, not per item), and with a
     lookup that can ``prefetch`` (one query per chunk of at most :data:`MAX_CHUNK`).
+
+    A :class:`~hypernodes.Resource` in ``template`` becomes its instance here, once for
+    the slice (unless the nodes run in other processes: each resolves it there).
     """
+    if MADE[0] and (runner is None or runner.payload is None):
+        template = resolved(template, keep_going)
     if stop is None:
         return _run_items(runtime, runner, plan, template, items, observer, lookup, stop, keep_going)
     token = STOP.set(stop)  # a retrying node's backoff wakes when the call stops
@@ -216,7 +222,7 @@ async def _slice_async(
     keep_going: bool,
 ) -> list[list[Any]]:
     steps, funcs = plan.wiring, bind(plan.funcs, observer)
-    values = list(template)
+    values = list(resolved(template, keep_going) if MADE[0] else template)  # a Resource: its instance, once
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in steps.result_slots]
     prefetch = getattr(lookup, "prefetch", None)

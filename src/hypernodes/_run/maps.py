@@ -32,6 +32,7 @@ import threading
 from typing import Any
 
 from .._call import MapCall
+from .._resources import MADE, has_resources
 from ..executors._async import AsyncExecutor
 from ..executors._guard import as_task_of
 from .gather import concat, gather
@@ -49,6 +50,8 @@ def run_map(runtime: Runtime, call: MapCall) -> list[list[Any]]:
     plan, items, observer, lookup = call.plan, call.items, call.observer, call.lookup
     if not len(items):
         return [[] for _ in plan.result_names]
+    if MADE[0] and call.keep_going and has_resources(call.values):
+        call.relabel = True  # a resource whose factory raised is a Failure in a shared slot: each item's own
     executor = runtime.items.here()
     if executor is not None and not runtime.items.in_process:
         hits = None if lookup is None or items.product else cached_first(runtime.core, call)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from .._call import Items
 from .._policy import Policy
+from .._resources import MADE, resolved
 from ..errors import RemoteError, add_note, coroutine_returned
 from ..executors._loop import AwaitOn
 from ..executors._worker import check_parent
@@ -439,6 +440,8 @@ def remote_node(
     log = RetryLog() if retries else None
     try:
         node = nodes[k]
+        if MADE[0]:  # a Resource among the arguments: this process's instance
+            args = tuple(resolved(args))
         call = node._call
         if log is not None and isinstance(call, Policy):
             call = call.bound(log, k)

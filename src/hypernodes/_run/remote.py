@@ -21,7 +21,9 @@ through a node runner made in the worker; no engine is built there.
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import Executor
+import warnings
+from collections.abc import Callable
+from concurrent.futures import BrokenExecutor, Executor
 from types import ModuleType
 from typing import Any
 
@@ -30,11 +32,14 @@ from .._call import Items, MapCall
 from .._columns import ArrayColumn
 from .._events import EVENTS_ATTR, Lookup, RemoteObserver
 from .._graph import Plan
-from ..errors import add_note
+from .._resources import Resource
+from ..errors import WorkerDied, add_note
+from ..executors import _loky
 from ..executors._loop import CoroutineRunner, LoopThread
 from ..executors._worker import check_parent
 from ..executors.backends import Sequential, backend_for
-from ..failures import unique
+from ..failures import Failure, unique
+from .crashes import rerun
 from .gather import died_note, gather
 from .hits import Hits
 from .items import run_items
@@ -57,6 +62,9 @@ from .spill import payload_for
 
 __all__ = ["RemoteMap", "map_remote", "remote_batch"]
 
+
+_CRASHED = "(worker process died)"
+"""The node name of a crashing item's Failure: which of its nodes was running is not known."""
 
 PROGRESS_SLICES = 32
 """An observed process map is cut into at least this many slices, so that its callbacks (a progress
@@ -135,8 +143,11 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor, hits: Hits |
                 "cloudpickle). Nothing was run.",
             )
             raise
-        calls = [(token, payload, part) for part in _shipped(runtime.core, call.items, slices)]
-        return _gather_slices(call, executor, slices, calls, None if hits is None else hits.results)
+
+        def tasks(pieces: list[Items]) -> list[tuple[Any, ...]]:
+            return [(token, payload, part) for part in _shipped(runtime.core, call.items, pieces)]
+
+        return _gather_slices(runtime, call, executor, slices, tasks, None if hits is None else hits.results)
 
 
 def _split_runs(items: Items, runs: list[tuple[int, int]], tasks: int) -> list[Items]:
@@ -146,20 +157,30 @@ def _split_runs(items: Items, runs: list[tuple[int, int]], tasks: int) -> list[I
 
 
 def _gather_slices(
+    runtime: Runtime,
     call: MapCall,
     executor: Executor,
     slices: list[Items],
-    calls: list[tuple[Any, ...]],
+    tasks: Callable[[list[Items]], list[tuple[Any, ...]]],
     results: list[list[Any]] | None,
 ) -> list[list[Any]]:
-    """Run ``calls`` (one per slice), putting each slice's values in place as it arrives."""
+    """Run the ``slices`` (``tasks`` gives their task arguments), putting each slice's values in place as it arrives.
+
+    When a worker of our pool dies, the slices whose results did not come back run
+    again on fresh workers until the items that kill their worker are found
+    (:mod:`.crashes`): each is the item's :class:`~hypernodes.failures.Failure` (a
+    :class:`~hypernodes.errors.WorkerDied`) with ``on_error="continue"``, or the
+    error raised (naming it) otherwise.
+    """
     observer = call.observer
+    bisects = _loky.is_ours(executor)  # a pool of ours is replaced when broken; an executor of the user's is not
 
-    def items_of(i: int) -> str:
-        return f"map items {slices[i].base + slices[i].lo}..{slices[i].base + slices[i].hi - 1}"
+    def items_of(piece: Items) -> str:
+        return f"map items {piece.base + piece.lo}..{piece.base + piece.hi - 1}"
 
-    def on_error(exc: BaseException, i: int) -> None:
-        died_note(exc, items_of(i))
+    def on_error(exc: BaseException, piece: Items) -> None:
+        if not (bisects and isinstance(exc, BrokenExecutor)):
+            died_note(exc, items_of(piece))
         events = getattr(exc, EVENTS_ATTR, None)
         if observer is not None and events is not None:
             observer.replay(events)
@@ -169,24 +190,60 @@ def _gather_slices(
     start = call.items.lo
     if results is None:
         results = [[None] * len(call.items) for _ in call.plan.result_names]
+    arrived = [False] * len(slices)
 
-    def on_result(data: SliceResult, i: int) -> None:
+    def on_result(data: SliceResult, piece: Items) -> None:
         try:
             columns, events = data.opened()
         except Exception as exc:
             add_note(
                 exc,
-                f"hypernodes: the results of {items_of(i)} came back from a worker process but cannot be "
+                f"hypernodes: the results of {items_of(piece)} came back from a worker process but cannot be "
                 "unpickled here (is every class they use importable in this process?).",
             )
             raise
         if observer is not None:
             observer.replay(events)
-        at = slices[i].lo - start
+        at = piece.lo - start
         for out, column in zip(results, columns):
             out[at : at + len(column)] = column
 
-    gather(executor, remote_batch, calls, on_error, on_result=on_result)
+    def on_slice(data: SliceResult, i: int) -> None:
+        on_result(data, slices[i])
+        arrived[i] = True
+
+    try:
+        gather(executor, remote_batch, tasks(slices), lambda exc, i: on_error(exc, slices[i]), on_result=on_slice)
+    except BrokenExecutor as exc:
+        if not (bisects and _loky.broken(executor)):
+            raise
+        died = exc
+
+        def on_crash(piece: Items) -> None:
+            item = piece.base + piece.lo
+            error = WorkerDied(item)
+            if not call.keep_going:
+                raise error from died
+            failure = Failure(error, _CRASHED, item)
+            for out in results:
+                out[piece.lo - start] = failure
+
+        def pool() -> Executor:
+            fresh = runtime.items.executor()  # our pool, a broken one replaced
+            assert fresh is not None
+            return fresh
+
+        unfinished = [s for s, done in zip(slices, arrived) if not done]
+        workers = runtime.items.workers(executor)
+        if not rerun(unfinished, pool, tasks, remote_batch, on_result, on_error, on_crash, workers):
+            warnings.warn(
+                f"hypernodes: a worker process died while running this map ({type(died).__name__}); {len(unfinished)} "
+                "slices of items whose results had not come back ran again on fresh workers and all completed, so "
+                "the results are complete (the worker was likely killed from outside, e.g. by the OS for lack of "
+                "memory). The nodes of those items ran twice: side effects included.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return results
 
 
@@ -315,6 +372,10 @@ def _unpicklable(call: MapCall) -> list[str]:
     mapped = dict(zip(items.map_slots, items.columns))
     what = [(f"input `{name}`", mapped.get(slot, call.values[slot])) for name, slot in call.plan.input_pairs]
     what += [(f"node `{n.name}`", n) for n in call.plan.nodes]
+    what = [
+        (f"{label} (a Resource: its factory or arguments)" if isinstance(v, Resource) else label, v)
+        for label, v in what
+    ]
     found = []
     for label, value in what:
         try:

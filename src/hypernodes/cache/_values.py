@@ -81,6 +81,11 @@ def _type_name(t: type) -> str:
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: classes written in Python (not C types such as locks or files)
 
 
+KEYED_AS: dict[int, Any] = {}
+"""``id(object) -> stand-in``: an object keyed as its stand-in (a built resource as its
+:class:`~hypernodes.Resource`). The owner keeps the object alive while it is listed."""
+
+
 def hash_value(value: Any) -> str:
     """A stable hex digest of ``value``'s type and whole state (never the salted ``hash()``).
 
@@ -143,6 +148,9 @@ def _feed(h: Any, v: Any, active: set[int]) -> None:
     elif t is dict:
         _feed_items(h, b"d", v, dict.items(v), active)
     else:
+        if KEYED_AS:  # an object a Resource built is keyed as that Resource (its recipe)
+            v = KEYED_AS.get(id(v), v)
+            t = type(v)
         handler = _RESOLVED.get(t)
         if handler is None:
             handler = _resolve(t)

@@ -26,7 +26,7 @@ from typing import Any
 from . import _worker
 from ._spec import DEFAULT_WORKERS
 
-__all__ = ["IDLE_TIMEOUT_S", "abandon", "acquire", "in_use", "is_ours", "kill", "release"]
+__all__ = ["IDLE_TIMEOUT_S", "abandon", "acquire", "broken", "in_use", "is_ours", "kill", "release"]
 
 IDLE_TIMEOUT_S = 300
 """Idle workers exit after this long (loky's default, 10 s, is shorter than a pause in a notebook)."""
@@ -60,6 +60,11 @@ _ours: dict[int, _Pool] = {}  # id(executor) -> its pool, while it may still run
 def _key(max_workers: int | None, inner_threads: int | str | None) -> tuple[int, int | None]:
     size = max_workers if max_workers is not None else DEFAULT_WORKERS["parallel"]
     return size, _worker.resolve_threads(inner_threads, size)
+
+
+def broken(executor: Executor) -> bool:
+    """Whether ``executor`` (a loky pool) is broken: one of its workers died, every pending task failed."""
+    return bool(getattr(getattr(executor, "_flags", None), "broken", None))
 
 
 def _usable(pool: _Pool | None) -> bool:
