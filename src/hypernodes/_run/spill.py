@@ -17,10 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 from ..executors import _loky
@@ -37,9 +38,12 @@ _SHM = "/dev/shm"
 def _local(executor: Executor) -> bool:
     # Worker processes certainly on this machine: our pools, loky's, the stdlib's.
     # A Dask cluster (or any other executor) may run elsewhere: its tasks carry the bytes.
+    # The stdlib's pool is looked up, not imported (importing concurrent.futures.process
+    # costs ~9 ms of `import hypernodes`): an executor can be one only once it is loaded.
+    stdlib = sys.modules.get("concurrent.futures.process")
     return (
         _loky.is_ours(executor)
-        or isinstance(executor, ProcessPoolExecutor)
+        or (stdlib is not None and isinstance(executor, stdlib.ProcessPoolExecutor))
         or type(executor).__module__.startswith("loky.")
     )
 
