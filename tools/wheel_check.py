@@ -48,9 +48,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "wheels.yml"
 MIN_PYTHON = (3, 10)  # requires-python
-# A stripped compiled wheel is ~315 KB (the core grew run_dict, map_zip, the on_error loop and
-# pack_column); unstripped, pyenv's -g makes it about twice that and more.
-MAX_WHEEL_BYTES = 400_000
+# A stripped compiled wheel is ~412 KB: ~315 KB until the Python modules grew by about 12,000
+# lines (the cache package, telemetry, columns and frames, resources, crash bisection); the
+# extension itself barely changed. Unstripped, pyenv's -g makes the extension alone about twice
+# its size, so this still catches one (check_stripped reads the symbol table as well).
+MAX_WHEEL_BYTES = 500_000
 # What --after-suite runs on this interpreter's wheels: the notebook's usage, the core's
 # contract, the process transfer and the fast paths (each reads the compiled or pure core).
 SMOKE_TESTS = (
