@@ -55,6 +55,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hypernodes._columns",
         "hypernodes._frames",
         "hypernodes._typecheck",
+        "hypernodes._viz_style",
         "hypernodes.errors",
     ),
 )
