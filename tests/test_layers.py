@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.executors",),
     (
         "hypernodes._call",
+        "hypernodes._nested",
         "hypernodes._resources",
         "hypernodes._validate",
         "hypernodes.cache",
