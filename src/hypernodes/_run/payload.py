@@ -138,17 +138,20 @@ def load(token: str, payload: bytes | Spilled) -> Any:
     """``payload`` unpickled, once per token in this process (the newest few are kept).
 
     A payload read from a file (a :class:`Spilled` one, large) is dropped once its call
-    ended (the caller removed the file), when the next one is read: a worker holds
-    at most the large payloads of the calls still running.
+    ended (the caller removed the file), when the next one is read, on a helper thread
+    (:func:`~.spill.drop_later`): a worker holds at most the large payloads of the calls
+    still running.
     """
     found = _loaded.get(token)
     if found is None:
         spilled = None if isinstance(payload, bytes) else payload
         if spilled is not None:
             with _loaded_lock:
-                for old in [t for t, s in _spilled.items() if s.gone()]:
-                    del _spilled[old]
-                    _loaded.pop(old, None)
+                ended = [(_spilled.pop(t), _loaded.pop(t, None)) for t in [t for t, s in _spilled.items() if s.gone()]]
+            if ended:
+                from .spill import drop_later
+
+                drop_later(ended)
             found = spilled.opened()
         else:
             found = pickle.loads(payload)  # type: ignore[arg-type]
