@@ -249,6 +249,46 @@ def test_only_the_items_a_process_map_misses_in_the_cache_travel(tmp_path: Path)
     assert sum(executor.items) == 10
 
 
+def added(x: int, y: int) -> int:
+    """``x + 10 * y``."""
+    return x + 10 * y
+
+
+def test_a_fully_cached_product_map_on_processes_starts_no_worker(tmp_path: Path) -> None:
+    """A "parallel" product map whose every combination is cached is served in the caller: no worker
+    process starts, and the callbacks hear each hit and every item done."""
+    cache = DiskCache(tmp_path / "c")
+    inputs = {"x": [1, 2, 3], "y": [4, 5]}
+    expected = {"z": [x + 10 * y for x in (1, 2, 3) for y in (4, 5)]}
+    Pipeline([node(added, output_name="z")], cache=cache).map(inputs, ["x", "y"], map_mode="product")
+    seen = Seen()
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        pipeline = Pipeline([node(added, output_name="z")], backend=engine, cache=cache, callbacks=[seen])
+        assert pipeline.map(inputs, ["x", "y"], map_mode="product") == expected
+        assert _worker_processes() == []
+    assert seen.cached == ["added"] * 6
+    assert seen.done == 6
+
+
+def test_only_the_combinations_a_product_map_misses_in_the_cache_travel(tmp_path: Path) -> None:
+    """Combinations with x in 0-4 cached, a product map with x in 0-9 on worker processes: the slices
+    sent hold the 15 new combinations only, and the results come back in product order."""
+    cache = DiskCache(tmp_path / "c")
+    ys = [0, 1, 2]
+    Pipeline([node(added, output_name="z")], cache=cache).map(
+        {"x": list(range(5)), "y": ys}, ["x", "y"], map_mode="product"
+    )
+    executor = SliceCounting()
+    try:
+        with HypernodesEngine(map_executor=executor) as engine:
+            pipeline = Pipeline([node(added, output_name="z")], backend=engine, cache=cache)
+            result = pipeline.map({"x": list(range(10)), "y": ys}, ["x", "y"], map_mode="product")
+    finally:
+        executor.shutdown()
+    assert result == {"z": [x + 10 * y for x in range(10) for y in ys]}
+    assert sum(executor.items) == 15
+
+
 def test_a_worker_traceback_names_the_file_of_a_node_sent_by_value() -> None:
     """A node defined inside a function (cloudpickle sends it by value) that raises in a worker
     process: the traceback names this file and the line that raised, not ``<dynamic-code>``."""
