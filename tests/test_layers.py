@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hypernodes._columns",
         "hypernodes._frames",
         "hypernodes._typecheck",
+        "hypernodes._viz_style",
         "hypernodes.errors",
     ),
 )

@@ -28,6 +28,38 @@ from .node import Node
 __all__ = ["Pipeline", "PipelineNode"]
 
 
+def _check_engine(engine: Any, where: str) -> Engine | None:
+    """``engine`` if it is None or an engine instance (``where``: the call that got it, for messages)."""
+    if isinstance(engine, type):
+        raise ExecutorSpecError(
+            f"{where} got the class {engine.__name__}, not an engine; pass an instance: "
+            f"{engine.__name__}() or {engine.__name__}(map_executor='threaded')."
+        )
+    if engine is not None and not (callable(getattr(engine, "run", None)) and callable(getattr(engine, "map", None))):
+        raise ExecutorSpecError(
+            f"{where} takes an engine such as HypernodesEngine(map_executor=...), got "
+            f"{type(engine).__name__} {engine!r:.60}. Executors and executor names go into the "
+            "engine: HypernodesEngine(map_executor='threaded')."
+        )
+    result: Engine | None = engine
+    return result
+
+
+def _check_cache(cache: Any, where: str) -> Cache | None:
+    if cache is not None and not isinstance(cache, Cache):
+        raise TypeError(f"{where} takes a hypernodes.cache.Cache such as DiskCache(path), got {cache!r:.60}.")
+    result: Cache | None = cache
+    return result
+
+
+def _check_name(name: Any, where: str) -> None:
+    if name is not None and not isinstance(name, str):
+        raise NodeDefinitionError(
+            f"{where} takes a string (it names the pipeline in errors and when nested), "
+            f"got {type(name).__name__} {name!r:.60}."
+        )
+
+
 class Pipeline:
     """Functions wired by parameter name into a DAG, run once or over many items.
 
@@ -98,11 +130,7 @@ class Pipeline:
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
-        if name is not None and not isinstance(name, str):
-            raise NodeDefinitionError(
-                f"Pipeline(name=...) takes a string (it names the pipeline in errors and when nested), "
-                f"got {type(name).__name__} {name!r:.60}."
-            )
+        _check_name(name, "Pipeline(name=...)")
         if not isinstance(nodes, (list, tuple)):
             raise NodeDefinitionError(
                 f"Pipeline(nodes=...) takes a list of nodes, got {type(nodes).__name__} {nodes!r:.60}."
@@ -126,43 +154,29 @@ class Pipeline:
                 )
         self.nodes: tuple[Node[..., Any], ...] = tuple(members)
         self.name = name
-        self.engine = backend if backend is not None else engine
         keyword = "backend" if backend is not None else "engine"
-        if isinstance(self.engine, type):
-            raise ExecutorSpecError(
-                f"Pipeline({keyword}=...) got the class {self.engine.__name__}, not an engine; pass an instance: "
-                f"{keyword}={self.engine.__name__}() or {self.engine.__name__}(map_executor='threaded')."
-            )
-        if self.engine is not None and not (
-            callable(getattr(self.engine, "run", None)) and callable(getattr(self.engine, "map", None))
-        ):
-            raise ExecutorSpecError(
-                f"Pipeline({keyword}=...) takes an engine such as HypernodesEngine(map_executor=...), got "
-                f"{type(self.engine).__name__} {self.engine!r:.60}. Executors and executor names go into the "
-                "engine: HypernodesEngine(map_executor='threaded')."
-            )
+        self.engine = _check_engine(backend if backend is not None else engine, f"Pipeline({keyword}=...)")
         if parent is not None and not isinstance(parent, Pipeline):
             raise ArgumentTypeError(f"Pipeline(parent=...) takes a Pipeline, got {type(parent).__name__}.")
         self._parent = parent
         # Without callbacks of its own a pipeline with a parent uses the parent's (see effective_callbacks).
         given = callbacks if callbacks is not None or parent is None else parent.effective_callbacks
         self.callbacks: list[PipelineCallback] = list(check_callbacks(given))
-        if cache is not None and not isinstance(cache, Cache):
-            raise TypeError(
-                f"Pipeline(cache=...) takes a hypernodes.cache.Cache such as DiskCache(path), got {cache!r:.60}."
-            )
-        self.cache = cache
+        self.cache = _check_cache(cache, "Pipeline(cache=...)")
         self.on_error = check_on_error(on_error, "Pipeline()")
         self.validate_inputs = validate_mode(validate_inputs)
         self._validator: InputValidator | None = None  # made on the first checked call
         # Whether a call made straight on an engine (engine.run(pipeline, ...)) must come back
         # through this pipeline's front door: its callbacks and cache apply on any engine, and
         # its inputs are validated there (so run()'s fast path carries no validation test).
-        self._observed = bool(self.callbacks) or self.effective_cache is not None or self.validate_inputs is not False
+        self._observed = self._observes()
         self._graph: Graph = build_graph(self.nodes)
         self.type_check = check_mode(type_check)
         check_edges(self.nodes, self._graph.producer, self.type_check, f"Pipeline `{name or 'pipeline'}`")
         self.plans = PlanCache(self._graph)  # one compiled Plan per call shape, read by engines
+
+    def _observes(self) -> bool:
+        return bool(self.callbacks) or self.effective_cache is not None or self.validate_inputs is not False
 
     def __getstate__(self) -> dict[str, Any]:
         # A pipeline travels to worker processes as its nodes: the engine (threads,
@@ -253,6 +267,110 @@ class Pipeline:
     def outputs(self) -> tuple[str, ...]:
         """Every name the pipeline's nodes produce."""
         return self._graph.outputs
+
+    # -- the notebook-era face: graph views and fluent setters --------------------
+
+    @property
+    def graph(self) -> Any:
+        """The wiring as a ``networkx.DiGraph`` (needs ``networkx``): its nodes are this
+        pipeline's nodes (a nested pipeline as its node) and the names of its inputs; an edge
+        runs from each input name and each producing node to every node reading it.
+
+        A new graph each time: changing it changes nothing here.
+
+        Raises:
+            ImportError: ``networkx`` is not installed (``pip install networkx``).
+        """
+        try:
+            import networkx as nx  # lazy: an optional dependency, only this view needs it
+        except ImportError as exc:
+            raise ImportError(
+                "Pipeline.graph is a networkx.DiGraph and needs networkx (`pip install networkx`); "
+                "without it, `execution_order`, `inputs` and `outputs` describe the wiring."
+            ) from exc
+        wiring = self._graph
+        g = nx.DiGraph()
+        g.add_nodes_from(wiring.nodes)
+        for n in wiring.nodes:
+            for p in n.parameters:
+                producer = wiring.producer.get(p)
+                g.add_edge(p if producer is None else wiring.nodes[producer], n)
+        return g
+
+    @property
+    def execution_order(self) -> list[Node[..., Any]]:
+        """The nodes in the order a sequential run calls them (a topological order that keeps
+        declaration order where the wiring allows)."""
+        wiring = self._graph
+        return [wiring.nodes[i] for i in wiring.order]
+
+    @property
+    def root_args(self) -> list[str]:
+        """The names this pipeline reads from outside, as a list (notebook-era name of :attr:`inputs`)."""
+        return list(self._graph.inputs)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Same as :attr:`inputs`: what a pipeline, like a node, takes."""
+        return self._graph.inputs
+
+    @property
+    def output_name(self) -> tuple[str, ...]:
+        """Same as :attr:`outputs`: every name the nodes produce, in declaration order."""
+        return self._graph.outputs
+
+    def with_backend(self, backend: Engine | None) -> Pipeline:
+        """Set this pipeline's engine, as ``Pipeline(backend=...)`` would; None: its parent's or the default.
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            ExecutorSpecError: ``backend`` is not an engine instance.
+        """
+        self.engine = _check_engine(backend, "with_backend()")
+        return self
+
+    def with_cache(self, cache: Cache | None) -> Pipeline:
+        """Set this pipeline's cache, as ``Pipeline(cache=...)`` would; None: its parent's or none.
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            TypeError: ``cache`` is not a ``Cache``.
+        """
+        self.cache = _check_cache(cache, "with_cache()")
+        self._observed = self._observes()
+        return self
+
+    def with_callbacks(self, callbacks: Sequence[PipelineCallback] | None) -> Pipeline:
+        """Set this pipeline's callbacks, as ``Pipeline(callbacks=...)`` would (None: its parent's).
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            TypeError: not a list of ``PipelineCallback`` instances.
+        """
+        given = callbacks if callbacks is not None or self._parent is None else self._parent.effective_callbacks
+        self.callbacks = list(check_callbacks(given))
+        self._observed = self._observes()
+        return self
+
+    def with_name(self, name: str | None) -> Pipeline:
+        """Set this pipeline's name (shown in errors, pictures and callbacks, and used when nested).
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            NodeDefinitionError: ``name`` is not a string.
+        """
+        _check_name(name, "with_name()")
+        self.name = name
+        self._validator = None  # its messages name the pipeline
+        return self
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
@@ -459,6 +577,11 @@ class Pipeline:
         depth: int | None = 1,
         show_types: bool = False,
         style: Any = "default",
+        *,
+        flatten: bool = False,
+        show_legend: bool = False,
+        min_arg_group_size: int | None = None,
+        return_type: str = "auto",
     ) -> Any:
         """Draw this pipeline; see :func:`hypernodes.viz.visualize` for what the picture shows.
 
@@ -468,16 +591,32 @@ class Pipeline:
             depth: 1 draws nested pipelines as one box; higher expands that many levels; None all.
             show_types: also show parameter and return annotations.
             style: a name in ``hypernodes.DESIGN_STYLES`` or a ``GraphvizStyle``.
+            flatten: draw expanded nested pipelines without their frames.
+            show_legend: also draw a legend of the kinds of box shown.
+            min_arg_group_size: notebook-era; ignored with a warning (inputs are never grouped).
+            return_type: "auto" (a Diagram), "graphviz" (a ``graphviz.Source``) or "html".
 
         Returns:
             A ``hypernodes.viz.Diagram``: ``.source`` is the DOT text; it shows as SVG in
-            Jupyter. (``filename``, ``style`` and the result are typed loosely here so this
-            module need not import viz; :func:`hypernodes.viz.visualize` has the exact types.)
+            Jupyter (or what ``return_type`` asks for). (``filename``, ``style`` and the result
+            are typed loosely here so this module need not import viz;
+            :func:`hypernodes.viz.visualize` has the exact types.)
 
         Raises:
             ArgumentTypeError, VizSpecError: a bad argument. GraphvizNotFoundError:
-                ``filename`` needs rendering and ``graphviz`` or ``dot`` is missing.
+                rendering is needed and ``graphviz`` or ``dot`` is missing.
         """
         from .viz import visualize  # lazy: pictures are optional, and graphviz must not load with hypernodes
 
-        return visualize(self, filename, orient=orient, depth=depth, show_types=show_types, style=style)
+        return visualize(
+            self,
+            filename,
+            orient=orient,
+            depth=depth,
+            show_types=show_types,
+            style=style,
+            flatten=flatten,
+            show_legend=show_legend,
+            min_arg_group_size=min_arg_group_size,
+            return_type=return_type,
+        )
