@@ -19,7 +19,6 @@ import os
 import pickle
 import sys
 import tempfile
-import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Executor
@@ -28,7 +27,7 @@ from typing import Any
 from ..executors import _loky
 from .payload import ALIGN, Spilled, dumps, pickled
 
-__all__ = ["SPILL_BYTES", "drop_later", "payload_for"]
+__all__ = ["SPILL_BYTES", "payload_for"]
 
 SPILL_BYTES = 1 << 20
 """A payload at least this large goes through a file (when the workers run on this machine)."""
@@ -86,17 +85,6 @@ def payload_for(executor: Executor, obj: Any) -> Iterator[tuple[str, bytes | Spi
             os.unlink(path)
         if tracked:
             _untrack(path)
-
-
-def drop_later(ended: list[Any]) -> None:
-    """Let go of the payloads of ended calls (a worker's last references to them) on a helper thread.
-
-    The last mapping of a removed file frees its pages then: ~30-60 ms for 200 MB, which
-    the next task of the worker paid before its slice could start (every worker of an
-    8-item map did, against one of a 1-item map: half the 200 MB map's 8-item overhead).
-    ``ended`` must hold the only references: the thread clears it.
-    """
-    threading.Thread(target=ended.clear, name="hypernodes-payload-drop", daemon=True).start()
 
 
 def _write(fd: int, chunks: list[memoryview]) -> tuple[tuple[int, int], ...]:
