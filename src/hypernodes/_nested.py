@@ -8,7 +8,8 @@ the inner pipeline's, renamed by ``input_mapping`` and selected by ``output_mapp
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, ClassVar, Protocol
 
 from ._call import MAP_MODES, map_mode_message
 from ._columns import column_error, is_column
@@ -27,7 +28,11 @@ class InnerPipeline(Protocol):
     """
 
     name: str | None
+    nodes: tuple[Node[..., Any], ...]
     _graph: Graph
+
+    @property
+    def inputs(self) -> tuple[str, ...]: ...
 
     def run(self, inputs: Mapping[str, Any], output_name: list[str]) -> Mapping[str, Any]: ...
 
@@ -74,7 +79,7 @@ class _NestedCall:
         self.map_over = map_over
         self.map_mode = map_mode
 
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs:
             args = (*args, *(kwargs.pop(p, _ABSENT) for p in self.outer_params[len(args) :]))
             if kwargs:
@@ -90,6 +95,8 @@ class _NestedCall:
             result = self.pipeline.map(
                 inputs, map_over=list(self.map_over), map_mode=self.map_mode, output_name=outputs
             )
+        if len(self.inner_outputs) == 1:  # one output: the value itself, as any node's (output_name is a str)
+            return result[self.inner_outputs[0]]
         return tuple(result[o] for o in self.inner_outputs)
 
     def _check_mapped(self, args: tuple[Any, ...]) -> None:
@@ -107,16 +114,25 @@ class _NestedCall:
             raise MapSpecError(f"Node `{self.name}` zips lists of unequal length: {shown}.")
 
 
-class PipelineNode(Node[..., tuple[Any, ...]]):
+class PipelineNode(Node[..., Any]):
     """A pipeline acting as one node of another (see :meth:`Pipeline.as_node`).
 
     It produces the inner outputs (renamed, and selected by ``output_mapping``);
     its parameters are the inner inputs those outputs read, plus the mapped ones
     (renamed by ``input_mapping``). An outer call that needs only some of its
     outputs runs a narrowed copy (:meth:`restricted`) that computes only those.
+    Its public face is any node's: ``output_name`` is a string when it has one
+    output (a tuple of names otherwise), and ``nested`` is True.
+
+    Attributes:
+        pipeline: the inner pipeline.
+        input_mapping, output_mapping, map_over, map_mode: how it is wired (read-only
+            properties; see :meth:`Pipeline.as_node`).
     """
 
-    __slots__ = ("_narrowed", "_spec", "pipeline")
+    __slots__ = ("_input_mapping", "_map_mode", "_map_over", "_narrowed", "_output_mapping", "pipeline")
+
+    nested: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -186,7 +202,7 @@ class PipelineNode(Node[..., tuple[Any, ...]]):
         inner_inputs = tuple(i for i in graph.inputs if i in needed)
         outer_params = tuple(outer_of.get(i, i) for i in inner_inputs)
         call = _NestedCall(pipeline, outer_params, inner_inputs, inner_outputs, mapped_inner or None, map_mode, label)
-        super().__init__(call, outer_outputs, name=label)
+        super().__init__(call, outer_outputs[0] if len(outer_outputs) == 1 else outer_outputs, name=label)
         # The signature of _NestedCall is (*args, **kwargs): set the wiring explicitly.
         optional = graph.optional_inputs() - set(mapped_inner)
         self.parameters = outer_params
@@ -194,15 +210,38 @@ class PipelineNode(Node[..., tuple[Any, ...]]):
         self._call = call
         self.is_async = False
         self.pipeline = pipeline
-        self._spec = (dict(input_mapping or {}), dict(zip(inner_outputs, outer_outputs)), map_over, map_mode, label)
+        self._input_mapping = dict(input_mapping or {})
+        self._output_mapping = dict(zip(inner_outputs, outer_outputs))
+        self._map_over = mapped or None
+        self._map_mode = map_mode
         self._narrowed: dict[tuple[str, ...], PipelineNode] = {}
+
+    @property
+    def input_mapping(self) -> Mapping[str, str]:
+        """``{outer name: inner input name}``: the renames given to ``as_node`` (read-only)."""
+        return MappingProxyType(self._input_mapping)
+
+    @property
+    def output_mapping(self) -> Mapping[str, str]:
+        """``{inner output name: outer name}`` for every output the node produces, in its
+        outputs' order (read-only; an unrenamed output maps to itself)."""
+        return MappingProxyType(self._output_mapping)
+
+    @property
+    def map_over(self) -> tuple[str, ...] | None:
+        """The (outer) parameters whose lists the node maps the inner pipeline over; None: it runs once."""
+        return self._map_over
+
+    @property
+    def map_mode(self) -> str:
+        """ "zip" or "product": how the mapped lists combine into items (read also without ``map_over``)."""
+        return self._map_mode
 
     def restricted(self, outputs: tuple[str, ...]) -> PipelineNode:
         """This nested pipeline computing only ``outputs`` (outer names), and reading only their inputs."""
         narrowed = self._narrowed.get(outputs)
         if narrowed is None:
-            input_mapping, output_mapping, map_over, map_mode, name = self._spec
-            keep = {inner: outer for inner, outer in output_mapping.items() if outer in outputs}
-            narrowed = PipelineNode(self.pipeline, input_mapping, keep, map_over, map_mode, name)
+            keep = {inner: outer for inner, outer in self._output_mapping.items() if outer in outputs}
+            narrowed = PipelineNode(self.pipeline, self._input_mapping, keep, self._map_over, self._map_mode, self.name)
             self._narrowed[outputs] = narrowed
         return narrowed

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeGuard
 
+from ._nested import PipelineNode
 from ._viz_style import DESIGN_STYLES, GraphvizStyle, IgnoredArgumentWarning
 from .errors import ArgumentTypeError, HypernodesError
 from .node import Node
@@ -42,15 +43,8 @@ class _PipelineLike(Protocol):
     def inputs(self) -> tuple[str, ...]: ...
 
 
-class _NestedLike(Node[..., Any]):
-    """What a picture reads of a nested pipeline's node (see ``pipeline.PipelineNode``)."""
-
-    pipeline: _PipelineLike
-    _spec: tuple[dict[str, str], dict[str, str], Any, str, str]
-
-
-def _is_nested(member: Node[..., Any]) -> TypeGuard[_NestedLike]:
-    return getattr(member, "pipeline", None) is not None and hasattr(member, "_spec")
+def _is_nested(member: Node[..., Any]) -> TypeGuard[PipelineNode]:
+    return member.nested
 
 
 def _is_pipeline(obj: Any) -> TypeGuard[_PipelineLike]:
@@ -255,7 +249,7 @@ class _Builder:
             # node names need not be unique; the declaration index tells twins apart
             key = prefix + (member.name if names.count(member.name) == 1 else f"{member.name}~{i}")
             if _is_nested(member) and (self.depth is None or level < self.depth):
-                _, renames, map_over, map_mode, _ = member._spec
+                renames = member.output_mapping
                 cluster_id = f"cluster:{key}"
                 self.clusters.append(
                     VizCluster(
@@ -263,8 +257,8 @@ class _Builder:
                         member.name,
                         cluster,
                         tuple((inner, outer) for inner, outer in renames.items() if inner != outer),
-                        _names(map_over),
-                        map_mode if map_over is not None else "",
+                        member.map_over or (),
+                        member.map_mode if member.map_over is not None else "",
                     )
                 )
                 fed_inner = tuple(_inner_input(member, p) for p in member.parameters)
@@ -291,7 +285,7 @@ class _Builder:
         """Add the edges of a placed level; ``fed`` says where the inputs from outside come from."""
         sources = {**scope.produced, **fed}
         for member, box, inner in scope.members:
-            mapped = _names(member._spec[2]) if _is_nested(member) else ()
+            mapped = (member.map_over or ()) if _is_nested(member) else ()
             if inner is not None:
                 assert _is_nested(member)  # only nested pipelines expand
                 inner_fed = {}
@@ -310,12 +304,6 @@ class _Builder:
 # -- what the boxes say ------------------------------------------------------------------
 
 
-def _names(spec: str | typing.Sequence[str] | None) -> tuple[str, ...]:
-    if spec is None:
-        return ()
-    return (spec,) if isinstance(spec, str) else tuple(spec)
-
-
 def _chain(names: tuple[str, ...], nxt: str) -> tuple[str, ...]:
     return names if names[-1] == nxt else (*names, nxt)
 
@@ -324,14 +312,13 @@ def _inner_input(member: Node[..., Any], outer: str) -> str:
     """The name inside a nested pipeline of its (outer) parameter ``outer``."""
     if not _is_nested(member):
         return outer
-    input_mapping: dict[str, str] = member._spec[0]  # {outer: inner}
-    return input_mapping.get(outer, outer)
+    return member.input_mapping.get(outer, outer)
 
 
-def _inner_output(member: _NestedLike, outer: str) -> str:
-    for inner, out in member._spec[1].items():  # {inner: outer}
+def _inner_output(member: PipelineNode, outer: str) -> str:
+    for inner, out in member.output_mapping.items():
         if out == outer:
-            return str(inner)
+            return inner
     return outer
 
 
@@ -435,8 +422,7 @@ def _node_box(member: Node[..., Any], node_id: str, cluster: str) -> VizNode:
             returns=returns,
             is_async=member.is_async,
         )
-    _, _, map_over, map_mode, _ = member._spec
-    mapped = _names(map_over)
+    mapped = member.map_over or ()
     return VizNode(
         node_id,
         "pipeline",
@@ -445,7 +431,7 @@ def _node_box(member: Node[..., Any], node_id: str, cluster: str) -> VizNode:
         params=params,
         outputs=tuple(ports),
         map_over=mapped,
-        map_mode=map_mode if mapped else "",
+        map_mode=member.map_mode if mapped else "",
     )
 
 
