@@ -45,13 +45,15 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 from ._call import HasPlans, MapCall, RunCall, prepare_map, prepare_run
+from ._item_maps import is_item_list, map_items
 from ._resources import MADE as _resources_made
 from ._run import FuncTable, Runtime, run_map, run_one
 from .errors import ExecutorSpecError
-from .executors import check_max_workers
+from .executors import SequentialExecutor, check_max_workers
 from .executors._loop import LoopThread
 from .executors._worker import check_inner_threads
 from .executors.backends import Backend, backend_for
@@ -73,6 +75,15 @@ def _check_combination(nodes: Backend, items: Backend) -> None:
             "executor objects do not travel to other processes, and processes do not start processes. "
             "Use node_executor='threaded' or 'async' (made in each worker), or 'sequential'."
         )
+
+
+_SEQUENTIAL = SequentialExecutor()  # what "sequential" reads back as: it holds no state
+
+
+def _resolved(backend: Backend) -> Executor:
+    """The executor object ``backend`` runs tasks on (started now if need be)."""
+    executor = backend.executor()
+    return _SEQUENTIAL if executor is None else executor
 
 
 def _release(backends: tuple[Backend, ...], loop: LoopThread, wait: bool) -> None:
@@ -166,8 +177,6 @@ class HypernodesEngine(Engine):
         items = backend_for(map_executor, "map", max_workers, inner_threads)
         check_max_workers(max_workers, "max_workers", allow_none=True)
         _check_combination(nodes, items)
-        self.node_executor = node_executor
-        self.map_executor = map_executor
         self.max_workers = max_workers
         self.inner_threads = inner_threads
         self._loop = LoopThread("hypernodes-engine-loop")
@@ -183,6 +192,23 @@ class HypernodesEngine(Engine):
             f"HypernodesEngine(node_executor={runtime.nodes!r}, "
             f"map_executor={runtime.items!r}, max_workers={self.max_workers!r})"
         )
+
+    @property
+    def node_executor(self) -> Executor:
+        """The executor running the nodes of one item, as an object (the notebook-era attribute).
+
+        A name resolves to the executor it stands for, started on this first read if no
+        call started it yet: "sequential" a :class:`~hypernodes.executors.SequentialExecutor`,
+        "threaded" a ``ThreadPoolExecutor``, "async" an ``AsyncExecutor``, "parallel" the
+        process pool. It is the engine's: :meth:`shutdown` shuts it down (a later call or
+        read starts a new one). An executor you passed is returned as it is.
+        """
+        return _resolved(self._runtime.nodes)
+
+    @property
+    def map_executor(self) -> Executor:
+        """The executor running the items of a map, as an object; see :attr:`node_executor`."""
+        return _resolved(self._runtime.items)
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -262,20 +288,36 @@ class HypernodesEngine(Engine):
         map_mode: str = "zip",
         output_name: Any = None,
         on_error: str = "raise",
+        *,
+        items: Sequence[Mapping[str, Any]] | None = None,
     ) -> MapResult:
         """Run ``pipeline`` once per item.
+
+        The notebook-era form ``map(pipeline, items, inputs, output_name)`` (or
+        ``items=[...]`` as a keyword) is taken too: ``items`` is a list of per-item input
+        dicts over the shared ``inputs``, and the result is a list of one
+        ``{output name: value}`` per item (see ``_item_maps``).
 
         Args:
             pipeline: the pipeline to map.
             inputs, map_over, map_mode, output_name, on_error: as for :meth:`Pipeline.map`.
+            items: the notebook-era list of per-item input dicts (then ``inputs`` is what they share).
 
         Returns:
-            A ``MapResult``: ``{output name: [value per item]}`` in item order.
+            A ``MapResult``: ``{output name: [value per item]}`` in item order; in the
+            notebook-era form, a list of dicts.
 
         Raises:
             The errors of :meth:`Pipeline.map`, before any node runs; then the
             first exception an item raises (noted with the node and item index).
         """
+        if items is not None or is_item_list(inputs):  # the notebook-era form
+            # a list of dicts, not the MapResult the annotation promises to every other caller
+            if items is not None:
+                return map_items(self, pipeline, items, inputs, output_name)  # type: ignore[return-value]
+            # positionally (pipeline, items, inputs, output_name, _ctx) fill these slots
+            wanted = None if map_mode == "zip" and "zip" not in pipeline.plans.graph.outputs else map_mode
+            return map_items(self, pipeline, inputs, map_over, wanted, output_name)  # type: ignore[return-value]
         if getattr(pipeline, "_observed", False):
             cache = pipeline.effective_cache  # type: ignore[attr-defined]
             return pipeline._map_with(  # type: ignore[attr-defined, no-any-return]
