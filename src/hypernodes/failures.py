@@ -23,8 +23,9 @@ import traceback as _traceback
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ._errors import FROM_CALLBACK, add_note
 from ._frames import MappedInputs, arrow_table, check_failures_option, numpy_array, pandas_frame
-from .errors import FROM_CALLBACK, ArgumentTypeError, MapSpecError, RemoteError, add_note
+from .errors import ArgumentTypeError, MapSpecError, RemoteError
 
 __all__ = [
     "ATTEMPTS_ATTR",

@@ -23,10 +23,10 @@ from time import perf_counter
 from types import CoroutineType, ModuleType
 from typing import Any
 
+from .._errors import coroutine_returned, note_node, unpack_row
 from .._events import Lookup, Observer
 from .._graph import Plan, Wiring
 from .._policy import bind
-from ..errors import coroutine_returned, note_node, unpack_row
 from ..executors import _loky
 from ..executors._async import AsyncExecutor
 from ..executors._guard import as_task_of
