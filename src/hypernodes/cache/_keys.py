@@ -106,7 +106,7 @@ class CallKeys:
             seed_h.update(repr(self._mslots).encode())
             self._item_seed = seed_h.digest()
         self.is_map = map_slots is not None
-        self.nested = any(getattr(node, "pipeline", None) is not None for node in plan.nodes)
+        self.nested = any(node.nested for node in plan.nodes)
         # What clear(node=...) matches: a node's entries carry its name (and a nested pipeline's,
         # the names of the nodes within); an item's whole entry carries every name of the call.
         within = [_names_within(node, name) for node, name in zip(plan.nodes, self.names)]
@@ -249,8 +249,7 @@ class CallKeys:
 def _names_within(node: Any, name: str) -> list[str]:
     """``name`` and, for a nested pipeline's node, the names of the nodes within it (recursively)."""
     names = [name]
-    inner = getattr(node, "pipeline", None)
-    for sub in getattr(inner, "nodes", ()) if inner is not None else ():
+    for sub in node.pipeline.nodes if node.nested else ():
         names.extend(_names_within(sub, sub.name))
     return names
 
