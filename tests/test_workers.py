@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 import pytest
@@ -175,6 +177,40 @@ def test_large_shared_arrays_stay_writable_and_private_to_each_worker() -> None:
         totals = pipeline.map({"x": [0, 1], "arr": arr}, "x")["total"]
     assert max(totals) == -1.0  # the first write in a worker sees only itself
     assert arr.sum() == 0.0
+
+
+class Dropped:
+    """A payload part that notes the thread its last reference is dropped on."""
+
+    dropped_on: ClassVar[list[str]] = []
+
+    def __del__(self) -> None:
+        self.dropped_on.append(threading.current_thread().name)
+
+
+def test_a_worker_lets_go_of_an_ended_calls_payload_on_a_helper_thread(tmp_path: Path) -> None:
+    """A worker that reads the next call's large payload drops the ended call's on a helper thread:
+    freeing its file's pages (~50 ms per 200 MB) no longer delays the next slice."""
+    from hypernodes._run import payload as payloads
+
+    def spilled(name: str, obj: Any) -> Spilled:
+        data = pickled(obj)
+        (tmp_path / name).write_bytes(data)
+        return Spilled(str(tmp_path / name), ((0, len(data)),))
+
+    first = spilled("a", [Dropped()])
+    Dropped.dropped_on.clear()  # the pickled instance, dropped here
+    payloads.load(uuid.uuid4().hex, first)
+    os.unlink(first.path)  # the call ended
+    payloads.load(uuid.uuid4().hex, spilled("b", [0]))
+    for _ in range(500):
+        if Dropped.dropped_on:
+            break
+        time.sleep(0.01)
+    assert Dropped.dropped_on == ["hypernodes-payload-drop"]
+    for thread in threading.enumerate():
+        if thread.name == "hypernodes-payload-drop":
+            thread.join()
 
 
 def _worker_processes() -> list[int]:
