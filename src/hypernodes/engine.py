@@ -288,7 +288,6 @@ class HypernodesEngine(Engine):
         map_mode: str = "zip",
         output_name: Any = None,
         on_error: str = "raise",
-        *,
         items: Sequence[Mapping[str, Any]] | None = None,
     ) -> MapResult:
         """Run ``pipeline`` once per item.
@@ -311,14 +310,9 @@ class HypernodesEngine(Engine):
             The errors of :meth:`Pipeline.map`, before any node runs; then the
             first exception an item raises (noted with the node and item index).
         """
-        if items is not None or is_item_list(inputs):  # the notebook-era form
-            # a list of dicts, not the MapResult the annotation promises to every other caller
-            if items is not None:
-                return map_items(self, pipeline, items, inputs, output_name)  # type: ignore[return-value]
-            # positionally (pipeline, items, inputs, output_name, _ctx) fill these slots
-            wanted = None if map_mode == "zip" and "zip" not in pipeline.plans.graph.outputs else map_mode
-            return map_items(self, pipeline, inputs, map_over, wanted, output_name)  # type: ignore[return-value]
         if getattr(pipeline, "_observed", False):
+            if items is not None or is_item_list(inputs):  # the notebook-era form
+                return self._map_items(pipeline, inputs, map_over, map_mode, output_name, items)
             cache = pipeline.effective_cache  # type: ignore[attr-defined]
             return pipeline._map_with(  # type: ignore[attr-defined, no-any-return]
                 self, cache, inputs, map_over, map_mode, output_name, on_error
@@ -340,6 +334,9 @@ class HypernodesEngine(Engine):
                     raise
                 if mapped is not None:  # None: values the general path checks (and names)
                     return mapped  # type: ignore[no-any-return]
+        # the notebook-era form: tested here, off the fast path above (which takes only a dict)
+        if items is not None or is_item_list(inputs):
+            return self._map_items(pipeline, inputs, map_over, map_mode, output_name, items)
         call = prepare_map(pipeline.plans, inputs, map_over, map_mode, output_name, None, None, on_error)
         try:
             columns = run_map(runtime, call)
@@ -347,6 +344,17 @@ class HypernodesEngine(Engine):
             self._interrupted()
             raise
         return call.results(columns)
+
+    def _map_items(
+        self, pipeline: HasPlans, inputs: Any, map_over: Any, map_mode: Any, output_name: Any, items: Any
+    ) -> MapResult:
+        """The notebook-era ``map(pipeline, items, inputs, output_name[, _ctx])``: one dict per item
+        (a list of dicts, not the MapResult ``map`` promises every other caller: hence the ignores)."""
+        if items is not None:  # map(pipeline, items=[...], inputs={...}, output_name=...)
+            return map_items(self, pipeline, items, inputs, output_name)  # type: ignore[return-value]
+        # positionally, (pipeline, items, inputs, output_name, _ctx) fill these slots
+        wanted = None if map_mode == "zip" and "zip" not in pipeline.plans.graph.outputs else map_mode
+        return map_items(self, pipeline, inputs, map_over, wanted, output_name)  # type: ignore[return-value]
 
     def run_call(self, call: RunCall) -> dict[str, Any]:
         """Execute a prepared ``run()`` call (``_call.prepare_run``, which may add an observer and a lookup)."""
