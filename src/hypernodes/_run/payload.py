@@ -324,7 +324,7 @@ class ShippedItems:
         self.codes = tuple("" if p is None else p[0] for p in packed)  # "": the column's own rows
         self.columns: tuple[Any, ...] = tuple(  # the rows (a tuple), or their buffer (bytes)
             column[lo:hi] if p is None else p[1][lo * _SIZES[p[0]] : hi * _SIZES[p[0]]]
-            for column, p in zip(items.sources, packed)  # sources: a packed ArrayColumn is never made into items
+            for column, p in zip(items.sources, packed)  # sources: a LazyColumn's rows travel as its buffer
         )
 
     def items(self) -> Items:
