@@ -5,8 +5,9 @@ Opt-in (``python -m bench columns``): it maps 10,000,000 items and needs numpy a
 * ``numpy-in/parallel``: 10,000,000 float64 items from a numpy array through ``x * 2`` on
   ``"parallel"`` with 2 workers, against the same map over the array's list (what a user
   passed before columns were accepted), and against a hand-written
-  ``ProcessPoolExecutor`` that sends each worker a numpy chunk and calls ``x * 2`` on
-  each of its elements as Python floats (the same per-item work, with no pipeline).
+  ``ProcessPoolExecutor`` that sends each worker a numpy chunk and calls the node's
+  function on each of its elements as Python floats, its results coming back as lists
+  (the same per-item work, with no pipeline).
 * ``to_pandas``: ``MapResult.to_pandas()`` of a 1,000,000-item, 3-output result against
   ``pd.DataFrame(result)``.
 """
@@ -33,7 +34,7 @@ def _double(x: float) -> float:
 
 
 def _double_chunk(chunk: Any) -> list[float]:
-    return [x * 2 for x in chunk.tolist()]
+    return [_double(x) for x in chunk.tolist()]  # the node's function, called per item as the map calls it
 
 
 def _pool_map(pool: ProcessPoolExecutor, array: Any, n_chunks: int) -> list[float]:

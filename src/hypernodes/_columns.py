@@ -33,6 +33,7 @@ type's module, and only a value of that library's type reaches that library's co
 from __future__ import annotations
 
 import operator
+import struct
 import sys
 from array import array
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ __all__ = [
     "column_error",
     "is_column",
     "items_of",
+    "unpack_items",
 ]
 
 ALLOWED = "a list, tuple, range, numpy array, pandas Series/Index or Arrow Array/ChunkedArray"
@@ -120,13 +122,19 @@ class ArrayColumn(LazyColumn):
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
         rows: Any = PickleBuffer(self.view) if operator.index(protocol) >= 5 else self.view.tobytes()
-        return (_unpacked, (self.code, rows, sys.byteorder))
+        return (unpack_items, (self.code, rows, sys.byteorder))
 
 
-def _unpacked(code: str, data: Any, order: str) -> tuple[Any, ...]:
-    """A shipped :class:`ArrayColumn`'s items, made in the process that unpickles it (no numpy needed)."""
+def unpack_items(code: str, data: Any, order: str) -> tuple[Any, ...]:
+    """The items of ``data``, values of typecode ``code`` written in ``order``'s byte order, as a tuple.
+
+    What a shipped :class:`ArrayColumn` (or a packed list) becomes in the process that
+    unpickles it (no numpy needed). ``struct`` makes the tuple directly (``tolist()``
+    then ``tuple()`` would copy every reference once more).
+    """
     if order == sys.byteorder:
-        return tuple(memoryview(data).cast("B").cast(code).tolist())
+        view = memoryview(data).cast("B")
+        return struct.unpack(f"{view.nbytes // _SIZES[code]}{code}", view)
     values = array(code)
     values.frombytes(data)
     values.byteswap()
@@ -205,6 +213,8 @@ def _compacted(values: Any) -> Any:
     except (pa.ArrowException, TypeError, ValueError):  # an extension type Arrow cannot concatenate
         return values
 
+
+_SIZES = {code: struct.calcsize(code) for code in "bhiqd"}  # bytes per value; native: the `array` module's sizes
 
 # numpy dtype (kind, itemsize) -> the dtype the buffer is kept in and its `array` typecode;
 # tolist() of the original and of the kept dtype give equal Python numbers. Absent (bool,

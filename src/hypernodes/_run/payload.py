@@ -31,6 +31,7 @@ from types import CodeType, CoroutineType
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from .._call import Items
+from .._columns import unpack_items
 from .._policy import Policy
 from .._resources import MADE, resolved
 from ..errors import RemoteError, add_note, coroutine_returned
@@ -330,7 +331,7 @@ class ShippedItems:
     def items(self) -> Items:
         """The slice, as the worker runs it (numbered from 0, ``base`` where it starts in the map)."""
         columns: tuple[tuple[Any, ...], ...] = tuple(
-            tuple(_values(code, column, self.order)) if code else column
+            unpack_items(code, column, self.order) if code else column
             for code, column in zip(self.codes, self.columns)
         )
         return Items(self.map_slots, columns, False, 0, self.hi, self.base)
