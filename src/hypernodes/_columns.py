@@ -246,7 +246,7 @@ def _numpy_column(value: Any) -> tuple[Any, ...] | LazyColumn:
     if kept is not None and array(kept[1]).itemsize == np.dtype(kept[0]).itemsize:
         # a copy in native order (the snapshot; one memcpy when the dtype is kept as it is)
         snapshot = np.array(value, dtype=kept[0], order="C", copy=True)
-        return ArrayColumn(memoryview(snapshot).cast("B").cast(kept[1]).toreadonly(), kept[1])
+        return ArrayColumn(_typed(_bytes_of(snapshot), kept[1]), kept[1])
     if value.dtype.kind == "O":
         return tuple(value)  # the objects themselves, each pickled on its own anyway (and a Failure among them is seen)
     how = "tolist" if value.dtype.kind in _NUMPY_PLAIN_KINDS else "iter"
@@ -261,9 +261,18 @@ def _arrow_column(value: Any) -> LazyColumn:
     size = array(code).itemsize
     # the values' bytes: the chunks' buffers cut to their rows (Arrow buffers are immutable:
     # one chunk is used in place, several are joined)
-    parts = [memoryview(c.buffers()[1]).cast("B")[c.offset * size : (c.offset + len(c)) * size] for c in chunks if len(c)]
+    parts = [_bytes_of(c.buffers()[1])[c.offset * size : (c.offset + len(c)) * size] for c in chunks if len(c)]
     data = parts[0] if len(parts) == 1 else memoryview(b"".join(parts))  # none: b"", no rows
-    return ArrayColumn(data.cast(code).toreadonly(), code)
+    return ArrayColumn(_typed(data, code), code)
+
+
+def _bytes_of(buffer: Any) -> memoryview:
+    return memoryview(buffer).cast("B")
+
+
+def _typed(data: memoryview, code: str) -> memoryview:
+    """``data`` (bytes) read-only, as values of typecode ``code``."""
+    return data.cast(code).toreadonly()  # type: ignore[call-overload,no-any-return]
 
 
 def items_of(column: Any) -> Any:

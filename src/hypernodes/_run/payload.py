@@ -331,8 +331,7 @@ class ShippedItems:
     def items(self) -> Items:
         """The slice, as the worker runs it (numbered from 0, ``base`` where it starts in the map)."""
         columns: tuple[tuple[Any, ...], ...] = tuple(
-            unpack_items(code, column, self.order) if code else column
-            for code, column in zip(self.codes, self.columns)
+            unpack_items(code, column, self.order) if code else column for code, column in zip(self.codes, self.columns)
         )
         return Items(self.map_slots, columns, False, 0, self.hi, self.base)
 
