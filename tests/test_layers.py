@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.executors",),
     (
         "hypernodes._call",
+        "hypernodes._nested",
         "hypernodes._resources",
         "hypernodes._validate",
         "hypernodes.cache",
@@ -55,6 +56,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hypernodes._columns",
         "hypernodes._frames",
         "hypernodes._typecheck",
+        "hypernodes._viz_style",
         "hypernodes.errors",
     ),
 )

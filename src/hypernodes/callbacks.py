@@ -755,7 +755,7 @@ def _finish(
 
 
 def _nested_nodes(plan: Plan) -> frozenset[int]:
-    return frozenset(k for k, n in enumerate(plan.nodes) if hasattr(n, "pipeline"))
+    return frozenset(k for k, n in enumerate(plan.nodes) if n.nested)
 
 
 def run_observed(

@@ -92,7 +92,7 @@ class Hits:
 
 
 def cached_first(core: ModuleType, call: MapCall) -> Hits | None:
-    """The items of ``call`` (a zip map with a lookup) that its lookup holds whole; None if none is."""
+    """The items of ``call`` (a zip or product map with a lookup) that its lookup holds whole; None if none is."""
     lookup, observer, items = call.lookup, call.observer, call.items
     assert lookup is not None
     results: list[list[Any]] = [[] for _ in call.plan.result_names]

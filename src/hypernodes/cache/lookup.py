@@ -206,7 +206,7 @@ class CacheLookup:
                 seed_h.update(b"%d:" % len(seed) + seed + repr(wired).encode() + b";")
             seed_h.update(repr(self._mslots).encode())
             self._item_seed = seed_h.digest()
-        self._nested = any(getattr(node, "pipeline", None) is not None for node in plan.nodes)
+        self._nested = any(node.nested for node in plan.nodes)
         # What clear(node=...) matches: a node's entries carry its name (and a nested pipeline's,
         # the names of the nodes within); an item's whole entry carries every name of the call.
         within = [_names_within(node, name) for node, name in zip(plan.nodes, self.names)]
@@ -798,8 +798,7 @@ def _on_disk_notes(plan: Any) -> dict[str, str]:
 def _names_within(node: Any, name: str) -> list[str]:
     """``name`` and, for a nested pipeline's node, the names of the nodes within it (recursively)."""
     names = [name]
-    inner = getattr(node, "pipeline", None)
-    for sub in getattr(inner, "nodes", ()) if inner is not None else ():
+    for sub in node.pipeline.nodes if node.nested else ():
         names.extend(_names_within(sub, sub.name))
     return names
 
