@@ -15,9 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from hypernodes import DESIGN_STYLES, GraphvizStyle, HypernodesEngine, Pipeline, PipelineCallback, node, visualize
+from hypernodes import (
+    DESIGN_STYLES,
+    GraphvizStyle,
+    HypernodesEngine,
+    Pipeline,
+    PipelineCallback,
+    UnusedInputWarning,
+    node,
+    visualize,
+)
 from hypernodes.cache import MemoryCache
-from hypernodes.errors import ArgumentTypeError, ExecutorSpecError, NodeDefinitionError
+from hypernodes.errors import ArgumentTypeError, ExecutorSpecError, InputError, NodeDefinitionError
 from hypernodes.viz import Diagram, IgnoredArgumentWarning, VizSpecError
 
 can_render = pytest.mark.skipif(
@@ -358,3 +367,59 @@ def test_notebook_era_visualize_calls_render(tmp_path: Path) -> None:
         assert "<svg" in p.visualize(**kwargs).svg()  # type: ignore[arg-type]
     p.visualize(filename=tmp_path / "p.svg", style="minimal", show_legend=True)
     assert (tmp_path / "p.svg").read_text().lstrip().startswith("<?xml")
+
+
+# -- inputs no node reads ----------------------------------------------------------------
+
+
+@node(output_name="kept")
+def keep(values: list[int], threshold: float = 0.5) -> list[int]:
+    return [v for v in values if v >= threshold]
+
+
+def test_an_unused_input_is_ignored_with_a_warning_naming_it() -> None:
+    """By default an input no node reads is ignored, as the notebook-era version did, with one
+    UnusedInputWarning naming it and pointing at the caller's line (once per call shape); run and
+    map give the results they give without it."""
+    p = Pipeline([keep])
+    with pytest.warns(UnusedInputWarning, match=r"run\(\) was given `source`, which no node takes") as caught:
+        assert p.run({"values": [0, 1], "source": "db"}) == {"kept": [1]}
+    assert len(caught) == 1
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per pipeline and call shape: the checked shape is kept
+        assert p.run({"values": [2], "source": "db"}) == {"kept": [2]}
+    p = Pipeline([keep])
+    with pytest.warns(UnusedInputWarning, match=r"map\(\) was given `source`"):
+        assert p.map({"values": [[0, 1], [2]], "source": "db"}, map_over="values") == {"kept": [[1], [2]]}
+    with pytest.warns(UnusedInputWarning, match="`tag`"):  # mapped over, and still unused
+        assert p.map({"values": [[0, 1], [2]], "tag": ["a", "b"]}, map_over=["values", "tag"]) == {"kept": [[1], [2]]}
+
+
+def test_a_near_miss_of_an_input_left_to_its_default_is_refused_anyway() -> None:
+    """An unused input that looks like a misspelling of an input the call leaves to its default is an
+    InputError even without strict_inputs: there the default would silently take the value's place."""
+    p = Pipeline([keep])
+    with pytest.raises(InputError, match="Did you mean `threshold` for `treshold`"):
+        p.run({"values": [0, 1], "treshold": 0.9})
+    with pytest.raises(InputError, match="Did you mean `threshold` for `treshold`"):
+        p.map({"values": [[0, 1]], "treshold": 0.9}, map_over="values")
+    with pytest.warns(UnusedInputWarning):  # the input is given, so nothing falls back to a default
+        assert p.run({"values": [0, 1], "threshold": 1, "treshold": 0.9}) == {"kept": [1]}
+
+
+def test_strict_inputs_refuses_every_unused_input() -> None:
+    """Pipeline(strict_inputs=True) makes every unused input an InputError before any node runs;
+    the setting travels with copies and pickles; a non-bool is refused."""
+    import copy
+    import pickle
+
+    p = Pipeline([keep], strict_inputs=True)
+    for q in (p, copy.copy(p), copy.deepcopy(p), pickle.loads(pickle.dumps(p))):
+        with pytest.raises(InputError, match="given `source`, which no node takes"):
+            q.run({"values": [0, 1], "source": "db"})
+        with pytest.raises(InputError, match="given `source`"):
+            q.map({"values": [[0]], "source": "db"}, map_over="values")
+    assert not Pipeline([keep]).strict_inputs
+    with pytest.raises(TypeError, match="strict_inputs must be True or False"):
+        Pipeline([keep], strict_inputs="yes")  # type: ignore[arg-type]

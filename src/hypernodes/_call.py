@@ -65,10 +65,11 @@ class PlanCache:
     The values are checked per call (``map_zip`` declines what it cannot run plainly).
     """
 
-    __slots__ = ("_plans", "graph", "maps", "runs")
+    __slots__ = ("_plans", "graph", "maps", "runs", "strict")
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, strict: bool = True) -> None:
         self.graph = graph
+        self.strict = strict  # a given name no node reads: an error (else a warning; see compile_plan)
         self._plans: dict[tuple[tuple[str, ...] | None, frozenset[str]], Plan] = {}
         self.runs: dict[tuple[Any, frozenset[str]], Plan] = {}
         self.maps: dict[tuple[Any, Any, frozenset[str]], MapShape] = {}
@@ -82,7 +83,7 @@ class PlanCache:
         key = (outputs, given)
         plan = self._plans.get(key)
         if plan is None:
-            plan = compile_plan(self.graph, outputs, given, verb)
+            plan = compile_plan(self.graph, outputs, given, verb, self.strict)
             if len(self._plans) >= _PLAN_CACHE_SIZE:
                 self._plans.clear()
                 self.runs.clear()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._call import PlanCache, prepare_map, prepare_run
+from ._errors import check_bool
 from ._graph import Graph, build_graph
 from ._nested import PipelineNode
 from ._typecheck import check_edges, check_mode
@@ -86,6 +87,7 @@ class Pipeline:
         on_error: str = "raise",
         type_check: str = "warn",
         validate_inputs: bool | str = False,
+        strict_inputs: bool = False,
     ) -> None:
         """Args:
             nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
@@ -115,6 +117,11 @@ class Pipeline:
                 item, are checked against the annotations of the parameters reading
                 them, before any node runs) or "coerce" (as True, and a dict given
                 for a pydantic model parameter is validated into the model).
+            strict_inputs: what ``run()``/``map()`` do with an input no node reads. False
+                (the default, as the notebook-era version): ignore it with an
+                ``UnusedInputWarning`` naming it, unless it looks like a misspelling of an
+                input the call leaves to its default (``treshold`` for ``threshold``): that
+                is an ``InputError`` either way. True: every unused input is an ``InputError``.
 
         Raises:
             NodeDefinitionError: a member is not a node or pipeline, or ``name`` is not a string.
@@ -127,6 +134,7 @@ class Pipeline:
             MapSpecError: ``on_error`` is neither "raise" nor "continue".
             TypeMismatchError: ``type_check="raise"`` and an edge's annotations do not fit.
             ArgumentTypeError: ``validate_inputs`` is not False, True or "coerce".
+            TypeError: ``strict_inputs`` is not True or False.
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
@@ -173,7 +181,8 @@ class Pipeline:
         self._graph: Graph = build_graph(self.nodes)
         self.type_check = check_mode(type_check)
         check_edges(self.nodes, self._graph.producer, self.type_check, f"Pipeline `{name or 'pipeline'}`")
-        self.plans = PlanCache(self._graph)  # one compiled Plan per call shape, read by engines
+        self.strict_inputs = check_bool(strict_inputs, "strict_inputs", "Pipeline()")
+        self.plans = PlanCache(self._graph, self.strict_inputs)  # one compiled Plan per call shape, read by engines
 
     def _observes(self) -> bool:
         return bool(self.callbacks) or self.effective_cache is not None or self.validate_inputs is not False
@@ -188,6 +197,7 @@ class Pipeline:
             "cache": self.cache,
             "on_error": self.on_error,
             "validate_inputs": self.validate_inputs,
+            "strict_inputs": self.strict_inputs,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -198,6 +208,7 @@ class Pipeline:
             on_error=state.get("on_error", "raise"),
             type_check="off",  # checked where it was built; a worker need not read annotations again
             validate_inputs=state.get("validate_inputs", False),
+            strict_inputs=state.get("strict_inputs", False),
         )
 
     # copies (unlike pickles) stay in this process, so they keep the engine and callbacks
@@ -212,6 +223,7 @@ class Pipeline:
             on_error=self.on_error,
             type_check="off",  # the same nodes, checked when the original was built
             validate_inputs=self.validate_inputs,
+            strict_inputs=self.strict_inputs,
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
@@ -226,6 +238,7 @@ class Pipeline:
             on_error=self.on_error,
             type_check="off",  # the same nodes, checked when the original was built
             validate_inputs=self.validate_inputs,
+            strict_inputs=self.strict_inputs,
         )
 
     @property
