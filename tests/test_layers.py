@@ -57,6 +57,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hypernodes._frames",
         "hypernodes._typecheck",
         "hypernodes._viz_style",
+        "hypernodes._errors",
         "hypernodes.errors",
     ),
 )

@@ -13,8 +13,9 @@ import pickle
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
+from ._errors import check_bool
 from ._policy import check_policy, policy_for
-from .errors import NodeDefinitionError, WiringError, check_bool
+from .errors import NodeDefinitionError, WiringError
 
 __all__ = ["Node", "is_async_callable", "node"]
 

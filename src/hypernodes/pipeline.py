@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._call import PlanCache, prepare_map, prepare_run
+from ._errors import check_bool
 from ._graph import Graph, build_graph
 from ._nested import PipelineNode
 from ._typecheck import check_edges, check_mode
@@ -21,7 +22,7 @@ from ._validate import InputValidator, validate_mode
 from .cache import INHERITED, Cache, CacheLookup
 from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
 from .engine import Engine, default_engine
-from .errors import ArgumentTypeError, ExecutorSpecError, NodeDefinitionError, check_bool
+from .errors import ArgumentTypeError, ExecutorSpecError, NodeDefinitionError
 from .failures import MapResult, check_on_error
 from .node import Node
 

@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from .._call import Items
 from .._columns import unpack_items
+from .._errors import add_note, coroutine_returned
 from .._policy import Policy
 from .._resources import MADE, resolved
-from ..errors import RemoteError, add_note, coroutine_returned
+from ..errors import RemoteError
 from ..executors._loop import AwaitOn
 from ..executors._worker import check_parent
 from ..node import Node

@@ -29,10 +29,11 @@ from typing import Any
 
 from .. import _core
 from .._call import Items, MapCall
+from .._errors import add_note
 from .._events import EVENTS_ATTR, Lookup, RemoteObserver
 from .._graph import Plan
 from .._resources import Resource
-from ..errors import WorkerDied, add_note
+from ..errors import WorkerDied
 from ..executors import _loky
 from ..executors._loop import CoroutineRunner, LoopThread
 from ..executors._worker import check_parent
