@@ -69,6 +69,7 @@ def offset(y: int, b: int = 1) -> int:
 
 
 PIPE = Pipeline([scale, offset], name="pipe")
+STRICT = Pipeline([scale, offset], name="pipe", strict_inputs=True)  # unused inputs refused
 
 
 @node(output_name=("tens", "ones"))
@@ -386,8 +387,14 @@ MALFORMED: list[tuple[str, Callable[[], Any], type[BaseException], str, str]] = 
         "asks for nothing",
         CALL,
     ),
-    ("unknown input", lambda: PIPE.run({"x": 1, "k": 2, "kk": 3}), InputError, "given `kk`, which no node takes", CALL),
-    ("non-string key", lambda: PIPE.run({"x": 1, "k": 2, 3: 4}), InputError, "given `3`, which no node takes", CALL),
+    (
+        "unknown input",
+        lambda: STRICT.run({"x": 1, "k": 2, "kk": 3}),
+        InputError,
+        "given `kk`, which no node takes",
+        CALL,
+    ),
+    ("non-string key", lambda: STRICT.run({"x": 1, "k": 2, 3: 4}), InputError, "given `3`, which no node takes", CALL),
     ("output given as input", lambda: PIPE.run({"x": 1, "k": 2, "y": 3}), InputError, "output of node `scale`", CALL),
     ("inputs not a dict", lambda: PIPE.run([("x", 1)]), ArgumentTypeError, "dict of name -> value, got list", CALL),
     (

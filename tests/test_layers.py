@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.executors",),
     (
         "hypernodes._call",
+        "hypernodes._nested",
         "hypernodes._resources",
         "hypernodes._validate",
         "hypernodes.cache",
@@ -57,6 +58,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hypernodes._columns",
         "hypernodes._frames",
         "hypernodes._typecheck",
+        "hypernodes._viz_style",
+        "hypernodes._errors",
         "hypernodes.errors",
     ),
 )

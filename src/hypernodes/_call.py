@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import _core
-from ._columns import ArrayColumn, as_column, column_error, items_of
+from ._columns import LazyColumn, as_column, column_error, items_of
 from ._events import Lookup, Observer
 from ._graph import Graph, Plan, compile_plan, ticks
 from .errors import ArgumentTypeError, InputError, MapSpecError
@@ -66,10 +66,11 @@ class PlanCache:
     The values are checked per call (``map_zip`` declines what it cannot run plainly).
     """
 
-    __slots__ = ("_plans", "graph", "maps", "runs")
+    __slots__ = ("_plans", "graph", "maps", "runs", "strict")
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, strict: bool = True) -> None:
         self.graph = graph
+        self.strict = strict  # a given name no node reads: an error (else a warning; see compile_plan)
         self._plans: dict[tuple[tuple[str, ...] | None, frozenset[str]], Plan] = {}
         self.runs: dict[tuple[Any, frozenset[str]], Plan] = {}
         self.maps: dict[tuple[Any, Any, frozenset[str]], MapShape] = {}
@@ -83,7 +84,7 @@ class PlanCache:
         key = (outputs, given)
         plan = self._plans.get(key)
         if plan is None:
-            plan = compile_plan(self.graph, outputs, given, verb)
+            plan = compile_plan(self.graph, outputs, given, verb, self.strict)
             if len(self._plans) >= _PLAN_CACHE_SIZE:
                 self._plans.clear()
                 self.runs.clear()
@@ -126,8 +127,8 @@ def _bounded_put(table: dict[Any, Any], key: Any, value: Any) -> None:
     table[key] = value
 
 
-Column = tuple[Any, ...] | ArrayColumn
-"""A mapped column as a map holds it: its items, or a numeric numpy column's buffer."""
+Column = tuple[Any, ...] | LazyColumn
+"""A mapped column as a map holds it: its items, or a numpy or Arrow column's buffer."""
 
 MapShape = tuple[Plan, tuple[str, ...], tuple[int, ...], tuple[tuple[str, int], ...]]
 """A zip map's checked shape: the plan, the mapped names, their slots, the shared inputs' (name, slot)."""
@@ -209,7 +210,7 @@ class Items:
         base: int = 0,
     ) -> None:
         self.map_slots = map_slots
-        self.sources = columns  # as given: tuples, or ArrayColumns whose items are made on first use
+        self.sources = columns  # as given: tuples, or LazyColumns whose items are made on first use
         self.lengths = tuple(len(c) for c in columns)
         self.product = product
         self.lo = lo
@@ -217,12 +218,12 @@ class Items:
         self.base = base
         # the columns of items, shared by the slices cut from these items (made once per process)
         self._made: list[tuple[tuple[Any, ...], ...] | None] = [
-            None if any(type(c) is ArrayColumn for c in columns) else columns  # type: ignore[list-item]
+            None if any(type(c) is not tuple for c in columns) else columns  # type: ignore[list-item]
         ]
 
     @property
     def columns(self) -> tuple[tuple[Any, ...], ...]:
-        """The mapped columns' items (an :class:`~hypernodes._columns.ArrayColumn`'s made here, once)."""
+        """The mapped columns' items (a :class:`~hypernodes._columns.LazyColumn`'s made here, once)."""
         made = self._made[0]
         if made is None:
             made = self._made[0] = tuple(items_of(c) for c in self.sources)
@@ -236,7 +237,7 @@ class Items:
         return f"<Items {mode} [{self.lo}, {self.hi}) base {self.base}, {len(self.sources)} columns>"
 
     def __getstate__(self) -> tuple[Any, ...]:
-        # the sources: an ArrayColumn travels as its buffer and arrives as a tuple of items
+        # the sources: a LazyColumn travels as its buffer and arrives as a tuple of items
         return (self.map_slots, self.sources, self.product, self.lo, self.hi, self.base)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
@@ -257,7 +258,7 @@ class Items:
         """These items as a self-contained slice to send elsewhere.
 
         Zip columns are cut to the slice's rows (renumbered from 0, ``base`` moved
-        along; an ArrayColumn's rows stay a buffer), so a worker receives its share
+        along; a LazyColumn's rows stay a buffer), so a worker receives its share
         only; product columns travel whole (they are short; their product is long).
         """
         if self.product or (self.lo == 0 and all(n == self.hi for n in self.lengths)):
@@ -539,7 +540,7 @@ def _failed_inputs(
     for name in read:
         if name in mapped:
             column = columns[mapped.index(name)]
-            if type(column) is tuple and Failure in map(type, column):  # an ArrayColumn holds numbers
+            if type(column) is tuple and Failure in map(type, column):  # a LazyColumn holds no Failure (no objects)
                 if not keep_going:
                     i, failure = next((i, v) for i, v in enumerate(column) if type(v) is Failure)
                     where = f"Element {i} of map() input `{name}`" if product else f"map() input `{name}`, item {i},"

@@ -39,7 +39,8 @@ from collections.abc import Iterator
 
 from time import perf_counter
 
-from .errors import OutputArityError, coroutine_returned, note_node
+from ._errors import coroutine_returned, note_node
+from .errors import OutputArityError
 from .failures import Failure, MapResult, failure_of
 
 cdef extern from "Python.h":

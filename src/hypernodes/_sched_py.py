@@ -21,7 +21,7 @@ from time import perf_counter
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
-from .errors import coroutine_returned, note_node, unpack_row
+from ._errors import coroutine_returned, note_node, unpack_row
 from .failures import Failure, MapResult, failure_of
 
 if TYPE_CHECKING:

@@ -330,7 +330,7 @@ class InputValidator:
             if isinstance(column, ArrayColumn):  # its items' type follows from the buffer's: none made here
                 kinds: set[type] = {float if column.code == "d" else int} if len(column) else set()
             else:
-                kinds = set(map(type, column))
+                kinds = set(map(type, items_of(column)))
             bad = {t for t in kinds if not all(c.of_type(t) for c, _, _ in typed)}  # type: ignore[misc]
         if not (bad or valued):
             return value

@@ -55,8 +55,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._errors import FROM_CALLBACK, add_note, check_bool
 from ._graph import Plan
-from .errors import FROM_CALLBACK, add_note, check_bool
 from .failures import release_frames
 
 if TYPE_CHECKING:
@@ -737,7 +737,7 @@ def _start(
 
 
 def _nested_nodes(plan: Plan) -> frozenset[int]:
-    return frozenset(k for k, n in enumerate(plan.nodes) if hasattr(n, "pipeline"))
+    return frozenset(k for k, n in enumerate(plan.nodes) if n.nested)
 
 
 class CallHooks:

@@ -16,34 +16,52 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._call import MAP_MODES, CallOptions, PlanCache, map_mode_message
-from ._columns import column_error, is_column
-from ._graph import Graph, build_graph, ticks
+from ._call import CallOptions, PlanCache
+from ._errors import check_bool
+from ._graph import Graph, build_graph
+from ._nested import PipelineNode
 from ._typecheck import check_edges, check_mode
 from ._validate import InputValidator, validate_mode
 from .cache import Cache
 from .callbacks import PipelineCallback, check_callbacks, pipeline_id
 from .engine import Engine, default_engine
-from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError, WiringError
+from .errors import ArgumentTypeError, ExecutorSpecError, NodeDefinitionError
 from .failures import MapResult, check_on_error
 from .node import Node
 
 __all__ = ["Pipeline", "PipelineNode"]
 
 
-class _Absent:
-    """Default of a nested pipeline's optional input: 'let the inner nodes' defaults apply'."""
+def _check_engine(engine: Any, where: str) -> Engine | None:
+    """``engine`` if it is None or an engine instance (``where``: the call that got it, for messages)."""
+    if isinstance(engine, type):
+        raise ExecutorSpecError(
+            f"{where} got the class {engine.__name__}, not an engine; pass an instance: "
+            f"{engine.__name__}() or {engine.__name__}(map_executor='threaded')."
+        )
+    if engine is not None and not (callable(getattr(engine, "run", None)) and callable(getattr(engine, "map", None))):
+        raise ExecutorSpecError(
+            f"{where} takes an engine such as HypernodesEngine(map_executor=...), got "
+            f"{type(engine).__name__} {engine!r:.60}. Executors and executor names go into the "
+            "engine: HypernodesEngine(map_executor='threaded')."
+        )
+    result: Engine | None = engine
+    return result
 
-    __slots__ = ()
 
-    def __repr__(self) -> str:
-        return "<inner default>"
+def _check_cache(cache: Any, where: str) -> Cache | None:
+    if cache is not None and not isinstance(cache, Cache):
+        raise TypeError(f"{where} takes a hypernodes.cache.Cache such as DiskCache(path), got {cache!r:.60}.")
+    result: Cache | None = cache
+    return result
 
-    def __reduce__(self) -> str:
-        return "_ABSENT"
 
-
-_ABSENT = _Absent()
+def _check_name(name: Any, where: str) -> None:
+    if name is not None and not isinstance(name, str):
+        raise NodeDefinitionError(
+            f"{where} takes a string (it names the pipeline in errors and when nested), "
+            f"got {type(name).__name__} {name!r:.60}."
+        )
 
 
 class Pipeline:
@@ -76,6 +94,7 @@ class Pipeline:
         on_error: str = "raise",
         type_check: str = "warn",
         validate_inputs: bool | str = False,
+        strict_inputs: bool = False,
     ) -> None:
         """Args:
             nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
@@ -105,6 +124,11 @@ class Pipeline:
                 item, are checked against the annotations of the parameters reading
                 them, before any node runs) or "coerce" (as True, and a dict given
                 for a pydantic model parameter is validated into the model).
+            strict_inputs: what ``run()``/``map()`` do with an input no node reads. False
+                (the default, as the notebook-era version): ignore it with an
+                ``UnusedInputWarning`` naming it, unless it looks like a misspelling of an
+                input the call leaves to its default (``treshold`` for ``threshold``): that
+                is an ``InputError`` either way. True: every unused input is an ``InputError``.
 
         Raises:
             NodeDefinitionError: a member is not a node or pipeline, or ``name`` is not a string.
@@ -117,6 +141,7 @@ class Pipeline:
             MapSpecError: ``on_error`` is neither "raise" nor "continue".
             TypeMismatchError: ``type_check="raise"`` and an edge's annotations do not fit.
             ArgumentTypeError: ``validate_inputs`` is not False, True or "coerce".
+            TypeError: ``strict_inputs`` is not True or False.
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
@@ -143,21 +168,8 @@ class Pipeline:
                     "pipelines take @node functions and other Pipelines."
                 )
         self.nodes: tuple[Node[..., Any], ...] = tuple(members)
-        self.engine = backend if backend is not None else engine
         keyword = "backend" if backend is not None else "engine"
-        if isinstance(self.engine, type):
-            raise ExecutorSpecError(
-                f"Pipeline({keyword}=...) got the class {self.engine.__name__}, not an engine; pass an instance: "
-                f"{keyword}={self.engine.__name__}() or {self.engine.__name__}(map_executor='threaded')."
-            )
-        if self.engine is not None and not (
-            callable(getattr(self.engine, "run", None)) and callable(getattr(self.engine, "map", None))
-        ):
-            raise ExecutorSpecError(
-                f"Pipeline({keyword}=...) takes an engine such as HypernodesEngine(map_executor=...), got "
-                f"{type(self.engine).__name__} {self.engine!r:.60}. Executors and executor names go into the "
-                "engine: HypernodesEngine(map_executor='threaded')."
-            )
+        self.engine = _check_engine(backend if backend is not None else engine, f"Pipeline({keyword}=...)")
         if parent is not None and not isinstance(parent, Pipeline):
             raise ArgumentTypeError(f"Pipeline(parent=...) takes a Pipeline, got {type(parent).__name__}.")
         self._parent = parent
@@ -169,7 +181,8 @@ class Pipeline:
         self._graph: Graph = build_graph(self.nodes)
         self.type_check = check_mode(type_check)
         check_edges(self.nodes, self._graph.producer, self.type_check, f"Pipeline `{name or 'pipeline'}`")
-        self.plans = PlanCache(self._graph)  # one compiled Plan per call shape, read by engines
+        self.strict_inputs = check_bool(strict_inputs, "strict_inputs", "Pipeline()")
+        self.plans = PlanCache(self._graph, self.strict_inputs)  # one compiled Plan per call shape, read by engines
         self.options = self._options()  # and what each call asks for besides the nodes, read by engines
 
     def __getstate__(self) -> dict[str, Any]:
@@ -182,6 +195,7 @@ class Pipeline:
             "cache": self.cache,
             "on_error": self.on_error,
             "validate_inputs": self.validate_inputs,
+            "strict_inputs": self.strict_inputs,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -192,6 +206,7 @@ class Pipeline:
             on_error=state.get("on_error", "raise"),
             type_check="off",  # checked where it was built; a worker need not read annotations again
             validate_inputs=state.get("validate_inputs", False),
+            strict_inputs=state.get("strict_inputs", False),
         )
 
     # copies (unlike pickles) stay in this process, so they keep the engine and callbacks
@@ -206,6 +221,7 @@ class Pipeline:
             on_error=self.on_error,
             type_check="off",  # the same nodes, checked when the original was built
             validate_inputs=self.validate_inputs,
+            strict_inputs=self.strict_inputs,
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
@@ -220,6 +236,7 @@ class Pipeline:
             on_error=self.on_error,
             type_check="off",  # the same nodes, checked when the original was built
             validate_inputs=self.validate_inputs,
+            strict_inputs=self.strict_inputs,
         )
 
     # -- what each call asks for besides the nodes: kept in self.options -----------
@@ -251,11 +268,7 @@ class Pipeline:
 
     @name.setter
     def name(self, name: str | None) -> None:
-        if name is not None and not isinstance(name, str):
-            raise NodeDefinitionError(
-                f"Pipeline(name=...) takes a string (it names the pipeline in errors and when nested), "
-                f"got {type(name).__name__} {name!r:.60}."
-            )
+        _check_name(name, "Pipeline(name=...)")
         self._name = name
         self._changed()
 
@@ -276,11 +289,7 @@ class Pipeline:
 
     @cache.setter
     def cache(self, cache: Cache | None) -> None:
-        if cache is not None and not isinstance(cache, Cache):
-            raise TypeError(
-                f"Pipeline(cache=...) takes a hypernodes.cache.Cache such as DiskCache(path), got {cache!r:.60}."
-            )
-        self._cache = cache
+        self._cache = _check_cache(cache, "Pipeline(cache=...)")
         self._changed()
 
     @property
@@ -343,6 +352,107 @@ class Pipeline:
     def outputs(self) -> tuple[str, ...]:
         """Every name the pipeline's nodes produce."""
         return self._graph.outputs
+
+    # -- the notebook-era face: graph views and fluent setters --------------------
+
+    @property
+    def graph(self) -> Any:
+        """The wiring as a ``networkx.DiGraph`` (needs ``networkx``): its nodes are this
+        pipeline's nodes (a nested pipeline as its node) and the names of its inputs; an edge
+        runs from each input name and each producing node to every node reading it.
+
+        A new graph each time: changing it changes nothing here.
+
+        Raises:
+            ImportError: ``networkx`` is not installed (``pip install networkx``).
+        """
+        try:
+            import networkx as nx  # lazy: an optional dependency, only this view needs it
+        except ImportError as exc:
+            raise ImportError(
+                "Pipeline.graph is a networkx.DiGraph and needs networkx (`pip install networkx`); "
+                "without it, `execution_order`, `inputs` and `outputs` describe the wiring."
+            ) from exc
+        wiring = self._graph
+        g = nx.DiGraph()
+        g.add_nodes_from(wiring.nodes)
+        for n in wiring.nodes:
+            for p in n.parameters:
+                producer = wiring.producer.get(p)
+                g.add_edge(p if producer is None else wiring.nodes[producer], n)
+        return g
+
+    @property
+    def execution_order(self) -> list[Node[..., Any]]:
+        """The nodes in the order a sequential run calls them (a topological order that keeps
+        declaration order where the wiring allows)."""
+        wiring = self._graph
+        return [wiring.nodes[i] for i in wiring.order]
+
+    @property
+    def root_args(self) -> list[str]:
+        """The names this pipeline reads from outside, as a list (notebook-era name of :attr:`inputs`)."""
+        return list(self._graph.inputs)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Same as :attr:`inputs`: what a pipeline, like a node, takes."""
+        return self._graph.inputs
+
+    @property
+    def output_name(self) -> tuple[str, ...]:
+        """Same as :attr:`outputs`: every name the nodes produce, in declaration order."""
+        return self._graph.outputs
+
+    def with_backend(self, backend: Engine | None) -> Pipeline:
+        """Set this pipeline's engine, as ``Pipeline(backend=...)`` would; None: its parent's or the default.
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            ExecutorSpecError: ``backend`` is not an engine instance.
+        """
+        self.engine = _check_engine(backend, "with_backend()")
+        return self
+
+    def with_cache(self, cache: Cache | None) -> Pipeline:
+        """Set this pipeline's cache, as ``Pipeline(cache=...)`` would; None: its parent's or none.
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            TypeError: ``cache`` is not a ``Cache``.
+        """
+        self.cache = _check_cache(cache, "with_cache()")
+        return self
+
+    def with_callbacks(self, callbacks: Sequence[PipelineCallback] | None) -> Pipeline:
+        """Set this pipeline's callbacks, as ``Pipeline(callbacks=...)`` would (None: its parent's).
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            TypeError: not a list of ``PipelineCallback`` instances.
+        """
+        given = callbacks if callbacks is not None or self._parent is None else self._parent.effective_callbacks
+        self.callbacks = list(check_callbacks(given))
+        return self
+
+    def with_name(self, name: str | None) -> Pipeline:
+        """Set this pipeline's name (shown in errors, pictures and callbacks, and used when nested).
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            NodeDefinitionError: ``name`` is not a string.
+        """
+        _check_name(name, "with_name()")
+        self.name = name  # a new options record: its input checks' messages name the pipeline
+        return self
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
@@ -468,6 +578,11 @@ class Pipeline:
         depth: int | None = 1,
         show_types: bool = False,
         style: Any = "default",
+        *,
+        flatten: bool = False,
+        show_legend: bool = False,
+        min_arg_group_size: int | None = None,
+        return_type: str = "auto",
     ) -> Any:
         """Draw this pipeline; see :func:`hypernodes.viz.visualize` for what the picture shows.
 
@@ -477,173 +592,32 @@ class Pipeline:
             depth: 1 draws nested pipelines as one box; higher expands that many levels; None all.
             show_types: also show parameter and return annotations.
             style: a name in ``hypernodes.DESIGN_STYLES`` or a ``GraphvizStyle``.
+            flatten: draw expanded nested pipelines without their frames.
+            show_legend: also draw a legend of the kinds of box shown.
+            min_arg_group_size: notebook-era; ignored with a warning (inputs are never grouped).
+            return_type: "auto" (a Diagram), "graphviz" (a ``graphviz.Source``) or "html".
 
         Returns:
             A ``hypernodes.viz.Diagram``: ``.source`` is the DOT text; it shows as SVG in
-            Jupyter. (``filename``, ``style`` and the result are typed loosely here so this
-            module need not import viz; :func:`hypernodes.viz.visualize` has the exact types.)
+            Jupyter (or what ``return_type`` asks for). (``filename``, ``style`` and the result
+            are typed loosely here so this module need not import viz;
+            :func:`hypernodes.viz.visualize` has the exact types.)
 
         Raises:
             ArgumentTypeError, VizSpecError: a bad argument. GraphvizNotFoundError:
-                ``filename`` needs rendering and ``graphviz`` or ``dot`` is missing.
+                rendering is needed and ``graphviz`` or ``dot`` is missing.
         """
         from .viz import visualize  # lazy: pictures are optional, and graphviz must not load with hypernodes
 
-        return visualize(self, filename, orient=orient, depth=depth, show_types=show_types, style=style)
-
-
-class _NestedCall:
-    """The function of a :class:`PipelineNode`: runs (or maps) the inner pipeline."""
-
-    __slots__ = ("inner_inputs", "inner_outputs", "map_mode", "map_over", "name", "outer_params", "pipeline")
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        outer_params: tuple[str, ...],
-        inner_inputs: tuple[str, ...],
-        inner_outputs: tuple[str, ...],
-        map_over: tuple[str, ...] | None,
-        map_mode: str,
-        name: str,
-    ) -> None:
-        self.name = name
-        self.pipeline = pipeline
-        self.outer_params = outer_params
-        self.inner_inputs = inner_inputs
-        self.inner_outputs = inner_outputs
-        self.map_over = map_over
-        self.map_mode = map_mode
-
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        if kwargs:
-            args = (*args, *(kwargs.pop(p, _ABSENT) for p in self.outer_params[len(args) :]))
-            if kwargs:
-                raise TypeError(
-                    f"unexpected argument(s) {ticks(sorted(kwargs))}; parameters: {ticks(self.outer_params)}"
-                )
-        inputs = {inner: value for inner, value in zip(self.inner_inputs, args) if value is not _ABSENT}
-        outputs = list(self.inner_outputs)
-        if self.map_over is None:
-            result = self.pipeline.run(inputs, output_name=outputs)
-        else:
-            self._check_mapped(args)
-            result = self.pipeline.map(
-                inputs, map_over=list(self.map_over), map_mode=self.map_mode, output_name=outputs
-            )
-        return tuple(result[o] for o in self.inner_outputs)
-
-    def _check_mapped(self, args: tuple[Any, ...]) -> None:
-        # Checked here, in the outer names the user wired, before the inner map runs.
-        outer_of = dict(zip(self.inner_inputs, self.outer_params))
-        value_of = dict(zip(self.inner_inputs, args))
-        lengths: dict[str, int] = {}
-        for inner in self.map_over or ():
-            value = value_of[inner]
-            if not is_column(value):
-                raise column_error(value, f"Node `{self.name}` maps over `{outer_of[inner]}`, which")
-            lengths[outer_of[inner]] = len(value)
-        if self.map_mode == "zip" and len(set(lengths.values())) > 1:
-            shown = ", ".join(f"`{m}`: {n}" for m, n in lengths.items())
-            raise MapSpecError(f"Node `{self.name}` zips lists of unequal length: {shown}.")
-
-
-class PipelineNode(Node[..., tuple[Any, ...]]):
-    """A pipeline acting as one node of another (see :meth:`Pipeline.as_node`).
-
-    It produces the inner outputs (renamed, and selected by ``output_mapping``);
-    its parameters are the inner inputs those outputs read, plus the mapped ones
-    (renamed by ``input_mapping``). An outer call that needs only some of its
-    outputs runs a narrowed copy (:meth:`restricted`) that computes only those.
-    """
-
-    __slots__ = ("_narrowed", "_spec", "pipeline")
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        input_mapping: Mapping[str, str] | None = None,
-        output_mapping: Mapping[str, str] | None = None,
-        map_over: str | Sequence[str] | None = None,
-        map_mode: str = "zip",
-        name: str | None = None,
-    ) -> None:
-        """Wrap ``pipeline``; the arguments are those of :meth:`Pipeline.as_node`.
-
-        Raises:
-            NodeDefinitionError: a mapping or ``map_over`` names something the
-                pipeline does not have, two inputs would share one outer name,
-                ``map_mode`` is unknown (with or without ``map_over``), or ``name``
-                is not a string.
-        """
-        if name is not None and not isinstance(name, str):
-            raise NodeDefinitionError(f"as_node(name=...) takes a string, got {type(name).__name__} {name!r:.60}.")
-        label = name or pipeline.name or "pipeline"
-        where = f"as_node() of pipeline `{label}`"
-        graph = pipeline._graph
-        outer_of: dict[str, str] = {}
-        for outer, inner in dict(input_mapping or {}).items():
-            if inner not in graph.inputs:
-                raise WiringError(
-                    f"{where}: input_mapping maps `{outer}` to `{inner}`, which is not an input of the pipeline. "
-                    f"Its inputs: {ticks(graph.inputs)}."
-                )
-            if inner in outer_of:
-                raise NodeDefinitionError(f"{where}: input_mapping maps two names to inner input `{inner}`.")
-            outer_of[inner] = outer
-        all_outer = tuple(outer_of.get(i, i) for i in graph.inputs)
-        if len(set(all_outer)) != len(all_outer):
-            raise NodeDefinitionError(f"{where}: input_mapping makes two inputs share one outer name: {all_outer}.")
-        if output_mapping is None:
-            inner_outputs = graph.outputs
-            outer_outputs = inner_outputs
-        else:
-            unknown = [inner for inner in output_mapping if inner not in graph.producer]
-            if unknown:
-                raise WiringError(
-                    f"{where}: output_mapping names {ticks(unknown)}, not produced by the pipeline. "
-                    f"Its outputs: {ticks(graph.outputs)}."
-                )
-            inner_outputs = tuple(output_mapping)
-            outer_outputs = tuple(output_mapping[o] for o in inner_outputs)
-            if not inner_outputs:
-                raise NodeDefinitionError(f"{where}: output_mapping is empty; the node would produce nothing.")
-        inner_of = dict(zip(all_outer, graph.inputs))
-        mapped: tuple[str, ...] = ()
-        if map_over is not None:
-            mapped = (map_over,) if isinstance(map_over, str) else tuple(map_over)
-            bad = [m for m in mapped if m not in inner_of]
-            if not mapped or bad:
-                raise WiringError(
-                    f"{where}: map_over must name the node's (outer) inputs; got {map_over!r}. "
-                    f"Its inputs: {ticks(all_outer)}."
-                )
-        if map_mode not in MAP_MODES:  # also without map_over: a typo must not wait for map_over to be added
-            raise NodeDefinitionError(f"{where}: {map_mode_message(map_mode)}")
-        mapped_inner = tuple(inner_of[m] for m in mapped)
-        # mapped inputs set the number of items, so they are parameters even when
-        # the selected outputs do not read them, and never optional
-        needed = graph.inputs_for(inner_outputs) | set(mapped_inner)
-        inner_inputs = tuple(i for i in graph.inputs if i in needed)
-        outer_params = tuple(outer_of.get(i, i) for i in inner_inputs)
-        call = _NestedCall(pipeline, outer_params, inner_inputs, inner_outputs, mapped_inner or None, map_mode, label)
-        super().__init__(call, outer_outputs, name=label)
-        # The signature of _NestedCall is (*args, **kwargs): set the wiring explicitly.
-        optional = graph.optional_inputs() - set(mapped_inner)
-        self.parameters = outer_params
-        self.defaults = {outer: _ABSENT for outer, inner in zip(outer_params, inner_inputs) if inner in optional}
-        self._call = call
-        self.is_async = False
-        self.pipeline = pipeline
-        self._spec = (dict(input_mapping or {}), dict(zip(inner_outputs, outer_outputs)), map_over, map_mode, label)
-        self._narrowed: dict[tuple[str, ...], PipelineNode] = {}
-
-    def restricted(self, outputs: tuple[str, ...]) -> PipelineNode:
-        """This nested pipeline computing only ``outputs`` (outer names), and reading only their inputs."""
-        narrowed = self._narrowed.get(outputs)
-        if narrowed is None:
-            input_mapping, output_mapping, map_over, map_mode, name = self._spec
-            keep = {inner: outer for inner, outer in output_mapping.items() if outer in outputs}
-            narrowed = PipelineNode(self.pipeline, input_mapping, keep, map_over, map_mode, name)
-            self._narrowed[outputs] = narrowed
-        return narrowed
+        return visualize(
+            self,
+            filename,
+            orient=orient,
+            depth=depth,
+            show_types=show_types,
+            style=style,
+            flatten=flatten,
+            show_legend=show_legend,
+            min_arg_group_size=min_arg_group_size,
+            return_type=return_type,
+        )

@@ -27,13 +27,15 @@ raises stores nothing.
 
 The package: :mod:`.hashing` (values in :mod:`._values`, code in :mod:`._code`, which asks
 :mod:`._where` whether code is a library's), :mod:`.storage` (the caches),
-:mod:`.lookup` (the seam's ``Lookup`` that the cores and drivers ask).
+:mod:`.lookup` (the seam's ``Lookup`` that the cores and drivers ask; the keys it computes in
+:mod:`._keys`, and :func:`explain` in :mod:`._explain`).
 """
 
 from __future__ import annotations
 
+from ._explain import explain
 from .hashing import Unhashable, compute_signature, hash_code, hash_inputs, hash_value, register_hasher
-from .lookup import INHERITED, CacheLookup, explain
+from .lookup import INHERITED, CacheLookup
 from .storage import Cache, CacheWarning, DiskCache, MemoryCache
 
 __all__ = [

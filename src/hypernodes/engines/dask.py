@@ -32,9 +32,10 @@ from concurrent.futures import Executor, Future
 from types import ModuleType
 from typing import Any
 
+from .._errors import add_note, check_bool
 from .._run import Runtime
 from ..engine import HypernodesEngine
-from ..errors import ExecutorSpecError, add_note, check_bool
+from ..errors import ExecutorSpecError
 from ..executors import check_max_workers
 from ..executors.backends import PROCESS_TASKS_PER_WORKER, Backend, Sequential
 
