@@ -521,7 +521,9 @@ def test_engine_map_old_form_honours_the_pipelines_cache_and_refuses_bad_items()
     with pytest.raises(ArgumentTypeError, match=r"items\[1\] is int, not a dict"):
         engine.map(p, [{"x": 1}, 2], {})
     with pytest.raises(ArgumentTypeError, match=r"inputs \(shared by every item\) must be a dict"):
-        engine.map(p, [{"x": 1}], ["k"])
+        engine.map(p, items=[{"x": 1}], inputs=["k"])  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError, match="map\\(\\) takes inputs as a dict"):
+        engine.map(p, [{"x": 1}], ["k"])  # positionally, the old form needs its shared dict: the new form's error
     with pytest.raises(ArgumentTypeError, match="_ctx argument is private"):
         engine.map(p, [{"x": 1}], {}, None, object())
     assert CALLS == [1, 2]

@@ -161,6 +161,49 @@ def test_a_large_shared_input_travels_once_per_call_not_once_per_task() -> None:
     assert not any(os.path.exists(f) for f in pool.files)
 
 
+def first_and_sum(x: int, arr: Any) -> tuple[float, float]:
+    """The shared array's value at ``x`` and its sum."""
+    return float(arr[x]), float(arr.sum())
+
+
+@pytest.mark.parametrize("mode", ["r", "r+"])
+def test_an_array_that_lives_in_a_file_travels_as_its_place_not_its_bytes(tmp_path: Path, mode: str) -> None:
+    """A 4 MB numpy.memmap (and a view of one) given to a process map is not copied: no payload
+    file, the tasks carry a few KB, and each worker maps the same file, writable, its writes its own."""
+    numpy = pytest.importorskip("numpy")
+    path = tmp_path / "data.f8"
+    numpy.arange(1 << 19, dtype="f8").tofile(path)
+    arr = numpy.memmap(path, dtype="f8", mode=mode)
+    total = float(arr.sum())
+    pool = CountingPool()
+    try:
+        with HypernodesEngine(map_executor=pool) as engine:
+            read = Pipeline([node(first_and_sum, output_name="seen")], backend=engine)
+            whole = read.map({"x": list(range(8)), "arr": arr}, "x")["seen"]
+            view = read.map({"x": [0, 1], "arr": arr[1000:]}, "x")["seen"]
+            written = Pipeline([node(scribble, output_name="total")], backend=engine)
+            assert len(written.map({"x": [0, 1], "arr": arr}, "x")["total"]) == 2
+    finally:
+        pool.shutdown()
+    assert pool.files == []
+    assert max(pool.sent) < 100_000, pool.sent
+    assert whole == [(float(x), total) for x in range(8)]
+    assert view == [(1000.0 + x, total - sum(range(1000))) for x in range(2)]
+    assert float(numpy.fromfile(path, dtype="f8").sum()) == total  # the workers' writes were their own
+
+
+def test_a_copy_on_write_memmap_travels_with_the_callers_private_writes(tmp_path: Path) -> None:
+    """A numpy.memmap opened "c" holds writes its file does not: its values are sent, not its file's."""
+    numpy = pytest.importorskip("numpy")
+    path = tmp_path / "data.f8"
+    numpy.zeros(1 << 19, dtype="f8").tofile(path)
+    arr = numpy.memmap(path, dtype="f8", mode="c")
+    arr[1] = 7.0
+    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+        pipeline = Pipeline([node(first_and_sum, output_name="seen")], backend=engine)
+        assert pipeline.map({"x": [1, 2], "arr": arr}, "x")["seen"] == [(7.0, 7.0), (0.0, 7.0)]
+
+
 def scribble(x: int, arr: Any) -> float:
     """Writes into the shared array, then reads it back."""
     arr[x] = -1.0
