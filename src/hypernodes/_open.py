@@ -31,8 +31,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._call import CallOptions, MapCall, PlanCache, RunCall, prepare_map, prepare_run
+from ._observe import SCOPE, CallHooks
 from .cache import INHERITED, Cache, CacheLookup
-from .callbacks import SCOPE, CallHooks
 from .failures import check_on_error
 
 __all__ = ["Opened", "open_map", "open_run"]

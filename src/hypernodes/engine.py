@@ -64,11 +64,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._call import HasPlans, MapCall, RunCall
+from ._observe import SCOPE
 from ._open import open_map, open_run
 from ._resources import MADE as _resources_made
 from ._run import FuncTable, Runtime, run_map, run_one
 from .cache import INHERITED
-from .callbacks import SCOPE
 from .errors import ExecutorSpecError
 from .executors import check_max_workers
 from .executors._loop import LoopThread

@@ -20,10 +20,11 @@ from ._call import CallOptions, PlanCache
 from ._errors import check_bool
 from ._graph import Graph, build_graph
 from ._nested import PipelineNode
+from ._observe import check_callbacks, pipeline_id
 from ._typecheck import check_edges, check_mode
 from ._validate import InputValidator, validate_mode
 from .cache import Cache
-from .callbacks import PipelineCallback, check_callbacks, pipeline_id
+from .callbacks import PipelineCallback
 from .engine import Engine, default_engine
 from .errors import ArgumentTypeError, ExecutorSpecError, NodeDefinitionError
 from .failures import MapResult, check_on_error
