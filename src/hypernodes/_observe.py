@@ -236,7 +236,7 @@ class CallObserver:
         self.item_events = in_map and session.wants(_ITEM_HOOKS, in_map)
         self.values = session.wants_values(in_map)
         self._tokens: dict[tuple[int, int, int], contextvars.Token[_Scope | None]] = {}
-        # The call's cache lookup (``cache.CacheLookup``): the signatures of hits, and
+        # The call's cache lookup (``cache.lookup.CacheLookup``): the signatures of hits, and
         # whether an item will come whole from the cache (then it is reported as cached,
         # not started and ended).
         self.lookup = lookup

@@ -36,7 +36,7 @@ from .._errors import add_note, check_bool
 from .._run import Runtime
 from ..engine import HypernodesEngine
 from ..errors import ExecutorSpecError
-from ..executors import check_max_workers
+from ..executors._spec import check_max_workers
 from ..executors.backends import PROCESS_TASKS_PER_WORKER, Backend, Sequential
 
 __all__ = ["DaskBackend", "DaskEngine", "DaskExecutor"]
