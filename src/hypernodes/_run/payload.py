@@ -31,6 +31,7 @@ from types import CodeType, CoroutineType
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from .._call import Items
+from .._columns import unpack_items
 from .._errors import add_note, coroutine_returned
 from .._policy import Policy
 from .._resources import MADE, resolved
@@ -336,14 +337,13 @@ class ShippedItems:
         self.codes = tuple("" if p is None else p[0] for p in packed)  # "": the column's own rows
         self.columns: tuple[Any, ...] = tuple(  # the rows (a tuple), or their buffer (bytes)
             column[lo:hi] if p is None else p[1][lo * _SIZES[p[0]] : hi * _SIZES[p[0]]]
-            for column, p in zip(items.sources, packed)  # sources: a packed ArrayColumn is never made into items
+            for column, p in zip(items.sources, packed)  # sources: a LazyColumn's rows travel as its buffer
         )
 
     def items(self) -> Items:
         """The slice, as the worker runs it (numbered from 0, ``base`` where it starts in the map)."""
         columns: tuple[tuple[Any, ...], ...] = tuple(
-            tuple(_values(code, column, self.order)) if code else column
-            for code, column in zip(self.codes, self.columns)
+            unpack_items(code, column, self.order) if code else column for code, column in zip(self.codes, self.columns)
         )
         return Items(self.map_slots, columns, False, 0, self.hi, self.base)
 

@@ -29,7 +29,6 @@ from typing import Any
 
 from .. import _core
 from .._call import Items, MapCall
-from .._columns import ArrayColumn
 from .._errors import add_note
 from .._events import EVENTS_ATTR, Lookup, RemoteObserver
 from .._graph import Plan
@@ -251,8 +250,8 @@ def _gather_slices(
 def _shipped(core: ModuleType, items: Items, slices: list[Items]) -> list[Items] | list[ShippedItems]:
     """What each slice sends to its worker: zip columns of plain numbers packed once, then cut per slice."""
     if not items.product:
-        # a numeric numpy column is its buffer already: no item is made here (see _columns.ArrayColumn)
-        packed = [c.packed() if type(c) is ArrayColumn else core.pack_column(c) for c in items.sources]
+        # a numpy or Arrow column is not packed: its slices pickle as their buffers (_columns.LazyColumn)
+        packed = [core.pack_column(c) for c in items.sources]
         if any(p is not None for p in packed):
             return [ShippedItems(s, packed) for s in slices]
     return [s.detached() for s in slices]
