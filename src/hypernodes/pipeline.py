@@ -33,12 +33,14 @@ from .node import Node
 __all__ = ["Pipeline", "PipelineNode"]
 
 
-def _check_engine(engine: Any, where: str) -> Engine | None:
-    """``engine`` if it is None or an engine instance (``where``: the call that got it, for messages)."""
+def _check_engine(engine: Any, where: str, keyword: str = "") -> Engine | None:
+    """``engine`` if it is None or an engine instance (``where``: the call that got it, and
+    ``keyword`` the argument, for messages)."""
     if isinstance(engine, type):
+        name, given = engine.__name__, f"{keyword}=" if keyword else ""
         raise ExecutorSpecError(
-            f"{where} got the class {engine.__name__}, not an engine; pass an instance: "
-            f"{engine.__name__}() or {engine.__name__}(map_executor='threaded')."
+            f"{where} got the class {name}, not an engine; pass an instance: "
+            f"{given}{name}() or {given}{name}(map_executor='threaded')."
         )
     if engine is not None and not (callable(getattr(engine, "run", None)) and callable(getattr(engine, "map", None))):
         raise ExecutorSpecError(
@@ -170,7 +172,7 @@ class Pipeline:
                 )
         self.nodes: tuple[Node[..., Any], ...] = tuple(members)
         keyword = "backend" if backend is not None else "engine"
-        self.engine = _check_engine(backend if backend is not None else engine, f"Pipeline({keyword}=...)")
+        self.engine = _check_engine(backend if backend is not None else engine, f"Pipeline({keyword}=...)", keyword)
         if parent is not None and not isinstance(parent, Pipeline):
             raise ArgumentTypeError(f"Pipeline(parent=...) takes a Pipeline, got {type(parent).__name__}.")
         self._parent = parent
