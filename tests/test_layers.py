@@ -26,9 +26,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes",),
     ("hypernodes.telemetry",),
     ("hypernodes.pipeline",),
-    ("hypernodes.callbacks", "hypernodes.viz"),
+    ("hypernodes.viz",),
     ("hypernodes.engines",),
     ("hypernodes.engine",),
+    ("hypernodes._open",),
+    ("hypernodes.callbacks",),
     ("hypernodes._run",),
     ("hypernodes.executors",),
     (

@@ -16,7 +16,7 @@ the two cores' batch loops, nowhere else.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import _core
@@ -28,6 +28,7 @@ from .failures import LIVE, Failure, MapResult, check_on_error, unique
 
 __all__ = [
     "MAP_MODES",
+    "CallOptions",
     "HasPlans",
     "Items",
     "MapCall",
@@ -133,10 +134,57 @@ MapShape = tuple[Plan, tuple[str, ...], tuple[int, ...], tuple[tuple[str, int], 
 """A zip map's checked shape: the plan, the mapped names, their slots, the shared inputs' (name, slot)."""
 
 
+class CallOptions:
+    """What a pipeline asks of each of its calls besides its nodes (``Pipeline.options``).
+
+    An engine reads a pipeline's :class:`PlanCache` and these, nothing else. The
+    pipeline makes a new record when one of them is assigned; a record's fields
+    never change (``callbacks`` is the pipeline's own list: one appended to it is seen).
+
+    Attributes:
+        name: the pipeline's name (None: unnamed).
+        id: its id in callbacks (its name, or one derived from its nodes).
+        callbacks: the callbacks that see each call (the parent's, when the pipeline gave none).
+        cache: the cache its calls use (its own, else its parent's); None: the one
+            an enclosing call passes down, if any.
+        on_error: what a ``map()`` that does not say does when an item fails.
+        validator: checks each call's inputs against the annotations (an object with
+            ``run_inputs(inputs)`` and ``map_inputs(inputs, map_over)``); None: no checks.
+        plain: no cache and no checks: with no callbacks either, the engines' fast paths
+            may take the call (unless an enclosing call observes it or passes a cache down).
+    """
+
+    __slots__ = ("cache", "callbacks", "id", "name", "on_error", "plain", "validator")
+
+    def __init__(
+        self,
+        name: str | None,
+        id: str,
+        callbacks: Sequence[Any],
+        cache: Any,
+        on_error: str,
+        validator: Any,
+    ) -> None:
+        self.name = name
+        self.id = id
+        self.callbacks = callbacks
+        self.cache = cache
+        self.on_error = on_error
+        self.validator = validator
+        self.plain = cache is None and validator is None
+
+    def __repr__(self) -> str:
+        return (
+            f"CallOptions(id={self.id!r}, callbacks={len(self.callbacks)}, cache={self.cache!r}, "
+            f"on_error={self.on_error!r}, validated={self.validator is not None})"
+        )
+
+
 class HasPlans(Protocol):
-    """What an engine reads of a pipeline: its plans."""
+    """What an engine reads of a pipeline: its plans and its call options."""
 
     plans: PlanCache
+    options: CallOptions
 
 
 class Items:

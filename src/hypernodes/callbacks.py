@@ -24,8 +24,8 @@ callbacks. Ids are paths: the root pipeline's :attr:`~hypernodes.Pipeline.id`, a
 for a nested one ``<parent id>/<node name>``; a node's id is its name, prefixed by
 the nested nodes it runs inside (``inner/embed``).
 
-How it runs: the front door (:func:`run_observed`, :func:`map_observed`) fires the
-call-level hooks; a :class:`CallObserver` turns the cores' integer events (the
+How it runs: the call's opening (``_open``, below the engine) fires the call-level
+hooks through :class:`CallHooks`; a :class:`CallObserver` turns the cores' integer events (the
 ``_events`` seam) into node and item hooks. Only what some callback overrides is
 reported: a map whose callbacks want neither node nor item hooks runs the plain
 batch loop, in chunks, and hears only ``items_done``. Hooks are never called from
@@ -62,7 +62,7 @@ from .failures import release_frames
 if TYPE_CHECKING:
     from ._call import MapCall, RunCall
 
-__all__ = ["CallObserver", "CallbackContext", "PipelineCallback", "map_observed", "run_observed"]
+__all__ = ["CallHooks", "CallObserver", "CallbackContext", "PipelineCallback"]
 
 
 class CallbackContext:
@@ -707,22 +707,22 @@ class _Recording:
 
 
 def _start(
-    pipeline: Any, kind: str, plan: Plan, inputs: Mapping[str, Any] | None
+    options: Any, kind: str, plan: Plan, inputs: Mapping[str, Any] | None
 ) -> tuple[Any, tuple[str, ...], str, tuple[int, ...]]:
     """Open a call: its session, its pipeline path, its nodes' id prefix and the map items of
-    the pipelines above it; fires the start hooks."""
+    the pipelines above it; fires the start hooks. ``options``: the pipeline's ``CallOptions``."""
     scope = SCOPE.get()
     path: tuple[str, ...]
     above: tuple[int, ...]
     if scope is None:
-        session: Any = _Session(pipeline.callbacks)
-        path, prefix, above = (pipeline.id,), "", ()
+        session: Any = _Session(options.callbacks)
+        path, prefix, above = (options.id,), "", ()
     else:
-        session = scope.session.including(pipeline.callbacks)
+        session = scope.session.including(options.callbacks)
         path, prefix, above = scope.path, scope.node_prefix, scope.items
     if session.ctx is not None:
         metadata = {
-            "name": pipeline.name or path[-1],
+            "name": options.name or path[-1],
             "kind": kind,
             "total_nodes": plan.n_nodes,
             "node_ids": [prefix + n for n in plan.node_names],
@@ -734,6 +734,64 @@ def _start(
         session.emit("on_nested_pipeline_start", path[-2], path[-1], path=path, items=items)
     session.emit("on_pipeline_start", path[-1], dict(inputs or {}), path=path, items=items)
     return session, path, prefix, above
+
+
+def _nested_nodes(plan: Plan) -> frozenset[int]:
+    return frozenset(k for k, n in enumerate(plan.nodes) if n.nested)
+
+
+class CallHooks:
+    """The call-level hooks of one observed call; the call's opening (``_open``) fires them.
+
+    Made when the call opens: fires ``on_pipeline_start`` (and, nested,
+    ``on_nested_pipeline_start``) and gives the call its :class:`CallObserver`, which
+    turns the cores' events into node and item hooks. Then :meth:`begin` (a map's
+    ``on_map_start``) before its work, and :meth:`ended` or :meth:`failed` after it.
+    """
+
+    __slots__ = ("above", "in_map", "path", "session", "started", "total")
+
+    def __init__(self, options: Any, kind: str, call: RunCall | MapCall, inputs: Any) -> None:
+        """Args:
+        options: the pipeline's ``CallOptions`` (its callbacks, id and name).
+        kind: "run" or "map".
+        call: the prepared call; its ``observer`` is set here (with its ``lookup``).
+        inputs: the call's inputs, as ``on_pipeline_start`` shows them.
+        """
+        session, path, prefix, above = _start(options, kind, call.plan, inputs)
+        self.session, self.path, self.above = session, path, above
+        self.in_map = kind == "map"
+        self.total = total = len(call.items) if self.in_map else 0  # type: ignore[union-attr]
+        if self.in_map and session.ctx is not None:
+            with session.lock:
+                metadata = session.ctx.get_pipeline_metadata(path[-1])
+                session.ctx.set_pipeline_metadata(path[-1], {**metadata, "total_items": total})
+        call.observer = CallObserver(
+            session, path, prefix, call.plan, self.in_map, _nested_nodes(call.plan), call.lookup, above
+        )
+        self.started = time.perf_counter()
+
+    def begin(self) -> None:
+        """Before the call's work: ``on_map_start`` for a map."""
+        if self.in_map:
+            self.session.emit("on_map_start", self.total, path=self.path, items=(*self.above, -1))
+
+    def ended(self, result: Any) -> None:
+        """The call returned ``result``: ``on_map_end`` for a map, then ``on_pipeline_end`` (and
+        ``on_nested_pipeline_end``). A hook that raises ends the call as failed with it."""
+        if self.in_map:
+            try:
+                self.session.emit(
+                    "on_map_end", time.perf_counter() - self.started, path=self.path, items=(*self.above, -1)
+                )
+            except BaseException as exc:
+                self.failed(exc)
+                raise
+        _finish(self.session, self.path, self.above, self.started, None, result)
+
+    def failed(self, error: BaseException) -> None:
+        """The call failed with ``error`` (Ctrl-C included): ``on_pipeline_error``."""
+        _finish(self.session, self.path, self.above, self.started, error, None)
 
 
 def _finish(
@@ -752,47 +810,3 @@ def _finish(
     session.emit("on_pipeline_end", path[-1], outputs, duration, path=path, items=items)
     if len(path) > 1:
         session.emit("on_nested_pipeline_end", path[-2], path[-1], duration, path=path, items=items)
-
-
-def _nested_nodes(plan: Plan) -> frozenset[int]:
-    return frozenset(k for k, n in enumerate(plan.nodes) if n.nested)
-
-
-def run_observed(
-    pipeline: Any, run_call: Callable[[RunCall], dict[str, Any]], call: RunCall, inputs: Any
-) -> dict[str, Any]:
-    """``run_call(call)`` with the call-level hooks around it and an observer for the node hooks."""
-    session, path, prefix, above = _start(pipeline, "run", call.plan, inputs)
-    call.observer = CallObserver(session, path, prefix, call.plan, False, _nested_nodes(call.plan), call.lookup, above)
-    started = time.perf_counter()
-    try:
-        result = run_call(call)
-    except BaseException as exc:
-        _finish(session, path, above, started, exc, None)
-        raise
-    _finish(session, path, above, started, None, result)
-    return result
-
-
-def map_observed(
-    pipeline: Any, map_call: Callable[[MapCall], dict[str, list[Any]]], call: MapCall, inputs: Any
-) -> dict[str, list[Any]]:
-    """``map_call(call)`` with the call- and map-level hooks around it and an observer for the rest."""
-    session, path, prefix, above = _start(pipeline, "map", call.plan, inputs)
-    total = len(call.items)
-    if session.ctx is not None:
-        with session.lock:
-            metadata = session.ctx.get_pipeline_metadata(path[-1])
-            session.ctx.set_pipeline_metadata(path[-1], {**metadata, "total_items": total})
-    call.observer = CallObserver(session, path, prefix, call.plan, True, _nested_nodes(call.plan), call.lookup, above)
-    started = time.perf_counter()
-    items = (*above, -1)
-    try:
-        session.emit("on_map_start", total, path=path, items=items)
-        result = map_call(call)
-        session.emit("on_map_end", time.perf_counter() - started, path=path, items=items)
-    except BaseException as exc:
-        _finish(session, path, above, started, exc, None)
-        raise
-    _finish(session, path, above, started, None, result)
-    return result

@@ -3,31 +3,47 @@
 The layers, each importing only those below it (``tests/test_layers.py`` checks it)::
 
     telemetry/      ProgressCallback, TimingCallback, TelemetryCallback + waterfall (callbacks users add)
-    pipeline.py     Pipeline, as_node: wiring, the run()/map() front door
-    callbacks.py    PipelineCallback, CallbackContext; callback hooks from the event seam
+    pipeline.py     Pipeline, as_node: wiring, its call options; run()/map() hand the call to the engine
+    viz.py          pictures
     engines/        the engines' public home; engines/dask.py: DaskEngine and its backend
-    engine.py       Engine; HypernodesEngine: its backends' lifetime; run()/map() dispatch
+    engine.py       Engine; HypernodesEngine: its backends' lifetime; the fast paths
+    _open.py        opens every other call: input checks, cache lookup, callback hooks, flush
+    callbacks.py    PipelineCallback, CallbackContext; callback hooks from the event seam
     _run/           the drivers: node runner, map strategies, process workers
     executors/      backends (one per executor kind), AsyncExecutor, loky's shared pool
-    _call.py        the validated call record: plan, values, item layout
+    _call.py        the validated call record: plan, values, item layout; CallOptions
     _graph.py       wiring checks; a call shape compiled into an integer Plan
     _core.py        the one switch between the two cores
     _sched / _sched_py   the compiled core and its pure-Python twin
     _events.py  node.py  _policy.py  failures.py  errors.py
 
+One door: ``pipeline.run(...)`` is ``engine.run(pipeline, ...)`` and ``pipeline.map(...)``
+is ``engine.map(pipeline, ...)``. The engine reads the pipeline's ``plans`` (compiled
+plans per call shape) and ``options`` (``_call.CallOptions``: callbacks, cache,
+on_error, input checks, ids), nothing else.
+
 Data flow of one call::
 
-    Pipeline.run(inputs)  -> engine.run: _call.prepare_run checks the call and fills a
-        |                    values list from the cached Plan (a RunCall)
+    engine.run(pipeline, inputs)
+        |  fast path: nothing but the nodes asked for (no callbacks, cache or checks, no
+        |  enclosing call observing or passing a cache down), a shape seen before, nodes
+        |  inline: core.run_dict, the whole call in C
         v
-    _run.run_one          -> sequential nodes: core.run_one(plan, funcs, values), the whole
+    _open.open_run        -> checks the inputs, _call.prepare_run builds the RunCall from the
+        |                    cached Plan, opens it (cache lookup, start hooks), then
+        v
+    run_call -> _run.run_one -> sequential nodes: core.run_one(plan, funcs, values), the whole
                              node loop in C. Otherwise a NodeRunner submits each node to the
                              node backend as soon as the core's ReadyQueue releases it.
+                             Then _open closes the call (end hooks, lookup flushed).
 
-    Pipeline.map(inputs)  -> engine.map: _call.prepare_map checks map_over/map_mode,
-        |                    snapshots the mapped lists into Items, fills the broadcast
-        v                    inputs once (a MapCall)
-    _run.run_map          -> the one place choosing the strategy: core.run_batch on this
+    engine.map(pipeline, inputs, ...)
+        |  fast path: as for run, a zip map on a sequential engine: core.map_zip
+        v
+    _open.open_map        -> _call.prepare_map checks map_over/map_mode, snapshots the mapped
+        |                    lists into Items, fills the broadcast inputs once (a MapCall), opens it
+        v
+    map_call -> _run.run_map -> the one place choosing the strategy: core.run_batch on this
                              thread, slices on threads or an event loop, or slices pickled
                              once for worker processes; results in input order.
 
@@ -47,9 +63,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._call import HasPlans, MapCall, RunCall, prepare_map, prepare_run
+from ._call import HasPlans, MapCall, RunCall
+from ._open import open_map, open_run
 from ._resources import MADE as _resources_made
 from ._run import FuncTable, Runtime, run_map, run_one
+from .cache import INHERITED
+from .callbacks import SCOPE
 from .errors import ExecutorSpecError
 from .executors import check_max_workers
 from .executors._loop import LoopThread
@@ -87,9 +106,11 @@ def _release(backends: tuple[Backend, ...], loop: LoopThread, wait: bool) -> Non
 class Engine(ABC):
     """What runs pipelines: ``run``, ``map`` and ``shutdown`` (also a context manager).
 
-    ``Pipeline(..., backend=engine)`` calls ``engine.run(pipeline, inputs, output_name)``
-    and ``engine.map(pipeline, inputs, map_over, map_mode, output_name)``.
-    :class:`HypernodesEngine` and ``hypernodes.engines.DaskEngine`` implement it.
+    ``pipeline.run(inputs, output_name)`` is ``engine.run(pipeline, inputs, output_name)``
+    and ``pipeline.map(...)`` is ``engine.map(pipeline, inputs, map_over, map_mode,
+    output_name)``: the engine reads the pipeline's ``plans`` and ``options``
+    (``_call.HasPlans``). :class:`HypernodesEngine` and ``hypernodes.engines.DaskEngine``
+    implement it.
     """
 
     @abstractmethod
@@ -106,12 +127,13 @@ class Engine(ABC):
         map_over: str | Sequence[str] | None = None,
         map_mode: str = "zip",
         output_name: Any = None,
-        on_error: str = "raise",
+        on_error: str | None = None,
     ) -> dict[str, list[Any]]:
         """Run ``pipeline`` once per item; ``{output name: [value per item]}`` (see :meth:`Pipeline.map`).
 
-        ``Pipeline.map`` passes ``on_error`` only when it is not ``"raise"``, so an engine
-        written before it existed keeps working for maps that do not ask for it."""
+        ``on_error`` None means the pipeline's (``pipeline.options.on_error``). ``Pipeline.map``
+        passes ``on_error`` only when that would not do, so an engine written before it
+        existed keeps working for maps that do not ask for it."""
 
     @abstractmethod
     def shutdown(self, wait: bool = True) -> None:
@@ -216,10 +238,10 @@ class HypernodesEngine(Engine):
     def run(
         self, pipeline: HasPlans, inputs: Mapping[str, Any] | None = None, output_name: Any = None
     ) -> dict[str, Any]:
-        """Run ``pipeline`` once.
+        """Run ``pipeline`` once: ``pipeline.run(inputs, output_name)`` is this call.
 
         Args:
-            pipeline: the pipeline to run.
+            pipeline: the pipeline to run (its ``plans`` and ``options`` are read).
             inputs, output_name: as for :meth:`Pipeline.run`.
 
         Returns:
@@ -229,11 +251,18 @@ class HypernodesEngine(Engine):
             The errors of :meth:`Pipeline.run`, before any node runs; then the
             first exception a node raises (noted with the node's name).
         """
-        if getattr(pipeline, "_observed", False):  # its callbacks and cache apply on any engine
-            cache = pipeline.effective_cache  # type: ignore[attr-defined]
-            return pipeline._run_with(self, cache, inputs, output_name)  # type: ignore[attr-defined, no-any-return]
         runtime = self._run_runtime
-        if type(inputs) is dict and runtime.nodes.inline:  # the map level plays no part in run()
+        options = pipeline.options
+        # The fast path: nothing but the nodes asked for (no callbacks, cache or checks, and
+        # no enclosing call observing this one or passing a cache down), the nodes inline.
+        if (
+            type(inputs) is dict
+            and options.plain
+            and not options.callbacks
+            and runtime.nodes.inline  # the map level plays no part in run()
+            and INHERITED.get() is None
+            and SCOPE.get() is None
+        ):
             try:  # as in map(): a name, None or a tuple keys itself
                 plan = pipeline.plans.runs.get((output_name, frozenset(inputs)))
             except TypeError:
@@ -245,14 +274,7 @@ class HypernodesEngine(Engine):
                 except KeyboardInterrupt:
                     self._interrupted()
                     raise
-        call = prepare_run(pipeline.plans, inputs, output_name)
-        try:
-            run_one(self._run_runtime, call)
-        except KeyboardInterrupt:
-            self._interrupted()
-            raise
-        values = call.values  # call.results(), without the method call: run() is a hot path
-        return {name: values[slot] for name, slot in call.plan.result_pairs}
+        return open_run(pipeline.plans, options, inputs, output_name, self.run_call)
 
     def map(
         self,
@@ -261,13 +283,14 @@ class HypernodesEngine(Engine):
         map_over: str | Sequence[str] | None = None,
         map_mode: str = "zip",
         output_name: Any = None,
-        on_error: str = "raise",
+        on_error: str | None = None,
     ) -> MapResult:
-        """Run ``pipeline`` once per item.
+        """Run ``pipeline`` once per item: ``pipeline.map(...)`` is this call.
 
         Args:
-            pipeline: the pipeline to map.
-            inputs, map_over, map_mode, output_name, on_error: as for :meth:`Pipeline.map`.
+            pipeline: the pipeline to map (its ``plans`` and ``options`` are read).
+            inputs, map_over, map_mode, output_name: as for :meth:`Pipeline.map`.
+            on_error: as for :meth:`Pipeline.map` (None: the pipeline's ``on_error``).
 
         Returns:
             A ``MapResult``: ``{output name: [value per item]}`` in item order.
@@ -276,13 +299,20 @@ class HypernodesEngine(Engine):
             The errors of :meth:`Pipeline.map`, before any node runs; then the
             first exception an item raises (noted with the node and item index).
         """
-        if getattr(pipeline, "_observed", False):
-            cache = pipeline.effective_cache  # type: ignore[attr-defined]
-            return pipeline._map_with(  # type: ignore[attr-defined, no-any-return]
-                self, cache, inputs, map_over, map_mode, output_name, on_error
-            )
         runtime = self._runtime
-        if type(inputs) is dict and runtime.plain and map_mode == "zip" and on_error == "raise":
+        options = pipeline.options
+        if on_error is None:
+            on_error = options.on_error
+        if (
+            type(inputs) is dict
+            and options.plain
+            and not options.callbacks
+            and runtime.plain
+            and map_mode == "zip"
+            and on_error == "raise"
+            and INHERITED.get() is None
+            and SCOPE.get() is None
+        ):
             try:  # names as given (str, None, a tuple) key themselves; fast_key makes a list a tuple
                 shape = pipeline.plans.maps.get((output_name, map_over, frozenset(inputs)))
             except TypeError:
@@ -298,16 +328,11 @@ class HypernodesEngine(Engine):
                     raise
                 if mapped is not None:  # None: values the general path checks (and names)
                     return mapped  # type: ignore[no-any-return]
-        call = prepare_map(pipeline.plans, inputs, map_over, map_mode, output_name, None, None, on_error)
-        try:
-            columns = run_map(runtime, call)
-        except KeyboardInterrupt:
-            self._interrupted()
-            raise
-        return call.results(columns)
+        return open_map(pipeline.plans, options, inputs, map_over, map_mode, output_name, on_error, self.map_call)
 
     def run_call(self, call: RunCall) -> dict[str, Any]:
-        """Execute a prepared ``run()`` call (``_call.prepare_run``, which may add an observer and a lookup)."""
+        """Execute a prepared ``run()`` call (``_call.prepare_run``; its opening, ``_open``, may have
+        given it an observer and a lookup)."""
         try:
             run_one(self._run_runtime, call)
         except KeyboardInterrupt:
@@ -316,7 +341,7 @@ class HypernodesEngine(Engine):
         return call.results()
 
     def map_call(self, call: MapCall) -> MapResult:
-        """Execute a prepared ``map()`` call (``_call.prepare_map``, which may add an observer and a lookup)."""
+        """Execute a prepared ``map()`` call (``_call.prepare_map``; as :meth:`run_call`)."""
         try:
             columns = run_map(self._runtime, call)
         except KeyboardInterrupt:

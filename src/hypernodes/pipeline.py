@@ -1,26 +1,29 @@
-"""Pipeline: wiring, validation, and the run()/map() front door.
+"""Pipeline: wiring, validation, its call options; run()/map() hand each call to the engine.
 
 A pipeline validates its wiring once (duplicate outputs, cycles) when built. Each
 call is checked before any node runs (``_call.py``); the checked call *shape*
 (requested outputs, given input names) maps to a compiled
 :class:`~hypernodes._graph.Plan`, cached in the pipeline's :class:`~hypernodes._call.PlanCache`,
-so a repeated call costs one dict lookup before the core takes over.
+so a repeated call costs one dict lookup before the core takes over. What a call
+asks for besides its nodes (callbacks, cache, on_error, input checks) is the
+pipeline's ``options`` record; ``pipeline.run/map`` call ``engine.run/map(self, ...)``,
+which read ``plans`` and ``options`` only (``_open`` opens the call).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._call import PlanCache, prepare_map, prepare_run
+from ._call import CallOptions, PlanCache
 from ._errors import check_bool
 from ._graph import Graph, build_graph
 from ._nested import PipelineNode
 from ._typecheck import check_edges, check_mode
 from ._validate import InputValidator, validate_mode
-from .cache import INHERITED, Cache, CacheLookup
-from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
+from .cache import Cache
+from .callbacks import PipelineCallback, check_callbacks, pipeline_id
 from .engine import Engine, default_engine
 from .errors import ArgumentTypeError, ExecutorSpecError, NodeDefinitionError
 from .failures import MapResult, check_on_error
@@ -70,6 +73,10 @@ class Pipeline:
         engine: the engine that runs it (``backend`` is an alias).
         inputs: names the pipeline needs from outside, in first-use order.
         outputs: every name the nodes produce, in declaration order.
+        options: what each call asks for besides its nodes (callbacks, cache, on_error,
+            input checks, ids), as the engine reads it: a ``CallOptions`` record, made
+            anew when ``name``, ``callbacks``, ``cache``, ``on_error`` or
+            ``validate_inputs`` is assigned (it shares the ``callbacks`` list).
     """
 
     def __init__(
@@ -138,7 +145,7 @@ class Pipeline:
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
-        _check_name(name, "Pipeline(name=...)")
+        self.name = name
         if not isinstance(nodes, (list, tuple)):
             raise NodeDefinitionError(
                 f"Pipeline(nodes=...) takes a list of nodes, got {type(nodes).__name__} {nodes!r:.60}."
@@ -161,31 +168,22 @@ class Pipeline:
                     "pipelines take @node functions and other Pipelines."
                 )
         self.nodes: tuple[Node[..., Any], ...] = tuple(members)
-        self.name = name
         keyword = "backend" if backend is not None else "engine"
         self.engine = _check_engine(backend if backend is not None else engine, f"Pipeline({keyword}=...)")
         if parent is not None and not isinstance(parent, Pipeline):
             raise ArgumentTypeError(f"Pipeline(parent=...) takes a Pipeline, got {type(parent).__name__}.")
         self._parent = parent
         # Without callbacks of its own a pipeline with a parent uses the parent's (see effective_callbacks).
-        given = callbacks if callbacks is not None or parent is None else parent.effective_callbacks
-        self.callbacks: list[PipelineCallback] = list(check_callbacks(given))
-        self.cache = _check_cache(cache, "Pipeline(cache=...)")
-        self.on_error = check_on_error(on_error, "Pipeline()")
-        self.validate_inputs = validate_mode(validate_inputs)
-        self._validator: InputValidator | None = None  # made on the first checked call
-        # Whether a call made straight on an engine (engine.run(pipeline, ...)) must come back
-        # through this pipeline's front door: its callbacks and cache apply on any engine, and
-        # its inputs are validated there (so run()'s fast path carries no validation test).
-        self._observed = self._observes()
+        self.callbacks = callbacks if callbacks is not None or parent is None else parent.effective_callbacks
+        self.cache = cache
+        self.on_error = on_error
+        self.validate_inputs = validate_inputs
         self._graph: Graph = build_graph(self.nodes)
         self.type_check = check_mode(type_check)
         check_edges(self.nodes, self._graph.producer, self.type_check, f"Pipeline `{name or 'pipeline'}`")
         self.strict_inputs = check_bool(strict_inputs, "strict_inputs", "Pipeline()")
         self.plans = PlanCache(self._graph, self.strict_inputs)  # one compiled Plan per call shape, read by engines
-
-    def _observes(self) -> bool:
-        return bool(self.callbacks) or self.effective_cache is not None or self.validate_inputs is not False
+        self.options = self._options()  # and what each call asks for besides the nodes, read by engines
 
     def __getstate__(self) -> dict[str, Any]:
         # A pipeline travels to worker processes as its nodes: the engine (threads,
@@ -241,6 +239,79 @@ class Pipeline:
             strict_inputs=self.strict_inputs,
         )
 
+    # -- what each call asks for besides the nodes: kept in self.options -----------
+
+    def _options(self) -> CallOptions:
+        validator = None
+        if self.validate_inputs is not False:
+            where = f"Pipeline `{self.name or 'pipeline'}`"
+            validator = InputValidator(self.nodes, self.validate_inputs == "coerce", where)
+        return CallOptions(
+            self.name,
+            pipeline_id(self.name, [n.name for n in self.nodes]),
+            self._callbacks,
+            self.effective_cache,
+            self.on_error,
+            validator,
+        )
+
+    def _changed(self) -> None:
+        # An option assigned after construction (the notebook-era style): a new record for the engines.
+        # (Not `"options" in self.__dict__`: reading __dict__ makes the instance's attribute reads slower.)
+        if getattr(self, "options", None) is not None:
+            self.options = self._options()
+
+    @property
+    def name(self) -> str | None:
+        """The pipeline's name (shown in errors, used when nested, its callback id when given)."""
+        return self._name
+
+    @name.setter
+    def name(self, name: str | None) -> None:
+        _check_name(name, "Pipeline(name=...)")
+        self._name = name
+        self._changed()
+
+    @property
+    def callbacks(self) -> list[PipelineCallback]:
+        """The pipeline's callbacks: this list is the one its calls read (one appended is seen)."""
+        return self._callbacks
+
+    @callbacks.setter
+    def callbacks(self, callbacks: Sequence[PipelineCallback] | None) -> None:
+        self._callbacks: list[PipelineCallback] = list(check_callbacks(callbacks))
+        self._changed()
+
+    @property
+    def cache(self) -> Cache | None:
+        """The pipeline's own cache (see :attr:`effective_cache` for the one its calls use)."""
+        return self._cache
+
+    @cache.setter
+    def cache(self, cache: Cache | None) -> None:
+        self._cache = _check_cache(cache, "Pipeline(cache=...)")
+        self._changed()
+
+    @property
+    def on_error(self) -> str:
+        """What its maps do when an item fails, unless a ``map()`` call says otherwise."""
+        return self._on_error
+
+    @on_error.setter
+    def on_error(self, on_error: str) -> None:
+        self._on_error = check_on_error(on_error, "Pipeline()")
+        self._changed()
+
+    @property
+    def validate_inputs(self) -> bool | str:
+        """False, True or "coerce": whether each call's inputs are checked against the annotations."""
+        return self._validate_inputs
+
+    @validate_inputs.setter
+    def validate_inputs(self, validate_inputs: bool | str) -> None:
+        self._validate_inputs: bool | str = validate_mode(validate_inputs)
+        self._changed()
+
     @property
     def effective_backend(self) -> Engine:
         """The engine calls use: this pipeline's, else its ``parent``'s (recursively), else the shared default."""
@@ -250,7 +321,8 @@ class Pipeline:
 
     @property
     def effective_cache(self) -> Cache | None:
-        """The cache calls use: this pipeline's, else its ``parent``'s (recursively), else None."""
+        """The cache calls use: this pipeline's, else its ``parent``'s (recursively; the parent's
+        when this pipeline is constructed, or its ``cache`` assigned), else None."""
         if self.cache is not None:
             return self.cache
         return self._parent.effective_cache if self._parent is not None else None
@@ -264,7 +336,7 @@ class Pipeline:
     @property
     def id(self) -> str:
         """The pipeline's id in callbacks: its name, or one derived from its nodes (stable across runs)."""
-        return pipeline_id(self.name, [n.name for n in self.nodes])
+        return self.options.id
 
     @property
     def backend(self) -> Engine | None:
@@ -354,7 +426,6 @@ class Pipeline:
             TypeError: ``cache`` is not a ``Cache``.
         """
         self.cache = _check_cache(cache, "with_cache()")
-        self._observed = self._observes()
         return self
 
     def with_callbacks(self, callbacks: Sequence[PipelineCallback] | None) -> Pipeline:
@@ -368,7 +439,6 @@ class Pipeline:
         """
         given = callbacks if callbacks is not None or self._parent is None else self._parent.effective_callbacks
         self.callbacks = list(check_callbacks(given))
-        self._observed = self._observes()
         return self
 
     def with_name(self, name: str | None) -> Pipeline:
@@ -381,8 +451,7 @@ class Pipeline:
             NodeDefinitionError: ``name`` is not a string.
         """
         _check_name(name, "with_name()")
-        self.name = name
-        self._validator = None  # its messages name the pipeline
+        self.name = name  # a new options record: its input checks' messages name the pipeline
         return self
 
     def __repr__(self) -> str:
@@ -428,24 +497,7 @@ class Pipeline:
         engine = self.engine
         if engine is None:  # effective_backend, without the property call: a hot path
             engine = default_engine() if self._parent is None else self.effective_backend
-        cache = self.cache if self.cache is not None or self._parent is None else self.effective_cache
-        if cache is None:
-            cache = INHERITED.get()
-        if cache is None and not self.callbacks and SCOPE.get() is None:  # nothing observes or caches this call
-            return engine.run(self, inputs, output_name)
-        return self._run_with(engine, cache, inputs, output_name)
-
-    def _run_with(self, engine: Any, cache: Cache | None, inputs: Any, output_name: Any) -> dict[str, Any]:
-        """run() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
-        if self.validate_inputs is not False:
-            inputs = self._validation().run_inputs(inputs)
-        run_call = getattr(engine, "run_call", None)
-        if run_call is None:  # an engine of another kind runs the call its own way, unobserved
-            unobserved: dict[str, Any] = engine.run(self, inputs, output_name)
-            return unobserved
-        call = prepare_run(self.plans, inputs, output_name)
-        result: dict[str, Any] = self._execute(call, run_call, run_observed, inputs, cache, None)
-        return result
+        return engine.run(self, inputs, output_name)
 
     def map(
         self,
@@ -485,78 +537,14 @@ class Pipeline:
         engine = self.engine
         if engine is None:  # effective_backend, without the property call: a hot path
             engine = default_engine() if self._parent is None else self.effective_backend
-        cache = self.cache if self.cache is not None or self._parent is None else self.effective_cache
-        if cache is None:
-            cache = INHERITED.get()
-        mode = self.on_error if on_error is None else check_on_error(on_error, "map()")
         result: Mapping[str, list[Any]]
-        if cache is None and not self.callbacks and SCOPE.get() is None:
-            if mode == "raise":  # passed only when asked for: an engine may predate on_error
-                result = engine.map(self, inputs, map_over, map_mode, output_name)
-            else:
-                result = engine.map(self, inputs, map_over, map_mode, output_name, on_error=mode)
+        if on_error is None or (on_error == "raise" and self.options.on_error == "raise"):
+            # the pipeline's own on_error: the engine reads it (and one that predates on_error works)
+            result = engine.map(self, inputs, map_over, map_mode, output_name)
         else:
-            result = self._map_with(engine, cache, inputs, map_over, map_mode, output_name, mode)
+            result = engine.map(self, inputs, map_over, map_mode, output_name, on_error=on_error)
         # An engine of another kind may return a plain dict of lists: still a MapResult to the user.
         return result if type(result) is MapResult else MapResult(result)
-
-    def _map_with(
-        self,
-        engine: Any,
-        cache: Cache | None,
-        inputs: Any,
-        map_over: Any,
-        map_mode: Any,
-        output_name: Any,
-        on_error: str = "raise",
-    ) -> Mapping[str, list[Any]]:
-        """map() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
-        if self.validate_inputs is not False:
-            inputs = self._validation().map_inputs(inputs, map_over)
-        map_call = getattr(engine, "map_call", None)
-        if map_call is None:
-            extra = {} if on_error == "raise" else {"on_error": on_error}
-            unobserved: dict[str, list[Any]] = engine.map(self, inputs, map_over, map_mode, output_name, **extra)
-            return unobserved
-        call = prepare_map(self.plans, inputs, map_over, map_mode, output_name, None, None, on_error)
-        mapped: dict[str, list[Any]] = self._execute(call, map_call, map_observed, inputs, cache, call.items.map_slots)
-        return mapped
-
-    def _validation(self) -> InputValidator:
-        """This pipeline's input checks, made on first use (annotations are resolved once)."""
-        validator = self._validator
-        if validator is None:
-            where = f"Pipeline `{self.name or 'pipeline'}`"
-            validator = self._validator = InputValidator(self.nodes, self.validate_inputs == "coerce", where)
-        return validator
-
-    def _execute(
-        self,
-        call: Any,
-        execute: Callable[[Any], Any],
-        observed: Callable[..., Any],
-        inputs: Any,
-        cache: Cache | None,
-        map_slots: tuple[int, ...] | None,
-    ) -> Any:
-        """Run a prepared call: through ``observed`` (the callback hooks) unless nothing observes it,
-        with a lookup into ``cache`` when there is one (``map_slots``: a map's mapped inputs)."""
-        if cache is None:
-            if not self.callbacks and SCOPE.get() is None:  # only validate_inputs brought the call here
-                return execute(call)
-            return observed(self, execute, call, inputs)
-        observed_call = bool(self.callbacks) or SCOPE.get() is not None
-        lookup = call.lookup = CacheLookup(cache, call.plan, call.values, map_slots, observed_call)
-        # Nested pipelines run on this thread use the cache too; elsewhere (threads, processes)
-        # the drivers pass it on through lookup.inherit.
-        token = INHERITED.set(cache)
-        try:
-            if not observed_call:
-                return execute(call)
-            return observed(self, execute, call, inputs)
-        finally:
-            INHERITED.reset(token)
-            lookup.flush()  # what this process buffered (workers flush their own after each slice)
 
     def as_node(
         self,

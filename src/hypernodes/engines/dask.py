@@ -42,6 +42,7 @@ from ..executors.backends import PROCESS_TASKS_PER_WORKER, Backend, Sequential
 __all__ = ["DaskBackend", "DaskEngine", "DaskExecutor"]
 
 _INSTALL = "pip install 'hypernodes[dask]'"
+_WORKER_SETUP = "hypernodes.engines._dask_worker"
 
 
 def _distributed() -> ModuleType:
@@ -234,6 +235,7 @@ class DaskBackend(Backend):
                         processes=True,
                         host="127.0.0.1",  # scheduler, workers and nannies on loopback only
                         dashboard_address="127.0.0.1:0",
+                        preload=[_WORKER_SETUP],  # its workers leave the script's Ctrl-C to the script
                     )
                     self._client = distributed.Client(self._cluster, set_as_default=False)
                 elif isinstance(self.given, str):
