@@ -8,14 +8,15 @@ The layers, each importing only those below it (``tests/test_layers.py`` checks 
     engines/        the engines' public home; engines/dask.py: DaskEngine and its backend
     engine.py       Engine; HypernodesEngine: its backends' lifetime; the fast paths
     _open.py        opens every other call: input checks, cache lookup, callback hooks, flush
-    callbacks.py    PipelineCallback, CallbackContext; callback hooks from the event seam
+    callbacks.py    PipelineCallback, CallbackContext;  _observe.py: their hooks from the event seam
     _run/           the drivers: node runner, map strategies, process workers
     executors/      backends (one per executor kind), AsyncExecutor, loky's shared pool
     _call.py        the validated call record: plan, values, item layout; CallOptions
+    _nested.py      PipelineNode: a pipeline as one node of another
     _graph.py       wiring checks; a call shape compiled into an integer Plan
     _core.py        the one switch between the two cores
     _sched / _sched_py   the compiled core and its pure-Python twin
-    _events.py  node.py  _policy.py  failures.py  errors.py
+    _events.py  node.py  _policy.py  failures.py  errors.py  _errors.py
 
 One door: ``pipeline.run(...)`` is ``engine.run(pipeline, ...)`` and ``pipeline.map(...)``
 is ``engine.map(pipeline, ...)``. The engine reads the pipeline's ``plans`` (compiled
