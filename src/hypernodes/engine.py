@@ -64,14 +64,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._call import HasPlans, MapCall, RunCall
+from ._observe import SCOPE
 from ._open import open_map, open_run
 from ._resources import MADE as _resources_made
 from ._run import FuncTable, Runtime, run_map, run_one
-from .cache import INHERITED
-from .callbacks import SCOPE
+from .cache.lookup import INHERITED
 from .errors import ExecutorSpecError
-from .executors import check_max_workers
 from .executors._loop import LoopThread
+from .executors._spec import check_max_workers
 from .executors._worker import check_inner_threads
 from .executors.backends import Backend, backend_for
 from .failures import LIVE as _live_failures

@@ -37,7 +37,7 @@ from .._run import Runtime
 from .._run.payload import Spilled
 from ..engine import HypernodesEngine
 from ..errors import ExecutorSpecError
-from ..executors import check_max_workers
+from ..executors._spec import check_max_workers
 from ..executors.backends import PROCESS_TASKS_PER_WORKER, Backend, Sequential
 
 __all__ = ["DaskBackend", "DaskEngine", "DaskExecutor"]
