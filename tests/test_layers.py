@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.engines",),
     ("hypernodes.engine",),
     ("hypernodes._open",),
-    ("hypernodes.callbacks",),
+    ("hypernodes.callbacks", "hypernodes._observe"),
     ("hypernodes._run",),
     ("hypernodes.executors",),
     (

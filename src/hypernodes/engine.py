@@ -8,14 +8,15 @@ The layers, each importing only those below it (``tests/test_layers.py`` checks 
     engines/        the engines' public home; engines/dask.py: DaskEngine and its backend
     engine.py       Engine; HypernodesEngine: its backends' lifetime; the fast paths
     _open.py        opens every other call: input checks, cache lookup, callback hooks, flush
-    callbacks.py    PipelineCallback, CallbackContext; callback hooks from the event seam
+    callbacks.py    PipelineCallback, CallbackContext;  _observe.py: their hooks from the event seam
     _run/           the drivers: node runner, map strategies, process workers
     executors/      backends (one per executor kind), AsyncExecutor, loky's shared pool
     _call.py        the validated call record: plan, values, item layout; CallOptions
+    _nested.py      PipelineNode: a pipeline as one node of another
     _graph.py       wiring checks; a call shape compiled into an integer Plan
     _core.py        the one switch between the two cores
     _sched / _sched_py   the compiled core and its pure-Python twin
-    _events.py  node.py  _policy.py  failures.py  errors.py
+    _events.py  node.py  _policy.py  failures.py  errors.py  _errors.py
 
 One door: ``pipeline.run(...)`` is ``engine.run(pipeline, ...)`` and ``pipeline.map(...)``
 is ``engine.map(pipeline, ...)``. The engine reads the pipeline's ``plans`` (compiled
@@ -66,14 +67,15 @@ from typing import Any
 
 from ._call import HasPlans, MapCall, RunCall
 from ._item_maps import is_item_list, map_items
+from ._observe import SCOPE
 from ._open import open_map, open_run
 from ._resources import MADE as _resources_made
 from ._run import FuncTable, Runtime, run_map, run_one
-from .cache import INHERITED
-from .callbacks import SCOPE
+from .cache.lookup import INHERITED
 from .errors import ExecutorSpecError
-from .executors import SequentialExecutor, check_max_workers
+from .executors._sequential import SequentialExecutor
 from .executors._loop import LoopThread
+from .executors._spec import check_max_workers
 from .executors._worker import check_inner_threads
 from .executors.backends import Backend, backend_for
 from .failures import LIVE as _live_failures
