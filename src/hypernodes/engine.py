@@ -73,8 +73,8 @@ from ._resources import MADE as _resources_made
 from ._run import FuncTable, Runtime, run_map, run_one
 from .cache.lookup import INHERITED
 from .errors import ExecutorSpecError
-from .executors._sequential import SequentialExecutor
 from .executors._loop import LoopThread
+from .executors._sequential import SequentialExecutor
 from .executors._spec import check_max_workers
 from .executors._worker import check_inner_threads
 from .executors.backends import Backend, backend_for
