@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from hypernodes import ArgumentTypeError, HypernodesEngine, Pipeline, node
-from hypernodes._columns import ArrayColumn
+from hypernodes._columns import ArrayColumn, ArrowColumn, LazyColumn, NumpyColumn
 
 from .kinds import EXECUTOR_KINDS
 
@@ -223,3 +223,120 @@ def test_a_numpy_column_reaches_worker_processes_as_its_buffer(monkeypatch: pyte
     executor.shutdown()
     assert Pipeline([scale]).map({"x": column[:3], "k": 2}, map_over="x") == {"y": [0.0, 0.5, 1.0]}
     assert made == [3], "in-process maps make the items once"
+
+
+@node(output_name="seen")
+def describe(x: Any) -> Any:
+    """What a node sees of its item, in a form that compares across processes (an array: its class,
+    dtype, shape and values; a scalar: its type and repr, so that NaT equals NaT)."""
+    if isinstance(x, np.ndarray):
+        return ("ndarray", x.dtype.str, x.shape, repr(x.tolist()))
+    return (type(x).__module__, type(x).__name__, repr(x))
+
+
+def _described(items: Any) -> list[Any]:
+    return [describe.func(x) for x in items]
+
+
+def _lazy_columns() -> dict[str, tuple[Any, list[Any]]]:
+    """name -> (column, the items a node must see: what iterating it gives, or tolist()/to_pylist())."""
+    grid = np.arange(24, dtype=np.float32).reshape(6, 4)
+    cube = np.arange(24).reshape(6, 2, 2)
+    fortran = np.asfortranarray(np.arange(12.0).reshape(6, 2))
+    days = np.array(["2026-01-01", "NaT", "2026-01-03"], dtype="datetime64[ns]")
+    words = np.array(["a", "bb", "ccc"])
+    flags = np.array([True, False, True])
+    big = np.array([2**64 - 1, 0], dtype=np.uint64)
+    cplx = np.array([1 + 2j, -3j])
+    nulls = pa.array([1, None, 3, None])
+    texts = pa.array(["x", None, "zz"])
+    chunks = pa.chunked_array([[1.5, 2.5], [], [3.5]])
+    offset = pa.array(np.arange(10, dtype=np.int64)).slice(3, 5)
+    stamps = pa.array([0, 10**9], type=pa.timestamp("s"))
+    lists = pa.array([[1, 2], None, []])
+    bools = pa.array([True, None, False])
+    return {
+        "numpy 2-D rows": (grid, list(grid)),
+        "numpy 3-D rows": (cube, list(cube)),
+        "numpy Fortran-order rows": (fortran, list(fortran)),
+        "numpy datetime64": (days, list(days)),
+        "numpy str": (words, list(words)),
+        "numpy bool": (flags, flags.tolist()),
+        "numpy uint64": (big, big.tolist()),
+        "numpy complex": (cplx, cplx.tolist()),
+        "arrow ints with nulls": (nulls, nulls.to_pylist()),
+        "arrow strings": (texts, texts.to_pylist()),
+        "arrow chunked floats": (chunks, chunks.to_pylist()),
+        "arrow sliced int64": (offset, offset.to_pylist()),
+        "arrow timestamps": (stamps, stamps.to_pylist()),
+        "arrow lists": (lists, lists.to_pylist()),
+        "arrow bools": (bools, bools.to_pylist()),
+        "arrow empty chunked": (pa.chunked_array([], type=pa.int64()), []),
+    }
+
+
+@pytest.mark.parametrize("kind", EXECUTOR_KINDS)
+def test_arrow_and_numpy_columns_give_each_node_the_items_iteration_gives(
+    kind: str, make_executor: Callable[[str], Any]
+) -> None:
+    """2-D arrays (their rows), numpy dtypes without a plain buffer, and Arrow arrays of any type
+    travel as their buffers, yet every node sees exactly the items it saw when they were converted
+    up front: rows as arrays (dtype, shape, values), numpy scalars, Python values, None for nulls."""
+    with HypernodesEngine(map_executor=make_executor(kind), max_workers=2) as engine:
+        pipeline = Pipeline([describe], backend=engine)
+        for name, (column, items) in _lazy_columns().items():
+            assert pipeline.map({"x": column}, map_over="x") == {"seen": _described(items)}, name
+        product = Pipeline([total], backend=engine).map(
+            {"x": pa.array([1, None]).fill_null(5), "w": np.array([[1, 2], [3, 4]])},
+            map_over=["x", "w"],
+            map_mode="product",
+        )
+        assert [v.tolist() for v in product["total"]] == [[2, 3], [4, 5], [6, 7], [8, 9]]
+
+
+def test_a_2d_array_is_mapped_over_views_of_its_rows_in_process() -> None:
+    """In this process a 2-D array's items are its rows as iterating it gives them: views of the caller's data."""
+    grid = np.arange(6.0).reshape(3, 2)
+
+    @node(output_name="shares")
+    def shares(x: Any) -> bool:
+        return bool(np.shares_memory(x, grid))
+
+    assert Pipeline([shares]).map({"x": grid}, map_over="x") == {"shares": [True, True, True]}
+
+
+@pytest.mark.parametrize(
+    ("column", "cls"),
+    [
+        (np.arange(4000.0).reshape(1000, 4), NumpyColumn),
+        (np.array(["2026-01-01"] * 1000, dtype="datetime64[s]"), NumpyColumn),
+        (pa.array([float(i) if i % 7 else None for i in range(4000)]), ArrowColumn),
+        (pa.array(np.arange(4000, dtype=np.int64)), ArrayColumn),
+    ],
+    ids=["numpy 2-D", "numpy datetime64", "arrow with nulls", "arrow int64"],
+)
+def test_arrow_and_2d_columns_reach_worker_processes_as_their_buffers(
+    monkeypatch: pytest.MonkeyPatch, column: Any, cls: type[LazyColumn]
+) -> None:
+    """On a process executor the caller makes none of these columns' items, no task pickles one
+    object per item (no float, no row array), and each slice carries its own rows only: an Arrow
+    slice is compacted, not pickled with its parent's whole buffers. An Arrow column of plain
+    numbers travels as bytes, needing no pyarrow where it arrives."""
+    made: list[int] = []
+    original = cls.items
+    monkeypatch.setattr(cls, "items", lambda self: made.append(len(self)) or original(self))
+    executor = _CountingExecutor()
+    with HypernodesEngine(map_executor=executor) as engine:
+        got = Pipeline([describe], backend=engine).map({"x": column}, map_over="x")
+    executor.shutdown()
+    expected = column.to_pylist() if isinstance(column, (pa.Array, pa.ChunkedArray)) else list(column)
+    assert got == {"seen": _described(expected)}
+    assert made == [], "the caller made the column's items"
+    assert len(executor.tasks) > 1
+    ops = [op.name for task in executor.tasks for op, _, _ in pickletools.genops(task)]
+    assert "BINFLOAT" not in ops
+    assert ops.count("REDUCE") < 50 * len(executor.tasks)  # a reduce per row would be ~1000
+    size = column.nbytes if isinstance(column, np.ndarray) else column.get_total_buffer_size()
+    assert sum(map(len, executor.tasks)) < size + 20_000 * len(executor.tasks)
+    if cls is ArrayColumn:
+        assert not any(b"pyarrow" in task for task in executor.tasks)

@@ -69,6 +69,7 @@ def offset(y: int, b: int = 1) -> int:
 
 
 PIPE = Pipeline([scale, offset], name="pipe")
+STRICT = Pipeline([scale, offset], name="pipe", strict_inputs=True)  # unused inputs refused
 
 
 @node(output_name=("tens", "ones"))
@@ -386,8 +387,14 @@ MALFORMED: list[tuple[str, Callable[[], Any], type[BaseException], str, str]] = 
         "asks for nothing",
         CALL,
     ),
-    ("unknown input", lambda: PIPE.run({"x": 1, "k": 2, "kk": 3}), InputError, "given `kk`, which no node takes", CALL),
-    ("non-string key", lambda: PIPE.run({"x": 1, "k": 2, 3: 4}), InputError, "given `3`, which no node takes", CALL),
+    (
+        "unknown input",
+        lambda: STRICT.run({"x": 1, "k": 2, "kk": 3}),
+        InputError,
+        "given `kk`, which no node takes",
+        CALL,
+    ),
+    ("non-string key", lambda: STRICT.run({"x": 1, "k": 2, 3: 4}), InputError, "given `3`, which no node takes", CALL),
     ("output given as input", lambda: PIPE.run({"x": 1, "k": 2, "y": 3}), InputError, "output of node `scale`", CALL),
     ("inputs not a dict", lambda: PIPE.run([("x", 1)]), ArgumentTypeError, "dict of name -> value, got list", CALL),
     (
@@ -554,14 +561,15 @@ def test_cycle_error_lists_the_nodes_on_the_cycle() -> None:
 
 
 def test_engine_accepts_every_spec_the_notebook_uses() -> None:
-    """Every executor spec of the seed notebook constructs; executor objects are kept as given."""
+    """Every executor spec of the seed notebook constructs (the names are kept in the repr);
+    executor objects are kept as given."""
     from hypernodes.executors import AsyncExecutor
 
     for name in ("sequential", "threaded", "async", "parallel"):
-        assert HypernodesEngine(node_executor=name, max_workers=4).node_executor == name
-        assert HypernodesEngine(map_executor=name, max_workers=4).map_executor == name
+        assert f"node_executor={name!r}" in repr(HypernodesEngine(node_executor=name, max_workers=4))
+        assert f"map_executor={name!r}" in repr(HypernodesEngine(map_executor=name, max_workers=4))
     for name in ("sequential", "threaded", "async"):
-        assert HypernodesEngine(node_executor=name, map_executor=name).node_executor == name
+        assert f"node_executor={name!r}" in repr(HypernodesEngine(node_executor=name, map_executor=name))
     with ThreadPoolExecutor(2) as pool:
         assert HypernodesEngine(map_executor=pool).map_executor is pool
     executor = AsyncExecutor(max_workers=100)

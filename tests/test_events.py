@@ -16,6 +16,7 @@ import pytest
 
 from hypernodes import HypernodesEngine, Pipeline, node
 from hypernodes._call import prepare_map, prepare_run
+from hypernodes._events import Lookup
 
 from .kinds import EXECUTOR_KINDS, NODE_EXECUTOR_KINDS
 from .pipelines import DIAMOND, expected_diamond
@@ -105,8 +106,11 @@ class Counting:
         self.lock = threading.Lock()
 
 
-class DoubledFromTable:
-    """A lookup that knows `double`'s result for even inputs (picklable: it travels to workers)."""
+class DoubledFromTable(Lookup):
+    """A lookup that knows `double`'s result for even inputs (picklable: it travels to workers).
+
+    It defines only ``get`` and ``put``: the drivers call the base class's no-op
+    ``prefetch``, ``flush`` and ``inherit``."""
 
     def __init__(self, node_index: int) -> None:
         self.node_index = node_index

@@ -136,7 +136,8 @@ def test_off_by_default_and_the_fast_path_stays() -> None:
     """Without the switch nothing is checked (a wrong type reaches the node) and calls take the fast path."""
     pipeline = Pipeline([read, count])
     assert pipeline.validate_inputs is False
-    assert pipeline._observed is False
+    assert pipeline.options.plain
+    assert not pipeline.options.callbacks
     assert pipeline.run({"path": "abc", "times": "x"}) == {"text": "abc", "n": "xxx"}
 
 

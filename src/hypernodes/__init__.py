@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._graph import UnusedInputWarning
 from ._resources import Resource
 from ._typecheck import TypeMismatchWarning
 from .cache import DiskCache, MemoryCache
@@ -95,6 +96,7 @@ __all__ = [
     "TypeMismatchError",
     "TypeMismatchWarning",
     "UnknownOutputError",
+    "UnusedInputWarning",
     "WiringError",
     "WorkerDied",
     "__version__",

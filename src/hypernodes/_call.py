@@ -16,11 +16,11 @@ the two cores' batch loops, nowhere else.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import _core
-from ._columns import ArrayColumn, as_column, column_error, items_of
+from ._columns import LazyColumn, as_column, column_error, items_of
 from ._events import Lookup, Observer
 from ._graph import Graph, Plan, compile_plan, ticks
 from .errors import ArgumentTypeError, InputError, MapSpecError
@@ -28,6 +28,7 @@ from .failures import LIVE, Failure, MapResult, check_on_error, unique
 
 __all__ = [
     "MAP_MODES",
+    "CallOptions",
     "HasPlans",
     "Items",
     "MapCall",
@@ -65,10 +66,11 @@ class PlanCache:
     The values are checked per call (``map_zip`` declines what it cannot run plainly).
     """
 
-    __slots__ = ("_plans", "graph", "maps", "runs")
+    __slots__ = ("_plans", "graph", "maps", "runs", "strict")
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, strict: bool = True) -> None:
         self.graph = graph
+        self.strict = strict  # a given name no node reads: an error (else a warning; see compile_plan)
         self._plans: dict[tuple[tuple[str, ...] | None, frozenset[str]], Plan] = {}
         self.runs: dict[tuple[Any, frozenset[str]], Plan] = {}
         self.maps: dict[tuple[Any, Any, frozenset[str]], MapShape] = {}
@@ -82,7 +84,7 @@ class PlanCache:
         key = (outputs, given)
         plan = self._plans.get(key)
         if plan is None:
-            plan = compile_plan(self.graph, outputs, given, verb)
+            plan = compile_plan(self.graph, outputs, given, verb, self.strict)
             if len(self._plans) >= _PLAN_CACHE_SIZE:
                 self._plans.clear()
                 self.runs.clear()
@@ -125,17 +127,64 @@ def _bounded_put(table: dict[Any, Any], key: Any, value: Any) -> None:
     table[key] = value
 
 
-Column = tuple[Any, ...] | ArrayColumn
-"""A mapped column as a map holds it: its items, or a numeric numpy column's buffer."""
+Column = tuple[Any, ...] | LazyColumn
+"""A mapped column as a map holds it: its items, or a numpy or Arrow column's buffer."""
 
 MapShape = tuple[Plan, tuple[str, ...], tuple[int, ...], tuple[tuple[str, int], ...]]
 """A zip map's checked shape: the plan, the mapped names, their slots, the shared inputs' (name, slot)."""
 
 
+class CallOptions:
+    """What a pipeline asks of each of its calls besides its nodes (``Pipeline.options``).
+
+    An engine reads a pipeline's :class:`PlanCache` and these, nothing else. The
+    pipeline makes a new record when one of them is assigned; a record's fields
+    never change (``callbacks`` is the pipeline's own list: one appended to it is seen).
+
+    Attributes:
+        name: the pipeline's name (None: unnamed).
+        id: its id in callbacks (its name, or one derived from its nodes).
+        callbacks: the callbacks that see each call (the parent's, when the pipeline gave none).
+        cache: the cache its calls use (its own, else its parent's); None: the one
+            an enclosing call passes down, if any.
+        on_error: what a ``map()`` that does not say does when an item fails.
+        validator: checks each call's inputs against the annotations (an object with
+            ``run_inputs(inputs)`` and ``map_inputs(inputs, map_over)``); None: no checks.
+        plain: no cache and no checks: with no callbacks either, the engines' fast paths
+            may take the call (unless an enclosing call observes it or passes a cache down).
+    """
+
+    __slots__ = ("cache", "callbacks", "id", "name", "on_error", "plain", "validator")
+
+    def __init__(
+        self,
+        name: str | None,
+        id: str,
+        callbacks: Sequence[Any],
+        cache: Any,
+        on_error: str,
+        validator: Any,
+    ) -> None:
+        self.name = name
+        self.id = id
+        self.callbacks = callbacks
+        self.cache = cache
+        self.on_error = on_error
+        self.validator = validator
+        self.plain = cache is None and validator is None
+
+    def __repr__(self) -> str:
+        return (
+            f"CallOptions(id={self.id!r}, callbacks={len(self.callbacks)}, cache={self.cache!r}, "
+            f"on_error={self.on_error!r}, validated={self.validator is not None})"
+        )
+
+
 class HasPlans(Protocol):
-    """What an engine reads of a pipeline: its plans."""
+    """What an engine reads of a pipeline: its plans and its call options."""
 
     plans: PlanCache
+    options: CallOptions
 
 
 class Items:
@@ -161,7 +210,7 @@ class Items:
         base: int = 0,
     ) -> None:
         self.map_slots = map_slots
-        self.sources = columns  # as given: tuples, or ArrayColumns whose items are made on first use
+        self.sources = columns  # as given: tuples, or LazyColumns whose items are made on first use
         self.lengths = tuple(len(c) for c in columns)
         self.product = product
         self.lo = lo
@@ -169,12 +218,12 @@ class Items:
         self.base = base
         # the columns of items, shared by the slices cut from these items (made once per process)
         self._made: list[tuple[tuple[Any, ...], ...] | None] = [
-            None if any(type(c) is ArrayColumn for c in columns) else columns  # type: ignore[list-item]
+            None if any(type(c) is not tuple for c in columns) else columns  # type: ignore[list-item]
         ]
 
     @property
     def columns(self) -> tuple[tuple[Any, ...], ...]:
-        """The mapped columns' items (an :class:`~hypernodes._columns.ArrayColumn`'s made here, once)."""
+        """The mapped columns' items (a :class:`~hypernodes._columns.LazyColumn`'s made here, once)."""
         made = self._made[0]
         if made is None:
             made = self._made[0] = tuple(items_of(c) for c in self.sources)
@@ -188,7 +237,7 @@ class Items:
         return f"<Items {mode} [{self.lo}, {self.hi}) base {self.base}, {len(self.sources)} columns>"
 
     def __getstate__(self) -> tuple[Any, ...]:
-        # the sources: an ArrayColumn travels as its buffer and arrives as a tuple of items
+        # the sources: a LazyColumn travels as its buffer and arrives as a tuple of items
         return (self.map_slots, self.sources, self.product, self.lo, self.hi, self.base)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
@@ -209,7 +258,7 @@ class Items:
         """These items as a self-contained slice to send elsewhere.
 
         Zip columns are cut to the slice's rows (renumbered from 0, ``base`` moved
-        along; an ArrayColumn's rows stay a buffer), so a worker receives its share
+        along; a LazyColumn's rows stay a buffer), so a worker receives its share
         only; product columns travel whole (they are short; their product is long).
         """
         if self.product or (self.lo == 0 and all(n == self.hi for n in self.lengths)):
@@ -491,7 +540,7 @@ def _failed_inputs(
     for name in read:
         if name in mapped:
             column = columns[mapped.index(name)]
-            if type(column) is tuple and Failure in map(type, column):  # an ArrayColumn holds numbers
+            if type(column) is tuple and Failure in map(type, column):  # a LazyColumn holds no Failure (no objects)
                 if not keep_going:
                     i, failure = next((i, v) for i, v in enumerate(column) if type(v) is Failure)
                     where = f"Element {i} of map() input `{name}`" if product else f"map() input `{name}`, item {i},"

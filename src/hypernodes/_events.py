@@ -16,6 +16,7 @@ each slice's in one burst.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 __all__ = ["EVENTS_ATTR", "Lookup", "Observer", "RemoteObserver"]
@@ -75,23 +76,39 @@ class RemoteObserver(Observer, Protocol):
         """The events recorded since the last drain (picklable), for :meth:`Observer.replay`."""
 
 
-class Lookup(Protocol):
-    """Asked before a node is called; told its result after.
+class Lookup:
+    """Asked before a node is called; told its result after. The base class of every lookup.
 
-    A lookup may also define ``prefetch(template, items)``: the map drivers then
-    call it with the slot template and each slice (an ``_call.Items``) before its
-    items run, so it can prepare them in one go (the cache batches its queries);
-    ``flush()``: called after each slice, in the process that ran it (the cache
-    batches its writes); and ``inherit(func)``: the drivers wrap with it what they
-    hand to another thread or process (a slice, a node's task), so that a nested
-    pipeline run there sees what the call passes down (the cache).
+    ``get`` and ``put`` are the cores' questions, per node. The other three are the
+    drivers', per slice; here they do nothing, so a driver calls them without asking
+    whether a lookup has them. The cache (``cache.lookup.CacheLookup``) overrides all five.
     """
+
+    __slots__ = ()
 
     def get(self, node: int, item: int, args: tuple[Any, ...]) -> tuple[Any] | None:
         """``(result,)`` to use instead of calling node ``node`` on ``args``; None to call it."""
+        return None
 
     def put(self, node: int, item: int, args: tuple[Any, ...], result: Any) -> None:
         """Node ``node`` returned ``result`` for ``args``."""
+
+    def prefetch(self, template: Sequence[Any], items: Any) -> None:
+        """Called by the map drivers with the slot template and each slice (an ``_call.Items``)
+        before its items run, so that the lookup prepares them in one go (the cache batches
+        its queries)."""
+
+    def flush(self) -> None:
+        """Called after each slice, in the process that ran it, failed or not (the cache batches its writes)."""
+
+    def inherit(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """What the drivers hand to another thread or process (a slice, a node's task) in place
+        of ``func``: a nested pipeline run there then sees what the call passes down (the cache).
+
+        Returns:
+            ``func`` itself, here.
+        """
+        return func
 
 
 EVENTS_ATTR = "__hypernodes_events__"

@@ -18,7 +18,10 @@ with different defaults for the same name each get their own.
 
 from __future__ import annotations
 
+import difflib
 import heapq
+import sys
+import warnings
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -26,7 +29,12 @@ from typing import Any
 from .errors import CycleError, DuplicateOutputError, InputError, MissingInputError, UnknownOutputError
 from .node import Node
 
-__all__ = ["Graph", "Plan", "Wiring", "build_graph", "compile_plan", "ticks"]
+__all__ = ["Graph", "Plan", "UnusedInputWarning", "Wiring", "build_graph", "compile_plan", "ticks"]
+
+
+class UnusedInputWarning(UserWarning):
+    """A call was given an input that no node reads (``Pipeline(strict_inputs=False)``, the default);
+    it is ignored. ``strict_inputs=True`` makes it an ``InputError``."""
 
 
 def ticks(names: Iterable[Any]) -> str:
@@ -317,20 +325,27 @@ def _csr(rows: Sequence[Sequence[int]]) -> tuple[array[int], array[int]]:
     return _i32(ptr), _i32([x for row in rows for x in row])
 
 
-def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset[str], verb: str = "run()") -> Plan:
+def compile_plan(
+    graph: Graph, outputs: tuple[str, ...] | None, given: frozenset[str], verb: str = "run()", strict: bool = True
+) -> Plan:
     """Lower ``graph`` for a call that asks for ``outputs`` (None: all) given ``given``.
 
     Four phases: check the call shape against the wiring, prune to the nodes the
     outputs need, give every value a slot, and count the dependencies.
 
+    Args:
+        strict: a given name no node reads is an ``InputError``; when False it is left
+            out of the plan with an :class:`UnusedInputWarning`, unless it looks like a
+            misspelling of an input the call leaves to its default (then still an error).
+
     Raises:
         UnknownOutputError: an output name the pipeline does not produce.
-        InputError: a given name no node reads, or one a node produces.
+        InputError: a given name no node reads (see ``strict``), or one a node produces.
         MissingInputError: a needed input is neither given nor defaulted.
     """
     if outputs is None:
         outputs = graph.outputs
-    _check_shape(graph, outputs, given, verb)
+    _check_shape(graph, outputs, given, verb, strict)
     order = _prune(graph, outputs)
     nodes = [node for _, node in order]
     args, outs, template, slot_of = _assign_slots(graph, nodes, given, verb)
@@ -343,7 +358,7 @@ def compile_plan(graph: Graph, outputs: tuple[str, ...] | None, given: frozenset
     return Plan(nodes, args, outs, succs, template, inputs, results)
 
 
-def _check_shape(graph: Graph, outputs: tuple[str, ...], given: frozenset[str], verb: str) -> None:
+def _check_shape(graph: Graph, outputs: tuple[str, ...], given: frozenset[str], verb: str, strict: bool) -> None:
     unknown = [o for o in outputs if o not in graph.producer]
     if unknown:
         hint = " (it is an input, and run()/map() return outputs only)" if unknown[0] in graph.parameters else ""
@@ -359,11 +374,39 @@ def _check_shape(graph: Graph, outputs: tuple[str, ...], given: frozenset[str], 
             f"computes cannot also be given as an input. Pipeline inputs: {ticks(graph.inputs)}."
         )
     stray = sorted(given - graph.parameters, key=str)  # keys need not be strings
-    if stray:
+    if not stray:
+        return
+    # A misspelt input is the danger of ignoring unused ones: the input it was meant
+    # for silently takes its default. So a near miss of an input not given is refused always.
+    not_given = [name for name in graph.inputs if name not in given]
+    near = {s: m[0] for s in stray if isinstance(s, str) and (m := difflib.get_close_matches(s, not_given, 1, 0.8))}
+    if strict or near:
+        hint = "".join(f" Did you mean `{meant}` for `{typo}`?" for typo, meant in near.items())
         raise InputError(
-            f"{verb} was given {ticks(stray)}, which no node takes as a parameter. "
+            f"{verb} was given {ticks(stray)}, which no node takes as a parameter.{hint} "
             f"Pipeline inputs: {ticks(graph.inputs)}."
+            + (
+                ""
+                if strict
+                else " (A near miss of an input left to its default is refused even without strict_inputs.)"
+            )
         )
+    warnings.warn(
+        f"{verb} was given {ticks(stray)}, which no node takes as a parameter; ignored. "
+        f"Pipeline inputs: {ticks(graph.inputs)}. Pipeline(strict_inputs=True) refuses unused inputs.",
+        UnusedInputWarning,
+        stacklevel=_outside_level(),
+    )
+
+
+def _outside_level() -> int:
+    """The ``stacklevel`` of the first frame outside this package: the user's call, however deep the route."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "hypernodes":
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def _prune(graph: Graph, outputs: tuple[str, ...]) -> list[tuple[int, Node[..., Any]]]:

@@ -48,7 +48,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import NodeDefinitionError, add_note
+from ._errors import add_note
+from .errors import NodeDefinitionError
 from .failures import ATTEMPTS_ATTR
 
 __all__ = ["MAX_DELAY", "STOP", "AsyncPolicy", "Policy", "bind", "check_policy", "policy_for"]

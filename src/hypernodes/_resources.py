@@ -30,9 +30,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+from ._errors import add_note
 from .cache._code import hash_code
 from .cache._values import KEYED_AS
-from .errors import add_note
 from .failures import Failure
 
 __all__ = ["MADE", "SCOPES", "Resource", "has_resources", "resolved"]

@@ -117,13 +117,12 @@ def _hints_of(func: Any, memo: dict[int, dict[str, Any]] | None) -> dict[str, An
 
 def output_types(node: Any, memo: dict[int, dict[str, Any]] | None = None) -> dict[str, Any]:
     """``{output: type}`` of ``node`` (a nested pipeline's: its inner producers', listed when it maps)."""
-    call = node.func if hasattr(node, "pipeline") else None
-    if call is not None:
+    if node.nested:
         inner = node.pipeline._graph
         found: dict[str, Any] = {}
-        for outer, inner_name in zip(node.outputs, call.inner_outputs):
+        for inner_name, outer in node.output_mapping.items():
             produced = output_types(inner.nodes[inner.producer[inner_name]], memo).get(inner_name, UNKNOWN)
-            found[outer] = list[produced] if call.map_over and produced is not UNKNOWN else produced  # type: ignore[valid-type]
+            found[outer] = list[produced] if node.map_over and produced is not UNKNOWN else produced  # type: ignore[valid-type]
         return found
     returned = _hints_of(node.func, memo).get("return", UNKNOWN)
     if len(node.outputs) == 1:
@@ -133,14 +132,14 @@ def output_types(node: Any, memo: dict[int, dict[str, Any]] | None = None) -> di
 
 def parameter_types(node: Any, memo: dict[int, dict[str, Any]] | None = None) -> dict[str, list[tuple[Any, str]]]:
     """``{parameter: [(type, who reads it)]}``: a nested pipeline's inner readers, one entry each."""
-    call = node.func if hasattr(node, "pipeline") else None
-    if call is not None:
+    if node.nested:
         inner = node.pipeline._graph
-        mapped = set(call.map_over or ())
+        mapped = node.map_over or ()
         found: dict[str, list[tuple[Any, str]]] = {}
-        for outer, inner_name in zip(node.parameters, call.inner_inputs):
-            if inner_name in mapped:
+        for outer in node.parameters:
+            if outer in mapped:
                 continue  # any column fits a mapped input
+            inner_name = node.input_mapping.get(outer, outer)
             for member in inner.nodes:
                 if inner_name in member.parameters:
                     for annotation, who in parameter_types(member, memo).get(inner_name, ()):

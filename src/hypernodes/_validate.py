@@ -229,7 +229,11 @@ def _found(value: Any) -> str:
 
 
 class InputValidator:
-    """The checks of one pipeline's inputs: ``{input: [(check, annotation, reader)]}``."""
+    """The checks of one pipeline's inputs: ``{input: [(check, annotation, reader)]}``.
+
+    The annotations are resolved and compiled on the first checked call, not when
+    the pipeline is built (a pipeline that is never called pays nothing).
+    """
 
     def __init__(self, nodes: Iterable[Any], coerce: bool, where: str) -> None:
         """Args:
@@ -239,14 +243,24 @@ class InputValidator:
         """
         self.coerce = coerce
         self.where = where
-        self.readers: dict[str, list[tuple[_Check, Any, str]]] = {}
-        memo: dict[int, dict[str, Any]] = {}
-        for member in nodes:
-            for param, found in parameter_types(member, memo).items():
-                for annotation, reader in found:
-                    check = compile_annotation(annotation)
-                    if check is not None:
-                        self.readers.setdefault(param, []).append((check, annotation, reader))
+        self._nodes: Iterable[Any] | None = nodes
+        self._readers: dict[str, list[tuple[_Check, Any, str]]] | None = None
+
+    @property
+    def readers(self) -> dict[str, list[tuple[_Check, Any, str]]]:
+        """``{input: [(check, annotation, reader node)]}``, compiled on first use."""
+        readers = self._readers
+        if readers is None:
+            readers = {}
+            memo: dict[int, dict[str, Any]] = {}
+            for member in self._nodes or ():
+                for param, found in parameter_types(member, memo).items():
+                    for annotation, reader in found:
+                        check = compile_annotation(annotation)
+                        if check is not None:
+                            readers.setdefault(param, []).append((check, annotation, reader))
+            self._readers, self._nodes = readers, None
+        return readers
 
     def run_inputs(self, inputs: Any) -> Any:
         """``inputs`` checked (as given, or a new dict with coerced models).
@@ -316,7 +330,7 @@ class InputValidator:
             if isinstance(column, ArrayColumn):  # its items' type follows from the buffer's: none made here
                 kinds: set[type] = {float if column.code == "d" else int} if len(column) else set()
             else:
-                kinds = set(map(type, column))
+                kinds = set(map(type, items_of(column)))
             bad = {t for t in kinds if not all(c.of_type(t) for c, _, _ in typed)}  # type: ignore[misc]
         if not (bad or valued):
             return value

@@ -3,31 +3,48 @@
 The layers, each importing only those below it (``tests/test_layers.py`` checks it)::
 
     telemetry/      ProgressCallback, TimingCallback, TelemetryCallback + waterfall (callbacks users add)
-    pipeline.py     Pipeline, as_node: wiring, the run()/map() front door
-    callbacks.py    PipelineCallback, CallbackContext; callback hooks from the event seam
+    pipeline.py     Pipeline, as_node: wiring, its call options; run()/map() hand the call to the engine
+    viz.py          pictures
     engines/        the engines' public home; engines/dask.py: DaskEngine and its backend
-    engine.py       Engine; HypernodesEngine: its backends' lifetime; run()/map() dispatch
+    engine.py       Engine; HypernodesEngine: its backends' lifetime; the fast paths
+    _open.py        opens every other call: input checks, cache lookup, callback hooks, flush
+    callbacks.py    PipelineCallback, CallbackContext;  _observe.py: their hooks from the event seam
     _run/           the drivers: node runner, map strategies, process workers
     executors/      backends (one per executor kind), AsyncExecutor, loky's shared pool
-    _call.py        the validated call record: plan, values, item layout
+    _call.py        the validated call record: plan, values, item layout; CallOptions
+    _nested.py      PipelineNode: a pipeline as one node of another
     _graph.py       wiring checks; a call shape compiled into an integer Plan
     _core.py        the one switch between the two cores
     _sched / _sched_py   the compiled core and its pure-Python twin
-    _events.py  node.py  _policy.py  failures.py  errors.py
+    _events.py  node.py  _policy.py  failures.py  errors.py  _errors.py
+
+One door: ``pipeline.run(...)`` is ``engine.run(pipeline, ...)`` and ``pipeline.map(...)``
+is ``engine.map(pipeline, ...)``. The engine reads the pipeline's ``plans`` (compiled
+plans per call shape) and ``options`` (``_call.CallOptions``: callbacks, cache,
+on_error, input checks, ids), nothing else.
 
 Data flow of one call::
 
-    Pipeline.run(inputs)  -> engine.run: _call.prepare_run checks the call and fills a
-        |                    values list from the cached Plan (a RunCall)
+    engine.run(pipeline, inputs)
+        |  fast path: nothing but the nodes asked for (no callbacks, cache or checks, no
+        |  enclosing call observing or passing a cache down), a shape seen before, nodes
+        |  inline: core.run_dict, the whole call in C
         v
-    _run.run_one          -> sequential nodes: core.run_one(plan, funcs, values), the whole
+    _open.open_run        -> checks the inputs, _call.prepare_run builds the RunCall from the
+        |                    cached Plan, opens it (cache lookup, start hooks), then
+        v
+    run_call -> _run.run_one -> sequential nodes: core.run_one(plan, funcs, values), the whole
                              node loop in C. Otherwise a NodeRunner submits each node to the
                              node backend as soon as the core's ReadyQueue releases it.
+                             Then _open closes the call (end hooks, lookup flushed).
 
-    Pipeline.map(inputs)  -> engine.map: _call.prepare_map checks map_over/map_mode,
-        |                    snapshots the mapped lists into Items, fills the broadcast
-        v                    inputs once (a MapCall)
-    _run.run_map          -> the one place choosing the strategy: core.run_batch on this
+    engine.map(pipeline, inputs, ...)
+        |  fast path: as for run, a zip map on a sequential engine: core.map_zip
+        v
+    _open.open_map        -> _call.prepare_map checks map_over/map_mode, snapshots the mapped
+        |                    lists into Items, fills the broadcast inputs once (a MapCall), opens it
+        v
+    map_call -> _run.run_map -> the one place choosing the strategy: core.run_batch on this
                              thread, slices on threads or an event loop, or slices pickled
                              once for worker processes; results in input order.
 
@@ -45,14 +62,20 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
-from ._call import HasPlans, MapCall, RunCall, prepare_map, prepare_run
+from ._call import HasPlans, MapCall, RunCall
+from ._item_maps import is_item_list, map_items
+from ._observe import SCOPE
+from ._open import open_map, open_run
 from ._resources import MADE as _resources_made
 from ._run import FuncTable, Runtime, run_map, run_one
+from .cache.lookup import INHERITED
 from .errors import ExecutorSpecError
-from .executors import check_max_workers
 from .executors._loop import LoopThread
+from .executors._sequential import SequentialExecutor
+from .executors._spec import check_max_workers
 from .executors._worker import check_inner_threads
 from .executors.backends import Backend, backend_for
 from .failures import LIVE as _live_failures
@@ -75,6 +98,15 @@ def _check_combination(nodes: Backend, items: Backend) -> None:
         )
 
 
+_SEQUENTIAL = SequentialExecutor()  # what "sequential" reads back as: it holds no state
+
+
+def _resolved(backend: Backend) -> Executor:
+    """The executor object ``backend`` runs tasks on (started now if need be)."""
+    executor = backend.executor()
+    return _SEQUENTIAL if executor is None else executor
+
+
 def _release(backends: tuple[Backend, ...], loop: LoopThread, wait: bool) -> None:
     """Shut down what an engine started; ``wait`` for running thread tasks."""
     try:
@@ -87,9 +119,11 @@ def _release(backends: tuple[Backend, ...], loop: LoopThread, wait: bool) -> Non
 class Engine(ABC):
     """What runs pipelines: ``run``, ``map`` and ``shutdown`` (also a context manager).
 
-    ``Pipeline(..., backend=engine)`` calls ``engine.run(pipeline, inputs, output_name)``
-    and ``engine.map(pipeline, inputs, map_over, map_mode, output_name)``.
-    :class:`HypernodesEngine` and ``hypernodes.engines.DaskEngine`` implement it.
+    ``pipeline.run(inputs, output_name)`` is ``engine.run(pipeline, inputs, output_name)``
+    and ``pipeline.map(...)`` is ``engine.map(pipeline, inputs, map_over, map_mode,
+    output_name)``: the engine reads the pipeline's ``plans`` and ``options``
+    (``_call.HasPlans``). :class:`HypernodesEngine` and ``hypernodes.engines.DaskEngine``
+    implement it.
     """
 
     @abstractmethod
@@ -106,12 +140,13 @@ class Engine(ABC):
         map_over: str | Sequence[str] | None = None,
         map_mode: str = "zip",
         output_name: Any = None,
-        on_error: str = "raise",
+        on_error: str | None = None,
     ) -> dict[str, list[Any]]:
         """Run ``pipeline`` once per item; ``{output name: [value per item]}`` (see :meth:`Pipeline.map`).
 
-        ``Pipeline.map`` passes ``on_error`` only when it is not ``"raise"``, so an engine
-        written before it existed keeps working for maps that do not ask for it."""
+        ``on_error`` None means the pipeline's (``pipeline.options.on_error``). ``Pipeline.map``
+        passes ``on_error`` only when that would not do, so an engine written before it
+        existed keeps working for maps that do not ask for it."""
 
     @abstractmethod
     def shutdown(self, wait: bool = True) -> None:
@@ -166,8 +201,6 @@ class HypernodesEngine(Engine):
         items = backend_for(map_executor, "map", max_workers, inner_threads)
         check_max_workers(max_workers, "max_workers", allow_none=True)
         _check_combination(nodes, items)
-        self.node_executor = node_executor
-        self.map_executor = map_executor
         self.max_workers = max_workers
         self.inner_threads = inner_threads
         self._loop = LoopThread("hypernodes-engine-loop")
@@ -183,6 +216,23 @@ class HypernodesEngine(Engine):
             f"HypernodesEngine(node_executor={runtime.nodes!r}, "
             f"map_executor={runtime.items!r}, max_workers={self.max_workers!r})"
         )
+
+    @property
+    def node_executor(self) -> Executor:
+        """The executor running the nodes of one item, as an object (the notebook-era attribute).
+
+        A name resolves to the executor it stands for, started on this first read if no
+        call started it yet: "sequential" a :class:`~hypernodes.executors.SequentialExecutor`,
+        "threaded" a ``ThreadPoolExecutor``, "async" an ``AsyncExecutor``, "parallel" the
+        process pool. It is the engine's: :meth:`shutdown` shuts it down (a later call or
+        read starts a new one). An executor you passed is returned as it is.
+        """
+        return _resolved(self._runtime.nodes)
+
+    @property
+    def map_executor(self) -> Executor:
+        """The executor running the items of a map, as an object; see :attr:`node_executor`."""
+        return _resolved(self._runtime.items)
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -216,10 +266,10 @@ class HypernodesEngine(Engine):
     def run(
         self, pipeline: HasPlans, inputs: Mapping[str, Any] | None = None, output_name: Any = None
     ) -> dict[str, Any]:
-        """Run ``pipeline`` once.
+        """Run ``pipeline`` once: ``pipeline.run(inputs, output_name)`` is this call.
 
         Args:
-            pipeline: the pipeline to run.
+            pipeline: the pipeline to run (its ``plans`` and ``options`` are read).
             inputs, output_name: as for :meth:`Pipeline.run`.
 
         Returns:
@@ -229,11 +279,18 @@ class HypernodesEngine(Engine):
             The errors of :meth:`Pipeline.run`, before any node runs; then the
             first exception a node raises (noted with the node's name).
         """
-        if getattr(pipeline, "_observed", False):  # its callbacks and cache apply on any engine
-            cache = pipeline.effective_cache  # type: ignore[attr-defined]
-            return pipeline._run_with(self, cache, inputs, output_name)  # type: ignore[attr-defined, no-any-return]
         runtime = self._run_runtime
-        if type(inputs) is dict and runtime.nodes.inline:  # the map level plays no part in run()
+        options = pipeline.options
+        # The fast path: nothing but the nodes asked for (no callbacks, cache or checks, and
+        # no enclosing call observing this one or passing a cache down), the nodes inline.
+        if (
+            type(inputs) is dict
+            and options.plain
+            and not options.callbacks
+            and runtime.nodes.inline  # the map level plays no part in run()
+            and INHERITED.get() is None
+            and SCOPE.get() is None
+        ):
             try:  # as in map(): a name, None or a tuple keys itself
                 plan = pipeline.plans.runs.get((output_name, frozenset(inputs)))
             except TypeError:
@@ -245,14 +302,7 @@ class HypernodesEngine(Engine):
                 except KeyboardInterrupt:
                     self._interrupted()
                     raise
-        call = prepare_run(pipeline.plans, inputs, output_name)
-        try:
-            run_one(self._run_runtime, call)
-        except KeyboardInterrupt:
-            self._interrupted()
-            raise
-        values = call.values  # call.results(), without the method call: run() is a hot path
-        return {name: values[slot] for name, slot in call.plan.result_pairs}
+        return open_run(pipeline.plans, options, inputs, output_name, self.run_call)
 
     def map(
         self,
@@ -261,28 +311,44 @@ class HypernodesEngine(Engine):
         map_over: str | Sequence[str] | None = None,
         map_mode: str = "zip",
         output_name: Any = None,
-        on_error: str = "raise",
+        on_error: str | None = None,
+        items: Sequence[Mapping[str, Any]] | None = None,
     ) -> MapResult:
-        """Run ``pipeline`` once per item.
+        """Run ``pipeline`` once per item: ``pipeline.map(...)`` is this call.
+
+        The notebook-era form ``map(pipeline, items, inputs, output_name)`` (or
+        ``items=[...]`` as a keyword) is taken too: ``items`` is a list of per-item input
+        dicts over the shared ``inputs``, and the result is a list of one
+        ``{output name: value}`` per item (see ``_item_maps``).
 
         Args:
-            pipeline: the pipeline to map.
-            inputs, map_over, map_mode, output_name, on_error: as for :meth:`Pipeline.map`.
+            pipeline: the pipeline to map (its ``plans`` and ``options`` are read).
+            inputs, map_over, map_mode, output_name: as for :meth:`Pipeline.map`.
+            on_error: as for :meth:`Pipeline.map` (None: the pipeline's ``on_error``).
+            items: the notebook-era list of per-item input dicts (then ``inputs`` is what they share).
 
         Returns:
-            A ``MapResult``: ``{output name: [value per item]}`` in item order.
+            A ``MapResult``: ``{output name: [value per item]}`` in item order; in the
+            notebook-era form, a list of dicts.
 
         Raises:
             The errors of :meth:`Pipeline.map`, before any node runs; then the
             first exception an item raises (noted with the node and item index).
         """
-        if getattr(pipeline, "_observed", False):
-            cache = pipeline.effective_cache  # type: ignore[attr-defined]
-            return pipeline._map_with(  # type: ignore[attr-defined, no-any-return]
-                self, cache, inputs, map_over, map_mode, output_name, on_error
-            )
         runtime = self._runtime
-        if type(inputs) is dict and runtime.plain and map_mode == "zip" and on_error == "raise":
+        options = pipeline.options
+        if on_error is None:
+            on_error = options.on_error
+        if (
+            type(inputs) is dict
+            and options.plain
+            and not options.callbacks
+            and runtime.plain
+            and map_mode == "zip"
+            and on_error == "raise"
+            and INHERITED.get() is None
+            and SCOPE.get() is None
+        ):
             try:  # names as given (str, None, a tuple) key themselves; fast_key makes a list a tuple
                 shape = pipeline.plans.maps.get((output_name, map_over, frozenset(inputs)))
             except TypeError:
@@ -298,16 +364,26 @@ class HypernodesEngine(Engine):
                     raise
                 if mapped is not None:  # None: values the general path checks (and names)
                     return mapped  # type: ignore[no-any-return]
-        call = prepare_map(pipeline.plans, inputs, map_over, map_mode, output_name, None, None, on_error)
-        try:
-            columns = run_map(runtime, call)
-        except KeyboardInterrupt:
-            self._interrupted()
-            raise
-        return call.results(columns)
+        # The notebook-era form, tested off the fast path above (which takes only a dict):
+        # positionally its shared inputs (a dict) sit where map_over does.
+        if items is not None or (is_item_list(inputs) and isinstance(map_over, Mapping)):
+            return self._map_items(pipeline, inputs, map_over, map_mode, output_name, items)
+        return open_map(pipeline.plans, options, inputs, map_over, map_mode, output_name, on_error, self.map_call)
+
+    def _map_items(
+        self, pipeline: HasPlans, inputs: Any, map_over: Any, map_mode: Any, output_name: Any, items: Any
+    ) -> MapResult:
+        """The notebook-era ``map(pipeline, items, inputs, output_name[, _ctx])``: one dict per item
+        (a list of dicts, not the MapResult ``map`` promises every other caller: hence the ignores)."""
+        if items is not None:  # map(pipeline, items=[...], inputs={...}, output_name=...)
+            return map_items(self, pipeline, items, inputs, output_name)  # type: ignore[return-value]
+        # positionally, (pipeline, items, inputs, output_name, _ctx) fill these slots
+        wanted = None if map_mode == "zip" and "zip" not in pipeline.plans.graph.outputs else map_mode
+        return map_items(self, pipeline, inputs, map_over, wanted, output_name)  # type: ignore[return-value]
 
     def run_call(self, call: RunCall) -> dict[str, Any]:
-        """Execute a prepared ``run()`` call (``_call.prepare_run``, which may add an observer and a lookup)."""
+        """Execute a prepared ``run()`` call (``_call.prepare_run``; its opening, ``_open``, may have
+        given it an observer and a lookup)."""
         try:
             run_one(self._run_runtime, call)
         except KeyboardInterrupt:
@@ -316,7 +392,7 @@ class HypernodesEngine(Engine):
         return call.results()
 
     def map_call(self, call: MapCall) -> MapResult:
-        """Execute a prepared ``map()`` call (``_call.prepare_map``, which may add an observer and a lookup)."""
+        """Execute a prepared ``map()`` call (``_call.prepare_map``; as :meth:`run_call`)."""
         try:
             columns = run_map(self._runtime, call)
         except KeyboardInterrupt:

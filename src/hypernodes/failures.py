@@ -23,20 +23,14 @@ import traceback as _traceback
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ._errors import FROM_CALLBACK, add_note
 from ._frames import MappedInputs, arrow_table, check_failures_option, numpy_array, pandas_frame
-from .errors import FROM_CALLBACK, ArgumentTypeError, MapSpecError, RemoteError, add_note
+from .errors import ArgumentTypeError, MapSpecError, RemoteError
 
-__all__ = [
-    "ATTEMPTS_ATTR",
-    "LIVE",
-    "ON_ERROR",
-    "Failure",
-    "MapResult",
-    "check_on_error",
-    "failure_of",
-    "release_frames",
-    "unique",
-]
+# Public: the two classes. The helpers below (check_on_error, failure_of, unique,
+# release_frames, LIVE, ATTEMPTS_ATTR, ON_ERROR) stay beside the Failure state they read
+# and write, for the package's own modules; they are no part of the API.
+__all__ = ["Failure", "MapResult"]
 
 ON_ERROR = ("raise", "continue")
 """The values ``on_error`` takes: stop the map at the first failing item, or keep going."""

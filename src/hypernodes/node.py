@@ -11,10 +11,11 @@ import importlib
 import inspect
 import pickle
 from collections.abc import Callable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, Generic, ParamSpec, TypeVar, overload
 
+from ._errors import check_bool
 from ._policy import check_policy, policy_for
-from .errors import NodeDefinitionError, WiringError, check_bool
+from .errors import NodeDefinitionError, WiringError
 
 __all__ = ["Node", "is_async_callable", "node"]
 
@@ -104,6 +105,8 @@ class Node(Generic[P, R]):
         version: a code version (str or int) mixed into the node's cache key, or None.
         retries, retry_on, backoff, timeout: how a failing or hung call is retried
             and bounded (see ``@node``; 0 and None: not at all).
+        nested: whether the node is a nested pipeline (a ``PipelineNode``, made by
+            ``Pipeline.as_node``); the one place that question is answered.
     """
 
     __slots__ = (
@@ -125,6 +128,7 @@ class Node(Generic[P, R]):
 
     func: Callable[P, R]
     name: str
+    nested: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -174,7 +178,7 @@ class Node(Generic[P, R]):
             )
         if isinstance(func, Node):  # node(existing_node, output_name=...): re-wrap its function
             existing: Node[P, R] = func
-            if hasattr(existing, "pipeline"):
+            if existing.nested:
                 raise NodeDefinitionError(
                     f"node() got the nested pipeline `{existing.name}`; rename its outputs with "
                     "pipeline.as_node(output_mapping={...}, name=...) instead."

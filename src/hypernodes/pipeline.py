@@ -1,46 +1,70 @@
-"""Pipeline: wiring, validation, and the run()/map() front door.
+"""Pipeline: wiring, validation, its call options; run()/map() hand each call to the engine.
 
 A pipeline validates its wiring once (duplicate outputs, cycles) when built. Each
 call is checked before any node runs (``_call.py``); the checked call *shape*
 (requested outputs, given input names) maps to a compiled
 :class:`~hypernodes._graph.Plan`, cached in the pipeline's :class:`~hypernodes._call.PlanCache`,
-so a repeated call costs one dict lookup before the core takes over.
+so a repeated call costs one dict lookup before the core takes over. What a call
+asks for besides its nodes (callbacks, cache, on_error, input checks) is the
+pipeline's ``options`` record; ``pipeline.run/map`` call ``engine.run/map(self, ...)``,
+which read ``plans`` and ``options`` only (``_open`` opens the call).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._call import MAP_MODES, PlanCache, map_mode_message, prepare_map, prepare_run
-from ._columns import column_error, is_column
-from ._graph import Graph, build_graph, ticks
+from ._call import CallOptions, PlanCache
+from ._errors import check_bool
+from ._graph import Graph, build_graph
+from ._nested import PipelineNode
+from ._observe import check_callbacks, pipeline_id
 from ._typecheck import check_edges, check_mode
 from ._validate import InputValidator, validate_mode
-from .cache import INHERITED, Cache, CacheLookup
-from .callbacks import SCOPE, PipelineCallback, check_callbacks, map_observed, pipeline_id, run_observed
+from .cache import Cache
+from .callbacks import PipelineCallback
 from .engine import Engine, default_engine
-from .errors import ArgumentTypeError, ExecutorSpecError, MapSpecError, NodeDefinitionError, WiringError
+from .errors import ArgumentTypeError, ExecutorSpecError, NodeDefinitionError
 from .failures import MapResult, check_on_error
 from .node import Node
 
 __all__ = ["Pipeline", "PipelineNode"]
 
 
-class _Absent:
-    """Default of a nested pipeline's optional input: 'let the inner nodes' defaults apply'."""
+def _check_engine(engine: Any, where: str, keyword: str = "") -> Engine | None:
+    """``engine`` if it is None or an engine instance (``where``: the call that got it, and
+    ``keyword`` the argument, for messages)."""
+    if isinstance(engine, type):
+        name, given = engine.__name__, f"{keyword}=" if keyword else ""
+        raise ExecutorSpecError(
+            f"{where} got the class {name}, not an engine; pass an instance: "
+            f"{given}{name}() or {given}{name}(map_executor='threaded')."
+        )
+    if engine is not None and not (callable(getattr(engine, "run", None)) and callable(getattr(engine, "map", None))):
+        raise ExecutorSpecError(
+            f"{where} takes an engine such as HypernodesEngine(map_executor=...), got "
+            f"{type(engine).__name__} {engine!r:.60}. Executors and executor names go into the "
+            "engine: HypernodesEngine(map_executor='threaded')."
+        )
+    result: Engine | None = engine
+    return result
 
-    __slots__ = ()
 
-    def __repr__(self) -> str:
-        return "<inner default>"
+def _check_cache(cache: Any, where: str) -> Cache | None:
+    if cache is not None and not isinstance(cache, Cache):
+        raise TypeError(f"{where} takes a hypernodes.cache.Cache such as DiskCache(path), got {cache!r:.60}.")
+    result: Cache | None = cache
+    return result
 
-    def __reduce__(self) -> str:
-        return "_ABSENT"
 
-
-_ABSENT = _Absent()
+def _check_name(name: Any, where: str) -> None:
+    if name is not None and not isinstance(name, str):
+        raise NodeDefinitionError(
+            f"{where} takes a string (it names the pipeline in errors and when nested), "
+            f"got {type(name).__name__} {name!r:.60}."
+        )
 
 
 class Pipeline:
@@ -52,6 +76,10 @@ class Pipeline:
         engine: the engine that runs it (``backend`` is an alias).
         inputs: names the pipeline needs from outside, in first-use order.
         outputs: every name the nodes produce, in declaration order.
+        options: what each call asks for besides its nodes (callbacks, cache, on_error,
+            input checks, ids), as the engine reads it: a ``CallOptions`` record, made
+            anew when ``name``, ``callbacks``, ``cache``, ``on_error`` or
+            ``validate_inputs`` is assigned (it shares the ``callbacks`` list).
     """
 
     def __init__(
@@ -69,6 +97,7 @@ class Pipeline:
         on_error: str = "raise",
         type_check: str = "warn",
         validate_inputs: bool | str = False,
+        strict_inputs: bool = False,
     ) -> None:
         """Args:
             nodes: ``Node``s (see ``@node``), nested ``Pipeline``s, or ``as_node()`` results.
@@ -98,6 +127,11 @@ class Pipeline:
                 item, are checked against the annotations of the parameters reading
                 them, before any node runs) or "coerce" (as True, and a dict given
                 for a pydantic model parameter is validated into the model).
+            strict_inputs: what ``run()``/``map()`` do with an input no node reads. False
+                (the default, as the notebook-era version): ignore it with an
+                ``UnusedInputWarning`` naming it, unless it looks like a misspelling of an
+                input the call leaves to its default (``treshold`` for ``threshold``): that
+                is an ``InputError`` either way. True: every unused input is an ``InputError``.
 
         Raises:
             NodeDefinitionError: a member is not a node or pipeline, or ``name`` is not a string.
@@ -110,14 +144,11 @@ class Pipeline:
             MapSpecError: ``on_error`` is neither "raise" nor "continue".
             TypeMismatchError: ``type_check="raise"`` and an edge's annotations do not fit.
             ArgumentTypeError: ``validate_inputs`` is not False, True or "coerce".
+            TypeError: ``strict_inputs`` is not True or False.
         """
         if backend is not None and engine is not None and backend is not engine:
             raise ArgumentTypeError("Pipeline() got both backend= and engine= (aliases); pass one.")
-        if name is not None and not isinstance(name, str):
-            raise NodeDefinitionError(
-                f"Pipeline(name=...) takes a string (it names the pipeline in errors and when nested), "
-                f"got {type(name).__name__} {name!r:.60}."
-            )
+        self.name = name
         if not isinstance(nodes, (list, tuple)):
             raise NodeDefinitionError(
                 f"Pipeline(nodes=...) takes a list of nodes, got {type(nodes).__name__} {nodes!r:.60}."
@@ -140,44 +171,22 @@ class Pipeline:
                     "pipelines take @node functions and other Pipelines."
                 )
         self.nodes: tuple[Node[..., Any], ...] = tuple(members)
-        self.name = name
-        self.engine = backend if backend is not None else engine
         keyword = "backend" if backend is not None else "engine"
-        if isinstance(self.engine, type):
-            raise ExecutorSpecError(
-                f"Pipeline({keyword}=...) got the class {self.engine.__name__}, not an engine; pass an instance: "
-                f"{keyword}={self.engine.__name__}() or {self.engine.__name__}(map_executor='threaded')."
-            )
-        if self.engine is not None and not (
-            callable(getattr(self.engine, "run", None)) and callable(getattr(self.engine, "map", None))
-        ):
-            raise ExecutorSpecError(
-                f"Pipeline({keyword}=...) takes an engine such as HypernodesEngine(map_executor=...), got "
-                f"{type(self.engine).__name__} {self.engine!r:.60}. Executors and executor names go into the "
-                "engine: HypernodesEngine(map_executor='threaded')."
-            )
+        self.engine = _check_engine(backend if backend is not None else engine, f"Pipeline({keyword}=...)", keyword)
         if parent is not None and not isinstance(parent, Pipeline):
             raise ArgumentTypeError(f"Pipeline(parent=...) takes a Pipeline, got {type(parent).__name__}.")
         self._parent = parent
         # Without callbacks of its own a pipeline with a parent uses the parent's (see effective_callbacks).
-        given = callbacks if callbacks is not None or parent is None else parent.effective_callbacks
-        self.callbacks: list[PipelineCallback] = list(check_callbacks(given))
-        if cache is not None and not isinstance(cache, Cache):
-            raise TypeError(
-                f"Pipeline(cache=...) takes a hypernodes.cache.Cache such as DiskCache(path), got {cache!r:.60}."
-            )
+        self.callbacks = callbacks if callbacks is not None or parent is None else parent.effective_callbacks
         self.cache = cache
-        self.on_error = check_on_error(on_error, "Pipeline()")
-        self.validate_inputs = validate_mode(validate_inputs)
-        self._validator: InputValidator | None = None  # made on the first checked call
-        # Whether a call made straight on an engine (engine.run(pipeline, ...)) must come back
-        # through this pipeline's front door: its callbacks and cache apply on any engine, and
-        # its inputs are validated there (so run()'s fast path carries no validation test).
-        self._observed = bool(self.callbacks) or self.effective_cache is not None or self.validate_inputs is not False
+        self.on_error = on_error
+        self.validate_inputs = validate_inputs
         self._graph: Graph = build_graph(self.nodes)
         self.type_check = check_mode(type_check)
         check_edges(self.nodes, self._graph.producer, self.type_check, f"Pipeline `{name or 'pipeline'}`")
-        self.plans = PlanCache(self._graph)  # one compiled Plan per call shape, read by engines
+        self.strict_inputs = check_bool(strict_inputs, "strict_inputs", "Pipeline()")
+        self.plans = PlanCache(self._graph, self.strict_inputs)  # one compiled Plan per call shape, read by engines
+        self.options = self._options()  # and what each call asks for besides the nodes, read by engines
 
     def __getstate__(self) -> dict[str, Any]:
         # A pipeline travels to worker processes as its nodes: the engine (threads,
@@ -189,6 +198,7 @@ class Pipeline:
             "cache": self.cache,
             "on_error": self.on_error,
             "validate_inputs": self.validate_inputs,
+            "strict_inputs": self.strict_inputs,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -199,6 +209,7 @@ class Pipeline:
             on_error=state.get("on_error", "raise"),
             type_check="off",  # checked where it was built; a worker need not read annotations again
             validate_inputs=state.get("validate_inputs", False),
+            strict_inputs=state.get("strict_inputs", False),
         )
 
     # copies (unlike pickles) stay in this process, so they keep the engine and callbacks
@@ -213,6 +224,7 @@ class Pipeline:
             on_error=self.on_error,
             type_check="off",  # the same nodes, checked when the original was built
             validate_inputs=self.validate_inputs,
+            strict_inputs=self.strict_inputs,
         )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Pipeline:
@@ -227,7 +239,81 @@ class Pipeline:
             on_error=self.on_error,
             type_check="off",  # the same nodes, checked when the original was built
             validate_inputs=self.validate_inputs,
+            strict_inputs=self.strict_inputs,
         )
+
+    # -- what each call asks for besides the nodes: kept in self.options -----------
+
+    def _options(self) -> CallOptions:
+        validator = None
+        if self.validate_inputs is not False:
+            where = f"Pipeline `{self.name or 'pipeline'}`"
+            validator = InputValidator(self.nodes, self.validate_inputs == "coerce", where)
+        return CallOptions(
+            self.name,
+            pipeline_id(self.name, [n.name for n in self.nodes]),
+            self._callbacks,
+            self.effective_cache,
+            self.on_error,
+            validator,
+        )
+
+    def _changed(self) -> None:
+        # An option assigned after construction (the notebook-era style): a new record for the engines.
+        # (Not `"options" in self.__dict__`: reading __dict__ makes the instance's attribute reads slower.)
+        if getattr(self, "options", None) is not None:
+            self.options = self._options()
+
+    @property
+    def name(self) -> str | None:
+        """The pipeline's name (shown in errors, used when nested, its callback id when given)."""
+        return self._name
+
+    @name.setter
+    def name(self, name: str | None) -> None:
+        _check_name(name, "Pipeline(name=...)")
+        self._name = name
+        self._changed()
+
+    @property
+    def callbacks(self) -> list[PipelineCallback]:
+        """The pipeline's callbacks: this list is the one its calls read (one appended is seen)."""
+        return self._callbacks
+
+    @callbacks.setter
+    def callbacks(self, callbacks: Sequence[PipelineCallback] | None) -> None:
+        self._callbacks: list[PipelineCallback] = list(check_callbacks(callbacks))
+        self._changed()
+
+    @property
+    def cache(self) -> Cache | None:
+        """The pipeline's own cache (see :attr:`effective_cache` for the one its calls use)."""
+        return self._cache
+
+    @cache.setter
+    def cache(self, cache: Cache | None) -> None:
+        self._cache = _check_cache(cache, "Pipeline(cache=...)")
+        self._changed()
+
+    @property
+    def on_error(self) -> str:
+        """What its maps do when an item fails, unless a ``map()`` call says otherwise."""
+        return self._on_error
+
+    @on_error.setter
+    def on_error(self, on_error: str) -> None:
+        self._on_error = check_on_error(on_error, "Pipeline()")
+        self._changed()
+
+    @property
+    def validate_inputs(self) -> bool | str:
+        """False, True or "coerce": whether each call's inputs are checked against the annotations."""
+        return self._validate_inputs
+
+    @validate_inputs.setter
+    def validate_inputs(self, validate_inputs: bool | str) -> None:
+        self._validate_inputs: bool | str = validate_mode(validate_inputs)
+        self._changed()
 
     @property
     def effective_backend(self) -> Engine:
@@ -238,7 +324,8 @@ class Pipeline:
 
     @property
     def effective_cache(self) -> Cache | None:
-        """The cache calls use: this pipeline's, else its ``parent``'s (recursively), else None."""
+        """The cache calls use: this pipeline's, else its ``parent``'s (recursively; the parent's
+        when this pipeline is constructed, or its ``cache`` assigned), else None."""
         if self.cache is not None:
             return self.cache
         return self._parent.effective_cache if self._parent is not None else None
@@ -252,7 +339,7 @@ class Pipeline:
     @property
     def id(self) -> str:
         """The pipeline's id in callbacks: its name, or one derived from its nodes (stable across runs)."""
-        return pipeline_id(self.name, [n.name for n in self.nodes])
+        return self.options.id
 
     @property
     def backend(self) -> Engine | None:
@@ -268,6 +355,107 @@ class Pipeline:
     def outputs(self) -> tuple[str, ...]:
         """Every name the pipeline's nodes produce."""
         return self._graph.outputs
+
+    # -- the notebook-era face: graph views and fluent setters --------------------
+
+    @property
+    def graph(self) -> Any:
+        """The wiring as a ``networkx.DiGraph`` (needs ``networkx``): its nodes are this
+        pipeline's nodes (a nested pipeline as its node) and the names of its inputs; an edge
+        runs from each input name and each producing node to every node reading it.
+
+        A new graph each time: changing it changes nothing here.
+
+        Raises:
+            ImportError: ``networkx`` is not installed (``pip install networkx``).
+        """
+        try:
+            import networkx as nx  # lazy: an optional dependency, only this view needs it
+        except ImportError as exc:
+            raise ImportError(
+                "Pipeline.graph is a networkx.DiGraph and needs networkx (`pip install networkx`); "
+                "without it, `execution_order`, `inputs` and `outputs` describe the wiring."
+            ) from exc
+        wiring = self._graph
+        g = nx.DiGraph()
+        g.add_nodes_from(wiring.nodes)
+        for n in wiring.nodes:
+            for p in n.parameters:
+                producer = wiring.producer.get(p)
+                g.add_edge(p if producer is None else wiring.nodes[producer], n)
+        return g
+
+    @property
+    def execution_order(self) -> list[Node[..., Any]]:
+        """The nodes in the order a sequential run calls them (a topological order that keeps
+        declaration order where the wiring allows)."""
+        wiring = self._graph
+        return [wiring.nodes[i] for i in wiring.order]
+
+    @property
+    def root_args(self) -> list[str]:
+        """The names this pipeline reads from outside, as a list (notebook-era name of :attr:`inputs`)."""
+        return list(self._graph.inputs)
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """Same as :attr:`inputs`: what a pipeline, like a node, takes."""
+        return self._graph.inputs
+
+    @property
+    def output_name(self) -> tuple[str, ...]:
+        """Same as :attr:`outputs`: every name the nodes produce, in declaration order."""
+        return self._graph.outputs
+
+    def with_backend(self, backend: Engine | None) -> Pipeline:
+        """Set this pipeline's engine, as ``Pipeline(backend=...)`` would; None: its parent's or the default.
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            ExecutorSpecError: ``backend`` is not an engine instance.
+        """
+        self.engine = _check_engine(backend, "with_backend()")
+        return self
+
+    def with_cache(self, cache: Cache | None) -> Pipeline:
+        """Set this pipeline's cache, as ``Pipeline(cache=...)`` would; None: its parent's or none.
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            TypeError: ``cache`` is not a ``Cache``.
+        """
+        self.cache = _check_cache(cache, "with_cache()")
+        return self
+
+    def with_callbacks(self, callbacks: Sequence[PipelineCallback] | None) -> Pipeline:
+        """Set this pipeline's callbacks, as ``Pipeline(callbacks=...)`` would (None: its parent's).
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            TypeError: not a list of ``PipelineCallback`` instances.
+        """
+        given = callbacks if callbacks is not None or self._parent is None else self._parent.effective_callbacks
+        self.callbacks = list(check_callbacks(given))
+        return self
+
+    def with_name(self, name: str | None) -> Pipeline:
+        """Set this pipeline's name (shown in errors, pictures and callbacks, and used when nested).
+
+        Returns:
+            This pipeline (changed in place), for chaining.
+
+        Raises:
+            NodeDefinitionError: ``name`` is not a string.
+        """
+        _check_name(name, "with_name()")
+        self.name = name  # a new options record: its input checks' messages name the pipeline
+        return self
 
     def __repr__(self) -> str:
         label = f" {self.name!r}" if self.name else ""
@@ -312,24 +500,7 @@ class Pipeline:
         engine = self.engine
         if engine is None:  # effective_backend, without the property call: a hot path
             engine = default_engine() if self._parent is None else self.effective_backend
-        cache = self.cache if self.cache is not None or self._parent is None else self.effective_cache
-        if cache is None:
-            cache = INHERITED.get()
-        if cache is None and not self.callbacks and SCOPE.get() is None:  # nothing observes or caches this call
-            return engine.run(self, inputs, output_name)
-        return self._run_with(engine, cache, inputs, output_name)
-
-    def _run_with(self, engine: Any, cache: Cache | None, inputs: Any, output_name: Any) -> dict[str, Any]:
-        """run() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
-        if self.validate_inputs is not False:
-            inputs = self._validation().run_inputs(inputs)
-        run_call = getattr(engine, "run_call", None)
-        if run_call is None:  # an engine of another kind runs the call its own way, unobserved
-            unobserved: dict[str, Any] = engine.run(self, inputs, output_name)
-            return unobserved
-        call = prepare_run(self.plans, inputs, output_name)
-        result: dict[str, Any] = self._execute(call, run_call, run_observed, inputs, cache, None)
-        return result
+        return engine.run(self, inputs, output_name)
 
     def map(
         self,
@@ -369,78 +540,14 @@ class Pipeline:
         engine = self.engine
         if engine is None:  # effective_backend, without the property call: a hot path
             engine = default_engine() if self._parent is None else self.effective_backend
-        cache = self.cache if self.cache is not None or self._parent is None else self.effective_cache
-        if cache is None:
-            cache = INHERITED.get()
-        mode = self.on_error if on_error is None else check_on_error(on_error, "map()")
         result: Mapping[str, list[Any]]
-        if cache is None and not self.callbacks and SCOPE.get() is None:
-            if mode == "raise":  # passed only when asked for: an engine may predate on_error
-                result = engine.map(self, inputs, map_over, map_mode, output_name)
-            else:
-                result = engine.map(self, inputs, map_over, map_mode, output_name, on_error=mode)
+        if on_error is None or (on_error == "raise" and self.options.on_error == "raise"):
+            # the pipeline's own on_error: the engine reads it (and one that predates on_error works)
+            result = engine.map(self, inputs, map_over, map_mode, output_name)
         else:
-            result = self._map_with(engine, cache, inputs, map_over, map_mode, output_name, mode)
+            result = engine.map(self, inputs, map_over, map_mode, output_name, on_error=on_error)
         # An engine of another kind may return a plain dict of lists: still a MapResult to the user.
         return result if type(result) is MapResult else MapResult(result)
-
-    def _map_with(
-        self,
-        engine: Any,
-        cache: Cache | None,
-        inputs: Any,
-        map_over: Any,
-        map_mode: Any,
-        output_name: Any,
-        on_error: str = "raise",
-    ) -> Mapping[str, list[Any]]:
-        """map() on ``engine`` with this pipeline's callbacks and ``cache`` (the observed path)."""
-        if self.validate_inputs is not False:
-            inputs = self._validation().map_inputs(inputs, map_over)
-        map_call = getattr(engine, "map_call", None)
-        if map_call is None:
-            extra = {} if on_error == "raise" else {"on_error": on_error}
-            unobserved: dict[str, list[Any]] = engine.map(self, inputs, map_over, map_mode, output_name, **extra)
-            return unobserved
-        call = prepare_map(self.plans, inputs, map_over, map_mode, output_name, None, None, on_error)
-        mapped: dict[str, list[Any]] = self._execute(call, map_call, map_observed, inputs, cache, call.items.map_slots)
-        return mapped
-
-    def _validation(self) -> InputValidator:
-        """This pipeline's input checks, made on first use (annotations are resolved once)."""
-        validator = self._validator
-        if validator is None:
-            where = f"Pipeline `{self.name or 'pipeline'}`"
-            validator = self._validator = InputValidator(self.nodes, self.validate_inputs == "coerce", where)
-        return validator
-
-    def _execute(
-        self,
-        call: Any,
-        execute: Callable[[Any], Any],
-        observed: Callable[..., Any],
-        inputs: Any,
-        cache: Cache | None,
-        map_slots: tuple[int, ...] | None,
-    ) -> Any:
-        """Run a prepared call: through ``observed`` (the callback hooks) unless nothing observes it,
-        with a lookup into ``cache`` when there is one (``map_slots``: a map's mapped inputs)."""
-        if cache is None:
-            if not self.callbacks and SCOPE.get() is None:  # only validate_inputs brought the call here
-                return execute(call)
-            return observed(self, execute, call, inputs)
-        observed_call = bool(self.callbacks) or SCOPE.get() is not None
-        lookup = call.lookup = CacheLookup(cache, call.plan, call.values, map_slots, observed_call)
-        # Nested pipelines run on this thread use the cache too; elsewhere (threads, processes)
-        # the drivers pass it on through lookup.inherit.
-        token = INHERITED.set(cache)
-        try:
-            if not observed_call:
-                return execute(call)
-            return observed(self, execute, call, inputs)
-        finally:
-            INHERITED.reset(token)
-            lookup.flush()  # what this process buffered (workers flush their own after each slice)
 
     def as_node(
         self,
@@ -474,6 +581,11 @@ class Pipeline:
         depth: int | None = 1,
         show_types: bool = False,
         style: Any = "default",
+        *,
+        flatten: bool = False,
+        show_legend: bool = False,
+        min_arg_group_size: int | None = None,
+        return_type: str = "auto",
     ) -> Any:
         """Draw this pipeline; see :func:`hypernodes.viz.visualize` for what the picture shows.
 
@@ -483,173 +595,32 @@ class Pipeline:
             depth: 1 draws nested pipelines as one box; higher expands that many levels; None all.
             show_types: also show parameter and return annotations.
             style: a name in ``hypernodes.DESIGN_STYLES`` or a ``GraphvizStyle``.
+            flatten: draw expanded nested pipelines without their frames.
+            show_legend: also draw a legend of the kinds of box shown.
+            min_arg_group_size: notebook-era; ignored with a warning (inputs are never grouped).
+            return_type: "auto" (a Diagram), "graphviz" (a ``graphviz.Source``) or "html".
 
         Returns:
             A ``hypernodes.viz.Diagram``: ``.source`` is the DOT text; it shows as SVG in
-            Jupyter. (``filename``, ``style`` and the result are typed loosely here so this
-            module need not import viz; :func:`hypernodes.viz.visualize` has the exact types.)
+            Jupyter (or what ``return_type`` asks for). (``filename``, ``style`` and the result
+            are typed loosely here so this module need not import viz;
+            :func:`hypernodes.viz.visualize` has the exact types.)
 
         Raises:
             ArgumentTypeError, VizSpecError: a bad argument. GraphvizNotFoundError:
-                ``filename`` needs rendering and ``graphviz`` or ``dot`` is missing.
+                rendering is needed and ``graphviz`` or ``dot`` is missing.
         """
         from .viz import visualize  # lazy: pictures are optional, and graphviz must not load with hypernodes
 
-        return visualize(self, filename, orient=orient, depth=depth, show_types=show_types, style=style)
-
-
-class _NestedCall:
-    """The function of a :class:`PipelineNode`: runs (or maps) the inner pipeline."""
-
-    __slots__ = ("inner_inputs", "inner_outputs", "map_mode", "map_over", "name", "outer_params", "pipeline")
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        outer_params: tuple[str, ...],
-        inner_inputs: tuple[str, ...],
-        inner_outputs: tuple[str, ...],
-        map_over: tuple[str, ...] | None,
-        map_mode: str,
-        name: str,
-    ) -> None:
-        self.name = name
-        self.pipeline = pipeline
-        self.outer_params = outer_params
-        self.inner_inputs = inner_inputs
-        self.inner_outputs = inner_outputs
-        self.map_over = map_over
-        self.map_mode = map_mode
-
-    def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        if kwargs:
-            args = (*args, *(kwargs.pop(p, _ABSENT) for p in self.outer_params[len(args) :]))
-            if kwargs:
-                raise TypeError(
-                    f"unexpected argument(s) {ticks(sorted(kwargs))}; parameters: {ticks(self.outer_params)}"
-                )
-        inputs = {inner: value for inner, value in zip(self.inner_inputs, args) if value is not _ABSENT}
-        outputs = list(self.inner_outputs)
-        if self.map_over is None:
-            result = self.pipeline.run(inputs, output_name=outputs)
-        else:
-            self._check_mapped(args)
-            result = self.pipeline.map(
-                inputs, map_over=list(self.map_over), map_mode=self.map_mode, output_name=outputs
-            )
-        return tuple(result[o] for o in self.inner_outputs)
-
-    def _check_mapped(self, args: tuple[Any, ...]) -> None:
-        # Checked here, in the outer names the user wired, before the inner map runs.
-        outer_of = dict(zip(self.inner_inputs, self.outer_params))
-        value_of = dict(zip(self.inner_inputs, args))
-        lengths: dict[str, int] = {}
-        for inner in self.map_over or ():
-            value = value_of[inner]
-            if not is_column(value):
-                raise column_error(value, f"Node `{self.name}` maps over `{outer_of[inner]}`, which")
-            lengths[outer_of[inner]] = len(value)
-        if self.map_mode == "zip" and len(set(lengths.values())) > 1:
-            shown = ", ".join(f"`{m}`: {n}" for m, n in lengths.items())
-            raise MapSpecError(f"Node `{self.name}` zips lists of unequal length: {shown}.")
-
-
-class PipelineNode(Node[..., tuple[Any, ...]]):
-    """A pipeline acting as one node of another (see :meth:`Pipeline.as_node`).
-
-    It produces the inner outputs (renamed, and selected by ``output_mapping``);
-    its parameters are the inner inputs those outputs read, plus the mapped ones
-    (renamed by ``input_mapping``). An outer call that needs only some of its
-    outputs runs a narrowed copy (:meth:`restricted`) that computes only those.
-    """
-
-    __slots__ = ("_narrowed", "_spec", "pipeline")
-
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        input_mapping: Mapping[str, str] | None = None,
-        output_mapping: Mapping[str, str] | None = None,
-        map_over: str | Sequence[str] | None = None,
-        map_mode: str = "zip",
-        name: str | None = None,
-    ) -> None:
-        """Wrap ``pipeline``; the arguments are those of :meth:`Pipeline.as_node`.
-
-        Raises:
-            NodeDefinitionError: a mapping or ``map_over`` names something the
-                pipeline does not have, two inputs would share one outer name,
-                ``map_mode`` is unknown (with or without ``map_over``), or ``name``
-                is not a string.
-        """
-        if name is not None and not isinstance(name, str):
-            raise NodeDefinitionError(f"as_node(name=...) takes a string, got {type(name).__name__} {name!r:.60}.")
-        label = name or pipeline.name or "pipeline"
-        where = f"as_node() of pipeline `{label}`"
-        graph = pipeline._graph
-        outer_of: dict[str, str] = {}
-        for outer, inner in dict(input_mapping or {}).items():
-            if inner not in graph.inputs:
-                raise WiringError(
-                    f"{where}: input_mapping maps `{outer}` to `{inner}`, which is not an input of the pipeline. "
-                    f"Its inputs: {ticks(graph.inputs)}."
-                )
-            if inner in outer_of:
-                raise NodeDefinitionError(f"{where}: input_mapping maps two names to inner input `{inner}`.")
-            outer_of[inner] = outer
-        all_outer = tuple(outer_of.get(i, i) for i in graph.inputs)
-        if len(set(all_outer)) != len(all_outer):
-            raise NodeDefinitionError(f"{where}: input_mapping makes two inputs share one outer name: {all_outer}.")
-        if output_mapping is None:
-            inner_outputs = graph.outputs
-            outer_outputs = inner_outputs
-        else:
-            unknown = [inner for inner in output_mapping if inner not in graph.producer]
-            if unknown:
-                raise WiringError(
-                    f"{where}: output_mapping names {ticks(unknown)}, not produced by the pipeline. "
-                    f"Its outputs: {ticks(graph.outputs)}."
-                )
-            inner_outputs = tuple(output_mapping)
-            outer_outputs = tuple(output_mapping[o] for o in inner_outputs)
-            if not inner_outputs:
-                raise NodeDefinitionError(f"{where}: output_mapping is empty; the node would produce nothing.")
-        inner_of = dict(zip(all_outer, graph.inputs))
-        mapped: tuple[str, ...] = ()
-        if map_over is not None:
-            mapped = (map_over,) if isinstance(map_over, str) else tuple(map_over)
-            bad = [m for m in mapped if m not in inner_of]
-            if not mapped or bad:
-                raise WiringError(
-                    f"{where}: map_over must name the node's (outer) inputs; got {map_over!r}. "
-                    f"Its inputs: {ticks(all_outer)}."
-                )
-        if map_mode not in MAP_MODES:  # also without map_over: a typo must not wait for map_over to be added
-            raise NodeDefinitionError(f"{where}: {map_mode_message(map_mode)}")
-        mapped_inner = tuple(inner_of[m] for m in mapped)
-        # mapped inputs set the number of items, so they are parameters even when
-        # the selected outputs do not read them, and never optional
-        needed = graph.inputs_for(inner_outputs) | set(mapped_inner)
-        inner_inputs = tuple(i for i in graph.inputs if i in needed)
-        outer_params = tuple(outer_of.get(i, i) for i in inner_inputs)
-        call = _NestedCall(pipeline, outer_params, inner_inputs, inner_outputs, mapped_inner or None, map_mode, label)
-        super().__init__(call, outer_outputs, name=label)
-        # The signature of _NestedCall is (*args, **kwargs): set the wiring explicitly.
-        optional = graph.optional_inputs() - set(mapped_inner)
-        self.parameters = outer_params
-        self.defaults = {outer: _ABSENT for outer, inner in zip(outer_params, inner_inputs) if inner in optional}
-        self._call = call
-        self.is_async = False
-        self.pipeline = pipeline
-        self._spec = (dict(input_mapping or {}), dict(zip(inner_outputs, outer_outputs)), map_over, map_mode, label)
-        self._narrowed: dict[tuple[str, ...], PipelineNode] = {}
-
-    def restricted(self, outputs: tuple[str, ...]) -> PipelineNode:
-        """This nested pipeline computing only ``outputs`` (outer names), and reading only their inputs."""
-        narrowed = self._narrowed.get(outputs)
-        if narrowed is None:
-            input_mapping, output_mapping, map_over, map_mode, name = self._spec
-            keep = {inner: outer for inner, outer in output_mapping.items() if outer in outputs}
-            narrowed = PipelineNode(self.pipeline, input_mapping, keep, map_over, map_mode, name)
-            self._narrowed[outputs] = narrowed
-        return narrowed
+        return visualize(
+            self,
+            filename,
+            orient=orient,
+            depth=depth,
+            show_types=show_types,
+            style=style,
+            flatten=flatten,
+            show_legend=show_legend,
+            min_arg_group_size=min_arg_group_size,
+            return_type=return_type,
+        )

@@ -14,16 +14,21 @@ hypernodes``, ``.source`` and ``.dot`` files work without them.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import inspect
 import os
 import re
+import sys
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeGuard
 
+from ._nested import PipelineNode
+from ._viz_style import DESIGN_STYLES, GraphvizStyle, IgnoredArgumentWarning
 from .errors import ArgumentTypeError, HypernodesError
 from .node import Node
 
@@ -38,15 +43,8 @@ class _PipelineLike(Protocol):
     def inputs(self) -> tuple[str, ...]: ...
 
 
-class _NestedLike(Node[..., Any]):
-    """What a picture reads of a nested pipeline's node (see ``pipeline.PipelineNode``)."""
-
-    pipeline: _PipelineLike
-    _spec: tuple[dict[str, str], dict[str, str], Any, str, str]
-
-
-def _is_nested(member: Node[..., Any]) -> TypeGuard[_NestedLike]:
-    return getattr(member, "pipeline", None) is not None and hasattr(member, "_spec")
+def _is_nested(member: Node[..., Any]) -> TypeGuard[PipelineNode]:
+    return member.nested
 
 
 def _is_pipeline(obj: Any) -> TypeGuard[_PipelineLike]:
@@ -58,6 +56,7 @@ __all__ = [
     "Diagram",
     "GraphvizNotFoundError",
     "GraphvizStyle",
+    "IgnoredArgumentWarning",
     "VizCluster",
     "VizEdge",
     "VizGraph",
@@ -81,71 +80,6 @@ class VizSpecError(HypernodesError, ValueError):
 
 class GraphvizNotFoundError(HypernodesError, ImportError):
     """Rendering needs the ``graphviz`` package or the ``dot`` program, and one is missing."""
-
-
-@dataclass(frozen=True)
-class GraphvizStyle:
-    """Colours, fonts and shapes of a picture. Colours are any Graphviz colour
-    (``"#4a6fa5"``, ``"lightgrey"``); ``background`` may be ``"transparent"``."""
-
-    font: str = "Helvetica"
-    font_size: float = 11.0
-    font_color: str = "#1f2933"
-    muted_color: str = "#616e7c"  # types, defaults, edge labels and markers
-    background: str = "white"
-    node_shape: str = "box"
-    node_fill: str = "#e8f0fb"
-    node_border: str = "#4a6fa5"
-    input_shape: str = "box"
-    input_fill: str = "#fdf6e3"
-    input_border: str = "#b58900"
-    pipeline_fill: str = "#eef6ee"  # a nested pipeline drawn as one box
-    pipeline_border: str = "#3f7f4f"
-    cluster_fill: str = "#f7faf7"  # a nested pipeline drawn expanded
-    cluster_border: str = "#3f7f4f"
-    async_color: str = "#8e44ad"
-    map_color: str = "#c0392b"
-    edge_color: str = "#7b8794"
-    pen_width: float = 1.2
-
-
-DESIGN_STYLES: dict[str, GraphvizStyle] = {
-    "default": GraphvizStyle(),
-    "dark": GraphvizStyle(
-        font_color="#e6e6e6",
-        muted_color="#a0a8b0",
-        background="#1e1e1e",
-        node_fill="#2b3a55",
-        node_border="#7aa2f7",
-        input_fill="#3b3222",
-        input_border="#e0af68",
-        pipeline_fill="#233a2c",
-        pipeline_border="#9ece6a",
-        cluster_fill="#25282e",
-        cluster_border="#9ece6a",
-        async_color="#bb9af7",
-        map_color="#f7768e",
-        edge_color="#8a93a0",
-    ),
-    # black on white, for print: kinds differ by shape and line, not by colour
-    "mono": GraphvizStyle(
-        font="Courier",
-        font_color="black",
-        muted_color="#555555",
-        node_fill="white",
-        node_border="black",
-        input_shape="ellipse",
-        input_fill="white",
-        input_border="black",
-        pipeline_fill="#eeeeee",
-        pipeline_border="black",
-        cluster_fill="white",
-        cluster_border="black",
-        async_color="black",
-        map_color="black",
-        edge_color="black",
-    ),
-}
 
 
 # -- the picture as data ---------------------------------------------------------------
@@ -315,7 +249,7 @@ class _Builder:
             # node names need not be unique; the declaration index tells twins apart
             key = prefix + (member.name if names.count(member.name) == 1 else f"{member.name}~{i}")
             if _is_nested(member) and (self.depth is None or level < self.depth):
-                _, renames, map_over, map_mode, _ = member._spec
+                renames = member.output_mapping
                 cluster_id = f"cluster:{key}"
                 self.clusters.append(
                     VizCluster(
@@ -323,8 +257,8 @@ class _Builder:
                         member.name,
                         cluster,
                         tuple((inner, outer) for inner, outer in renames.items() if inner != outer),
-                        _names(map_over),
-                        map_mode if map_over is not None else "",
+                        member.map_over or (),
+                        member.map_mode if member.map_over is not None else "",
                     )
                 )
                 fed_inner = tuple(_inner_input(member, p) for p in member.parameters)
@@ -351,7 +285,7 @@ class _Builder:
         """Add the edges of a placed level; ``fed`` says where the inputs from outside come from."""
         sources = {**scope.produced, **fed}
         for member, box, inner in scope.members:
-            mapped = _names(member._spec[2]) if _is_nested(member) else ()
+            mapped = (member.map_over or ()) if _is_nested(member) else ()
             if inner is not None:
                 assert _is_nested(member)  # only nested pipelines expand
                 inner_fed = {}
@@ -370,12 +304,6 @@ class _Builder:
 # -- what the boxes say ------------------------------------------------------------------
 
 
-def _names(spec: str | typing.Sequence[str] | None) -> tuple[str, ...]:
-    if spec is None:
-        return ()
-    return (spec,) if isinstance(spec, str) else tuple(spec)
-
-
 def _chain(names: tuple[str, ...], nxt: str) -> tuple[str, ...]:
     return names if names[-1] == nxt else (*names, nxt)
 
@@ -384,14 +312,13 @@ def _inner_input(member: Node[..., Any], outer: str) -> str:
     """The name inside a nested pipeline of its (outer) parameter ``outer``."""
     if not _is_nested(member):
         return outer
-    input_mapping: dict[str, str] = member._spec[0]  # {outer: inner}
-    return input_mapping.get(outer, outer)
+    return member.input_mapping.get(outer, outer)
 
 
-def _inner_output(member: _NestedLike, outer: str) -> str:
-    for inner, out in member._spec[1].items():  # {inner: outer}
+def _inner_output(member: PipelineNode, outer: str) -> str:
+    for inner, out in member.output_mapping.items():
         if out == outer:
-            return str(inner)
+            return inner
     return outer
 
 
@@ -495,8 +422,7 @@ def _node_box(member: Node[..., Any], node_id: str, cluster: str) -> VizNode:
             returns=returns,
             is_async=member.is_async,
         )
-    _, _, map_over, map_mode, _ = member._spec
-    mapped = _names(map_over)
+    mapped = member.map_over or ()
     return VizNode(
         node_id,
         "pipeline",
@@ -505,7 +431,7 @@ def _node_box(member: Node[..., Any], node_id: str, cluster: str) -> VizNode:
         params=params,
         outputs=tuple(ports),
         map_over=mapped,
-        map_mode=map_mode if mapped else "",
+        map_mode=member.map_mode if mapped else "",
     )
 
 
@@ -559,9 +485,9 @@ def _check_orient(orient: Any) -> None:
         )
 
 
-def _check_show_types(show_types: Any) -> None:
-    if not isinstance(show_types, bool):
-        raise ArgumentTypeError(f"show_types must be True or False, got {type(show_types).__name__} {show_types!r}.")
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}.")
 
 
 def _resolve_style(style: Any) -> GraphvizStyle:
@@ -596,7 +522,11 @@ def _format_of(filename: Any) -> str:
 
 
 def to_dot(
-    graph: VizGraph, orient: str = "TB", show_types: bool = False, style: str | GraphvizStyle = "default"
+    graph: VizGraph,
+    orient: str = "TB",
+    show_types: bool = False,
+    style: str | GraphvizStyle = "default",
+    show_legend: bool = False,
 ) -> str:
     """The DOT text of a picture; the same graph and arguments always give the same bytes.
 
@@ -606,16 +536,19 @@ def to_dot(
         show_types: also write each node's parameter annotations, each value's
             annotation and the inputs' types.
         style: a name in :data:`DESIGN_STYLES` or a :class:`GraphvizStyle`.
+        show_legend: also draw a "Legend" frame with one sample box per kind of box
+            the picture holds (input, optional input, node, async node, pipeline, mapped pipeline).
 
     Returns:
         DOT source text ending in a newline.
 
     Raises:
         VizSpecError: ``orient`` or the style name is not one allowed.
-        ArgumentTypeError: ``show_types`` is not a bool or ``style`` of the wrong type.
+        ArgumentTypeError: ``show_types`` or ``show_legend`` is not a bool, or ``style`` of the wrong type.
     """
     _check_orient(orient)
-    _check_show_types(show_types)
+    _check_bool("show_types", show_types)
+    _check_bool("show_legend", show_legend)
     s = _resolve_style(style)
     title = {"label": _Html(f"<B>{_esc(graph.name)}</B>"), "labelloc": "t"} if graph.name else {}
     lines = [
@@ -665,7 +598,11 @@ def to_dot(
             )
         elif label:
             attrs["label"] = label
+        if not e.port and s.input_edge_color and not e.mapped:  # an edge leaving an input
+            attrs["color"] = s.input_edge_color
         lines.append(f"  {tail} -> {_quote(e.target)} " + _attrs(**attrs))
+    if show_legend:
+        _write_legend(lines, graph, s)
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -695,6 +632,32 @@ def _write_level(lines: list[str], graph: VizGraph, cluster: str, pad: str, show
         )
         _write_level(lines, graph, c.id, pad + "  ", show_types, s)
         lines.append(pad + "}")
+
+
+def _write_legend(lines: list[str], graph: VizGraph, s: GraphvizStyle) -> None:
+    """A frame holding one sample box per kind of box in ``graph``, drawn as the real ones are."""
+    kinds = {n.kind for n in graph.nodes}
+    has_pipeline = "pipeline" in kinds or bool(graph.clusters)
+    samples = [
+        ("input" in kinds, VizNode("legend:input", "input", "input")),
+        (
+            any(n.default is not None for n in graph.nodes),
+            VizNode("legend:optional", "input", "optional", default="default"),
+        ),
+        ("node" in kinds, VizNode("legend:node", "node", "node", outputs=(VizPort("output"),))),
+        (any(n.is_async for n in graph.nodes), VizNode("legend:async", "node", "async node", is_async=True)),
+        (has_pipeline, VizNode("legend:pipeline", "pipeline", "pipeline", outputs=(VizPort("output"),))),
+        (
+            any(n.map_over for n in graph.nodes) or any(c.map_over for c in graph.clusters),
+            VizNode("legend:mapped", "pipeline", "mapped", map_over=("items",), map_mode="zip"),
+        ),
+    ]
+    lines.append('  subgraph "cluster_legend" {')
+    lines.append(
+        "    graph " + _attrs(id="cluster_legend", label=_Html("<B>Legend</B>"), style="rounded", color=s.muted_color)
+    )
+    lines.extend("    " + _quote(n.id) + " " + _node_attrs(n, False, s) for shown, n in samples if shown)
+    lines.append("  }")
 
 
 def _node_attrs(n: VizNode, show_types: bool, s: GraphvizStyle) -> str:
@@ -888,6 +851,9 @@ class Diagram:
         return f"<Diagram {g.name!r}: {len(g.nodes)} boxes, {len(g.edges)} edges, {len(g.clusters)} clusters>"
 
 
+RETURN_TYPES = ("auto", "graphviz", "html")
+
+
 def visualize(
     pipeline: _PipelineLike,
     filename: str | os.PathLike[str] | None = None,
@@ -895,7 +861,12 @@ def visualize(
     depth: int | None = 1,
     show_types: bool = False,
     style: str | GraphvizStyle = "default",
-) -> Diagram:
+    *,
+    flatten: bool = False,
+    show_legend: bool = False,
+    min_arg_group_size: int | None = None,
+    return_type: str = "auto",
+) -> Any:
     """Draw ``pipeline``: its inputs (defaults shown as ``k = 2``), its nodes with their
     outputs (one row each), the values flowing between them, and nested pipelines.
 
@@ -909,25 +880,73 @@ def visualize(
             own nodes, and so on; None expands every level.
         show_types: also show each node's parameter annotations, each output's
             return annotation and each input's type.
-        style: a name in :data:`DESIGN_STYLES` ("default", "dark", "mono") or a
-            :class:`GraphvizStyle`.
+        style: a name in :data:`DESIGN_STYLES` ("default", "dark", "mono", and the
+            notebook-era "monochrome", "minimal", "vibrant", "professional", "pastel")
+            or a :class:`GraphvizStyle`.
+        flatten: draw the nested pipelines that ``depth`` expands inline, without
+            the frame around each one's nodes.
+        show_legend: also draw a "Legend" frame with a sample of each kind of box shown.
+        min_arg_group_size: notebook-era; this picture draws every input as its own
+            box, so an int is ignored with one ``IgnoredArgumentWarning`` (None, no
+            grouping, is what it draws anyway).
+        return_type: "auto" (a :class:`Diagram`), "graphviz" (a ``graphviz.Source``
+            of the same DOT text; needs the ``graphviz`` package) or "html" (an
+            ``IPython.display.HTML`` holding the SVG; the Diagram when IPython is absent).
 
     Returns:
-        A :class:`Diagram`: ``.source`` is the DOT text; it shows as SVG in Jupyter.
+        A :class:`Diagram` (``.source`` is the DOT text; it shows as SVG in Jupyter),
+        or what ``return_type`` asks for.
 
     Raises:
         ArgumentTypeError: an argument has the wrong type.
-        VizSpecError: ``orient``, ``depth``, the style name or the suffix is not one allowed.
-        GraphvizNotFoundError: ``filename`` needs rendering and ``graphviz`` or ``dot`` is missing.
+        VizSpecError: ``orient``, ``depth``, ``return_type``, the style name or the suffix is not one allowed.
+        GraphvizNotFoundError: ``filename``, ``return_type="graphviz"`` or ``"html"`` needs
+            rendering and ``graphviz`` or ``dot`` is missing.
     """
     # every argument is checked before anything is drawn or written
     if filename is not None:
         _format_of(filename)
     _check_orient(orient)
-    _check_show_types(show_types)
+    _check_bool("show_types", show_types)
+    _check_bool("flatten", flatten)
+    _check_bool("show_legend", show_legend)
     _resolve_style(style)
+    if return_type not in RETURN_TYPES or not isinstance(return_type, str):
+        raise VizSpecError(f"return_type must be one of {', '.join(map(repr, RETURN_TYPES))}; got {return_type!r}.")
+    if min_arg_group_size is not None:
+        if isinstance(min_arg_group_size, bool) or not isinstance(min_arg_group_size, int):
+            raise ArgumentTypeError(
+                f"min_arg_group_size must be an int or None, got {type(min_arg_group_size).__name__} "
+                f"{min_arg_group_size!r:.60}."
+            )
+        warnings.warn(
+            f"visualize(min_arg_group_size={min_arg_group_size}) is ignored: this picture draws every input "
+            "as its own box (the notebook-era grouping of inputs into one box is not drawn).",
+            IgnoredArgumentWarning,
+            stacklevel=_caller_level(),
+        )
     graph = build_graph(pipeline, depth)
-    diagram = Diagram(to_dot(graph, orient, show_types, style), graph)
+    if flatten:
+        graph = VizGraph(graph.name, tuple(dataclasses.replace(n, cluster="") for n in graph.nodes), graph.edges, ())
+    diagram = Diagram(to_dot(graph, orient, show_types, style, show_legend), graph)
     if filename is not None:
         diagram.save(filename)
+    if return_type == "graphviz":
+        try:
+            import graphviz  # optional extra: only this return type and rendering need it
+        except ImportError as exc:
+            raise GraphvizNotFoundError(_INSTALL.format(missing="the `graphviz` package is not installed")) from exc
+        return graphviz.Source(diagram.source)
+    if return_type == "html":
+        try:
+            from IPython.display import HTML  # present wherever HTML can be shown
+        except ImportError:
+            return diagram
+        return HTML(diagram.svg())  # type: ignore[no-untyped-call]
     return diagram
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the user's line: past ``Pipeline.visualize`` too."""
+    frame = sys._getframe(2)  # visualize's caller
+    return 3 if frame.f_code.co_name == "visualize" and frame.f_globals.get("__name__") == "hypernodes.pipeline" else 2

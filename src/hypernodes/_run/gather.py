@@ -20,7 +20,7 @@ from functools import partial
 from queue import SimpleQueue
 from typing import Any
 
-from ..errors import add_note
+from .._errors import add_note
 from ..executors import _loky
 
 __all__ = ["NodeCancelled", "cancel", "concat", "died_note", "gather", "submit", "unwrapped"]

@@ -92,7 +92,7 @@ class Hits:
 
 
 def cached_first(core: ModuleType, call: MapCall) -> Hits | None:
-    """The items of ``call`` (a zip map with a lookup) that its lookup holds whole; None if none is."""
+    """The items of ``call`` (a zip or product map with a lookup) that its lookup holds whole; None if none is."""
     lookup, observer, items = call.lookup, call.observer, call.items
     assert lookup is not None
     results: list[list[Any]] = [[] for _ in call.plan.result_names]
@@ -128,9 +128,8 @@ def _search(
     core: ModuleType, call: MapCall, part: Items, observer: Observer | None, results: list[list[Any]] | None
 ) -> _Sieve:
     """Items ``part`` through the lookup alone; their values appended to ``results`` (if given)."""
-    prefetch = getattr(call.lookup, "prefetch", None)
-    if prefetch is not None:
-        prefetch(call.values, part)
+    if call.lookup is not None:
+        call.lookup.prefetch(call.values, part)
     sieve = _Sieve(observer)
     funcs = (_missing,) * call.plan.n_nodes
     columns = core.run_batch_continue(call.plan, funcs, list(call.values), part, sieve, call.lookup)

@@ -94,7 +94,7 @@ def _run_items(
                 prefetch(template, part)
             return run_batch(plan, funcs, list(template), part, observer, lookup)
 
-        prefetch = getattr(lookup, "prefetch", None)  # a cache: one query per chunk, state for a chunk at most
+        prefetch = None if lookup is None else lookup.prefetch  # a cache: one query per chunk, a chunk of state
         if stop is None and observer is None and lookup is None:
             return run(items)
         if lookup is None:  # progress alone needs no quick stop: chunks may grow past MAX_CHUNK, to CHUNK_S
@@ -106,16 +106,13 @@ def _run_items(
 
 
 def _with_lookup(lookup: Lookup, run: Callable[..., list[list[Any]] | None], *args: Any) -> list[list[Any]] | None:
-    # The lookup's optional hooks: `inherit` wraps the slice so that nested pipelines see the
+    # The lookup's slice hooks: `inherit` wraps the slice so that nested pipelines see the
     # call's cache on this thread or process; `flush` writes what it buffered, also after a failure.
-    inherit = getattr(lookup, "inherit", None)
     try:
-        result: list[list[Any]] | None = (run if inherit is None else inherit(run))(*args)
+        result: list[list[Any]] | None = lookup.inherit(run)(*args)
         return result
     finally:
-        flush = getattr(lookup, "flush", None)
-        if flush is not None:
-            flush()
+        lookup.flush()
 
 
 def _run_items_one_by_one(
@@ -130,7 +127,7 @@ def _run_items_one_by_one(
     result_slots = runner.steps.result_slots
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in result_slots]
-    prefetch = getattr(lookup, "prefetch", None)
+    prefetch = None if lookup is None else lookup.prefetch
     for i in range(lo, items.hi):
         if stop is not None and stop.is_set():
             return None
@@ -194,10 +191,8 @@ async def run_slice_async(
     """
     if lookup is None:
         return await _slice_async(plan, template, items, offload, observer, lookup, keep_going)
-    inherit = getattr(lookup, "inherit", None)
+    inherit = lookup.inherit
     try:  # as _with_lookup, for a coroutine: the cache inherited for the slice, its writes flushed after
-        if inherit is None:
-            return await _slice_async(plan, template, items, offload, observer, lookup, keep_going)
 
         def inheriting_offload(f: Callable[..., Any], *args: Any) -> Awaitable[Any]:  # sync nodes run in threads
             return offload(inherit(f), *args)
@@ -207,9 +202,7 @@ async def run_slice_async(
         )
         return result
     finally:
-        flush = getattr(lookup, "flush", None)
-        if flush is not None:
-            flush()
+        lookup.flush()
 
 
 async def _slice_async(
@@ -225,7 +218,7 @@ async def _slice_async(
     values = list(resolved(template, keep_going) if MADE[0] else template)  # a Resource: its instance, once
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in steps.result_slots]
-    prefetch = getattr(lookup, "prefetch", None)
+    prefetch = None if lookup is None else lookup.prefetch
     for i in range(lo, items.hi):
         if prefetch is not None and (i - lo) % MAX_CHUNK == 0:
             prefetch(template, items.between(i, min(items.hi, i + MAX_CHUNK)))

@@ -54,7 +54,7 @@ def run_map(runtime: Runtime, call: MapCall) -> list[list[Any]]:
         call.relabel = True  # a resource whose factory raised is a Failure in a shared slot: each item's own
     executor = runtime.items.here()
     if executor is not None and not runtime.items.in_process:
-        hits = None if lookup is None or items.product else cached_first(runtime.core, call)
+        hits = None if lookup is None else cached_first(runtime.core, call)
         if hits is not None and not hits.runs:
             return hits.results  # the cache held every item: no task, no worker started
         return map_remote(runtime, call, executor, hits)  # each worker runs the nodes of its items itself

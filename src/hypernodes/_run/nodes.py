@@ -23,10 +23,10 @@ from time import perf_counter
 from types import CoroutineType, ModuleType
 from typing import Any
 
+from .._errors import coroutine_returned, note_node, unpack_row
 from .._events import Lookup, Observer
 from .._graph import Plan, Wiring
 from .._policy import bind
-from ..errors import coroutine_returned, note_node, unpack_row
 from ..executors import _loky
 from ..executors._async import AsyncExecutor
 from ..executors._guard import as_task_of
@@ -228,7 +228,7 @@ class NodeRunner:
         self.lookup = lookup
         # A lookup may wrap what runs elsewhere (a thread, a process) so that a nested pipeline
         # there sees what the call passes down (the cache): see _events.Lookup.
-        self.inherit: Callable[[Any], Any] | None = getattr(lookup, "inherit", None)
+        self.inherit: Callable[[Any], Any] | None = None if lookup is None else lookup.inherit
         # Pickled per call, not cached: cloudpickle copies a notebook function's globals,
         # and a later call must see the notebook's later values.
         self.payload = payload.dumps(plan.nodes) if remote else None

@@ -29,11 +29,11 @@ from typing import Any
 
 from .. import _core
 from .._call import Items, MapCall
-from .._columns import ArrayColumn
+from .._errors import add_note
 from .._events import EVENTS_ATTR, Lookup, RemoteObserver
 from .._graph import Plan
 from .._resources import Resource
-from ..errors import WorkerDied, add_note
+from ..errors import WorkerDied
 from ..executors import _loky
 from ..executors._loop import CoroutineRunner, LoopThread
 from ..executors._worker import check_parent
@@ -194,7 +194,7 @@ def _gather_slices(
 
     def on_result(data: SliceResult, piece: Items) -> None:
         try:
-            columns, events = data.opened()
+            columns, events = data.unpickled()
         except Exception as exc:
             add_note(
                 exc,
@@ -204,9 +204,7 @@ def _gather_slices(
             raise
         if observer is not None:
             observer.replay(events)
-        at = piece.lo - start
-        for out, column in zip(results, columns):
-            out[at : at + len(column)] = column
+        data.place(columns, results, piece.lo - start, runtime.core.unpack_column)
 
     def on_slice(data: SliceResult, i: int) -> None:
         on_result(data, slices[i])
@@ -250,8 +248,8 @@ def _gather_slices(
 def _shipped(core: ModuleType, items: Items, slices: list[Items]) -> list[Items] | list[ShippedItems]:
     """What each slice sends to its worker: zip columns of plain numbers packed once, then cut per slice."""
     if not items.product:
-        # a numeric numpy column is its buffer already: no item is made here (see _columns.ArrayColumn)
-        packed = [c.packed() if type(c) is ArrayColumn else core.pack_column(c) for c in items.sources]
+        # a numpy or Arrow column is not packed: its slices pickle as their buffers (_columns.LazyColumn)
+        packed = [core.pack_column(c) for c in items.sources]
         if any(p is not None for p in packed):
             return [ShippedItems(s, packed) for s in slices]
     return [s.detached() for s in slices]

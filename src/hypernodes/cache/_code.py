@@ -528,14 +528,13 @@ def _node_code(node: Any) -> CodeKey | None:
     """
     if not getattr(node, "cache", True):
         return None
-    pipeline = getattr(node, "pipeline", None)
-    if pipeline is None:
+    if not node.nested:
         return _walk(node.func, getattr(node, "version", None))
     static = hashlib.blake2b(b"pipeline", digest_size=_DIGEST)
     values = hashlib.blake2b(digest_size=_DIGEST)
-    _feed(static, getattr(node, "_spec", None), set())
+    _feed(static, _nested_wiring(node), set())
     parts: list[tuple[str, bytes]] = []
-    for inner in pipeline.nodes:
+    for inner in node.pipeline.nodes:
         key = _node_code(inner)
         if key is None:
             return None
@@ -546,11 +545,28 @@ def _node_code(node: Any) -> CodeKey | None:
     return CodeKey(static.digest(), values.digest(), tuple(parts))
 
 
+_NESTED_WIRING = 2
+"""The version of :func:`_nested_wiring`'s layout; 1 was the node's positional ``_spec``. Bump it with
+any change to what the tuple holds or to what a nested node returns: entries stored under an older
+layout are then missed, never misread (version 2: a one-output node returns its value, not a 1-tuple)."""
+
+
+def _nested_wiring(node: Any) -> tuple[Any, ...]:
+    """What a nested pipeline's key covers of its node, besides the inner nodes: named, explicit, versioned."""
+    return (
+        _NESTED_WIRING,
+        node.name,
+        dict(node.input_mapping),
+        dict(node.output_mapping),
+        node.map_over,
+        node.map_mode,
+    )
+
+
 def _functions(node: Any) -> list[types.FunctionType]:
     """The user's functions a node's code reaches (for :func:`explain`'s check of the files on disk)."""
     found: list[types.FunctionType] = []
-    inner = getattr(node, "pipeline", None)
-    for n in inner.nodes if inner is not None else (node,):
+    for n in node.pipeline.nodes if node.nested else (node,):
         try:
             _walk(n.func, None, found)
         except Unhashable:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
+from .._errors import check_bool
 from ..callbacks import CallbackContext, PipelineCallback
-from ..errors import check_bool
 
 __all__ = ["ProgressCallback"]
 
