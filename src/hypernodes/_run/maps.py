@@ -29,12 +29,13 @@ per output, concatenated in input order.
 from __future__ import annotations
 
 import threading
+from contextvars import copy_context
 from typing import Any
 
 from .._call import MapCall
 from .._resources import MADE, has_resources
 from ..executors._async import AsyncExecutor
-from ..executors._guard import as_task_of
+from ..executors._guard import as_task_in
 from .gather import concat, gather
 from .hits import cached_first
 from .items import run_items, run_slice_async
@@ -72,7 +73,9 @@ def run_map(runtime: Runtime, call: MapCall) -> list[list[Any]]:
         return concat(gather(executor, run_slice_async, coroutines))
     stop = threading.Event()
     slices = items.split(runtime.items.workers(executor), runtime.items.tasks_per_worker)
+    # One copy of the caller's context per slice (not per item): its context variables hold in every node.
     calls = [
-        (executor, run_items, runtime, runner, plan, call.values, s, observer, lookup, stop, keep_going) for s in slices
+        (copy_context(), executor, run_items, runtime, runner, plan, call.values, s, observer, lookup, stop, keep_going)
+        for s in slices
     ]
-    return concat(gather(executor, as_task_of, calls, stop=stop))
+    return concat(gather(executor, as_task_in, calls, stop=stop))
