@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +131,40 @@ def test_map_sends_keyed_batches_and_scatters_once(dask_client: Any) -> None:
     assert all(k.startswith(f"hypernodes-{token}-") for k in recording.keys)
     assert starts[0] == 0
     assert len(set(starts)) == len(starts)
+
+
+def blob_size(x: int, blob: bytes) -> int:
+    """The item plus the shared blob's length."""
+    return x + len(blob)
+
+
+class Carried(Recording):
+    """Records the payload each slice task carries too."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.carried: list[Any] = []
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("key", "").startswith("hypernodes-") and len(args) > 2:
+            self.carried.append(args[2])
+        return super().submit(*args, **kwargs)
+
+
+def test_a_large_payload_goes_to_workers_on_this_machine_through_a_file(dask_client: Any) -> None:
+    """A 4 MB shared input on a cluster whose workers run on loopback: no payload task, each slice
+    carries a reference to a file the workers map (a few hundred bytes), and the file is gone after."""
+    from hypernodes._run.payload import Spilled
+
+    recording = Carried(dask_client)
+    blob = b"x" * (4 << 20)
+    with DaskEngine(recording) as engine:
+        out = Pipeline([node(blob_size, output_name="n")], backend=engine).map({"x": list(range(8)), "blob": blob}, "x")
+    assert out == {"n": [len(blob) + x for x in range(8)]}
+    assert recording.payloads == 0
+    assert recording.carried
+    assert all(isinstance(p, Spilled) for p in recording.carried)
+    assert not os.path.exists(recording.carried[0].path)
 
 
 class Counting(PipelineCallback):
@@ -397,3 +434,65 @@ def test_a_cluster_started_while_a_worker_imports_the_script_is_refused() -> Non
     with pytest.raises(RuntimeError, match=r'if __name__ == "__main__":'):
         _fixup_main_from_path()
     assert backend.cluster is None
+
+
+INTERRUPTED_DASK_MAP = """
+import signal, sys, time
+from hypernodes import Pipeline, node
+from hypernodes.engines import DaskEngine
+
+# As a terminal's script has it, also when this test runs from a background shell (where
+# SIGINT is ignored, and a child inherits that):
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def item(x):
+    time.sleep(0.2)
+    return x
+
+if __name__ == "__main__":
+    engine = DaskEngine(n_workers=2)  # a script that never shuts it down
+    pipeline = Pipeline([node(item, output_name="y")], backend=engine)
+    pipeline.map({"x": [0, 1]}, "x")
+    print("warm", flush=True)
+    started = time.monotonic()
+    try:
+        pipeline.map({"x": list(range(60))}, "x")
+    finally:
+        print(f"stopped after {time.monotonic() - started:.2f}", flush=True)
+"""
+
+INTERRUPT_AFTER_S = 0.5
+
+
+@ONE_CORE
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGINT to a process group on Windows")
+def test_ctrl_c_in_a_dask_map_stops_at_once_and_prints_only_the_keyboard_interrupt(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the script's process group, as a terminal sends it: the LocalCluster's workers
+    get it too) during a map on DaskEngine's own cluster: the map stops at once, and the script prints
+    the KeyboardInterrupt traceback and nothing from distributed's workers."""
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_DASK_MAP)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "warm"
+        threading.Event().wait(INTERRUPT_AFTER_S)  # the map is under way, slices queued
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode != 0
+    stopped = float(out.split()[-1])
+    assert stopped < INTERRUPT_AFTER_S + 5.0  # a generous bound: the map itself runs 6 s
+    assert "distributed" not in err, err
+    assert err.count("Traceback") == 1, err
+    assert err.rstrip().endswith("KeyboardInterrupt"), err

@@ -31,12 +31,13 @@ per output, concatenated in input order.
 from __future__ import annotations
 
 import threading
+from contextvars import copy_context
 from typing import Any
 
 from .._call import MapCall
 from .._resources import MADE, has_resources
 from ..executors._async import AsyncExecutor
-from ..executors._guard import as_task_of
+from ..executors._guard import as_task_in
 from .gather import concat, gather
 from .hits import cached_first
 from .items import run_items, run_slice_async
@@ -70,5 +71,6 @@ def run_map(runtime: Runtime, call: MapCall) -> list[list[Any]]:
         return concat(gather(executor, run_slice_async, [(call.on(s), executor._offload) for s in slices]))
     stop = threading.Event()
     slices = items.split(runtime.items.workers(executor), runtime.items.tasks_per_worker)
-    tasks = [(executor, run_items, runtime, runner, call.on(s), stop) for s in slices]  # each a task of executor
-    return concat(gather(executor, as_task_of, tasks, stop=stop))
+    # One copy of the caller's context per slice (not per item): its context variables hold in every node.
+    tasks = [(copy_context(), executor, run_items, runtime, runner, call.on(s), stop) for s in slices]
+    return concat(gather(executor, as_task_in, tasks, stop=stop))

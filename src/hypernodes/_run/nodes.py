@@ -17,6 +17,7 @@ import inspect
 import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
+from contextvars import copy_context
 from functools import partial
 from queue import SimpleQueue
 from time import perf_counter
@@ -30,7 +31,7 @@ from .._graph import Wiring
 from .._policy import bind
 from ..executors import _loky
 from ..executors._async import AsyncExecutor
-from ..executors._guard import as_task_of
+from ..executors._guard import as_task_in
 from ..executors.backends import Backend
 from ..failures import Failure, failure_of
 from .gather import NodeCancelled, cancel, died_note, submit
@@ -252,9 +253,22 @@ class NodeRunner:
             return submit(
                 self.executor, acall_node, steps, self.afuncs, values, k, item, self.observer, None, keep_going
             )
-        task = as_task_of if self.inherit is None else self.inherit(as_task_of)
+        # In a copy of the submitting thread's context, as asyncio.to_thread runs a call: the caller's
+        # context variables hold in the node (an async node's coroutine gets its copy from asyncio).
+        task = as_task_in if self.inherit is None else self.inherit(as_task_in)
         return submit(
-            self.executor, task, self.executor, call_node, steps, self.funcs, values, k, item, self.observer, keep_going
+            self.executor,
+            task,
+            copy_context(),
+            self.executor,
+            call_node,
+            steps,
+            self.funcs,
+            values,
+            k,
+            item,
+            self.observer,
+            keep_going,
         )
 
     def _finish(self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float) -> Failure | None:

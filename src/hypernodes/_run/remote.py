@@ -129,7 +129,7 @@ def _gather_slices(
 
     def on_result(data: SliceResult, piece: Items) -> None:
         try:
-            columns, events = data.opened()
+            columns, events = data.unpickled()
         except Exception as exc:
             add_note(
                 exc,
@@ -139,9 +139,7 @@ def _gather_slices(
             raise
         if observer is not None:
             observer.replay(events)
-        at = piece.lo - start
-        for out, column in zip(results, columns):
-            out[at : at + len(column)] = column
+        data.place(columns, results, piece.lo - start, runtime.core.unpack_column)
 
     def on_slice(data: SliceResult, i: int) -> None:
         on_result(data, slices[i])

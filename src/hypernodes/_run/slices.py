@@ -106,10 +106,30 @@ class SliceResult:
 
     def opened(self) -> tuple[list[list[Any]], Any]:
         """``(columns, events)``: one list per output, and the events (None if not recorded)."""
-        columns, events = pickle.loads(self.head, buffers=self.oob)
+        columns, events = self.unpickled()
         for j, code, data in self.columns:
             columns[j] = _values(code, data, self.order)
         return columns, events
+
+    def unpickled(self) -> tuple[list[Any], Any]:
+        """``(columns, events)`` as :meth:`opened` gives them, but None in place of each packed column."""
+        columns, events = pickle.loads(self.head, buffers=self.oob)
+        return columns, events
+
+    def place(self, columns: list[Any], results: list[list[Any]], at: int, unpack: Callable[..., None]) -> None:
+        """Put output ``j``'s values in ``results[j][at:]``: ``columns`` (from :meth:`unpickled`), and the
+        packed ones made straight into their places by ``unpack`` (the core's ``unpack_column``)."""
+        packed = set()
+        if self.order == sys.byteorder:
+            for j, code, data in self.columns:
+                unpack(code, data, results[j], at)
+                packed.add(j)
+        else:
+            for j, code, data in self.columns:
+                columns[j] = _values(code, data, self.order)
+        for j, (out, column) in enumerate(zip(results, columns)):
+            if j not in packed:
+                out[at : at + len(column)] = column
 
 
 def _copy(buffer: Buffer) -> bytes | bytearray:

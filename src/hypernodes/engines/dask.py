@@ -36,15 +36,17 @@ from typing import Any
 
 from .._errors import add_note, check_bool
 from .._run import Runtime
+from .._run.payload import Spilled
 from .._run.tasks import Task
 from ..engine import HypernodesEngine
 from ..errors import ExecutorSpecError
-from ..executors import check_max_workers
+from ..executors._spec import check_max_workers
 from ..executors.backends import PROCESS_TASKS_PER_WORKER, Backend, Sequential
 
 __all__ = ["DaskBackend", "DaskEngine", "DaskExecutor"]
 
 _INSTALL = "pip install 'hypernodes[dask]'"
+_WORKER_SETUP = "hypernodes.engines._dask_worker"
 
 
 def _distributed() -> ModuleType:
@@ -54,6 +56,18 @@ def _distributed() -> ModuleType:
     except ImportError as exc:
         raise ImportError(f"DaskEngine needs Dask's distributed scheduler: {_INSTALL}") from exc
     return distributed
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address's host part) is this machine's loopback."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def _check_address(address: str) -> None:
@@ -137,17 +151,34 @@ class DaskExecutor(Executor):
                 if entry[1] <= 0:
                     del self._scattered[token]  # the last reference: Dask forgets the payload
 
+    def on_this_machine(self) -> bool:
+        """Whether every worker of the cluster listens on a loopback address (runs on this machine).
+
+        A large payload then goes through a file they all map (``_run/spill.py``) rather
+        than through the scheduler and the network.
+        """
+        from distributed.comm.addressing import get_address_host
+
+        workers = list(self._client.nthreads())
+        try:
+            return bool(workers) and all(_loopback(get_address_host(a)) for a in workers)
+        except (ValueError, TypeError):  # an address of a kind we do not know: not ours to say
+            return False
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Submit ``fn(*args, **kwargs)`` to the cluster; a ``concurrent.futures.Future`` of its result."""
         task = args[0] if len(args) == 1 and not kwargs else None
-        if not isinstance(task, Task) or not isinstance(task.payload, bytes):
+        if not isinstance(task, Task) or not isinstance(task.payload, (bytes, Spilled)):
             return self._bridge(self._client.submit(fn, *args, pure=False, **kwargs), None, None)
         token = task.token
+        key = f"hypernodes-{token}-{task.key}"
+        if isinstance(task.payload, Spilled):  # a file the workers of this machine map: nothing to send once
+            future = self._client.submit(fn, task, key=key, pure=False, retries=self.retries)
+            return self._bridge(future, None, task)
         data = self._scatter(token, task.payload)
         try:
             place = self._place(token)
             where: dict[str, Any] = {} if place is None else {"workers": place, "allow_other_workers": True}
-            key = f"hypernodes-{token}-{task.key}"
             bare = task.carrying(None)  # the payload travels as the keyed task's result, once per worker
             future = self._client.submit(_run_task, fn, bare, data, key=key, pure=False, retries=self.retries, **where)
         except BaseException:
@@ -233,6 +264,7 @@ class DaskBackend(Backend):
                         processes=True,
                         host="127.0.0.1",  # scheduler, workers and nannies on loopback only
                         dashboard_address="127.0.0.1:0",
+                        preload=[_WORKER_SETUP],  # its workers leave the script's Ctrl-C to the script
                     )
                     self._client = distributed.Client(self._cluster, set_as_default=False)
                 elif isinstance(self.given, str):

@@ -9,6 +9,7 @@ runs a loop.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -111,7 +112,8 @@ class LoopThread:
 
         if self._thread is threading.current_thread():
             with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-nested-loop") as helper:
-                return helper.submit(asyncio.run, coro).result()
+                # in a copy of this context, as a task on the loop would be: the caller's context variables hold
+                return helper.submit(contextvars.copy_context().run, asyncio.run, coro).result()
         future = self.submit(coro)
         try:
             return future.result()
