@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from hypernodes import HypernodesEngine, Pipeline, PipelineCallback, node
+from hypernodes._run.tasks import SliceTask
 from hypernodes.engines import DaskEngine, Engine
 
 distributed = pytest.importorskip("distributed")
@@ -146,8 +147,8 @@ class Carried(Recording):
         self.carried: list[Any] = []
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("key", "").startswith("hypernodes-") and len(args) > 2:
-            self.carried.append(args[2])
+        if kwargs.get("key", "").startswith("hypernodes-"):
+            self.carried += [a.payload for a in args if isinstance(a, SliceTask)]
         return super().submit(*args, **kwargs)
 
 
