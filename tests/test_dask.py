@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from hypernodes import HypernodesEngine, Pipeline, PipelineCallback, node
+from hypernodes._run.tasks import SliceTask
 from hypernodes.engines import DaskEngine, Engine
 from hypernodes.errors import WorkerDied
 from hypernodes.failures import Failure
@@ -148,8 +149,8 @@ class Carried(Recording):
         self.carried: list[Any] = []
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("key", "").startswith("hypernodes-") and len(args) > 2:
-            self.carried.append(args[2])
+        if kwargs.get("key", "").startswith("hypernodes-"):
+            self.carried += [a.payload for a in args if isinstance(a, SliceTask)]
         return super().submit(*args, **kwargs)
 
 
@@ -299,8 +300,9 @@ def test_own_cluster_binds_loopback_and_shutdown_closes_it() -> None:
 @ONE_CORE
 @pytest.mark.timeout(90)
 def test_a_killed_worker_is_retried_then_fails_clearly(tmp_path: Path) -> None:
-    """A worker killed once is retried; an item whose workers die every time raises WorkerDied naming it
-    (found by running the slice's items again in pieces), its cause Dask's KilledWorker."""
+    """A worker killed once is retried; a map item whose workers die every time raises WorkerDied naming
+    it (found by running the slice's items again in pieces), its cause Dask's KilledWorker; a node task
+    whose workers die raises KilledWorker naming the node."""
     marker = str(tmp_path / "killed-once")
 
     @node(output_name="y")
@@ -323,6 +325,11 @@ def test_a_killed_worker_is_retried_then_fails_clearly(tmp_path: Path) -> None:
         assert info.value.item in (0, 1)
         assert isinstance(info.value.__cause__, distributed.KilledWorker)
         assert Pipeline([inc], backend=engine).map(inputs={"x": [1]}, map_over="x") == {"y": [2]}
+        nodes_on_dask = DaskEngine(engine.client, node_tasks=True)  # the same cluster (its client stays open)
+        with nodes_on_dask, pytest.raises(distributed.KilledWorker) as info:
+            Pipeline([always_dies], backend=nodes_on_dask).run(inputs={"x": 1})
+        notes = " ".join(getattr(info.value, "__notes__", []))
+        assert "the Dask workers running node `always_dies` died" in notes  # the node, not "a task"
 
 
 @node(output_name="y")

@@ -59,6 +59,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hypernodes._frames",
         "hypernodes._typecheck",
         "hypernodes._viz_style",
+        "hypernodes._item_maps",
         "hypernodes._errors",
         "hypernodes.errors",
     ),
