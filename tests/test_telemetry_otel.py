@@ -159,13 +159,13 @@ def test_map_span_tree_under_every_executor(
         assert workers == {str(os.getpid())}
 
 
-@pytest.mark.parametrize("kind", ["sequential", "threaded", "async", "parallel"])
+@pytest.mark.parametrize("kind", ["sequential", "threaded", "async", "parallel", "dask"])
 def test_run_span_tree_under_every_node_executor(
     kind: str, engine_for: Any, otel: Any, exporter: InMemorySpanExporter, telemetry: TelemetryCallback
 ) -> None:
     """run() under an outer span: the call span under it, one span per node under the call
     (no item index), the nested pipeline's call under its node, its node under that (in a
-    worker process for "parallel": its events come back with the node task's result)."""
+    worker process for "parallel" and Dask: its events come back with the node task's result)."""
     pipeline = Pipeline([inc, INNER, total], callbacks=[telemetry], backend=engine_for(kind, "node"), name="outer")
     with otel[0].get_tracer("test").start_as_current_span("request") as request:
         assert pipeline.run(inputs={"x": 1}) == {"y": 2, "z": 4, "w": 6}
@@ -184,7 +184,7 @@ def test_run_span_tree_under_every_node_executor(
     (inner_node,) = _named(spans, "node:inner/double")
     assert _parent(inner_node, by_id) is nested
     assert _within(inner_node, nested)
-    if kind == "parallel":
+    if kind in ("parallel", "dask"):
         assert inner_node.attributes["hypernodes.worker"].split(":")[0] != str(os.getpid())  # type: ignore[index, union-attr]
     (first,) = _named(spans, "node:inc")
     (last,) = _named(spans, "node:total")
