@@ -133,6 +133,40 @@ def test_map_sends_keyed_batches_and_scatters_once(dask_client: Any) -> None:
     assert len(set(starts)) == len(starts)
 
 
+def blob_size(x: int, blob: bytes) -> int:
+    """The item plus the shared blob's length."""
+    return x + len(blob)
+
+
+class Carried(Recording):
+    """Records the payload each slice task carries too."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.carried: list[Any] = []
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("key", "").startswith("hypernodes-") and len(args) > 2:
+            self.carried.append(args[2])
+        return super().submit(*args, **kwargs)
+
+
+def test_a_large_payload_goes_to_workers_on_this_machine_through_a_file(dask_client: Any) -> None:
+    """A 4 MB shared input on a cluster whose workers run on loopback: no payload task, each slice
+    carries a reference to a file the workers map (a few hundred bytes), and the file is gone after."""
+    from hypernodes._run.payload import Spilled
+
+    recording = Carried(dask_client)
+    blob = b"x" * (4 << 20)
+    with DaskEngine(recording) as engine:
+        out = Pipeline([node(blob_size, output_name="n")], backend=engine).map({"x": list(range(8)), "blob": blob}, "x")
+    assert out == {"n": [len(blob) + x for x in range(8)]}
+    assert recording.payloads == 0
+    assert recording.carried
+    assert all(isinstance(p, Spilled) for p in recording.carried)
+    assert not os.path.exists(recording.carried[0].path)
+
+
 class Counting(PipelineCallback):
     """Counts the hooks a map fires."""
 

@@ -341,10 +341,11 @@ def test_a_fully_cached_product_map_on_processes_starts_no_worker(tmp_path: Path
     expected = {"z": [x + 10 * y for x in (1, 2, 3) for y in (4, 5)]}
     Pipeline([node(added, output_name="z")], cache=cache).map(inputs, ["x", "y"], map_mode="product")
     seen = Seen()
-    with HypernodesEngine(map_executor="parallel", max_workers=2) as engine:
+    before = set(_worker_processes())  # the suite's shared pools and clusters may run already
+    with HypernodesEngine(map_executor="parallel", max_workers=2, inner_threads=1) as engine:
         pipeline = Pipeline([node(added, output_name="z")], backend=engine, cache=cache, callbacks=[seen])
         assert pipeline.map(inputs, ["x", "y"], map_mode="product") == expected
-        assert _worker_processes() == []
+        assert set(_worker_processes()) - before == set()
     assert seen.cached == ["added"] * 6
     assert seen.done == 6
 

@@ -81,7 +81,7 @@ class Lookup:
 
     ``get`` and ``put`` are the cores' questions, per node. The other three are the
     drivers', per slice; here they do nothing, so a driver calls them without asking
-    whether a lookup has them. The cache (``cache.CacheLookup``) overrides all five.
+    whether a lookup has them. The cache (``cache.lookup.CacheLookup``) overrides all five.
     """
 
     __slots__ = ()

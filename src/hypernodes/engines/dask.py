@@ -34,9 +34,10 @@ from typing import Any
 
 from .._errors import add_note, check_bool
 from .._run import Runtime
+from .._run.payload import Spilled
 from ..engine import HypernodesEngine
 from ..errors import ExecutorSpecError
-from ..executors import check_max_workers
+from ..executors._spec import check_max_workers
 from ..executors.backends import PROCESS_TASKS_PER_WORKER, Backend, Sequential
 
 __all__ = ["DaskBackend", "DaskEngine", "DaskExecutor"]
@@ -62,6 +63,18 @@ def _what(rest: tuple[Any, ...]) -> str:
     if len(rest) == 2 and isinstance(rest[0], int):
         return f"node #{rest[0]} of the pipeline"
     return "a task"
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address's host part) is this machine's loopback."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def _check_address(address: str) -> None:
@@ -139,17 +152,34 @@ class DaskExecutor(Executor):
                 if entry[1] <= 0:
                     del self._scattered[token]  # the last reference: Dask forgets the payload
 
+    def on_this_machine(self) -> bool:
+        """Whether every worker of the cluster listens on a loopback address (runs on this machine).
+
+        A large payload then goes through a file they all map (``_run/spill.py``) rather
+        than through the scheduler and the network.
+        """
+        from distributed.comm.addressing import get_address_host
+
+        workers = list(self._client.nthreads())
+        try:
+            return bool(workers) and all(_loopback(get_address_host(a)) for a in workers)
+        except (ValueError, TypeError):  # an address of a kind we do not know: not ours to say
+            return False
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Submit ``fn(*args, **kwargs)`` to the cluster; a ``concurrent.futures.Future`` of its result."""
-        if kwargs or len(args) < 2 or not (isinstance(args[0], str) and isinstance(args[1], bytes)):
+        if kwargs or len(args) < 2 or not (isinstance(args[0], str) and isinstance(args[1], (bytes, Spilled))):
             return self._bridge(self._client.submit(fn, *args, pure=False, **kwargs), None, ())
         token, payload, *rest = args
+        if len(rest) == 1 and hasattr(rest[0], "base"):
+            key = f"hypernodes-{token}-{rest[0].base + rest[0].lo}"
+        else:
+            key = f"hypernodes-{token}-node-{rest[0]}"
+        if isinstance(payload, Spilled):  # a file the workers of this machine map: nothing to send once
+            task = self._client.submit(fn, *args, key=key, pure=False, retries=self.retries)
+            return self._bridge(task, None, tuple(rest))
         data = self._scatter(token, payload)
         try:
-            if len(rest) == 1 and hasattr(rest[0], "base"):
-                key = f"hypernodes-{token}-{rest[0].base + rest[0].lo}"
-            else:
-                key = f"hypernodes-{token}-node-{rest[0]}"
             place = self._place(token)
             where: dict[str, Any] = {} if place is None else {"workers": place, "allow_other_workers": True}
             task = self._client.submit(fn, token, data, *rest, key=key, pure=False, retries=self.retries, **where)
