@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from hypernodes import HypernodesEngine, Pipeline, PipelineCallback, node
+from hypernodes._run.tasks import SliceTask
 from hypernodes.engines import DaskEngine, Engine
 
 distributed = pytest.importorskip("distributed")
@@ -146,8 +147,8 @@ class Carried(Recording):
         self.carried: list[Any] = []
 
     def submit(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("key", "").startswith("hypernodes-") and len(args) > 2:
-            self.carried.append(args[2])
+        if kwargs.get("key", "").startswith("hypernodes-"):
+            self.carried += [a.payload for a in args if isinstance(a, SliceTask)]
         return super().submit(*args, **kwargs)
 
 
@@ -297,7 +298,8 @@ def test_own_cluster_binds_loopback_and_shutdown_closes_it() -> None:
 @ONE_CORE
 @pytest.mark.timeout(90)
 def test_a_killed_worker_is_retried_then_fails_clearly(tmp_path: Path) -> None:
-    """A worker killed once is retried; one that dies every time raises KilledWorker naming the items."""
+    """A worker killed once is retried; one that dies every time raises KilledWorker naming the items
+    (a map slice) or the node (a node task)."""
     marker = str(tmp_path / "killed-once")
 
     @node(output_name="y")
@@ -321,6 +323,11 @@ def test_a_killed_worker_is_retried_then_fails_clearly(tmp_path: Path) -> None:
         assert "map items" in notes
         assert "died" in notes
         assert Pipeline([inc], backend=engine).map(inputs={"x": [1]}, map_over="x") == {"y": [2]}
+        nodes_on_dask = DaskEngine(engine.client, node_tasks=True)  # the same cluster (its client stays open)
+        with nodes_on_dask, pytest.raises(distributed.KilledWorker) as info:
+            Pipeline([always_dies], backend=nodes_on_dask).run(inputs={"x": 1})
+        notes = " ".join(getattr(info.value, "__notes__", []))
+        assert "the Dask workers running node `always_dies` died" in notes  # the node, not "a task"
 
 
 def test_dask_engine_is_an_engine() -> None:

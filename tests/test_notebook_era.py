@@ -440,7 +440,7 @@ def test_named_executors_resolve_to_executor_objects_started_on_first_read() -> 
     before = threading.active_count()
     engine = HypernodesEngine(node_executor="async", map_executor="threaded", max_workers=3)
     try:
-        assert threading.active_count() == before  # nothing started yet
+        assert threading.active_count() <= before  # nothing started yet
         pool = engine.map_executor
         assert isinstance(pool, ThreadPoolExecutor)
         assert pool._max_workers == 3

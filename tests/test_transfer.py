@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from hypernodes import HypernodesEngine, Pipeline, node
 from hypernodes._call import Items
-from hypernodes._run.payload import ShippedItems, SliceResult, slice_result
+from hypernodes._run.slices import SliceResult, slice_result
+from hypernodes._run.tasks import ShippedItems
 
 from .conftest import NO_EXTENSIONS, load_core
 

@@ -20,7 +20,8 @@ import psutil
 import pytest
 
 from hypernodes import CallbackContext, DiskCache, HypernodesEngine, Pipeline, PipelineCallback, node
-from hypernodes._run.payload import ShippedItems, Spilled, pickled
+from hypernodes._run.payload import Spilled, pickled
+from hypernodes._run.tasks import ShippedItems, SliceTask
 from hypernodes.errors import ExecutorSpecError
 
 from .kinds import PicklingExecutor
@@ -135,7 +136,7 @@ class CountingPool(ProcessPoolExecutor):
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         self.sent.append(len(pickled(args)))
-        self.files += [a.path for a in args if isinstance(a, Spilled)]
+        self.files += [a.payload.path for a in args if isinstance(a, SliceTask) and isinstance(a.payload, Spilled)]
         return super().submit(fn, *args, **kwargs)
 
 
@@ -309,7 +310,8 @@ class SliceCounting(PicklingExecutor):
         self.items: list[int] = []
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        self.items.append(len(args[-1].items()) if isinstance(args[-1], ShippedItems) else len(args[-1]))
+        part = args[0].items  # a SliceTask
+        self.items.append(len(part.items()) if isinstance(part, ShippedItems) else len(part))
         return super().submit(fn, *args, **kwargs)
 
 

@@ -24,17 +24,20 @@ from time import perf_counter
 from types import CoroutineType, ModuleType
 from typing import Any
 
+from .._call import MapCall, RunCall
 from .._errors import coroutine_returned, note_node, unpack_row
-from .._events import Lookup, Observer
-from .._graph import Plan, Wiring
+from .._events import Observer
+from .._graph import Wiring
 from .._policy import bind
 from ..executors import _loky
 from ..executors._async import AsyncExecutor
 from ..executors._guard import as_task_in
 from ..executors.backends import Backend
 from ..failures import Failure, failure_of
-from . import payload
 from .gather import NodeCancelled, cancel, died_note, submit
+from .node_task import RETRIES_ATTR, remote_node
+from .payload import dumps
+from .tasks import NodeTask
 
 __all__ = ["NodeRunner", "acall_node", "call_node", "marker_in", "node_runner", "outputs_of", "store", "store_marker"]
 
@@ -201,6 +204,7 @@ class NodeRunner:
         "funcs",
         "inherit",
         "is_async_executor",
+        "keep_going",
         "lookup",
         "observer",
         "payload",
@@ -210,14 +214,13 @@ class NodeRunner:
 
     def __init__(
         self,
-        plan: Plan,
+        call: RunCall | MapCall,
         executor: Executor,
         remote: bool,
         funcs: Sequence[Callable[..., Any]],
         core: ModuleType,
-        observer: Observer | None,
-        lookup: Lookup | None,
     ) -> None:
+        plan, observer, lookup = call.plan, call.observer, call.lookup
         self.core = core
         self.plan = plan
         self.steps = plan.wiring
@@ -227,23 +230,25 @@ class NodeRunner:
         self.afuncs = bind(plan.funcs, observer)  # for the executor's own loop: coroutines awaited there
         self.observer = observer
         self.lookup = lookup
+        self.keep_going = call.keep_going  # on_error="continue": a failing node leaves its marker, the item goes on
         # A lookup may wrap what runs elsewhere (a thread, a process) so that a nested pipeline
         # there sees what the call passes down (the cache): see _events.Lookup.
         self.inherit: Callable[[Any], Any] | None = None if lookup is None else lookup.inherit
         # Pickled per call, not cached: cloudpickle copies a notebook function's globals,
         # and a later call must see the notebook's later values.
-        self.payload = payload.dumps(plan.nodes) if remote else None
+        self.payload = dumps(plan.nodes) if remote else None
 
-    def _submit(self, k: int, values: list[Any], item: int, keep_going: bool) -> Future[Any]:
+    def _submit(self, k: int, values: list[Any], item: int) -> Future[Any]:
         steps = self.steps
         if self.payload is not None:
             token, data = self.payload
             args = tuple(values[s] for s in steps.args[k])
             if self.observer is not None and self.observer.node_events:
                 self.observer.node_start(k, item, args)
-            remote_node = payload.remote_node if self.inherit is None else self.inherit(payload.remote_node)
+            run = remote_node if self.inherit is None else self.inherit(remote_node)
             observed = self.observer is not None  # then its retries come back too
-            return submit(self.executor, remote_node, token, data, k, args, observed)
+            return submit(self.executor, run, NodeTask(token, data, k, steps.names[k], item, args, observed))
+        keep_going = self.keep_going
         if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop (never nested)
             return submit(
                 self.executor, acall_node, steps, self.afuncs, values, k, item, self.observer, None, keep_going
@@ -266,9 +271,7 @@ class NodeRunner:
             keep_going,
         )
 
-    def _finish(
-        self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float, keep_going: bool
-    ) -> Failure | None:
+    def _finish(self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float) -> Failure | None:
         if self.payload is None:
             try:
                 marker = future.result()  # the task stored the outputs (or a marker), or noted and raised the error
@@ -291,10 +294,10 @@ class NodeRunner:
             except Exception as exc:
                 note_node(exc, name, item)
                 if self.observer is not None:
-                    attempts = vars(exc).pop(payload.RETRIES_ATTR, None) if hasattr(exc, "__dict__") else None
+                    attempts = vars(exc).pop(RETRIES_ATTR, None) if hasattr(exc, "__dict__") else None
                     self._retried(k, item, attempts or ())
                     self.observer.node_error(k, item, exc)
-                if keep_going:
+                if self.keep_going:
                     return _failed(self.steps, k, item, exc, values)
                 raise
             if self.observer is not None and self.observer.node_events:
@@ -324,20 +327,21 @@ class NodeRunner:
             self.observer.node_cached(k, item, hit[0])
         return True
 
-    def run(self, values: list[Any], item: int = -1, keep_going: bool = False) -> Failure | None:
+    def run(self, values: list[Any], item: int = -1) -> Failure | None:
         """Run every node on ``values`` (filled in place); ``item`` numbers notes and events.
 
-        ``keep_going`` (``on_error="continue"``): a node that fails leaves its error marker
+        A call that keeps going (``on_error="continue"``): a node that fails leaves its error marker
         in its outputs, a node reading a marker is not run and passes it on, and the
         item's first marker is returned (None: no node failed); otherwise the first
         failure is raised.
         """
         if self.payload is not None:
             with _loky.in_use(self.executor):  # a pool of ours is not stopped under this call
-                return self._run(values, item, keep_going)
-        return self._run(values, item, keep_going)
+                return self._run(values, item)
+        return self._run(values, item)
 
-    def _run(self, values: list[Any], item: int, keep_going: bool) -> Failure | None:
+    def _run(self, values: list[Any], item: int) -> Failure | None:
+        keep_going = self.keep_going
         steps = self.steps
         queue = self.core.ReadyQueue(self.plan)
         done: SimpleQueue[int] = SimpleQueue()
@@ -375,7 +379,7 @@ class NodeRunner:
                     queue.done(ready[0])
                     continue
                 for k in ready:
-                    future = self._submit(k, values, item, keep_going)
+                    future = self._submit(k, values, item)
                     running[k] = (future, perf_counter())
                     future.add_done_callback(partial(_put, done, k))
                 if hits or passed:
@@ -384,7 +388,7 @@ class NodeRunner:
                     return failed
                 k = done.get()
                 future, submitted = running.pop(k)
-                marker = self._finish(k, future, values, item, submitted, keep_going)
+                marker = self._finish(k, future, values, item, submitted)
                 if marker is not None:
                     failed = failed or marker
                 queue.done(k)
@@ -398,17 +402,15 @@ def _put(queue: SimpleQueue[int], index: int, _future: Future[Any]) -> None:
 
 
 def node_runner(
-    backend: Backend,
-    plan: Plan,
-    funcs: Sequence[Callable[..., Any]],
-    core: ModuleType,
-    observer: Observer | None = None,
-    lookup: Lookup | None = None,
+    backend: Backend, call: RunCall | MapCall, funcs: Sequence[Callable[..., Any]], core: ModuleType
 ) -> NodeRunner | None:
-    """How to run one item's nodes on ``backend``: None for the cores' sequential loop."""
+    """How to run the nodes of ``call``'s items on ``backend``: None for the cores' sequential loop.
+
+    The runner reads the call's plan, observer, lookup and ``keep_going``; ``funcs`` are
+    the callables for this process's threads (``FuncTable``)."""
     executor = backend.here()
     if executor is None:
         return None
-    if plan.n_nodes < 2 and backend.in_process:
+    if call.plan.n_nodes < 2 and backend.in_process:
         return None  # nothing to overlap, and this thread is as good as a pool's
-    return NodeRunner(plan, executor, not backend.in_process, funcs, core, observer, lookup)
+    return NodeRunner(call, executor, not backend.in_process, funcs, core)

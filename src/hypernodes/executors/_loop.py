@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # asyncio is imported on first use (it costs ~60 ms): most pipelines have no async node.
 
-__all__ = ["AwaitOn", "CoroutineRunner", "LoopThread"]
+__all__ = ["AwaitOn", "CoroutineRunner", "LoopThread", "WorkerLoop"]
 
 
 class CoroutineRunner(Protocol):
@@ -146,3 +146,33 @@ class LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join()
+
+
+class WorkerLoop:
+    """Awaits async nodes in a worker: one event loop per task, not one per item.
+
+    Items of one slice run one after another in a worker; their coroutines run
+    to completion here. A thread that already runs a loop (rare in a worker)
+    hands the coroutine to a helper thread instead.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: a worker thread or process has no loop
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(coro)
+        with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-worker-loop") as helper:
+            return helper.submit(asyncio.run, coro).result()
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+            self._loop = None
