@@ -476,7 +476,7 @@ class CacheLookup(CallKeys, Lookup):
                 # The item's last node: its own entry and the item's whole entry, buffered together.
                 self._items.pop(item, None)
                 entry = (key, blob, self.tags[node])
-                whole = self._whole(st)
+                whole = None if st.parts is None else self._whole(st)
                 self._write_all((entry,) if whole is None else (entry, whole))
                 return
         self._resolved(item, st)

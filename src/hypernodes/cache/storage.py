@@ -520,7 +520,7 @@ class DiskCache(Cache):
                 " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
                 " access_time = excluded.access_time, tag = excluded.tag, value = excluded.value, size = 0,"
                 " mode = 1 WHERE Cache.filename IS NULL",
-                [(k, now, now, t, sqlite3.Binary(b)) for k, b, t in small],
+                [(k, now, now, t, b) for k, b, t in small],  # bytes bind as a BLOB: no memoryview per row
             ).rowcount
         done = {k for k, _, _ in small}
         if done and changed != len(small):
