@@ -19,7 +19,8 @@ import pytest
 
 from hypernodes import DiskCache, MemoryCache, Pipeline, node
 from hypernodes._run.items import MAX_CHUNK
-from hypernodes.cache import CacheLookup, CacheWarning
+from hypernodes.cache import CacheWarning
+from hypernodes.cache.lookup import CacheLookup
 from hypernodes.cache.storage import _dumps
 from hypernodes.failures import Failure
 

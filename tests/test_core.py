@@ -63,6 +63,7 @@ def test_cores_expose_the_same_api() -> None:
         "run_batch_continue",
         "run_dict",
         "run_one",
+        "unpack_column",
     }
     assert py.IMPLEMENTATION == "python"
     if not NO_EXTENSIONS:

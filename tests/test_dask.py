@@ -20,7 +20,10 @@ import psutil
 import pytest
 
 from hypernodes import HypernodesEngine, Pipeline, PipelineCallback, node
+from hypernodes._run.tasks import SliceTask
 from hypernodes.engines import DaskEngine, Engine
+from hypernodes.errors import WorkerDied
+from hypernodes.failures import Failure
 
 distributed = pytest.importorskip("distributed")
 
@@ -131,6 +134,40 @@ def test_map_sends_keyed_batches_and_scatters_once(dask_client: Any) -> None:
     assert all(k.startswith(f"hypernodes-{token}-") for k in recording.keys)
     assert starts[0] == 0
     assert len(set(starts)) == len(starts)
+
+
+def blob_size(x: int, blob: bytes) -> int:
+    """The item plus the shared blob's length."""
+    return x + len(blob)
+
+
+class Carried(Recording):
+    """Records the payload each slice task carries too."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client)
+        self.carried: list[Any] = []
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("key", "").startswith("hypernodes-"):
+            self.carried += [a.payload for a in args if isinstance(a, SliceTask)]
+        return super().submit(*args, **kwargs)
+
+
+def test_a_large_payload_goes_to_workers_on_this_machine_through_a_file(dask_client: Any) -> None:
+    """A 4 MB shared input on a cluster whose workers run on loopback: no payload task, each slice
+    carries a reference to a file the workers map (a few hundred bytes), and the file is gone after."""
+    from hypernodes._run.payload import Spilled
+
+    recording = Carried(dask_client)
+    blob = b"x" * (4 << 20)
+    with DaskEngine(recording) as engine:
+        out = Pipeline([node(blob_size, output_name="n")], backend=engine).map({"x": list(range(8)), "blob": blob}, "x")
+    assert out == {"n": [len(blob) + x for x in range(8)]}
+    assert recording.payloads == 0
+    assert recording.carried
+    assert all(isinstance(p, Spilled) for p in recording.carried)
+    assert not os.path.exists(recording.carried[0].path)
 
 
 class Counting(PipelineCallback):
@@ -263,7 +300,9 @@ def test_own_cluster_binds_loopback_and_shutdown_closes_it() -> None:
 @ONE_CORE
 @pytest.mark.timeout(90)
 def test_a_killed_worker_is_retried_then_fails_clearly(tmp_path: Path) -> None:
-    """A worker killed once is retried; one that dies every time raises KilledWorker naming the items."""
+    """A worker killed once is retried; a map item whose workers die every time raises WorkerDied naming
+    it (found by running the slice's items again in pieces), its cause Dask's KilledWorker; a node task
+    whose workers die raises KilledWorker naming the node."""
     marker = str(tmp_path / "killed-once")
 
     @node(output_name="y")
@@ -281,12 +320,40 @@ def test_a_killed_worker_is_retried_then_fails_clearly(tmp_path: Path) -> None:
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), DaskEngine(n_workers=1) as engine:
         assert Pipeline([dies_once], backend=engine).map(inputs={"x": [0, 1, 2]}, map_over="x") == {"y": [0, 1, 2]}
-        with pytest.raises(distributed.KilledWorker) as info:
+        with pytest.raises(WorkerDied) as info:
             Pipeline([always_dies], backend=engine, name="doomed").map(inputs={"x": [7, 8]}, map_over="x")
-        notes = " ".join(getattr(info.value, "__notes__", []))
-        assert "map items" in notes
-        assert "died" in notes
+        assert info.value.item in (0, 1)
+        assert isinstance(info.value.__cause__, distributed.KilledWorker)
         assert Pipeline([inc], backend=engine).map(inputs={"x": [1]}, map_over="x") == {"y": [2]}
+        nodes_on_dask = DaskEngine(engine.client, node_tasks=True)  # the same cluster (its client stays open)
+        with nodes_on_dask, pytest.raises(distributed.KilledWorker) as info:
+            Pipeline([always_dies], backend=nodes_on_dask).run(inputs={"x": 1})
+        notes = " ".join(getattr(info.value, "__notes__", []))
+        assert "the Dask workers running node `always_dies` died" in notes  # the node, not "a task"
+
+
+@node(output_name="y")
+def dies_on_three(x: int) -> int:
+    if x == 3:
+        os._exit(1)
+    return 10 * x
+
+
+@ONE_CORE
+def test_an_item_that_kills_its_dask_worker_is_its_failure_under_continue() -> None:
+    """on_error="continue" on Dask: the item whose worker dies every time becomes its own Failure
+    (a WorkerDied naming it), found by running the dead slice's items in pieces; every other item
+    keeps its result."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), DaskEngine(n_workers=2) as engine:
+        pipeline = Pipeline([dies_on_three], backend=engine, on_error="continue")
+        result = pipeline.map(inputs={"x": list(range(8))}, map_over="x")
+    ys = result["y"]
+    assert [y for i, y in enumerate(ys) if i != 3] == [10 * x for x in range(8) if x != 3]
+    assert isinstance(ys[3], Failure)
+    assert isinstance(ys[3].error, WorkerDied)
+    assert ys[3].error.item == 3
 
 
 def test_dask_engine_is_an_engine() -> None:

@@ -316,9 +316,9 @@ def test_blocking_items_get_one_item_per_task_when_they_fit() -> None:
     seen: list[tuple[int, int]] = []
     real = maps.run_items
 
-    def spy(runtime: Any, runner: Any, plan: Any, template: Any, items: Any, *rest: Any) -> Any:
-        seen.append((items.lo, items.hi))
-        return real(runtime, runner, plan, template, items, *rest)
+    def spy(runtime: Any, runner: Any, call: Any, *rest: Any) -> Any:
+        seen.append((call.items.lo, call.items.hi))
+        return real(runtime, runner, call, *rest)
 
     with pytest.MonkeyPatch.context() as patch, ThreadPoolExecutor(100) as pool:
         patch.setattr(maps, "run_items", spy)

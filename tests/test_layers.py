@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hypernodes.engines",),
     ("hypernodes.engine",),
     ("hypernodes._open",),
-    ("hypernodes.callbacks",),
+    ("hypernodes.callbacks", "hypernodes._observe"),
     ("hypernodes._run",),
     ("hypernodes.executors",),
     (
@@ -59,6 +59,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "hypernodes._frames",
         "hypernodes._typecheck",
         "hypernodes._viz_style",
+        "hypernodes._item_maps",
         "hypernodes._errors",
         "hypernodes.errors",
     ),

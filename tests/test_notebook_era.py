@@ -10,6 +10,7 @@ import dataclasses
 import importlib.util
 import shutil
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -423,3 +424,106 @@ def test_strict_inputs_refuses_every_unused_input() -> None:
     assert not Pipeline([keep]).strict_inputs
     with pytest.raises(TypeError, match="strict_inputs must be True or False"):
         Pipeline([keep], strict_inputs="yes")  # type: ignore[arg-type]
+
+
+# -- the engine's notebook-era face ---------------------------------------------------------
+
+
+def test_named_executors_resolve_to_executor_objects_started_on_first_read() -> None:
+    """engine.node_executor / map_executor are executor objects: a SequentialExecutor, a
+    ThreadPoolExecutor, an AsyncExecutor, the process pool; constructing starts nothing, the first
+    read starts it, later reads give the same object, and engine.shutdown() shuts it down."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hypernodes.executors import AsyncExecutor, SequentialExecutor
+
+    before = threading.active_count()
+    engine = HypernodesEngine(node_executor="async", map_executor="threaded", max_workers=3)
+    try:
+        assert threading.active_count() <= before  # nothing started yet
+        pool = engine.map_executor
+        assert isinstance(pool, ThreadPoolExecutor)
+        assert pool._max_workers == 3
+        assert engine.map_executor is pool
+        assert isinstance(engine.node_executor, AsyncExecutor)
+        assert pool.submit(lambda: 41 + 1).result() == 42
+        assert Pipeline([double], backend=engine).map({"x": [1, 2]}, map_over="x") == {"doubled": [2, 4]}
+        assert engine.map_executor is pool  # the map ran on the same pool
+    finally:
+        engine.shutdown()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(int)
+    with HypernodesEngine() as plain:
+        assert isinstance(plain.node_executor, SequentialExecutor)
+        assert isinstance(plain.map_executor, SequentialExecutor)
+        assert plain.map_executor.submit(int, "7").result() == 7
+
+
+def test_an_executor_object_given_is_the_one_read_back_and_never_shut_down() -> None:
+    """An executor passed in is returned as it is, and the engine's shutdown leaves it running."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        engine = HypernodesEngine(node_executor="sequential", map_executor=pool)
+        assert engine.map_executor is pool
+        engine.shutdown()
+        assert pool.submit(int, "3").result() == 3
+
+
+def test_parallel_resolves_to_the_process_pool_maps_use() -> None:
+    """ "parallel" reads back as the process pool (submit/shutdown), the same one on every read."""
+    with HypernodesEngine(map_executor="parallel", max_workers=1) as engine:
+        pool = engine.map_executor
+        assert callable(pool.submit)
+        assert callable(pool.shutdown)
+        assert engine.map_executor is pool
+        assert pool.submit(abs, -3).result() == 3
+
+
+def test_engine_map_old_form_returns_one_dict_per_item() -> None:
+    """engine.map(pipeline, items, inputs, output_name, _ctx) -- the notebook-era form -- maps over a list
+    of item dicts (shared inputs under them, an item's own value first) and returns one result dict per
+    item; the keyword form items=... is the same; the new form still returns a dict of lists."""
+    p = simple()
+    with HypernodesEngine(map_executor="threaded") as engine:
+        assert engine.map(p, [{"x": 1}, {"x": 2}], {}, None, None) == [
+            {"result": 3, "doubled": 2},
+            {"result": 5, "doubled": 4},
+        ]
+        assert engine.map(p, [{"x": 1}, {"x": 2, "k": 10}], {"k": 3}) == [
+            {"result": 4, "doubled": 3},
+            {"result": 21, "doubled": 20},
+        ]  # items with different keys: each runs on its own
+        assert engine.map(p, items=[{"x": 1}, {"x": 2}], inputs={"k": 5}, output_name="result") == [
+            {"result": 6},
+            {"result": 11},
+        ]
+        assert engine.map(p, [{"x": 1, "k": 7}], {"k": 3}, "doubled") == [{"doubled": 7}]  # the item's k wins
+        assert engine.map(p, [], {}) == []
+        assert engine.map(p, {"x": [1, 2]}, map_over="x") == {"result": [3, 5], "doubled": [2, 4]}
+
+
+def test_engine_map_old_form_honours_the_pipelines_cache_and_refuses_bad_items() -> None:
+    """The old form runs through the same map as the new one (the pipeline's cache serves it); items
+    that are not dicts, shared inputs that are not a dict and a _ctx are refused before any node runs."""
+    CALLS.clear()
+
+    @node(output_name="y")
+    def count(x: int) -> int:
+        CALLS.append(x)
+        return x + 1
+
+    p = Pipeline([count], cache=MemoryCache())
+    engine = HypernodesEngine()
+    assert engine.map(p, [{"x": 1}, {"x": 2}], {}) == [{"y": 2}, {"y": 3}]
+    assert engine.map(p, [{"x": 1}, {"x": 2}], {}) == [{"y": 2}, {"y": 3}]
+    assert CALLS == [1, 2]
+    with pytest.raises(ArgumentTypeError, match=r"items\[1\] is int, not a dict"):
+        engine.map(p, [{"x": 1}, 2], {})
+    with pytest.raises(ArgumentTypeError, match=r"inputs \(shared by every item\) must be a dict"):
+        engine.map(p, items=[{"x": 1}], inputs=["k"])  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError, match="map\\(\\) takes inputs as a dict"):
+        engine.map(p, [{"x": 1}], ["k"])  # positionally, the old form needs its shared dict: the new form's error
+    with pytest.raises(ArgumentTypeError, match="_ctx argument is private"):
+        engine.map(p, [{"x": 1}], {}, None, object())
+    assert CALLS == [1, 2]

@@ -152,3 +152,42 @@ def test_a_call_on_the_engine_inside_a_cached_call_uses_the_cache_passed_down() 
     assert outer.run({"x": 4, "salt": 1}) == {"z": 8}
     assert outer.run({"x": 4, "salt": 2}) == {"z": 8}  # the outer node runs again; the inner one is cached
     assert calls == ["double"]
+
+
+def test_a_map_call_slices_and_travels_whole() -> None:
+    """A slice of a MapCall is the same call on fewer items (observer, lookup, keep_going kept); its
+    remote form pickles without the items, and a worker gives it the slice it received."""
+    import pickle
+
+    from hypernodes._call import prepare_map
+
+    pipeline = Pipeline([double])
+    call = prepare_map(pipeline.plans, {"x": [1, 2, 3, 4]}, "x", "zip", None, on_error="continue")
+    part = call.slice(1, 3)
+    assert (part.items.lo, part.items.hi, len(part.items)) == (1, 3, 2)
+    assert part.keep_going
+    assert part.plan is call.plan
+    assert part.values is call.values
+    travelled = pickle.loads(pickle.dumps(call.remote()))
+    assert len(travelled.items) == 0  # the columns never ride in the payload
+    assert travelled.keep_going
+    here = travelled.on(part.items.detached())
+    assert [here.items.base + i for i in range(here.items.lo, here.items.hi)] == [1, 2]
+
+
+def test_driver_tasks_are_named_records() -> None:
+    """A slice task and a node task say what they run (for messages) and survive pickling with a new payload."""
+    import pickle
+
+    from hypernodes._call import Items
+    from hypernodes._run.tasks import NodeTask, SliceTask
+
+    part = Items((0,), ((1, 2, 3, 4),), False, 0, 4).between(1, 3).detached()
+    sliced = SliceTask("t", b"payload", part)
+    assert sliced.what() == "map items 1..2"
+    assert sliced.key == "1"
+    one = NodeTask("t", b"payload", 2, "embed", 5, (1,), False)
+    assert one.what() == "node `embed`, map item 5"
+    assert NodeTask("t", b"", 2, "embed", -1, (), False).what() == "node `embed`"
+    moved = pickle.loads(pickle.dumps(one.carrying(b"other")))
+    assert (moved.payload, moved.node, moved.args, moved.item) == (b"other", 2, (1,), 5)

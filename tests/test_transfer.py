@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 from hypernodes import HypernodesEngine, Pipeline, node
 from hypernodes._call import Items
-from hypernodes._run.payload import ShippedItems, SliceResult, slice_result
+from hypernodes._run.slices import SliceResult, slice_result
+from hypernodes._run.tasks import ShippedItems
 
 from .conftest import NO_EXTENSIONS, load_core
 
@@ -98,6 +99,45 @@ def test_pack_column_picks_the_narrowest_type(core: ModuleType, column: list[Any
 def test_pack_column_declines_what_a_buffer_would_change(core: ModuleType, column: Any) -> None:
     """Bools, int subclasses, mixed types, ints past 64 bits, empty columns and other sequences stay pickled."""
     assert core.pack_column(column) is None
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(columns, st.integers(0, 3), st.integers(0, 3))
+def test_unpack_column_puts_the_packed_values_in_place(core: ModuleType, column: Any, before: int, after: int) -> None:
+    """unpack_column writes a packed column's values, equal and of the same types, into a list from
+    an offset, leaving the rest of the list as it was."""
+    packed = core.pack_column(column)
+    if packed is None:
+        return
+    out: list[Any] = ["x"] * (before + len(column) + after)
+    core.unpack_column(*packed, out, before)
+    assert out[:before] == ["x"] * before
+    assert out[before + len(column) :] == ["x"] * after
+    assert same(out[before : before + len(column)], list(column))
+
+
+@pytest.mark.parametrize(
+    ("code", "data", "at", "size"),
+    [("d", bytes(16), 1, 2), ("d", bytes(16), -1, 5), ("d", bytes(12), 0, 5), ("f", bytes(8), 0, 5)],
+    ids=["past the end", "negative offset", "partial value", "unknown typecode"],
+)
+def test_unpack_column_refuses_what_does_not_fit(core: ModuleType, code: str, data: bytes, at: int, size: int) -> None:
+    """Values that would run past the list, a ragged buffer or a typecode pack_column never makes:
+    a ValueError, and the list is left as it was."""
+    out: list[Any] = [None] * size
+    with pytest.raises(ValueError, match="unpack_column"):
+        core.unpack_column(code, data, out, at)
+    assert out == [None] * size
+
+
+def test_a_slice_result_is_placed_into_the_call_results(core: ModuleType) -> None:
+    """SliceResult.place puts packed and pickled columns at the slice's offset of each output."""
+    data = pickle.loads(pickle.dumps(slice_result(core.pack_column, [[1.5, 2.5], ["a", "b"]], None), protocol=5))
+    results: list[list[Any]] = [[None] * 4, [None] * 4]
+    columns, events = data.unpickled()
+    data.place(columns, results, 1, core.unpack_column)
+    assert results == [[None, 1.5, 2.5, None], [None, "a", "b", None]]
+    assert events is None
 
 
 def _opened(result: SliceResult, protocol: int) -> tuple[list[Any], Any]:

@@ -282,6 +282,8 @@ class RunCall:
 
     __slots__ = ("lookup", "observer", "plan", "values")
 
+    keep_going = False  # a run() raises a node's error (read by the node runner, as a MapCall's)
+
     def __init__(self, plan: Plan, values: list[Any], observer: Observer | None, lookup: Lookup | None) -> None:
         self.plan = plan
         self.values = values
@@ -301,6 +303,10 @@ class MapCall:
     the mapped lists never travel inside it); ``items`` is the whole map. ``keep_going``
     is ``on_error == "continue"``: the drivers then run the loops that store a failing
     item's error markers and go on (``failures.py``).
+
+    The record travels whole, down to the loops: a slice of the map is the same call
+    on fewer items (:meth:`slice`, :meth:`on`), and worker processes receive its
+    :meth:`remote` form, pickled once per call, each task adding its own items.
     """
 
     __slots__ = ("items", "keep_going", "lookup", "mapped", "observer", "plan", "relabel", "values")
@@ -324,6 +330,37 @@ class MapCall:
         self.mapped = mapped  # the mapped inputs' names, in the order of items.columns
         self.relabel = False  # a Failure given as an input: markers are renumbered to their items
 
+    def on(self, items: Items) -> MapCall:
+        """This call on ``items`` (a slice of its own, or a slice a worker received) instead of its own."""
+        part = MapCall(self.plan, self.values, items, self.observer, self.lookup, self.keep_going, self.mapped)
+        part.relabel = self.relabel
+        return part
+
+    def slice(self, lo: int, hi: int) -> MapCall:
+        """This call on its items ``lo..hi-1`` (same numbering, same columns)."""
+        return self.on(self.items.between(lo, hi))
+
+    def remote(self) -> MapCall:
+        """This call as worker processes receive it: its observer is the recording twin that
+        sends the events back (``Observer.remote``). It pickles without its items: each task
+        carries its own slice, given to :meth:`on` where it runs."""
+        observer = self.observer
+        return MapCall(
+            self.plan,
+            self.values,
+            self.items,
+            None if observer is None else observer.remote(),
+            self.lookup,
+            self.keep_going,
+        )
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.plan, self.values, self.observer, self.lookup, self.keep_going)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        plan, values, observer, lookup, keep_going = state
+        self.__init__(plan, values, _NO_ITEMS, observer, lookup, keep_going)  # type: ignore[misc]
+
     def results(self, columns: list[list[Any]]) -> MapResult:
         """``{output name: [value per item]}`` from one column per requested output, as a
         :class:`~hypernodes.failures.MapResult` (listing the failures when the call keeps going)."""
@@ -334,6 +371,10 @@ class MapCall:
                 columns = _renumbered(columns)
             failures = unique(_core.find_failures(columns))
         return MapResult(zip(self.plan.result_names, columns), failures, (self.mapped, items.sources, items.product))
+
+
+_NO_ITEMS = Items((), (), False, 0, 0)
+"""The items of a call that arrived in a worker process, until a task's slice is given (``MapCall.on``)."""
 
 
 def _renumbered(columns: list[list[Any]]) -> list[list[Any]]:

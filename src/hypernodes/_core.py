@@ -23,6 +23,7 @@ __all__ = [
     "run_batch_continue",
     "run_dict",
     "run_one",
+    "unpack_column",
 ]
 
 # The two cores are one contract (the test suite checks it); mypy sees them as
@@ -40,6 +41,7 @@ if os.environ.get("HYPERNODES_NO_EXTENSIONS", "") not in ("", "0"):
         run_batch_continue,
         run_dict,
         run_one,
+        unpack_column,
     )
 else:
     try:
@@ -55,6 +57,7 @@ else:
             run_batch_continue,
             run_dict,
             run_one,
+            unpack_column,
         )
     except ImportError:  # not built (a pure-Python install): the twin is the same contract
         from ._sched_py import (
@@ -69,6 +72,7 @@ else:
             run_batch_continue,
             run_dict,
             run_one,
+            unpack_column,
         )
 
 

@@ -11,7 +11,7 @@ Opening a call, in order:
 1. its inputs are checked against the annotations (``validate_inputs``), then the
    call is prepared (``_call.prepare_run`` / ``prepare_map``);
 2. with a cache (the pipeline's own, else the one an enclosing call passes down),
-   the call gets a :class:`~hypernodes.cache.CacheLookup`, and the cache is passed
+   the call gets a :class:`~hypernodes.cache.lookup.CacheLookup`, and the cache is passed
    down (``INHERITED``) to the nested pipelines it runs on this thread;
 3. with callbacks (the pipeline's, or an enclosing observed call's), the start hooks
    fire and the call gets its observer (``callbacks.CallHooks``);
@@ -31,8 +31,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._call import CallOptions, MapCall, PlanCache, RunCall, prepare_map, prepare_run
-from .cache import INHERITED, Cache, CacheLookup
-from .callbacks import SCOPE, CallHooks
+from ._observe import SCOPE, CallHooks
+from .cache import Cache
+from .cache.lookup import INHERITED, CacheLookup
 from .failures import check_on_error
 
 __all__ = ["Opened", "open_map", "open_run"]

@@ -35,7 +35,7 @@ Either way the node fails with a ``TimeoutError`` naming the node and the timeou
 Callbacks see each retried attempt: a copy of the wrapper bound to the call's
 observer (:func:`bind`) reports ``node_retry`` before each delay. The wrapper does
 not know which map item it serves, so the item is reported as -1. A node task in a
-worker process binds it to a ``RetryLog`` instead (``_run/payload.py``), whose attempts
+worker process binds it to a ``RetryLog`` instead (``_run/node_task.py``), whose attempts
 the caller reports with the item once the task ends.
 """
 

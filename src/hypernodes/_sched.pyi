@@ -18,6 +18,7 @@ __all__ = [
     "run_batch_continue",
     "run_dict",
     "run_one",
+    "unpack_column",
 ]
 
 IMPLEMENTATION: Final[str]
@@ -60,6 +61,7 @@ def plan_batches(
     n_items: int, n_workers: int, tasks_per_worker: int = 1, min_batch: int = 1
 ) -> list[tuple[int, int]]: ...
 def pack_column(column: Any) -> tuple[str, bytes] | None: ...
+def unpack_column(code: str, data: Any, out: list[Any], at: int) -> None: ...
 
 class ReadyQueue:
     def __init__(self, plan: Any) -> None: ...

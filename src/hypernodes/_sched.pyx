@@ -58,10 +58,11 @@ __all__ = [
     "run_batch_continue",
     "run_dict",
     "run_one",
+    "unpack_column",
 ]
 
 IMPLEMENTATION = "cython"
-API_VERSION = 8
+API_VERSION = 9
 
 # A node result of this exact type is a coroutine from a plain node: funcs wraps async
 # nodes so that they return the awaited value. One pointer comparison per call.
@@ -782,3 +783,52 @@ def pack_column(column):
         else:
             (<long long*>out)[i] = x
     return code, data
+
+
+def unpack_column(code, data, list out, Py_ssize_t at):
+    """Put the values ``data`` packs (``pack_column``'s, native byte order) in ``out[at:]``. See the twin (the spec).
+
+    Each value is made and stored in one pass in C: no intermediate list of the
+    values, no second reference count pass to copy them into ``out``.
+    """
+    cdef const unsigned char[::1] raw = memoryview(data).cast("B")
+    cdef Py_ssize_t size = _UNPACK_SIZES.get(code, 0), n, i
+    cdef const unsigned char* src
+    cdef double d
+    cdef long long q
+    cdef int i4
+    cdef short h
+    cdef signed char b
+    if size == 0:
+        raise ValueError(f"unpack_column: typecode {code!r} is not one of 'bhiqd'")
+    n = raw.shape[0] // size
+    if raw.shape[0] != n * size or at < 0 or at + n > len(out):
+        raise ValueError(
+            f"unpack_column: {raw.shape[0]} bytes of {code!r} values do not fit a list of {len(out)} from {at}"
+        )
+    if n == 0:
+        return
+    src = &raw[0]
+    if code == "d":
+        for i in range(n):
+            memcpy(&d, src + i * 8, 8)
+            out[at + i] = d
+    elif code == "q":
+        for i in range(n):
+            memcpy(&q, src + i * 8, 8)
+            out[at + i] = q
+    elif code == "i":
+        for i in range(n):
+            memcpy(&i4, src + i * 4, 4)
+            out[at + i] = i4
+    elif code == "h":
+        for i in range(n):
+            memcpy(&h, src + i * 2, 2)
+            out[at + i] = h
+    else:
+        for i in range(n):
+            b = <signed char>src[i]
+            out[at + i] = b
+
+
+_UNPACK_SIZES = {"b": 1, "h": 2, "i": 4, "q": 8, "d": 8}

@@ -39,12 +39,13 @@ __all__ = [
     "run_batch_continue",
     "run_dict",
     "run_one",
+    "unpack_column",
 ]
 
 IMPLEMENTATION = "python"
 # Bumped whenever the core's contract changes; the tests check both cores agree,
 # which also catches a stale compiled extension left behind by an old build.
-API_VERSION = 8
+API_VERSION = 9
 
 # Shared inputs of these exact types are no one-shot iterators; anything else is asked.
 _NOT_ITERATORS = frozenset({int, float, complex, str, bytes, bool, type(None), list, tuple, dict})
@@ -613,3 +614,23 @@ def pack_column(column: Any) -> tuple[str, bytes] | None:
         if -bound <= lo and hi < bound:
             return code, array(code, column).tobytes()
     return None
+
+
+def unpack_column(code: str, data: Any, out: list[Any], at: int) -> None:
+    """Put the values packed in ``data`` (``pack_column``'s ``(code, data)``, native byte order) in ``out[at:]``.
+
+    A worker's packed result column goes straight into its place in the call's result
+    list: ``out[at + i]`` becomes value ``i``, equal and of the same type as the value
+    packed. Raises ValueError for a typecode ``pack_column`` does not make, or values
+    that would not fit ``out`` from ``at`` (nothing is written then).
+    """
+    if code not in ("b", "h", "i", "q", "d"):
+        raise ValueError(f"unpack_column: typecode {code!r} is not one of 'bhiqd'")
+    raw = memoryview(data).cast("B")
+    size = array(code).itemsize
+    n = raw.nbytes // size
+    if raw.nbytes != n * size or at < 0 or at + n > len(out):
+        raise ValueError(
+            f"unpack_column: {raw.nbytes} bytes of {code!r} values do not fit a list of {len(out)} from {at}"
+        )
+    out[at : at + n] = raw.cast(code).tolist()  # type: ignore[call-overload]

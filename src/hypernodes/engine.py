@@ -8,14 +8,15 @@ The layers, each importing only those below it (``tests/test_layers.py`` checks 
     engines/        the engines' public home; engines/dask.py: DaskEngine and its backend
     engine.py       Engine; HypernodesEngine: its backends' lifetime; the fast paths
     _open.py        opens every other call: input checks, cache lookup, callback hooks, flush
-    callbacks.py    PipelineCallback, CallbackContext; callback hooks from the event seam
+    callbacks.py    PipelineCallback, CallbackContext;  _observe.py: their hooks from the event seam
     _run/           the drivers: node runner, map strategies, process workers
     executors/      backends (one per executor kind), AsyncExecutor, loky's shared pool
     _call.py        the validated call record: plan, values, item layout; CallOptions
+    _nested.py      PipelineNode: a pipeline as one node of another
     _graph.py       wiring checks; a call shape compiled into an integer Plan
     _core.py        the one switch between the two cores
     _sched / _sched_py   the compiled core and its pure-Python twin
-    _events.py  node.py  _policy.py  failures.py  errors.py
+    _events.py  node.py  _policy.py  failures.py  errors.py  _errors.py
 
 One door: ``pipeline.run(...)`` is ``engine.run(pipeline, ...)`` and ``pipeline.map(...)``
 is ``engine.map(pipeline, ...)``. The engine reads the pipeline's ``plans`` (compiled
@@ -61,17 +62,20 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
 from ._call import HasPlans, MapCall, RunCall
+from ._item_maps import is_item_list, map_items
+from ._observe import SCOPE
 from ._open import open_map, open_run
 from ._resources import MADE as _resources_made
 from ._run import FuncTable, Runtime, run_map, run_one
-from .cache import INHERITED
-from .callbacks import SCOPE
+from .cache.lookup import INHERITED
 from .errors import ExecutorSpecError
-from .executors import check_max_workers
 from .executors._loop import LoopThread
+from .executors._sequential import SequentialExecutor
+from .executors._spec import check_max_workers
 from .executors._worker import check_inner_threads
 from .executors.backends import Backend, backend_for
 from .failures import LIVE as _live_failures
@@ -92,6 +96,15 @@ def _check_combination(nodes: Backend, items: Backend) -> None:
             "executor objects do not travel to other processes, and processes do not start processes. "
             "Use node_executor='threaded' or 'async' (made in each worker), or 'sequential'."
         )
+
+
+_SEQUENTIAL = SequentialExecutor()  # what "sequential" reads back as: it holds no state
+
+
+def _resolved(backend: Backend) -> Executor:
+    """The executor object ``backend`` runs tasks on (started now if need be)."""
+    executor = backend.executor()
+    return _SEQUENTIAL if executor is None else executor
 
 
 def _release(backends: tuple[Backend, ...], loop: LoopThread, wait: bool) -> None:
@@ -188,8 +201,6 @@ class HypernodesEngine(Engine):
         items = backend_for(map_executor, "map", max_workers, inner_threads)
         check_max_workers(max_workers, "max_workers", allow_none=True)
         _check_combination(nodes, items)
-        self.node_executor = node_executor
-        self.map_executor = map_executor
         self.max_workers = max_workers
         self.inner_threads = inner_threads
         self._loop = LoopThread("hypernodes-engine-loop")
@@ -205,6 +216,23 @@ class HypernodesEngine(Engine):
             f"HypernodesEngine(node_executor={runtime.nodes!r}, "
             f"map_executor={runtime.items!r}, max_workers={self.max_workers!r})"
         )
+
+    @property
+    def node_executor(self) -> Executor:
+        """The executor running the nodes of one item, as an object (the notebook-era attribute).
+
+        A name resolves to the executor it stands for, started on this first read if no
+        call started it yet: "sequential" a :class:`~hypernodes.executors.SequentialExecutor`,
+        "threaded" a ``ThreadPoolExecutor``, "async" an ``AsyncExecutor``, "parallel" the
+        process pool. It is the engine's: :meth:`shutdown` shuts it down (a later call or
+        read starts a new one). An executor you passed is returned as it is.
+        """
+        return _resolved(self._runtime.nodes)
+
+    @property
+    def map_executor(self) -> Executor:
+        """The executor running the items of a map, as an object; see :attr:`node_executor`."""
+        return _resolved(self._runtime.items)
 
     # -- lifetime ---------------------------------------------------------------
 
@@ -284,16 +312,24 @@ class HypernodesEngine(Engine):
         map_mode: str = "zip",
         output_name: Any = None,
         on_error: str | None = None,
+        items: Sequence[Mapping[str, Any]] | None = None,
     ) -> MapResult:
         """Run ``pipeline`` once per item: ``pipeline.map(...)`` is this call.
+
+        The notebook-era form ``map(pipeline, items, inputs, output_name)`` (or
+        ``items=[...]`` as a keyword) is taken too: ``items`` is a list of per-item input
+        dicts over the shared ``inputs``, and the result is a list of one
+        ``{output name: value}`` per item (see ``_item_maps``).
 
         Args:
             pipeline: the pipeline to map (its ``plans`` and ``options`` are read).
             inputs, map_over, map_mode, output_name: as for :meth:`Pipeline.map`.
             on_error: as for :meth:`Pipeline.map` (None: the pipeline's ``on_error``).
+            items: the notebook-era list of per-item input dicts (then ``inputs`` is what they share).
 
         Returns:
-            A ``MapResult``: ``{output name: [value per item]}`` in item order.
+            A ``MapResult``: ``{output name: [value per item]}`` in item order; in the
+            notebook-era form, a list of dicts.
 
         Raises:
             The errors of :meth:`Pipeline.map`, before any node runs; then the
@@ -328,7 +364,22 @@ class HypernodesEngine(Engine):
                     raise
                 if mapped is not None:  # None: values the general path checks (and names)
                     return mapped  # type: ignore[no-any-return]
+        # The notebook-era form, tested off the fast path above (which takes only a dict):
+        # positionally its shared inputs (a dict) sit where map_over does.
+        if items is not None or (is_item_list(inputs) and isinstance(map_over, Mapping)):
+            return self._map_items(pipeline, inputs, map_over, map_mode, output_name, items)
         return open_map(pipeline.plans, options, inputs, map_over, map_mode, output_name, on_error, self.map_call)
+
+    def _map_items(
+        self, pipeline: HasPlans, inputs: Any, map_over: Any, map_mode: Any, output_name: Any, items: Any
+    ) -> MapResult:
+        """The notebook-era ``map(pipeline, items, inputs, output_name[, _ctx])``: one dict per item
+        (a list of dicts, not the MapResult ``map`` promises every other caller: hence the ignores)."""
+        if items is not None:  # map(pipeline, items=[...], inputs={...}, output_name=...)
+            return map_items(self, pipeline, items, inputs, output_name)  # type: ignore[return-value]
+        # positionally, (pipeline, items, inputs, output_name, _ctx) fill these slots
+        wanted = None if map_mode == "zip" and "zip" not in pipeline.plans.graph.outputs else map_mode
+        return map_items(self, pipeline, inputs, map_over, wanted, output_name)  # type: ignore[return-value]
 
     def run_call(self, call: RunCall) -> dict[str, Any]:
         """Execute a prepared ``run()`` call (``_call.prepare_run``; its opening, ``_open``, may have

@@ -20,10 +20,11 @@ from ._call import CallOptions, PlanCache
 from ._errors import check_bool
 from ._graph import Graph, build_graph
 from ._nested import PipelineNode
+from ._observe import check_callbacks, pipeline_id
 from ._typecheck import check_edges, check_mode
 from ._validate import InputValidator, validate_mode
 from .cache import Cache
-from .callbacks import PipelineCallback, check_callbacks, pipeline_id
+from .callbacks import PipelineCallback
 from .engine import Engine, default_engine
 from .errors import ArgumentTypeError, ExecutorSpecError, NodeDefinitionError
 from .failures import MapResult, check_on_error
@@ -32,12 +33,14 @@ from .node import Node
 __all__ = ["Pipeline", "PipelineNode"]
 
 
-def _check_engine(engine: Any, where: str) -> Engine | None:
-    """``engine`` if it is None or an engine instance (``where``: the call that got it, for messages)."""
+def _check_engine(engine: Any, where: str, keyword: str = "") -> Engine | None:
+    """``engine`` if it is None or an engine instance (``where``: the call that got it, and
+    ``keyword`` the argument, for messages)."""
     if isinstance(engine, type):
+        name, given = engine.__name__, f"{keyword}=" if keyword else ""
         raise ExecutorSpecError(
-            f"{where} got the class {engine.__name__}, not an engine; pass an instance: "
-            f"{engine.__name__}() or {engine.__name__}(map_executor='threaded')."
+            f"{where} got the class {name}, not an engine; pass an instance: "
+            f"{given}{name}() or {given}{name}(map_executor='threaded')."
         )
     if engine is not None and not (callable(getattr(engine, "run", None)) and callable(getattr(engine, "map", None))):
         raise ExecutorSpecError(
@@ -169,7 +172,7 @@ class Pipeline:
                 )
         self.nodes: tuple[Node[..., Any], ...] = tuple(members)
         keyword = "backend" if backend is not None else "engine"
-        self.engine = _check_engine(backend if backend is not None else engine, f"Pipeline({keyword}=...)")
+        self.engine = _check_engine(backend if backend is not None else engine, f"Pipeline({keyword}=...)", keyword)
         if parent is not None and not isinstance(parent, Pipeline):
             raise ArgumentTypeError(f"Pipeline(parent=...) takes a Pipeline, got {type(parent).__name__}.")
         self._parent = parent

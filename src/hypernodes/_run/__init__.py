@@ -24,11 +24,7 @@ def run_one(runtime: Runtime, call: RunCall) -> None:
     plan = call.plan
     # the table is plan.funcs without async nodes or an observer (which retrying nodes report to)
     funcs = runtime.funcs(plan, call.observer) if plan.has_async or call.observer is not None else plan.funcs
-    runner = (
-        None
-        if runtime.nodes.inline
-        else node_runner(runtime.nodes, plan, funcs, runtime.core, call.observer, call.lookup)
-    )
+    runner = None if runtime.nodes.inline else node_runner(runtime.nodes, call, funcs, runtime.core)
     if MADE[0] and (runner is None or runner.payload is None):  # out-of-process nodes resolve it there
         call.values = list(resolved(call.values))
     if runner is None:

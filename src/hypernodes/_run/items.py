@@ -16,9 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
 from typing import Any
 
-from .._call import Items
-from .._events import Lookup, Observer
-from .._graph import Plan
+from .._call import Items, MapCall
+from .._events import Lookup
 from .._policy import STOP, bind
 from .._resources import MADE, resolved
 from ..failures import Failure
@@ -38,37 +37,30 @@ items that turn slow after fast ones delay a stop by at most that many."""
 
 
 def run_items(
-    runtime: Runtime,
-    runner: NodeRunner | None,
-    plan: Plan,
-    template: Sequence[Any],
-    items: Items,
-    observer: Observer | None = None,
-    lookup: Lookup | None = None,
-    stop: threading.Event | None = None,
-    keep_going: bool = False,
+    runtime: Runtime, runner: NodeRunner | None, call: MapCall, stop: threading.Event | None = None
 ) -> list[list[Any]] | None:
-    """``items`` on this thread; one list per output.
+    """The items of ``call`` (a map, or a slice of one) on this thread; one list per output.
 
-    ``keep_going`` (``on_error="continue"``): a failing item leaves error markers in
-    its outputs instead of raising (``core.run_batch_continue``, ``NodeRunner.run``).
+    A call that keeps going (``on_error="continue"``): a failing item leaves error markers
+    in its outputs instead of raising (``core.run_batch_continue``, ``NodeRunner.run``).
 
     With ``stop``, the items run in chunks of about :data:`CHUNK_S` each, and the
     slice returns None (its result unwanted) once ``stop`` is set. So they do with
     an observer, which hears ``items_done`` after each chunk (progress moves during
     a long slice at the cost of one call per chunk, not per item), and with a
-    lookup that can ``prefetch`` (one query per chunk of at most :data:`MAX_CHUNK`).
+    lookup (one ``prefetch`` query per chunk of at most :data:`MAX_CHUNK`).
 
-    A :class:`~hypernodes.Resource` in ``template`` becomes its instance here, once for
-    the slice (unless the nodes run in other processes: each resolves it there).
+    A :class:`~hypernodes.Resource` in the call's slot template becomes its instance here,
+    once for the slice (unless the nodes run in other processes: each resolves it there).
     """
+    template: Sequence[Any] = call.values
     if MADE[0] and (runner is None or runner.payload is None):
-        template = resolved(template, keep_going)
+        template = resolved(template, call.keep_going)
     if stop is None:
-        return _run_items(runtime, runner, plan, template, items, observer, lookup, stop, keep_going)
+        return _run_items(runtime, runner, call, template, stop)
     token = STOP.set(stop)  # a retrying node's backoff wakes when the call stops
     try:
-        return _run_items(runtime, runner, plan, template, items, observer, lookup, stop, keep_going)
+        return _run_items(runtime, runner, call, template, stop)
     finally:
         STOP.reset(token)
 
@@ -76,18 +68,15 @@ def run_items(
 def _run_items(
     runtime: Runtime,
     runner: NodeRunner | None,
-    plan: Plan,
+    call: MapCall,
     template: Sequence[Any],
-    items: Items,
-    observer: Observer | None,
-    lookup: Lookup | None,
     stop: threading.Event | None,
-    keep_going: bool,
 ) -> list[list[Any]] | None:
+    plan, items, observer, lookup = call.plan, call.items, call.observer, call.lookup
     if runner is None:
         funcs = runtime.funcs(plan, observer)
         core = runtime.core
-        run_batch: Callable[..., list[list[Any]]] = core.run_batch_continue if keep_going else core.run_batch
+        run_batch: Callable[..., list[list[Any]]] = core.run_batch_continue if call.keep_going else core.run_batch
 
         def run(part: Items) -> list[list[Any]]:
             if prefetch is not None:
@@ -101,8 +90,8 @@ def _run_items(
             return _run_chunked(run, items, stop, MAX_CHUNK if stop is not None else len(items))
         return _with_lookup(lookup, _run_chunked, run, items, stop, MAX_CHUNK)
     if lookup is not None:
-        return _with_lookup(lookup, _run_items_one_by_one, runner, template, items, observer, lookup, stop, keep_going)
-    return _run_items_one_by_one(runner, template, items, observer, lookup, stop, keep_going)
+        return _with_lookup(lookup, _run_items_one_by_one, runner, call, template, stop)
+    return _run_items_one_by_one(runner, call, template, stop)
 
 
 def _with_lookup(lookup: Lookup, run: Callable[..., list[list[Any]] | None], *args: Any) -> list[list[Any]] | None:
@@ -116,14 +105,9 @@ def _with_lookup(lookup: Lookup, run: Callable[..., list[list[Any]] | None], *ar
 
 
 def _run_items_one_by_one(
-    runner: NodeRunner,
-    template: Sequence[Any],
-    items: Items,
-    observer: Observer | None,
-    lookup: Lookup | None,
-    stop: threading.Event | None,
-    keep_going: bool,
+    runner: NodeRunner, call: MapCall, template: Sequence[Any], stop: threading.Event | None
 ) -> list[list[Any]] | None:
+    items, observer, lookup = call.items, call.observer, call.lookup
     result_slots = runner.steps.result_slots
     lo, base = items.lo, items.base
     results: list[list[Any]] = [[None] * len(items) for _ in result_slots]
@@ -138,7 +122,7 @@ def _run_items_one_by_one(
         if observer is not None and observer.item_events:
             observer.item_start(base + i)
             started = perf_counter()
-        failed = runner.run(values, base + i, keep_going)
+        failed = runner.run(values, base + i)
         if observer is not None:
             if failed is not None:
                 observer.item_failed(base + i, failed)
@@ -173,47 +157,38 @@ def _run_chunked(
     return concat(parts) if parts else run(items)
 
 
-async def run_slice_async(
-    plan: Plan,
-    template: Sequence[Any],
-    items: Items,
-    offload: Callable[..., Awaitable[Any]],
-    observer: Observer | None = None,
-    lookup: Lookup | None = None,
-    keep_going: bool = False,
-) -> list[list[Any]]:
-    """``items`` as one coroutine: async nodes awaited, sync nodes offloaded.
+async def run_slice_async(call: MapCall, offload: Callable[..., Awaitable[Any]]) -> list[list[Any]]:
+    """The items of ``call`` (a slice of a map) as one coroutine: async nodes awaited, sync nodes offloaded.
 
     Used by an :class:`AsyncExecutor` map of a pipeline with ``async def`` nodes:
     thousands of awaiting items then cost no thread each. ``offload(f, *args)``
     runs a sync node in the executor's thread pool, so a blocking one does not
-    stall the loop. ``keep_going``: as for :func:`run_items`.
+    stall the loop. A call that keeps going: as for :func:`run_items`.
     """
+    lookup = call.lookup
     if lookup is None:
-        return await _slice_async(plan, template, items, offload, observer, lookup, keep_going)
+        return await _slice_async(call, offload)
     inherit = lookup.inherit
     try:  # as _with_lookup, for a coroutine: the cache inherited for the slice, its writes flushed after
 
         def inheriting_offload(f: Callable[..., Any], *args: Any) -> Awaitable[Any]:  # sync nodes run in threads
             return offload(inherit(f), *args)
 
-        result: list[list[Any]] = await inherit(_slice_async)(
-            plan, template, items, inheriting_offload, observer, lookup, keep_going
-        )
+        result: list[list[Any]] = await inherit(_slice_async)(call, inheriting_offload)
         return result
     finally:
         lookup.flush()
 
 
-async def _slice_async(
-    plan: Plan,
-    template: Sequence[Any],
-    items: Items,
-    offload: Callable[..., Awaitable[Any]],
-    observer: Observer | None,
-    lookup: Lookup | None,
-    keep_going: bool,
-) -> list[list[Any]]:
+async def _slice_async(call: MapCall, offload: Callable[..., Awaitable[Any]]) -> list[list[Any]]:
+    plan, template, items, observer, lookup, keep_going = (
+        call.plan,
+        call.values,
+        call.items,
+        call.observer,
+        call.lookup,
+        call.keep_going,
+    )
     steps, funcs = plan.wiring, bind(plan.funcs, observer)
     values = list(resolved(template, keep_going) if MADE[0] else template)  # a Resource: its instance, once
     lo, base = items.lo, items.base

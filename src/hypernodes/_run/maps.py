@@ -16,7 +16,9 @@ threads (any other in-process executor)             :func:`run_items` per slice 
                                                     in chunks that check a stop flag
 =================================================  ==========================================
 
-With ``on_error="continue"`` (``call.keep_going``) every strategy runs the same
+Every strategy hands the loops the call record itself, or a slice of it
+(``MapCall.on``/``slice``; a worker process receives its remote form). With
+``on_error="continue"`` (``call.keep_going``) every strategy runs the same
 slices through the loops that keep going (``core.run_batch_continue``, or the node
 runner's and the async slice's own), so no slice raises for an item's failure.
 
@@ -29,12 +31,13 @@ per output, concatenated in input order.
 from __future__ import annotations
 
 import threading
+from contextvars import copy_context
 from typing import Any
 
 from .._call import MapCall
 from .._resources import MADE, has_resources
 from ..executors._async import AsyncExecutor
-from ..executors._guard import as_task_of
+from ..executors._guard import as_task_in
 from .gather import concat, gather
 from .hits import cached_first
 from .items import run_items, run_slice_async
@@ -58,21 +61,16 @@ def run_map(runtime: Runtime, call: MapCall) -> list[list[Any]]:
         if hits is not None and not hits.runs:
             return hits.results  # the cache held every item: no task, no worker started
         return map_remote(runtime, call, executor, hits)  # each worker runs the nodes of its items itself
-    runner = node_runner(runtime.nodes, plan, runtime.funcs(plan, observer), runtime.core, observer, lookup)
-    keep_going = call.keep_going
+    runner = node_runner(runtime.nodes, call, runtime.funcs(plan, observer), runtime.core)
     if executor is None:
-        columns = run_items(runtime, runner, plan, call.values, items, observer, lookup, None, keep_going)
+        columns = run_items(runtime, runner, call)
         assert columns is not None  # only a stopped slice returns None
         return columns
     if isinstance(executor, AsyncExecutor) and plan.has_async and runner is None:
-        coroutines = [
-            (plan, call.values, s, executor._offload, observer, lookup, keep_going)
-            for s in items.split(executor.max_workers)
-        ]
-        return concat(gather(executor, run_slice_async, coroutines))
+        slices = items.split(executor.max_workers)
+        return concat(gather(executor, run_slice_async, [(call.on(s), executor._offload) for s in slices]))
     stop = threading.Event()
     slices = items.split(runtime.items.workers(executor), runtime.items.tasks_per_worker)
-    calls = [
-        (executor, run_items, runtime, runner, plan, call.values, s, observer, lookup, stop, keep_going) for s in slices
-    ]
-    return concat(gather(executor, as_task_of, calls, stop=stop))
+    # One copy of the caller's context per slice (not per item): its context variables hold in every node.
+    tasks = [(copy_context(), executor, run_items, runtime, runner, call.on(s), stop) for s in slices]
+    return concat(gather(executor, as_task_in, tasks, stop=stop))

@@ -15,25 +15,30 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
+from contextvars import copy_context
 from functools import partial
 from queue import SimpleQueue
 from time import perf_counter
 from types import CoroutineType, ModuleType
 from typing import Any
 
+from .._call import MapCall, RunCall
 from .._errors import coroutine_returned, note_node, unpack_row
-from .._events import Lookup, Observer
-from .._graph import Plan, Wiring
+from .._events import EVENTS_ATTR, Observer
+from .._graph import Wiring
 from .._policy import bind
 from ..executors import _loky
 from ..executors._async import AsyncExecutor
-from ..executors._guard import as_task_of
+from ..executors._guard import as_task_in
 from ..executors.backends import Backend
 from ..failures import Failure, failure_of
-from . import payload
 from .gather import NodeCancelled, cancel, died_note, submit
+from .node_task import RETRIES_ATTR, remote_node
+from .payload import dumps
+from .tasks import NodeTask
 
 __all__ = ["NodeRunner", "acall_node", "call_node", "marker_in", "node_runner", "outputs_of", "store", "store_marker"]
 
@@ -200,6 +205,7 @@ class NodeRunner:
         "funcs",
         "inherit",
         "is_async_executor",
+        "keep_going",
         "lookup",
         "observer",
         "payload",
@@ -209,14 +215,13 @@ class NodeRunner:
 
     def __init__(
         self,
-        plan: Plan,
+        call: RunCall | MapCall,
         executor: Executor,
         remote: bool,
         funcs: Sequence[Callable[..., Any]],
         core: ModuleType,
-        observer: Observer | None,
-        lookup: Lookup | None,
     ) -> None:
+        plan, observer, lookup = call.plan, call.observer, call.lookup
         self.core = core
         self.plan = plan
         self.steps = plan.wiring
@@ -226,35 +231,50 @@ class NodeRunner:
         self.afuncs = bind(plan.funcs, observer)  # for the executor's own loop: coroutines awaited there
         self.observer = observer
         self.lookup = lookup
+        self.keep_going = call.keep_going  # on_error="continue": a failing node leaves its marker, the item goes on
         # A lookup may wrap what runs elsewhere (a thread, a process) so that a nested pipeline
         # there sees what the call passes down (the cache): see _events.Lookup.
         self.inherit: Callable[[Any], Any] | None = None if lookup is None else lookup.inherit
         # Pickled per call, not cached: cloudpickle copies a notebook function's globals,
         # and a later call must see the notebook's later values.
-        self.payload = payload.dumps(plan.nodes) if remote else None
+        self.payload = dumps(plan.nodes) if remote else None
 
-    def _submit(self, k: int, values: list[Any], item: int, keep_going: bool) -> Future[Any]:
+    def _submit(self, k: int, values: list[Any], item: int) -> Future[Any]:
         steps = self.steps
         if self.payload is not None:
             token, data = self.payload
             args = tuple(values[s] for s in steps.args[k])
             if self.observer is not None and self.observer.node_events:
                 self.observer.node_start(k, item, args)
-            remote_node = payload.remote_node if self.inherit is None else self.inherit(payload.remote_node)
+            run = remote_node if self.inherit is None else self.inherit(remote_node)
             observed = self.observer is not None  # then its retries come back too
-            return submit(self.executor, remote_node, token, data, k, args, observed)
+            if self.observer is not None and self.plan.nodes[k].nested:  # and the nested call's events
+                run = self.observer.nested_task(k, item, run)
+            return submit(self.executor, run, NodeTask(token, data, k, steps.names[k], item, args, observed))
+        keep_going = self.keep_going
         if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop (never nested)
             return submit(
                 self.executor, acall_node, steps, self.afuncs, values, k, item, self.observer, None, keep_going
             )
-        task = as_task_of if self.inherit is None else self.inherit(as_task_of)
+        # In a copy of the submitting thread's context, as asyncio.to_thread runs a call: the caller's
+        # context variables hold in the node (an async node's coroutine gets its copy from asyncio).
+        task = as_task_in if self.inherit is None else self.inherit(as_task_in)
         return submit(
-            self.executor, task, self.executor, call_node, steps, self.funcs, values, k, item, self.observer, keep_going
+            self.executor,
+            task,
+            copy_context(),
+            self.executor,
+            call_node,
+            steps,
+            self.funcs,
+            values,
+            k,
+            item,
+            self.observer,
+            keep_going,
         )
 
-    def _finish(
-        self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float, keep_going: bool
-    ) -> Failure | None:
+    def _finish(self, k: int, future: Future[Any], values: list[Any], item: int, submitted: float) -> Failure | None:
         if self.payload is None:
             try:
                 marker = future.result()  # the task stored the outputs (or a marker), or noted and raised the error
@@ -266,6 +286,9 @@ class NodeRunner:
             name = self.steps.names[k]
             try:
                 sent = future.result()
+                if self.observer is not None and self.plan.nodes[k].nested:  # see _submit
+                    sent, events = sent
+                    self._replay(k, item, events)
                 if type(sent) is tuple:  # an observed call: (the pickled result, the retried attempts)
                     sent, attempts = sent
                     self._retried(k, item, attempts)
@@ -277,10 +300,12 @@ class NodeRunner:
             except Exception as exc:
                 note_node(exc, name, item)
                 if self.observer is not None:
-                    attempts = vars(exc).pop(payload.RETRIES_ATTR, None) if hasattr(exc, "__dict__") else None
+                    if self.plan.nodes[k].nested and hasattr(exc, "__dict__"):
+                        self._replay(k, item, vars(exc).pop(EVENTS_ATTR, []))
+                    attempts = vars(exc).pop(RETRIES_ATTR, None) if hasattr(exc, "__dict__") else None
                     self._retried(k, item, attempts or ())
                     self.observer.node_error(k, item, exc)
-                if keep_going:
+                if self.keep_going:
                     return _failed(self.steps, k, item, exc, values)
                 raise
             if self.observer is not None and self.observer.node_events:
@@ -288,6 +313,21 @@ class NodeRunner:
         if self.lookup is not None:
             self.lookup.put(k, item, self._args(k, values), outputs_of(self.steps, k, values))
         return None
+
+    def _replay(self, k: int, item: int, events: Any) -> None:
+        # A nested pipeline's events, recorded in the worker process that ran node k's task.
+        assert self.observer is not None
+        if events is None:
+            warnings.warn(
+                f"hypernodes: the callback events of the pipeline nested in node `{self.steps.names[k]}`"
+                + (f" (map item {item})" if item >= 0 else "")
+                + " could not come back from the worker process (a value in them cannot be pickled):"
+                " callbacks miss them.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            self.observer.replay(events)
 
     def _retried(self, k: int, item: int, attempts: Sequence[tuple[Exception, int, float]]) -> None:
         # A node task's retried attempts in a worker process, reported here once the task is over
@@ -310,20 +350,21 @@ class NodeRunner:
             self.observer.node_cached(k, item, hit[0])
         return True
 
-    def run(self, values: list[Any], item: int = -1, keep_going: bool = False) -> Failure | None:
+    def run(self, values: list[Any], item: int = -1) -> Failure | None:
         """Run every node on ``values`` (filled in place); ``item`` numbers notes and events.
 
-        ``keep_going`` (``on_error="continue"``): a node that fails leaves its error marker
+        A call that keeps going (``on_error="continue"``): a node that fails leaves its error marker
         in its outputs, a node reading a marker is not run and passes it on, and the
         item's first marker is returned (None: no node failed); otherwise the first
         failure is raised.
         """
         if self.payload is not None:
             with _loky.in_use(self.executor):  # a pool of ours is not stopped under this call
-                return self._run(values, item, keep_going)
-        return self._run(values, item, keep_going)
+                return self._run(values, item)
+        return self._run(values, item)
 
-    def _run(self, values: list[Any], item: int, keep_going: bool) -> Failure | None:
+    def _run(self, values: list[Any], item: int) -> Failure | None:
+        keep_going = self.keep_going
         steps = self.steps
         queue = self.core.ReadyQueue(self.plan)
         done: SimpleQueue[int] = SimpleQueue()
@@ -361,7 +402,7 @@ class NodeRunner:
                     queue.done(ready[0])
                     continue
                 for k in ready:
-                    future = self._submit(k, values, item, keep_going)
+                    future = self._submit(k, values, item)
                     running[k] = (future, perf_counter())
                     future.add_done_callback(partial(_put, done, k))
                 if hits or passed:
@@ -370,7 +411,7 @@ class NodeRunner:
                     return failed
                 k = done.get()
                 future, submitted = running.pop(k)
-                marker = self._finish(k, future, values, item, submitted, keep_going)
+                marker = self._finish(k, future, values, item, submitted)
                 if marker is not None:
                     failed = failed or marker
                 queue.done(k)
@@ -384,17 +425,15 @@ def _put(queue: SimpleQueue[int], index: int, _future: Future[Any]) -> None:
 
 
 def node_runner(
-    backend: Backend,
-    plan: Plan,
-    funcs: Sequence[Callable[..., Any]],
-    core: ModuleType,
-    observer: Observer | None = None,
-    lookup: Lookup | None = None,
+    backend: Backend, call: RunCall | MapCall, funcs: Sequence[Callable[..., Any]], core: ModuleType
 ) -> NodeRunner | None:
-    """How to run one item's nodes on ``backend``: None for the cores' sequential loop."""
+    """How to run the nodes of ``call``'s items on ``backend``: None for the cores' sequential loop.
+
+    The runner reads the call's plan, observer, lookup and ``keep_going``; ``funcs`` are
+    the callables for this process's threads (``FuncTable``)."""
     executor = backend.here()
     if executor is None:
         return None
-    if plan.n_nodes < 2 and backend.in_process:
+    if call.plan.n_nodes < 2 and backend.in_process:
         return None  # nothing to overlap, and this thread is as good as a pool's
-    return NodeRunner(plan, executor, not backend.in_process, funcs, core, observer, lookup)
+    return NodeRunner(call, executor, not backend.in_process, funcs, core)

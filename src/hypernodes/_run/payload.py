@@ -1,69 +1,48 @@
-"""What travels to worker processes, and the worker side of a node task.
+"""What travels to worker processes: the payload of a call, pickled once, and the pickler.
 
 Remote executors (loky, ``ProcessPoolExecutor``, a Dask executor, any ``Executor``
 that is not a thread pool) share nothing with the caller. What a call needs there
 (the plan or the nodes, the broadcast inputs) is pickled once per call with
-cloudpickle into a *payload*; every task carries it as bytes with a token, and a
+cloudpickle into a *payload*; every task (``tasks.py``) carries it as bytes with a
+token, or names the file it was written to (:class:`Spilled`, ``spill.py``), and a
 worker unpickles each token once (:func:`load`).
 
 What comes back is pickled by the worker itself (:func:`pickled`), so a value that
 cannot travel is named there (node, output, item) rather than failing later inside
 the executor; an exception that pickle cannot rebuild in the caller's process is
-replaced by a :class:`~hypernodes.errors.RemoteError` (:func:`portable`).
+replaced by a :class:`~hypernodes.errors.RemoteError` (:func:`portable`). The worker
+sides of the two kinds of task live apart: ``slices.py`` (a map slice) and
+``node_task.py`` (one node).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
-import operator
 import os
 import pickle
-import sys
 import threading
 import traceback
 import uuid
-from array import array
-from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from types import CodeType, CoroutineType
-from typing import TYPE_CHECKING, Any, SupportsIndex
+from collections.abc import Callable, Sequence
+from types import CodeType
+from typing import Any
 
-from .._call import Items
-from .._columns import unpack_items
-from .._errors import add_note, coroutine_returned
-from .._policy import Policy
-from .._resources import MADE, resolved
+from .._errors import add_note
 from ..errors import RemoteError
-from ..executors._loop import AwaitOn
-from ..executors._worker import check_parent
 from ..node import Node
 
-if TYPE_CHECKING:
-    import asyncio
-
-    from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12 on
-
-# cloudpickle (~30 ms) and asyncio (~60 ms) are imported on first use: a pipeline
-# that never runs on processes, or has no async node, pays for neither.
+# cloudpickle (~30 ms) is imported on first use: a pipeline that never runs on processes pays nothing for it.
 
 __all__ = [
     "ALIGN",
     "RESULT_ADVICE",
-    "RETRIES_ATTR",
-    "RetryLog",
-    "ShippedItems",
-    "SliceResult",
     "Spilled",
-    "WorkerLoop",
     "carried",
     "dumps",
     "load",
     "pickled",
     "portable",
-    "remote_node",
-    "slice_result",
     "unpicklable_index",
 ]
 
@@ -176,36 +155,6 @@ def _drop_later(ended: list[Any]) -> None:
     threading.Thread(target=ended.clear, name="hypernodes-payload-drop", daemon=True).start()
 
 
-class WorkerLoop:
-    """Awaits async nodes in a worker: one event loop per task, not one per item.
-
-    Items of one slice run one after another in a worker; their coroutines run
-    to completion here. A thread that already runs a loop (rare in a worker)
-    hands the coroutine to a helper thread instead.
-    """
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        import asyncio
-
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # the usual case: a worker thread or process has no loop
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-            return self._loop.run_until_complete(coro)
-        with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-worker-loop") as helper:
-            return helper.submit(asyncio.run, coro).result()
-
-    def close(self) -> None:
-        if self._loop is not None:
-            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
-            self._loop.close()
-            self._loop = None
-
-
 def portable(exc: Exception) -> RemoteError | None:
     """None if ``exc`` survives the trip back to the caller's process; else its stand-in.
 
@@ -304,182 +253,6 @@ def unpicklable_index(values: Sequence[Any]) -> int:
         except Exception:
             return i
     return -1
-
-
-def _values(code: str, data: Buffer, order: str) -> list[Any]:
-    """The values ``array(code)`` holds in ``data`` (written in ``order``'s byte order), as a list."""
-    if order == sys.byteorder:
-        view: memoryview[Any] = memoryview(data).cast("B").cast(code)  # type: ignore[call-overload]
-        return view.tolist()
-    swapped = array(code)
-    swapped.frombytes(data)
-    swapped.byteswap()
-    return swapped.tolist()
-
-
-class ShippedItems:
-    """A slice of a zip map's items on its way to a worker: columns of plain numbers as one buffer each.
-
-    The caller packs each mapped list once per call (``core.pack_column``) and
-    cuts every slice's rows out of its buffer; the worker reads them back
-    (:meth:`items`). Other columns travel as the slice's rows, as
-    :meth:`~hypernodes._call.Items.detached` cuts them.
-    """
-
-    __slots__ = ("base", "codes", "columns", "hi", "lo", "map_slots", "order")
-
-    def __init__(self, items: Items, packed: Sequence[tuple[str, bytes] | None]) -> None:
-        lo, hi = items.lo, items.hi
-        self.map_slots = items.map_slots
-        # numbered as a detached slice: rows 0..hi-1, the first being map item `base`
-        self.base, self.lo, self.hi = items.base + lo, 0, hi - lo
-        self.order = sys.byteorder
-        self.codes = tuple("" if p is None else p[0] for p in packed)  # "": the column's own rows
-        self.columns: tuple[Any, ...] = tuple(  # the rows (a tuple), or their buffer (bytes)
-            column[lo:hi] if p is None else p[1][lo * _SIZES[p[0]] : hi * _SIZES[p[0]]]
-            for column, p in zip(items.sources, packed)  # sources: a LazyColumn's rows travel as its buffer
-        )
-
-    def items(self) -> Items:
-        """The slice, as the worker runs it (numbered from 0, ``base`` where it starts in the map)."""
-        columns: tuple[tuple[Any, ...], ...] = tuple(
-            unpack_items(code, column, self.order) if code else column for code, column in zip(self.codes, self.columns)
-        )
-        return Items(self.map_slots, columns, False, 0, self.hi, self.base)
-
-
-_SIZES = {code: array(code).itemsize for code in "bhiqd"}  # bytes per value of each packed typecode
-
-
-class SliceResult:
-    """What a worker sends back for a map slice: its outputs, one buffer per column where the values allow.
-
-    A column of plain ints or floats travels as one buffer (``core.pack_column``:
-    no per-item objects are pickled, nor unpickled here); the other columns, and the
-    slice's events when the caller observes, are pickled together in ``head``, with
-    protocol 5: large buffers in them (numpy arrays, say) travel out of band, beside
-    ``head`` rather than copied into it, and the arrays rebuilt here use them in place.
-    """
-
-    __slots__ = ("columns", "head", "oob", "order")
-
-    def __init__(
-        self, head: bytes, columns: tuple[tuple[int, str, Buffer], ...], oob: tuple[Buffer, ...], order: str
-    ) -> None:
-        self.head = head  # pickled (the columns, None where packed; the events or None)
-        self.columns = columns  # (output index, array typecode, buffer) of each packed column
-        self.oob = oob  # the head's out-of-band buffers, in order
-        self.order = order  # the worker's byte order
-
-    def __reduce_ex__(self, protocol: SupportsIndex) -> tuple[Any, ...]:
-        # Out-of-band buffers are PickleBuffers (protocol 5 only): a pickler of an older
-        # protocol (a ProcessPoolExecutor before 3.14) gets copies, as writable as the original.
-        oob = self.oob
-        if operator.index(protocol) < 5:
-            oob = tuple(_copy(b) for b in oob)
-        return SliceResult, (self.head, self.columns, oob, self.order)
-
-    def opened(self) -> tuple[list[list[Any]], Any]:
-        """``(columns, events)``: one list per output, and the events (None if not recorded)."""
-        columns, events = pickle.loads(self.head, buffers=self.oob)
-        for j, code, data in self.columns:
-            columns[j] = _values(code, data, self.order)
-        return columns, events
-
-
-def _copy(buffer: Buffer) -> bytes | bytearray:
-    view = memoryview(buffer)
-    return bytes(view) if view.readonly else bytearray(view)
-
-
-def slice_result(pack: Callable[[Any], tuple[str, bytes] | None], columns: list[Any], events: Any) -> SliceResult:
-    """A slice's ``columns`` (one list per output) and ``events``, ready to send back.
-
-    ``pack`` is the core's ``pack_column``. Raises what pickling the rest raises
-    (the caller names the culprit).
-    """
-    rest = list(columns)
-    packed = []
-    for j, column in enumerate(columns):
-        found = pack(column)
-        if found is not None:
-            packed.append((j, *found))
-            rest[j] = None
-    oob: list[pickle.PickleBuffer] = []
-    head = pickled((rest, events), oob.append)
-    return SliceResult(head, tuple(packed), tuple(oob), sys.byteorder)
-
-
-RETRIES_ATTR = "__hypernodes_retries__"
-"""The attribute under which a node task that failed in a worker attaches its retried attempts."""
-
-
-class RetryLog:
-    """Stands in, in a worker process, for the call's observer of a node's retries.
-
-    A node task's :class:`~hypernodes._policy.Policy` reports each retried attempt
-    here; the task sends them back with its result (or on its exception, under
-    ``RETRIES_ATTR``), and the caller reports them to its observer with the item.
-    """
-
-    __slots__ = ("attempts",)
-
-    def __init__(self) -> None:
-        self.attempts: list[tuple[Exception, int, float]] = []
-
-    def node_retry(self, node: int, item: int, exc: Exception, attempt: int, delay: float) -> None:
-        self.attempts.append((exc, attempt, delay))  # a Policy retries only an Exception
-
-    def portable(self) -> list[tuple[Exception, int, float]]:
-        """The attempts, each exception as the caller's process can unpickle it (or its stand-in)."""
-        return [(portable(exc) or exc, attempt, delay) for exc, attempt, delay in self.attempts]
-
-
-def remote_node(
-    token: str, payload: bytes, k: int, args: tuple[Any, ...], retries: bool = False
-) -> bytes | tuple[bytes, list[tuple[Exception, int, float]]]:
-    """Worker side of a node task: node ``k`` of the pickled nodes, called on ``args``; its result pickled.
-
-    The caller reads the result with ``pickle.loads``. A result that cannot be pickled
-    fails here, noted with the output and node; an exception pickle could not rebuild
-    in the caller's process is raised as a :class:`~hypernodes.errors.RemoteError`.
-    With ``retries`` (the caller observes the call), the node's retried attempts come
-    back too: ``(pickled result, attempts)``, or on the exception under ``RETRIES_ATTR``.
-    """
-    check_parent()  # a task queued before the caller died never starts
-    nodes: tuple[Node[..., Any], ...] = load(token, payload)
-    loop = WorkerLoop()  # started only if the node is async
-    log = RetryLog() if retries else None
-    try:
-        node = nodes[k]
-        if MADE[0]:  # a Resource among the arguments: this process's instance
-            args = tuple(resolved(args))
-        call = node._call
-        if log is not None and isinstance(call, Policy):
-            call = call.bound(log, k)
-        result = (AwaitOn(call, loop) if node.is_async else call)(*args)  # async nodes awaited
-        if type(result) is CoroutineType:
-            raise coroutine_returned(result, node.name)
-        try:
-            data = pickled(result)
-        except Exception as exc:
-            outputs = node.outputs
-            i = unpicklable_index(result) if len(outputs) > 1 and isinstance(result, (tuple, list)) else -1
-            what = f"output `{outputs[i] if 0 <= i < len(outputs) else outputs[0]}`"
-            add_note(exc, f"hypernodes: {what} of node `{node.name}` cannot be pickled. {RESULT_ADVICE}")
-            raise
-        return data if log is None else (data, log.portable())
-    except Exception as exc:
-        stand_in = portable(exc)
-        error = exc if stand_in is None else stand_in
-        if log is not None and log.attempts:
-            with contextlib.suppress(Exception):  # an exception that takes no attributes loses them, never itself
-                setattr(error, RETRIES_ATTR, log.portable())
-        if stand_in is None:
-            raise
-        raise stand_in from exc
-    finally:
-        loop.close()
 
 
 class Spilled:

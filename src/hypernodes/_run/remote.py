@@ -1,66 +1,44 @@
-"""Process maps: slices of items run by worker processes, both sides of the boundary.
+"""Process maps, the parent side: slices of items sent to worker processes, their results put in place.
 
-Parent side (:func:`map_remote`): the plan, the broadcast inputs and what the
-workers need to run the nodes (:class:`RemoteMap`) are pickled once per call;
-each task carries that payload's bytes (a large payload is written once to a file
-each worker reads once, see :mod:`.spill`) and its own slice of the items (zip
-columns cut to its rows, a column of plain ints or floats as one buffer, see
-:class:`~.payload.ShippedItems`; product columns whole). Slices come back as one column per
-output (a column of plain ints or floats as one buffer, see
-:class:`~.payload.SliceResult`), with the slice's events when the call has an
-observer; as each slice arrives, its events are replayed on the calling thread and
-its values put in place in the call's result lists. The worker pickles what it
-sends back itself (an unpicklable output is named there); an exception that pickle
-cannot rebuild here comes back as a :class:`~hypernodes.errors.RemoteError`.
-
-Worker side (:func:`remote_batch`): the slice runs on the caller's core, through
-the cores' batch loop or, with a node executor by name ("threaded", "async"),
-through a node runner made in the worker; no engine is built there.
+:func:`map_remote` pickles what the workers need once per call (the call's remote
+form, ``MapCall.remote``, in a :class:`~.slices.SlicePayload`); each task is a
+:class:`~.tasks.SliceTask` carrying that payload's bytes (a large payload is written
+once to a file each worker reads once, see :mod:`.spill`) and its own slice of the
+items (zip columns cut to its rows, a column of plain ints or floats as one buffer,
+see :class:`~.slices.ShippedItems`; product columns whole). Slices come back as one
+column per output (see :class:`~.slices.SliceResult`), with the slice's events when
+the call has an observer; as each slice arrives, its events are replayed on the
+calling thread and its values put in place in the call's result lists. The worker
+side is :func:`~.slices.remote_batch`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor
 from types import ModuleType
 from typing import Any
 
-from .. import _core
 from .._call import Items, MapCall
 from .._errors import add_note
-from .._events import EVENTS_ATTR, Lookup, RemoteObserver
-from .._graph import Plan
+from .._events import EVENTS_ATTR
 from .._resources import Resource
 from ..errors import WorkerDied
 from ..executors import _loky
-from ..executors._loop import CoroutineRunner, LoopThread
-from ..executors._worker import check_parent
-from ..executors.backends import Sequential, backend_for
-from ..failures import Failure, unique
+from ..failures import Failure
 from .crashes import rerun
 from .gather import died_note, gather
 from .hits import Hits
-from .items import run_items
-from .nodes import node_runner
-from .payload import (
-    RESULT_ADVICE,
-    ShippedItems,
-    SliceResult,
-    Spilled,
-    WorkerLoop,
-    carried,
-    dumps,
-    load,
-    portable,
-    slice_result,
-    unpicklable_index,
-)
-from .runtime import FuncTable, Runtime
+from .payload import dumps
+from .runtime import Runtime
+from .slices import SlicePayload, SliceResult, remote_batch
 from .spill import payload_for
+from .tasks import ShippedItems, SliceTask
 
-__all__ = ["RemoteMap", "map_remote", "remote_batch"]
+__all__ = ["map_remote"]
 
 
 _CRASHED = "(worker process died)"
@@ -72,39 +50,6 @@ bar) hear from the workers every few percent of the map rather than once per wor
 extra tasks cost ~0.3 ms each, only when a callback listens)."""
 
 
-class RemoteMap:
-    """What every worker of one process map needs; pickled once per call."""
-
-    __slots__ = ("core", "keep_going", "lookup", "max_workers", "node_backend", "observer", "plan", "template")
-
-    def __init__(
-        self,
-        plan: Plan,
-        template: list[Any],
-        node_backend: str,
-        max_workers: int | None,
-        core: str,
-        observer: RemoteObserver | None,
-        lookup: Lookup | None,
-        keep_going: bool = False,
-    ) -> None:
-        self.plan = plan
-        self.template = template
-        self.node_backend = node_backend  # a portable backend's name, made anew in each worker
-        self.max_workers = max_workers
-        self.core = core  # the IMPLEMENTATION the caller runs on
-        self.observer = observer  # records the slice's events, sent back with its results
-        self.lookup = lookup
-        self.keep_going = keep_going  # on_error="continue": failures come back as markers in the columns
-
-    def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, k) for k in self.__slots__)
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        for k, v in zip(self.__slots__, state):
-            setattr(self, k, v)
-
-
 def map_remote(runtime: Runtime, call: MapCall, executor: Executor, hits: Hits | None = None) -> list[list[Any]]:
     """The items of ``call`` on the remote ``executor``; one list per output.
 
@@ -112,16 +57,7 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor, hits: Hits |
     their values fill its results.
     """
     observer = call.observer
-    spec = RemoteMap(
-        call.plan,
-        call.values,
-        runtime.nodes.name,
-        runtime.max_workers,
-        runtime.core.IMPLEMENTATION,
-        None if observer is None else observer.remote(),
-        call.lookup,
-        call.keep_going,
-    )
+    spec = SlicePayload(call.remote(), runtime.nodes.name, runtime.max_workers, runtime.core.IMPLEMENTATION)
     workers, per_worker = runtime.items.workers(executor), runtime.items.tasks_per_worker
     if observer is not None:  # progress moves as slices arrive: at least every 1/PROGRESS_SLICES of the map
         per_worker = max(per_worker, -(-PROGRESS_SLICES // workers))
@@ -144,8 +80,8 @@ def map_remote(runtime: Runtime, call: MapCall, executor: Executor, hits: Hits |
             )
             raise
 
-        def tasks(pieces: list[Items]) -> list[tuple[Any, ...]]:
-            return [(token, payload, part) for part in _shipped(runtime.core, call.items, pieces)]
+        def tasks(pieces: list[Items]) -> list[tuple[SliceTask]]:
+            return [(SliceTask(token, payload, part),) for part in _shipped(runtime.core, call.items, pieces)]
 
         return _gather_slices(runtime, call, executor, slices, tasks, None if hits is None else hits.results)
 
@@ -166,7 +102,8 @@ def _gather_slices(
 ) -> list[list[Any]]:
     """Run the ``slices`` (``tasks`` gives their task arguments), putting each slice's values in place as it arrives.
 
-    When a worker of our pool dies, the slices whose results did not come back run
+    When a worker of our pool dies (or a Dask task's workers died until its
+    ``allowed-failures`` ran out), the slices whose results did not come back run
     again on fresh workers until the items that kill their worker are found
     (:mod:`.crashes`): each is the item's :class:`~hypernodes.failures.Failure` (a
     :class:`~hypernodes.errors.WorkerDied`) with ``on_error="continue"``, or the
@@ -174,12 +111,14 @@ def _gather_slices(
     """
     observer = call.observer
     bisects = _loky.is_ours(executor)  # a pool of ours is replaced when broken; an executor of the user's is not
+    # An executor whose cluster replaces dead workers itself (Dask) says which errors mean a worker died.
+    worker_died: Callable[[BaseException], bool] | None = getattr(executor, "worker_died", None)
 
     def items_of(piece: Items) -> str:
         return f"map items {piece.base + piece.lo}..{piece.base + piece.hi - 1}"
 
     def on_error(exc: BaseException, piece: Items) -> None:
-        if not (bisects and isinstance(exc, BrokenExecutor)):
+        if not (bisects and isinstance(exc, BrokenExecutor)) and not (worker_died is not None and worker_died(exc)):
             died_note(exc, items_of(piece))
         events = getattr(exc, EVENTS_ATTR, None)
         if observer is not None and events is not None:
@@ -194,7 +133,7 @@ def _gather_slices(
 
     def on_result(data: SliceResult, piece: Items) -> None:
         try:
-            columns, events = data.opened()
+            columns, events = data.unpickled()
         except Exception as exc:
             add_note(
                 exc,
@@ -204,9 +143,7 @@ def _gather_slices(
             raise
         if observer is not None:
             observer.replay(events)
-        at = piece.lo - start
-        for out, column in zip(results, columns):
-            out[at : at + len(column)] = column
+        data.place(columns, results, piece.lo - start, runtime.core.unpack_column)
 
     def on_slice(data: SliceResult, i: int) -> None:
         on_result(data, slices[i])
@@ -214,8 +151,9 @@ def _gather_slices(
 
     try:
         gather(executor, remote_batch, tasks(slices), lambda exc, i: on_error(exc, slices[i]), on_result=on_slice)
-    except BrokenExecutor as exc:
-        if not (bisects and _loky.broken(executor)):
+    except Exception as exc:
+        on_cluster = worker_died is not None and worker_died(exc)
+        if not (on_cluster or (isinstance(exc, BrokenExecutor) and bisects and _loky.broken(executor))):
             raise
         died = exc
 
@@ -229,13 +167,17 @@ def _gather_slices(
                 out[piece.lo - start] = failure
 
         def pool() -> Executor:
+            if on_cluster:
+                return executor  # the cluster replaced its dead workers
             fresh = runtime.items.executor()  # our pool, a broken one replaced
             assert fresh is not None
             return fresh
 
         unfinished = [s for s, done in zip(slices, arrived) if not done]
         workers = runtime.items.workers(executor)
-        if not rerun(unfinished, pool, tasks, remote_batch, on_result, on_error, on_crash, workers):
+        lost = worker_died if on_cluster else None
+        if not rerun(unfinished, pool, _renamed(tasks) if on_cluster else tasks, remote_batch, on_result, on_error,
+                     on_crash, workers, lost):  # fmt: skip
             warnings.warn(
                 f"hypernodes: a worker process died while running this map ({type(died).__name__}); {len(unfinished)} "
                 "slices of items whose results had not come back ran again on fresh workers and all completed, so "
@@ -247,6 +189,17 @@ def _gather_slices(
     return results
 
 
+def _renamed(tasks: Callable[[list[Items]], list[tuple[Any, ...]]]) -> Callable[[list[Items]], list[tuple[Any, ...]]]:
+    """``tasks`` under a fresh token at each call: a cluster keys a task by token and first item,
+    and would answer a piece run again under an old key with that key's old result (its death)."""
+
+    def renamed(pieces: list[Items]) -> list[tuple[Any, ...]]:
+        token = uuid.uuid4().hex
+        return [(SliceTask(token, task.payload, task.items),) for (task,) in tasks(pieces)]
+
+    return renamed
+
+
 def _shipped(core: ModuleType, items: Items, slices: list[Items]) -> list[Items] | list[ShippedItems]:
     """What each slice sends to its worker: zip columns of plain numbers packed once, then cut per slice."""
     if not items.product:
@@ -255,115 +208,6 @@ def _shipped(core: ModuleType, items: Items, slices: list[Items]) -> list[Items]
         if any(p is not None for p in packed):
             return [ShippedItems(s, packed) for s in slices]
     return [s.detached() for s in slices]
-
-
-def remote_batch(token: str, payload: bytes | Spilled, part: Items | ShippedItems) -> SliceResult:
-    """Worker side of a map slice: ``items`` through the pipeline; one column per output, ready to travel.
-
-    Columns of plain ints or floats travel as one buffer each; the rest (and, with an
-    observing caller, the slice's events) is pickled here (:func:`~.payload.slice_result`).
-    A failure carries the events recorded before it on the exception (``EVENTS_ATTR``).
-    The results are pickled here, not by the executor after the task returns, so a value
-    that cannot be pickled (a client, a lock) is named with its output, node and item.
-    An exception that pickle could not rebuild in the caller's process is raised as a
-    :class:`~hypernodes.errors.RemoteError`.
-    """
-    check_parent()  # a slice queued before the caller died never starts
-    items = part.items() if isinstance(part, ShippedItems) else part
-    try:
-        spec, core, result = _remote_batch(token, payload, items)
-        return _results(core, spec.plan, result, spec.observer is not None, items.base + items.lo)
-    except Exception as exc:
-        # The events are checked apart from the exception: they may hold it (an error
-        # event), or a value the callbacks asked for that cannot travel.
-        events = vars(exc).pop(EVENTS_ATTR, None) if hasattr(exc, "__dict__") else None
-        stand_in = portable(exc)
-        error = exc if stand_in is None else stand_in
-        if events is not None:
-            events = carried(events, exc, error)
-            if events is None:
-                add_note(error, "hypernodes: the callback events of this slice cannot be pickled; they are lost.")
-            else:
-                setattr(error, EVENTS_ATTR, events)
-        if stand_in is None:
-            raise
-        raise stand_in from exc
-
-
-def _remote_batch(token: str, payload: bytes | Spilled, items: Items) -> tuple[RemoteMap, ModuleType, Any]:
-    spec: RemoteMap = load(token, payload)
-    core = _core.module(spec.core)
-    recorder = None if spec.observer is None else spec.observer.remote()  # one per task: tasks may share a process
-    nodes = backend_for(spec.node_backend, "node", spec.max_workers)
-    # Blocking loops await async nodes on one loop: this thread's own when the nodes run
-    # here, a loop thread when node tasks (threads) may await at once.
-    loop: WorkerLoop | LoopThread = WorkerLoop() if isinstance(nodes, Sequential) else LoopThread("hypernodes-worker")
-    runner: CoroutineRunner = loop
-    funcs = FuncTable(runner)
-    try:
-        runtime = Runtime(nodes, Sequential("sequential"), funcs, spec.max_workers, core)
-        node_level = node_runner(nodes, spec.plan, funcs(spec.plan), core, recorder, spec.lookup)
-        columns = run_items(
-            runtime, node_level, spec.plan, spec.template, items, recorder, spec.lookup, None, spec.keep_going
-        )
-    except BaseException as exc:
-        if recorder is not None:
-            # an exception that takes no attributes loses its events, never itself
-            with contextlib.suppress(Exception):
-                setattr(exc, EVENTS_ATTR, recorder.drain())
-        raise
-    finally:
-        try:
-            nodes.shutdown()
-        finally:
-            loop.close()
-    events = None if recorder is None else recorder.drain()
-    if spec.keep_going:
-        assert columns is not None  # no stop flag here
-        events = _portable_failures(core, columns, events)
-    return spec, core, (columns if recorder is None else (columns, events))
-
-
-def _portable_failures(core: ModuleType, columns: list[list[Any]], events: Any) -> Any:
-    """Make every error marker of ``columns`` fit to travel back; the events, with the same swaps.
-
-    A marker's traceback is formatted here (its frames stay in this process), and an
-    exception pickle cannot rebuild in the caller is replaced, in the marker and in
-    the events that report it, by its :class:`~hypernodes.errors.RemoteError` stand-in.
-    """
-    for failure in unique(core.find_failures(columns)):
-        _ = failure.traceback  # formatted now, from the original exception
-        stand_in = portable(failure.error)  # type: ignore[arg-type]
-        if stand_in is not None:
-            if events is not None:
-                # the events that cannot travel even so are lost, never the results
-                events = carried(events, failure.error, stand_in) or []
-            failure.error = stand_in
-    return events
-
-
-def _results(core: ModuleType, plan: Plan, result: Any, with_events: bool, first: int) -> SliceResult:
-    """``result`` ready to send back; on failure, the note names the output, node and item that cannot be pickled."""
-    columns, events = result if with_events else (result, None)
-    try:
-        return slice_result(core.pack_column, columns, events)
-    except Exception as exc:
-        wiring = plan.wiring
-        producer = {slot: wiring.names[k] for k in range(plan.n_nodes) for slot in wiring.outs[k]}
-        for name, slot, column in zip(plan.result_names, wiring.result_slots, columns):
-            i = unpicklable_index(column)
-            if i >= 0:
-                where = f"output `{name}` of node `{producer.get(slot, '?')}`, map item {first + i}"
-                add_note(exc, f"hypernodes: {where}, cannot be pickled. {RESULT_ADVICE}")
-                break
-        else:
-            if with_events:  # the outputs travel: a value the callbacks asked for does not
-                add_note(
-                    exc,
-                    "hypernodes: the node events recorded for this call's callbacks (with the values they "
-                    "asked for) cannot be pickled to send back from the worker process.",
-                )
-        raise
 
 
 def _unpicklable(call: MapCall) -> list[str]:

@@ -9,7 +9,9 @@ to a file (in ``/dev/shm``, memory, where it exists), and each task carries a
 :class:`Spilled` reference: every worker maps the file once per call
 (:func:`~.payload.load` keeps it by token while the call runs), its arrays used in
 place, and each task carries only its slice. The file is removed when the call ends; loky's resource
-tracker removes it if the caller dies first.
+tracker removes it if the caller dies first. A Dask cluster whose workers all listen on
+loopback addresses (DaskEngine's own LocalCluster, say) gets the file too, instead of the
+payload's bytes travelling through its scheduler to one worker and on to the others.
 
 An array that already lives in a file (a ``numpy.memmap`` opened ``"r"``, ``"r+"`` or
 ``"w+"``, or a contiguous view of one: the file holds exactly its values) is not
@@ -48,15 +50,18 @@ _SHM = "/dev/shm"
 
 
 def _local(executor: Executor) -> bool:
-    # Worker processes certainly on this machine: our pools, loky's, the stdlib's.
-    # A Dask cluster (or any other executor) may run elsewhere: its tasks carry the bytes.
+    # Worker processes certainly on this machine: our pools, loky's, the stdlib's, and an
+    # executor that says its workers all run here (DaskEngine's, on loopback addresses).
+    # Another (a Dask cluster elsewhere, any executor) may run elsewhere: its tasks carry the bytes.
     # The stdlib's pool is looked up, not imported (importing concurrent.futures.process
     # costs ~9 ms of `import hypernodes`): an executor can be one only once it is loaded.
     stdlib = sys.modules.get("concurrent.futures.process")
+    here = getattr(executor, "on_this_machine", None)
     return (
         _loky.is_ours(executor)
         or (stdlib is not None and isinstance(executor, stdlib.ProcessPoolExecutor))
         or type(executor).__module__.startswith("loky.")
+        or (callable(here) and here() is True)
     )
 
 

@@ -12,7 +12,7 @@ opts out). A node's **key** is a digest of
   *value*, hashed by its exact type and all of its state (:func:`hash_value`;
   :func:`register_hasher` for classes you do not own).
 
-So a key is known from the inputs alone: :class:`CacheLookup` computes the keys of
+So a key is known from the inputs alone: :class:`~.lookup.CacheLookup` computes the keys of
 a whole map slice up front and asks the cache for all of them in one query; a
 downstream node never hashes a large upstream output. Changing a function's body
 invalidates it and everything downstream; a comment, a docstring or an unrelated
@@ -35,13 +35,10 @@ from __future__ import annotations
 
 from ._explain import explain
 from .hashing import Unhashable, compute_signature, hash_code, hash_inputs, hash_value, register_hasher
-from .lookup import INHERITED, CacheLookup
 from .storage import Cache, CacheWarning, DiskCache, MemoryCache
 
 __all__ = [
-    "INHERITED",
     "Cache",
-    "CacheLookup",
     "CacheWarning",
     "DiskCache",
     "MemoryCache",

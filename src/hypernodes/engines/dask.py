@@ -17,7 +17,9 @@ module only adds what a cluster does better than a generic executor:
   gets ``tasks_per_worker`` slices;
 * a worker that dies is the scheduler's business (it reruns the task elsewhere,
   up to its ``allowed-failures``); when those run out, the ``KilledWorker``
-  error names the slice's items. ``retries=`` reruns tasks that raise.
+  error names the slice's items, or the node (``node_tasks=True``): the drivers'
+  tasks are named records (``_run/tasks.py``), read here by type. ``retries=``
+  reruns tasks that raise.
 
 ``distributed`` is imported on first use: ``import hypernodes`` (and this module)
 never load it.
@@ -34,9 +36,11 @@ from typing import Any
 
 from .._errors import add_note, check_bool
 from .._run import Runtime
+from .._run.payload import Spilled
+from .._run.tasks import Task
 from ..engine import HypernodesEngine
 from ..errors import ExecutorSpecError
-from ..executors import check_max_workers
+from ..executors._spec import check_max_workers
 from ..executors.backends import PROCESS_TASKS_PER_WORKER, Backend, Sequential
 
 __all__ = ["DaskBackend", "DaskEngine", "DaskExecutor"]
@@ -54,14 +58,16 @@ def _distributed() -> ModuleType:
     return distributed
 
 
-def _what(rest: tuple[Any, ...]) -> str:
-    """The work a task of the drivers does, for messages: ``map items 3..5`` or ``node #2``."""
-    if len(rest) == 1 and hasattr(rest[0], "base"):
-        items = rest[0]
-        return f"map items {items.base + items.lo}..{items.base + items.hi - 1}"
-    if len(rest) == 2 and isinstance(rest[0], int):
-        return f"node #{rest[0]} of the pipeline"
-    return "a task"
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address's host part) is this machine's loopback."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def _check_address(address: str) -> None:
@@ -84,12 +90,18 @@ def _payload(data: bytes) -> bytes:
     return data
 
 
+def _run_task(fn: Callable[[Task], Any], task: Task, payload: bytes) -> Any:
+    """On a worker: ``fn`` on ``task`` with its call's payload, which Dask delivered apart
+    (a keyed task's result: Dask resolves futures among a task's arguments, not inside a record)."""
+    return fn(task.carrying(payload))
+
+
 class DaskExecutor(Executor):
     """A ``concurrent.futures`` executor over a ``distributed.Client``, for the drivers' tasks.
 
-    The drivers submit ``fn(token, payload, *rest)`` (a map slice: ``rest`` is its
-    items; a node task: the node's index and arguments). The payload is sent once
-    per token (a keyed task every task of that token depends on) and released
+    The drivers submit ``fn(task)``, ``task`` a :class:`~hypernodes._run.tasks.SliceTask`
+    (a map slice) or ``NodeTask`` (one node), read here by type. The payload is sent
+    once per token (a keyed task every task of that token depends on) and released
     when that token's last task is done; every key is explicit. Other calls are
     submitted as they are.
     """
@@ -139,27 +151,52 @@ class DaskExecutor(Executor):
                 if entry[1] <= 0:
                     del self._scattered[token]  # the last reference: Dask forgets the payload
 
+    def worker_died(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the workers running a task died (the scheduler gave up on it).
+
+        The drivers then run the task's items again in smaller pieces to find the
+        ones that kill their worker (``_run/crashes.py``).
+        """
+        return type(exc).__name__ == "KilledWorker"
+
+    def on_this_machine(self) -> bool:
+        """Whether every worker of the cluster listens on a loopback address (runs on this machine).
+
+        A large payload then goes through a file they all map (``_run/spill.py``) rather
+        than through the scheduler and the network.
+        """
+        from distributed.comm.addressing import get_address_host
+
+        workers = list(self._client.nthreads())
+        try:
+            return bool(workers) and all(_loopback(get_address_host(a)) for a in workers)
+        except (ValueError, TypeError):  # an address of a kind we do not know: not ours to say
+            return False
+
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Submit ``fn(*args, **kwargs)`` to the cluster; a ``concurrent.futures.Future`` of its result."""
-        if kwargs or len(args) < 2 or not (isinstance(args[0], str) and isinstance(args[1], bytes)):
-            return self._bridge(self._client.submit(fn, *args, pure=False, **kwargs), None, ())
-        token, payload, *rest = args
-        data = self._scatter(token, payload)
+        task = args[0] if len(args) == 1 and not kwargs else None
+        if not isinstance(task, Task) or not isinstance(task.payload, (bytes, Spilled)):
+            return self._bridge(self._client.submit(fn, *args, pure=False, **kwargs), None, None)
+        token = task.token
+        key = f"hypernodes-{token}-{task.key}"
+        if isinstance(task.payload, Spilled):  # a file the workers of this machine map: nothing to send once
+            future = self._client.submit(fn, task, key=key, pure=False, retries=self.retries)
+            return self._bridge(future, None, task)
+        data = self._scatter(token, task.payload)
         try:
-            if len(rest) == 1 and hasattr(rest[0], "base"):
-                key = f"hypernodes-{token}-{rest[0].base + rest[0].lo}"
-            else:
-                key = f"hypernodes-{token}-node-{rest[0]}"
             place = self._place(token)
             where: dict[str, Any] = {} if place is None else {"workers": place, "allow_other_workers": True}
-            task = self._client.submit(fn, token, data, *rest, key=key, pure=False, retries=self.retries, **where)
+            bare = task.carrying(None)  # the payload travels as the keyed task's result, once per worker
+            future = self._client.submit(_run_task, fn, bare, data, key=key, pure=False, retries=self.retries, **where)
         except BaseException:
             self._release(token)
             raise
-        return self._bridge(task, token, tuple(rest))
+        return self._bridge(future, token, task)
 
-    def _bridge(self, task: Any, token: str | None, rest: tuple[Any, ...]) -> Future[Any]:
+    def _bridge(self, future: Any, token: str | None, task: Task | None) -> Future[Any]:
         out: Future[Any] = Future()
+        what = "a task" if task is None else task.what()  # map items 3..5, node `embed`
 
         def relay(done: Any) -> None:  # on distributed's callback thread
             if not out.set_running_or_notify_cancel():  # cancelled by the caller meanwhile
@@ -170,8 +207,8 @@ class DaskExecutor(Executor):
                 if type(exc).__name__ == "KilledWorker":
                     add_note(
                         exc,
-                        f"hypernodes: the Dask workers running {_what(rest)} died each time the scheduler "
-                        "tried it (its `distributed.scheduler.allowed-failures` are used up). Likely causes: a "
+                        f"hypernodes: the Dask workers running {what} died each time the scheduler tried it "
+                        "(its `distributed.scheduler.allowed-failures` are used up). Likely causes: a "
                         "crash in native code, os._exit() in a node, or the worker running out of memory.",
                     )
                 out.set_exception(exc)
@@ -182,10 +219,10 @@ class DaskExecutor(Executor):
             if token is not None:
                 self._release(token)
             if f.cancelled():
-                task.cancel()
+                future.cancel()
 
         out.add_done_callback(forward)
-        task.add_done_callback(relay)
+        future.add_done_callback(relay)
         return out
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -12,6 +12,6 @@ from __future__ import annotations
 
 from ._async import AsyncExecutor
 from ._sequential import SequentialExecutor
-from ._spec import DEFAULT_WORKERS, EXECUTOR_NAMES, check_max_workers
+from ._spec import DEFAULT_WORKERS, EXECUTOR_NAMES
 
-__all__ = ["DEFAULT_WORKERS", "EXECUTOR_NAMES", "AsyncExecutor", "SequentialExecutor", "check_max_workers"]
+__all__ = ["DEFAULT_WORKERS", "EXECUTOR_NAMES", "AsyncExecutor", "SequentialExecutor"]

@@ -9,12 +9,13 @@ that level inline instead.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-__all__ = ["as_task_of", "is_task_of"]
+__all__ = ["as_task_in", "as_task_of", "is_task_of"]
 
 _running = threading.local()
 
@@ -27,6 +28,12 @@ def as_task_of(executor: Executor, fn: Callable[..., Any], /, *args: Any) -> Any
         return fn(*args)
     finally:
         stack.pop()
+
+
+def as_task_in(context: contextvars.Context, executor: Executor, fn: Callable[..., Any], /, *args: Any) -> Any:
+    """:func:`as_task_of` inside ``context``: the caller's ``copy_context()``, made when the task was
+    submitted, so the context variables the caller set hold in the task (as ``asyncio.to_thread`` does)."""
+    return context.run(as_task_of, executor, fn, *args)
 
 
 def is_task_of(executor: Executor) -> bool:

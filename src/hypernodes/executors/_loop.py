@@ -9,6 +9,7 @@ runs a loop.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 # asyncio is imported on first use (it costs ~60 ms): most pipelines have no async node.
 
-__all__ = ["AwaitOn", "CoroutineRunner", "LoopThread"]
+__all__ = ["AwaitOn", "CoroutineRunner", "LoopThread", "WorkerLoop"]
 
 
 class CoroutineRunner(Protocol):
@@ -111,7 +112,8 @@ class LoopThread:
 
         if self._thread is threading.current_thread():
             with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-nested-loop") as helper:
-                return helper.submit(asyncio.run, coro).result()
+                # in a copy of this context, as a task on the loop would be: the caller's context variables hold
+                return helper.submit(contextvars.copy_context().run, asyncio.run, coro).result()
         future = self.submit(coro)
         try:
             return future.result()
@@ -144,3 +146,33 @@ class LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         if thread is not threading.current_thread():
             thread.join()
+
+
+class WorkerLoop:
+    """Awaits async nodes in a worker: one event loop per task, not one per item.
+
+    Items of one slice run one after another in a worker; their coroutines run
+    to completion here. A thread that already runs a loop (rare in a worker)
+    hands the coroutine to a helper thread instead.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: a worker thread or process has no loop
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            return self._loop.run_until_complete(coro)
+        with ThreadPoolExecutor(1, thread_name_prefix="hypernodes-worker-loop") as helper:
+            return helper.submit(asyncio.run, coro).result()
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+            self._loop = None

@@ -24,8 +24,10 @@ the chart works even where no OpenTelemetry SDK is configured.
 
 from __future__ import annotations
 
-import threading
+import os
 from pathlib import Path
+from threading import get_ident
+from time import time_ns
 from typing import Any
 
 from ..callbacks import CallbackContext, PipelineCallback
@@ -55,6 +57,8 @@ def _place(ctx: CallbackContext) -> tuple[str, tuple[int, ...]]:
     ``item_indices`` and ``hierarchy_path`` copy them, and this runs for every span.
     """
     stack, items = ctx._stack, ctx._items
+    if stack and len(items) == len(stack):
+        return stack[-1], items
     if len(items) != len(stack):  # an event reported without its items
         items = (*items, *(-1,) * (len(stack) - len(items)))[: len(stack)]
     return (stack[-1] if stack else ""), items
@@ -69,6 +73,21 @@ def _version() -> str | None:
         return version("hypernodes")
     except PackageNotFoundError:
         return None
+
+
+_LANES: dict[int, tuple[tuple[int, int], str]] = {}
+"""Thread id -> its lane (process id, thread id) and ``hypernodes.worker`` attribute, in this
+process: made once per thread (a forked child starts over: its process id is another)."""
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_LANES.clear)
+
+
+def _lane(ident: int) -> tuple[tuple[int, int], str]:
+    """The lane and worker attribute of thread ``ident`` of this process, kept in ``_LANES``."""
+    lane = (os.getpid(), ident)
+    found = _LANES[ident] = (lane, f"{lane[0]}:{lane[1]}")
+    return found
 
 
 class _Trace:
@@ -236,40 +255,101 @@ class TelemetryCallback(PipelineCallback):
     def on_pipeline_error(self, pipeline_id: str, error: BaseException, duration: float, ctx: CallbackContext) -> None:
         self._end_pipeline(ctx, error)
 
+    # The hooks of every item and node (on_map_item_start/end, on_node_start/end) are the
+    # callback's cost per span: they read the context's fields and the call's trace directly.
+
     def on_map_item_start(self, item_index: int, ctx: CallbackContext) -> None:
-        self._item(ctx)
+        self._item(ctx.data.get(self._key) or self._trace(ctx), *_place(ctx), ctx)
 
     def on_map_item_end(self, item_index: int, duration: float, ctx: CallbackContext) -> None:
-        record = self._trace(ctx).items.pop(_place(ctx), None)
+        trace: _Trace | None = ctx.data.get(self._key)
+        record = None if trace is None else trace.items.pop(_place(ctx), None)
         if record is not None:
             self._close(record, ctx, FAILED if record.failed else RETRIED if record.attempts > 1 else RAN)
 
     def on_map_item_cached(self, item_index: int, signature: str, ctx: CallbackContext) -> None:
-        record = self._item(ctx)
+        record = self._item(self._trace(ctx), *_place(ctx), ctx)
         self._trace(ctx).items.pop(_place(ctx), None)
         if record.otel is not None:
             record.otel.set_attributes({"hypernodes.cached": True, "hypernodes.cache_signature": signature})
         self._close(record, ctx, CACHED)
 
     def on_map_item_failed(self, item_index: int, failure: Any, ctx: CallbackContext) -> None:
-        record = self._item(ctx)
+        record = self._item(self._trace(ctx), *_place(ctx), ctx)
         self._trace(ctx).items.pop(_place(ctx), None)
         error = getattr(failure, "error", None)
         self._close(record, ctx, FAILED, error if isinstance(error, BaseException) else None)
 
     def on_node_start(self, node_id: str, inputs: dict[str, Any], ctx: CallbackContext) -> None:
+        trace: _Trace | None = ctx.data.get(self._key)
+        stack, items = ctx._stack, ctx._items
+        if trace is not None and ctx._origin is None and stack and len(items) == len(stack) and items[-1] >= 0:
+            # The common case, made here in one go: a node of a map item, in this process.
+            pipeline_id = stack[-1]
+            key = (pipeline_id, items, node_id)
+            parent = trace.items.get((pipeline_id, items))
+            if parent is not None and parent.otel_context is not None and key not in trace.nodes:
+                start = time_ns()
+                ident = get_ident()
+                lane, worker = _LANES.get(ident) or _lane(ident)
+                item = items[-1]
+                record = SpanRecord("node", node_id, pipeline_id, item, start, parent, lane)
+                span = record.otel = self._tracer.start_span(
+                    self._names.get(node_id) or self._name(node_id),
+                    context=parent.otel_context,
+                    attributes={
+                        "hypernodes.node_id": node_id,
+                        "hypernodes.item_index": item,
+                        "hypernodes.pipeline_id": pipeline_id,
+                        "hypernodes.worker": worker,
+                    },
+                    start_time=start,
+                )
+                trace.nodes[key] = record
+                trace_api, context = self._api
+                current = record.otel_context = trace_api.set_span_in_context(span)
+                record.token = (context.attach(current), ident)  # see below
+                return
         record = self._node(ctx, node_id)
-        if record.otel is not None and ctx._origin is None:
+        span = record.otel
+        if span is not None and ctx._origin is None:
             # The hook runs on the thread (and in the context) that calls the node next: made
             # current there, the node's span is the parent of spans the node's own code makes
             # (an HTTP or LLM client's instrumentation). Not for replayed worker events.
-            trace, context = self._api
-            record.token = (context.attach(record.context(trace)), threading.get_ident())
+            trace_api, context = self._api
+            current = record.otel_context
+            if current is None:
+                current = record.otel_context = trace_api.set_span_in_context(span)
+            record.token = (context.attach(current), get_ident())
 
     def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: CallbackContext) -> None:
-        record = self._trace(ctx).nodes.pop((*_place(ctx), node_id), None)
-        if record is not None:
+        trace: _Trace | None = ctx.data.get(self._key)
+        if trace is None:
+            return
+        stack, items = ctx._stack, ctx._items
+        if stack and len(items) == len(stack):
+            record = trace.nodes.pop((stack[-1], items, node_id), None)
+        else:
+            record = trace.nodes.pop((*_place(ctx), node_id), None)
+        if record is None:
+            return
+        span, token = record.otel, record.token
+        if span is None or token is None or record.attempts > 1 or ctx._origin is not None:
             self._close(record, ctx, RETRIED if record.attempts > 1 else RAN)
+            return
+        # The common case, closed here in one go (as _close does): a node that ran in this process.
+        end = time_ns()
+        if end < record.start_ns:  # the wall clock went back
+            end = record.start_ns
+        record.end_ns = end
+        record.status = RAN
+        record.token = None
+        if token[1] == get_ident():
+            self._api[1].detach(token[0])
+        span.set_attribute("hypernodes.status", RAN)
+        span.end(end_time=end)
+        record.otel = record.otel_context = None
+        self._records.append(record)
 
     def on_node_cached(self, node_id: str, signature: str, ctx: CallbackContext) -> None:
         record = self._node(ctx, node_id)
@@ -321,10 +401,9 @@ class TelemetryCallback(PipelineCallback):
         pipeline_id, items = _place(ctx)
         return self._trace(ctx).pipelines.get((pipeline_id, items[:-1]))
 
-    def _item(self, ctx: CallbackContext, known: tuple[_Trace, str, tuple[int, ...]] | None = None) -> SpanRecord:
-        """The open span of the current event's map item, opened now if it is not yet
-        (``known``: the call's trace and the event's place, when the caller has them)."""
-        trace, pipeline_id, items = known or (self._trace(ctx), *_place(ctx))
+    def _item(self, trace: _Trace, pipeline_id: str, items: tuple[int, ...], ctx: CallbackContext) -> SpanRecord:
+        """The open span of the current event's map item (the call's ``trace``, the event's
+        place), opened now if it is not yet."""
         record = trace.items.get((pipeline_id, items))
         if record is None:
             item = items[-1]
@@ -344,26 +423,35 @@ class TelemetryCallback(PipelineCallback):
 
     def _node(self, ctx: CallbackContext, node_id: str) -> SpanRecord:
         """The open span of node ``node_id`` for the current event, opened now if it is not yet."""
-        trace = self._trace(ctx)
+        trace = ctx.data.get(self._key) or self._trace(ctx)
         pipeline_id, items = _place(ctx)
         record = trace.nodes.get((pipeline_id, items, node_id))
         if record is None:
             item = items[-1]
             attributes: dict[str, Any] = {"hypernodes.node_id": node_id}
             if item >= 0:
-                parent: SpanRecord | None = self._item(ctx, (trace, pipeline_id, items))
+                parent: SpanRecord | None = self._item(trace, pipeline_id, items, ctx)
                 attributes["hypernodes.item_index"] = item
             else:  # a run: the node belongs to the item of a map it is nested in, if any
                 parent = trace.pipelines.get((pipeline_id, items[:-1]))
                 item = next((i for i in reversed(items) if i >= 0), -1)
-            otel_name = self._names.get(node_id)
-            if otel_name is None:
-                otel_name = self._names[node_id] = f"node:{node_id}"
             record = self._open(
-                "node", node_id, otel_name, parent, ctx, pipeline_id, item if item >= 0 else None, attributes
+                "node",
+                node_id,
+                self._names.get(node_id) or self._name(node_id),
+                parent,
+                ctx,
+                pipeline_id,
+                item if item >= 0 else None,
+                attributes,
             )
             trace.nodes[(pipeline_id, items, node_id)] = record
         return record
+
+    def _name(self, node_id: str) -> str:
+        """The spans' name for node ``node_id`` (made once per node)."""
+        name = self._names[node_id] = f"node:{node_id}"
+        return name
 
     def _retried_node(self, ctx: CallbackContext, node_id: str) -> SpanRecord | None:
         """The open span a retry belongs to. A retry inside a map may not know its item
@@ -395,8 +483,15 @@ class TelemetryCallback(PipelineCallback):
         exported: bool = True,
     ) -> SpanRecord:
         """A new open span (exported through OpenTelemetry unless ``exported`` is False)."""
-        start = ctx.event_time_ns
-        lane = ctx.event_worker
+        origin = ctx._origin  # ctx.event_time_ns and event_worker, read here (once per span)
+        if origin is None:
+            start = time_ns()
+            ident = get_ident()
+            lane, worker = _LANES.get(ident) or _lane(ident)
+        else:
+            start = origin[0]
+            lane = (origin[1], origin[2])
+            worker = self._workers.get(lane) or self._worker(lane)
         record = SpanRecord(kind, name, pipeline_id, item, start, parent, lane)
         if not exported:
             return record
@@ -404,40 +499,52 @@ class TelemetryCallback(PipelineCallback):
         if parent is None:  # a top-level call: under the caller's current span
             parent_context = context.get_current()
         else:
-            parent_context = parent.context(trace)
-        worker = self._workers.get(lane)
-        if worker is None:
-            worker = self._workers[lane] = f"{lane[0]}:{lane[1]}"
+            parent_context = parent.otel_context or parent.context(trace)
         attributes["hypernodes.pipeline_id"] = pipeline_id
         attributes["hypernodes.worker"] = worker
-        record.otel = self._tracer.start_span(
+        span = record.otel = self._tracer.start_span(
             otel_name, context=parent_context, attributes=attributes, start_time=start
         )
+        if kind != "node":  # the parent of what it holds (a node's is made if it holds a call)
+            record.otel_context = trace.set_span_in_context(span)
         return record
 
+    def _worker(self, lane: tuple[int, int]) -> str:
+        """The ``hypernodes.worker`` attribute of a worker process's thread (made once per thread)."""
+        worker = self._workers[lane] = f"{lane[0]}:{lane[1]}"
+        return worker
+
     def _close(self, record: SpanRecord, ctx: CallbackContext, status: str, error: BaseException | None = None) -> None:
-        end = ctx.event_time_ns
-        record.end_ns = max(end, record.start_ns)
+        origin = ctx._origin  # ctx.event_time_ns, read here (once per span)
+        end = time_ns() if origin is None else origin[0]
+        if end < record.start_ns:  # another process's clock
+            end = record.start_ns
+        record.end_ns = end
         record.status = status
         if error is not None:
             record.error = f"{type(error).__qualname__}: {error}"
-        span = record.otel
-        if record.token is not None:
-            token, thread = record.token
+        token = record.token
+        if token is not None:
             record.token = None
-            if thread == threading.get_ident():  # else the call stopped elsewhere: that context is gone
-                self._api[1].detach(token)
+            if token[1] == get_ident():  # else the call stopped elsewhere: that context is gone
+                self._api[1].detach(token[0])
+        span = record.otel
         if span is not None:
-            attributes: dict[str, Any] = {"hypernodes.status": status}
             if record.attempts > 1:
-                attributes["hypernodes.attempts"] = record.attempts
-                attributes["hypernodes.retries"] = record.attempts - 1
-            span.set_attributes(attributes)
+                span.set_attributes(
+                    {
+                        "hypernodes.status": status,
+                        "hypernodes.attempts": record.attempts,
+                        "hypernodes.retries": record.attempts - 1,
+                    }
+                )
+            else:
+                span.set_attribute("hypernodes.status", status)
             if error is not None:
                 trace, _ = self._api
                 span.record_exception(error, timestamp=end)
                 span.set_status(trace.Status(trace.StatusCode.ERROR, record.error))
-            span.end(end_time=record.end_ns)
+            span.end(end_time=end)
             record.otel = None  # the SDK's span object is not kept (a map makes many)
             record.otel_context = None
         self._records.append(record)
