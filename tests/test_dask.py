@@ -22,6 +22,8 @@ import pytest
 from hypernodes import HypernodesEngine, Pipeline, PipelineCallback, node
 from hypernodes._run.tasks import SliceTask
 from hypernodes.engines import DaskEngine, Engine
+from hypernodes.errors import WorkerDied
+from hypernodes.failures import Failure
 
 distributed = pytest.importorskip("distributed")
 
@@ -298,8 +300,9 @@ def test_own_cluster_binds_loopback_and_shutdown_closes_it() -> None:
 @ONE_CORE
 @pytest.mark.timeout(90)
 def test_a_killed_worker_is_retried_then_fails_clearly(tmp_path: Path) -> None:
-    """A worker killed once is retried; one that dies every time raises KilledWorker naming the items
-    (a map slice) or the node (a node task)."""
+    """A worker killed once is retried; a map item whose workers die every time raises WorkerDied naming
+    it (found by running the slice's items again in pieces), its cause Dask's KilledWorker; a node task
+    whose workers die raises KilledWorker naming the node."""
     marker = str(tmp_path / "killed-once")
 
     @node(output_name="y")
@@ -317,17 +320,40 @@ def test_a_killed_worker_is_retried_then_fails_clearly(tmp_path: Path) -> None:
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), DaskEngine(n_workers=1) as engine:
         assert Pipeline([dies_once], backend=engine).map(inputs={"x": [0, 1, 2]}, map_over="x") == {"y": [0, 1, 2]}
-        with pytest.raises(distributed.KilledWorker) as info:
+        with pytest.raises(WorkerDied) as info:
             Pipeline([always_dies], backend=engine, name="doomed").map(inputs={"x": [7, 8]}, map_over="x")
-        notes = " ".join(getattr(info.value, "__notes__", []))
-        assert "map items" in notes
-        assert "died" in notes
+        assert info.value.item in (0, 1)
+        assert isinstance(info.value.__cause__, distributed.KilledWorker)
         assert Pipeline([inc], backend=engine).map(inputs={"x": [1]}, map_over="x") == {"y": [2]}
         nodes_on_dask = DaskEngine(engine.client, node_tasks=True)  # the same cluster (its client stays open)
         with nodes_on_dask, pytest.raises(distributed.KilledWorker) as info:
             Pipeline([always_dies], backend=nodes_on_dask).run(inputs={"x": 1})
         notes = " ".join(getattr(info.value, "__notes__", []))
         assert "the Dask workers running node `always_dies` died" in notes  # the node, not "a task"
+
+
+@node(output_name="y")
+def dies_on_three(x: int) -> int:
+    if x == 3:
+        os._exit(1)
+    return 10 * x
+
+
+@ONE_CORE
+def test_an_item_that_kills_its_dask_worker_is_its_failure_under_continue() -> None:
+    """on_error="continue" on Dask: the item whose worker dies every time becomes its own Failure
+    (a WorkerDied naming it), found by running the dead slice's items in pieces; every other item
+    keeps its result."""
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), DaskEngine(n_workers=2) as engine:
+        pipeline = Pipeline([dies_on_three], backend=engine, on_error="continue")
+        result = pipeline.map(inputs={"x": list(range(8))}, map_over="x")
+    ys = result["y"]
+    assert [y for i, y in enumerate(ys) if i != 3] == [10 * x for x in range(8) if x != 3]
+    assert isinstance(ys[3], Failure)
+    assert isinstance(ys[3].error, WorkerDied)
+    assert ys[3].error.item == 3
 
 
 def test_dask_engine_is_an_engine() -> None:

@@ -5,13 +5,17 @@ OOM killer), loky fails every pending task with the same ``BrokenProcessPool``: 
 slice whose failure the caller saw first need not be the one that held the crashing
 item. So the items whose results did not come back are run again on fresh workers
 (a slice returns as a whole: items a dead slice finished before the crash are run
-again too, and a node with side effects runs again for them):
+again too, and a node with side effects runs again for them). On Dask, the scheduler
+reruns a task whose worker died until its ``allowed-failures`` run out, then fails it
+with ``KilledWorker``; the pieces then run again the same way on the same cluster (it
+replaces dead workers itself; each death below costs that many again):
 
 - at most one piece per worker is in flight, so when a worker dies again the pieces
   in flight then are known; the pieces never submitted are not suspects;
 - a piece that was alone in flight when a worker died holds a crashing item: it is
   cut in halves, each then run alone; a suspect among several is run alone;
-- a single item that kills its worker alone is a crashing item.
+- a single item that kills its worker alone is a crashing item (on a cluster, once it
+  did so twice: a task cancelled earlier may still run there, and die beside it).
 
 Each death cuts a suspect in half, runs a suspect alone, or names an item, and no
 piece is run alone twice unchanged, so the work is bounded: every item runs again at
@@ -44,6 +48,7 @@ def rerun(
     on_error: Callable[[BaseException, Items], None],
     on_crash: Callable[[Items], None],
     workers: int,
+    died: Callable[[BaseException], bool] | None = None,
 ) -> bool:
     """Run ``pieces`` again until each item's result is in or it is found to kill its worker.
 
@@ -57,6 +62,9 @@ def rerun(
             before it is raised.
         on_crash: takes each piece of one item found to kill its worker (and may raise).
         workers: how many pieces run at once when no piece must run alone.
+        died: whether an exception a piece raised says its worker died (for executors that
+            are not our pool, e.g. Dask's ``KilledWorker``: ``pool`` then returns the same
+            executor, whose cluster replaces dead workers); None: our pool broke.
 
     Returns:
         Whether a crashing item was found; False when every piece completed (the first
@@ -69,6 +77,7 @@ def rerun(
     """
     queue: deque[tuple[Items, bool]] = deque((p, False) for p in pieces)  # (piece, runs alone)
     found = False
+    suspects: set[int] = set()
     while queue:
         if queue[0][1]:
             batch, cap = [queue.popleft()[0]], 1
@@ -76,16 +85,22 @@ def rerun(
             batch, cap = [], workers
             while queue and not queue[0][1]:
                 batch.append(queue.popleft()[0])
-        died = _attempt(pool(), batch, task(batch), fn, on_result, on_error, cap)
-        if died is None:
+        lost = _attempt(pool(), batch, task(batch), fn, on_result, on_error, cap, died)
+        if lost is None:
             continue
-        in_flight, unsent = died
+        in_flight, unsent = lost
         queue.extend((batch[i], False) for i in unsent)
         if len(in_flight) > 1:  # which of them killed its worker is unknown: each runs alone
             queue.extendleft((batch[i], True) for i in reversed(in_flight))
             continue
         culprit = batch[in_flight[0]]
         if len(culprit) == 1:
+            if died is not None and culprit.lo not in suspects:
+                # On a cluster, a task cancelled earlier may still run, and its worker's death
+                # then fails the piece placed beside it: an item is blamed once it dies alone twice.
+                suspects.add(culprit.lo)
+                queue.appendleft((culprit, True))
+                continue
             found = True
             on_crash(culprit)
             continue
@@ -107,6 +122,7 @@ def _attempt(
     on_result: Callable[[Any, Items], None],
     on_error: Callable[[BaseException, Items], None],
     cap: int,
+    died: Callable[[BaseException], bool] | None,
 ) -> tuple[list[int], list[int]] | None:
     """Run ``batch``, at most ``cap`` pieces in flight; None if all completed.
 
@@ -131,10 +147,12 @@ def _attempt(
                 try:
                     result = futures[i].result()
                 except BrokenExecutor:
-                    if not _loky.broken(executor):  # a node's own pool broke, not ours
+                    if died is not None or not _loky.broken(executor):  # a node's own pool broke, not ours
                         raise
                     return _died(executor, futures, sent, len(batch))
                 except Exception as exc:
+                    if died is not None and died(exc):
+                        return _died(executor, futures, sent, len(batch))
                     on_error(exc, batch[i])
                     raise
                 del futures[i]

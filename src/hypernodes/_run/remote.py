@@ -15,6 +15,7 @@ side is :func:`~.slices.remote_batch`.
 from __future__ import annotations
 
 import contextlib
+import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor
@@ -101,7 +102,8 @@ def _gather_slices(
 ) -> list[list[Any]]:
     """Run the ``slices`` (``tasks`` gives their task arguments), putting each slice's values in place as it arrives.
 
-    When a worker of our pool dies, the slices whose results did not come back run
+    When a worker of our pool dies (or a Dask task's workers died until its
+    ``allowed-failures`` ran out), the slices whose results did not come back run
     again on fresh workers until the items that kill their worker are found
     (:mod:`.crashes`): each is the item's :class:`~hypernodes.failures.Failure` (a
     :class:`~hypernodes.errors.WorkerDied`) with ``on_error="continue"``, or the
@@ -109,12 +111,14 @@ def _gather_slices(
     """
     observer = call.observer
     bisects = _loky.is_ours(executor)  # a pool of ours is replaced when broken; an executor of the user's is not
+    # An executor whose cluster replaces dead workers itself (Dask) says which errors mean a worker died.
+    worker_died: Callable[[BaseException], bool] | None = getattr(executor, "worker_died", None)
 
     def items_of(piece: Items) -> str:
         return f"map items {piece.base + piece.lo}..{piece.base + piece.hi - 1}"
 
     def on_error(exc: BaseException, piece: Items) -> None:
-        if not (bisects and isinstance(exc, BrokenExecutor)):
+        if not (bisects and isinstance(exc, BrokenExecutor)) and not (worker_died is not None and worker_died(exc)):
             died_note(exc, items_of(piece))
         events = getattr(exc, EVENTS_ATTR, None)
         if observer is not None and events is not None:
@@ -147,8 +151,9 @@ def _gather_slices(
 
     try:
         gather(executor, remote_batch, tasks(slices), lambda exc, i: on_error(exc, slices[i]), on_result=on_slice)
-    except BrokenExecutor as exc:
-        if not (bisects and _loky.broken(executor)):
+    except Exception as exc:
+        on_cluster = worker_died is not None and worker_died(exc)
+        if not (on_cluster or (isinstance(exc, BrokenExecutor) and bisects and _loky.broken(executor))):
             raise
         died = exc
 
@@ -162,13 +167,17 @@ def _gather_slices(
                 out[piece.lo - start] = failure
 
         def pool() -> Executor:
+            if on_cluster:
+                return executor  # the cluster replaced its dead workers
             fresh = runtime.items.executor()  # our pool, a broken one replaced
             assert fresh is not None
             return fresh
 
         unfinished = [s for s, done in zip(slices, arrived) if not done]
         workers = runtime.items.workers(executor)
-        if not rerun(unfinished, pool, tasks, remote_batch, on_result, on_error, on_crash, workers):
+        lost = worker_died if on_cluster else None
+        if not rerun(unfinished, pool, _renamed(tasks) if on_cluster else tasks, remote_batch, on_result, on_error,
+                     on_crash, workers, lost):  # fmt: skip
             warnings.warn(
                 f"hypernodes: a worker process died while running this map ({type(died).__name__}); {len(unfinished)} "
                 "slices of items whose results had not come back ran again on fresh workers and all completed, so "
@@ -178,6 +187,17 @@ def _gather_slices(
                 stacklevel=2,
             )
     return results
+
+
+def _renamed(tasks: Callable[[list[Items]], list[tuple[Any, ...]]]) -> Callable[[list[Items]], list[tuple[Any, ...]]]:
+    """``tasks`` under a fresh token at each call: a cluster keys a task by token and first item,
+    and would answer a piece run again under an old key with that key's old result (its death)."""
+
+    def renamed(pieces: list[Items]) -> list[tuple[Any, ...]]:
+        token = uuid.uuid4().hex
+        return [(SliceTask(token, task.payload, task.items),) for (task,) in tasks(pieces)]
+
+    return renamed
 
 
 def _shipped(core: ModuleType, items: Items, slices: list[Items]) -> list[Items] | list[ShippedItems]:

@@ -151,6 +151,14 @@ class DaskExecutor(Executor):
                 if entry[1] <= 0:
                     del self._scattered[token]  # the last reference: Dask forgets the payload
 
+    def worker_died(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the workers running a task died (the scheduler gave up on it).
+
+        The drivers then run the task's items again in smaller pieces to find the
+        ones that kill their worker (``_run/crashes.py``).
+        """
+        return type(exc).__name__ == "KilledWorker"
+
     def on_this_machine(self) -> bool:
         """Whether every worker of the cluster listens on a loopback address (runs on this machine).
 
