@@ -212,3 +212,84 @@ def test_a_backoff_sleep_wakes_when_its_call_fails() -> None:
             Pipeline([retries_slowly], backend=engine).map({"x": [0, 1]}, map_over="x")
         assert BACKING_OFF.is_set()
     assert time.monotonic() - started < 15  # generous: the backoff alone is 30 s
+
+
+class Counting(PipelineCallback):
+    """Counts node and pipeline hooks by id (node_values off: no values travel)."""
+
+    node_values = False
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def _count(self, hook: str, name: str) -> None:
+        self.counts[(hook, name)] = self.counts.get((hook, name), 0) + 1
+
+    def on_pipeline_start(self, pipeline_id: str, inputs: dict[str, Any], ctx: Any) -> None:
+        self._count("start", pipeline_id)
+
+    def on_pipeline_end(self, pipeline_id: str, outputs: dict[str, Any], duration: float, ctx: Any) -> None:
+        self._count("end", pipeline_id)
+
+    def on_node_start(self, node_id: str, inputs: dict[str, Any], ctx: Any) -> None:
+        self._count("node_start", node_id)
+
+    def on_node_end(self, node_id: str, outputs: dict[str, Any], duration: float, ctx: Any) -> None:
+        self._count("node_end", node_id)
+
+    def on_error(self, node_id: str, error: BaseException, ctx: Any) -> None:
+        self._count("error", node_id)
+
+
+@node(output_name="b")
+def picky_step(a: int) -> int:
+    if a == 2:
+        raise ValueError("two")
+    return a + 1
+
+
+def test_a_nested_pipeline_in_a_process_node_task_reports_its_events(make_executor: Any) -> None:
+    """Under a process node executor, the pipeline nested in a node task (run in a worker process)
+    reports its pipeline and node hooks to the caller's callbacks, for run() and for each map item,
+    and its node's error too when it fails."""
+    inner = Pipeline([picky_step], name="inner")
+    counter = Counting()
+    with HypernodesEngine(node_executor=make_executor("parallel"), max_workers=2) as engine:
+        outer = Pipeline([outer_step, inner.as_node()], backend=engine, callbacks=[counter], name="outer")
+        assert outer.run({"x": 1}) == {"a": 1, "b": 2}
+        assert outer.map({"x": [0, 1, 3]}, map_over="x")["b"] == [1, 2, 4]
+        with pytest.raises(ValueError, match="two"):
+            outer.run({"x": 2})
+    counts = counter.counts
+    assert counts[("start", "outer/inner")] == 5
+    assert counts[("end", "outer/inner")] == 4
+    assert counts[("node_start", "inner/picky_step")] == counts[("node_end", "inner/picky_step")] + 1 == 5
+    assert counts[("error", "inner/picky_step")] == 1
+    assert counts[("node_end", "inner")] == 4
+
+
+@node(output_name="f")
+def make_adder(a: int) -> Any:
+    return lambda v: v + a  # plain pickle cannot carry it
+
+
+@node(output_name="b")
+def use_adder(f: Any, a: int) -> int:
+    return int(f(a))
+
+
+class ValueReader(Counting):
+    node_values = True
+
+
+def test_nested_events_that_cannot_travel_back_are_dropped_with_a_warning(make_executor: Any) -> None:
+    """A node task's nested events holding a value pickle cannot carry (a callback reads values)
+    do not fail the node: its result comes back, the events are dropped with a RuntimeWarning."""
+    inner = Pipeline([make_adder, use_adder], name="inner")
+    reader = ValueReader()
+    with HypernodesEngine(node_executor=make_executor("parallel"), max_workers=2) as engine:
+        outer = Pipeline([outer_step, inner.as_node()], backend=engine, callbacks=[reader], name="outer")
+        with pytest.warns(RuntimeWarning, match="pipeline nested in node `inner`.*cannot be pickled"):
+            assert outer.run({"x": 3})["b"] == 6
+    assert ("start", "outer/inner") not in reader.counts
+    assert reader.counts[("node_end", "inner")] == 1

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from hypernodes import ArgumentTypeError, HypernodesEngine, Pipeline, node
-from hypernodes._columns import ArrayColumn, ArrowColumn, LazyColumn, NumpyColumn
+from hypernodes._columns import ArrayColumn, ArrowColumn, LazyColumn, NumpyColumn, as_column
 
 from .kinds import EXECUTOR_KINDS
 
@@ -340,3 +340,30 @@ def test_arrow_and_2d_columns_reach_worker_processes_as_their_buffers(
     assert sum(map(len, executor.tasks)) < size + 20_000 * len(executor.tasks)
     if cls is ArrayColumn:
         assert not any(b"pyarrow" in task for task in executor.tasks)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([1.5, -0.0, np.nan, 2.0]),
+        np.array([1, -2, 3, 2**40], dtype=np.int64),
+        np.array([7, 8, 9, 10], dtype=np.uint16),
+        np.arange(8).reshape(4, 2),
+        np.array([True, False, True, False]),
+        pa.array([1, 2, 3, 4], type=pa.int32()),
+        pa.chunked_array([[1.0], [2.0, 3.0], [4.0]]),
+        pa.array(["a", None, "c", "d"]),
+    ],
+    ids=["float64", "int64", "uint16", "2-D", "bool", "arrow int32", "arrow chunked", "arrow strings"],
+)
+def test_a_pickled_slice_of_a_column_arrives_as_its_items(value: Any, protocol: int) -> None:
+    """Whatever the pickle protocol of the executor, a slice of a numpy or Arrow column unpickles
+    as the tuple of its items: the same, of the same types, as the caller would have made."""
+    column = as_column(value)
+    assert isinstance(column, LazyColumn)
+    got = pickle.loads(pickle.dumps(column[1:3], protocol=protocol))
+    want = column.items()[1:3]
+    assert type(got) is tuple
+    assert [type(v) for v in got] == [type(v) for v in want]
+    assert repr(got) == repr(want)

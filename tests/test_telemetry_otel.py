@@ -159,13 +159,13 @@ def test_map_span_tree_under_every_executor(
         assert workers == {str(os.getpid())}
 
 
-@ONE_CORE
-@pytest.mark.parametrize("kind", ["sequential", "threaded", "async", "parallel"])
+@pytest.mark.parametrize("kind", ["sequential", "threaded", "async", "parallel", "dask"])
 def test_run_span_tree_under_every_node_executor(
     kind: str, engine_for: Any, otel: Any, exporter: InMemorySpanExporter, telemetry: TelemetryCallback
 ) -> None:
     """run() under an outer span: the call span under it, one span per node under the call
-    (no item index), the nested pipeline's call under its node, its node under that."""
+    (no item index), the nested pipeline's call under its node, its node under that (in a
+    worker process for "parallel" and Dask: its events come back with the node task's result)."""
     pipeline = Pipeline([inc, INNER, total], callbacks=[telemetry], backend=engine_for(kind, "node"), name="outer")
     with otel[0].get_tracer("test").start_as_current_span("request") as request:
         assert pipeline.run(inputs={"x": 1}) == {"y": 2, "z": 4, "w": 6}
@@ -177,10 +177,15 @@ def test_run_span_tree_under_every_node_executor(
     nodes = [s for s in spans if _parent(s, by_id) is call]
     assert sorted(s.name for s in nodes) == ["node:inc", "node:inner", "node:total"]
     assert all("hypernodes.item_index" not in s.attributes for s in nodes)  # type: ignore[operator]
-    if kind != "parallel":  # a node task in a worker process reports no nested events yet (any callback)
-        (nested,) = _named(spans, "pipeline:outer/inner")
-        assert _parent(nested, by_id) is _named(spans, "node:inner")[0]
-        assert _parent(_named(spans, "node:inner/double")[0], by_id) is nested
+    (nested,) = _named(spans, "pipeline:outer/inner")  # a node task in a worker process sends them back
+    (nested_node,) = _named(spans, "node:inner")
+    assert _parent(nested, by_id) is nested_node
+    assert _within(nested, nested_node)
+    (inner_node,) = _named(spans, "node:inner/double")
+    assert _parent(inner_node, by_id) is nested
+    assert _within(inner_node, nested)
+    if kind in ("parallel", "dask"):
+        assert inner_node.attributes["hypernodes.worker"].split(":")[0] != str(os.getpid())  # type: ignore[index, union-attr]
     (first,) = _named(spans, "node:inc")
     (last,) = _named(spans, "node:total")
     assert first.end_time <= last.start_time  # type: ignore[operator]

@@ -68,6 +68,12 @@ class Observer(Protocol):
     def replay(self, events: Any) -> None:
         """Deliver what a :meth:`remote` observer recorded (``RemoteObserver.drain``)."""
 
+    def nested_task(self, node: int, item: int, func: Callable[..., Any]) -> Callable[..., Any]:
+        """What a driver hands to another process in place of ``func``, the task of node
+        ``node`` when it is a nested pipeline: it returns ``(func's result, events)`` (None:
+        they could not travel), or raises with the events under ``EVENTS_ATTR``; the events
+        go to :meth:`replay`. Asked only for nested-pipeline nodes."""
+
 
 class RemoteObserver(Observer, Protocol):
     """The worker-side observer of a process map: records events to send back."""

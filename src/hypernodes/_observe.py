@@ -30,7 +30,7 @@ from .failures import release_frames
 if TYPE_CHECKING:
     from ._call import MapCall, RunCall
 
-__all__ = ["SCOPE", "CallHooks", "CallObserver", "check_callbacks", "pipeline_id"]
+__all__ = ["SCOPE", "CallHooks", "CallObserver", "RecordedTask", "check_callbacks", "pipeline_id"]
 
 # The argument of each node hook that carries values (and its position, self excluded).
 _VALUE_ARGS = {"on_node_start": 1, "on_node_end": 1}
@@ -369,6 +369,18 @@ class CallObserver:
         twin.session = _Recording(self.session)
         return twin
 
+    def nested_task(self, node: int, item: int, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``func``, the task of nested-pipeline node ``node`` for another process, wrapped so
+        that the nested call there records its hook calls; they come back with the task's
+        result (:class:`RecordedTask`), and :meth:`replay` delivers them here."""
+        scope = _Scope(
+            _Recording(self.session),
+            (*self.path, f"{self.path[-1]}/{self.names[node]}"),
+            self.node_ids[node] + "/",
+            (*self.items, item),
+        )
+        return RecordedTask(func, scope)
+
     def drain(self) -> list[_Recorded]:
         """The hook calls a :meth:`remote` twin recorded since the last drain."""
         recording: _Recording = self.session
@@ -441,6 +453,54 @@ class _Recording:
 
     def wants_values(self, in_map: bool) -> bool:
         return self.map_values if in_map else self.run_values
+
+
+class RecordedTask:
+    """A nested pipeline node's task run in another process (a ``"parallel"`` node executor,
+    Dask's node tasks), made by :meth:`CallObserver.nested_task`: the call's scope is set
+    there, with a recording session, so the nested call records its hook calls as a slice
+    worker's do. Returns ``(the task's result, the events)``; a failure carries the events
+    on its exception (``EVENTS_ATTR``). Events that cannot be pickled come back as None.
+    """
+
+    __slots__ = ("func", "scope")
+
+    def __init__(self, func: Callable[..., Any], scope: _Scope) -> None:
+        self.func = func
+        self.scope = scope
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (RecordedTask, (self.func, self.scope))
+
+    def __call__(self, *args: Any) -> tuple[Any, list[_Recorded] | None]:
+        from ._events import EVENTS_ATTR
+
+        token = SCOPE.set(self.scope)
+        try:
+            result = self.func(*args)
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # an exception that takes no attributes loses them
+                setattr(exc, EVENTS_ATTR, self._events())
+            raise
+        finally:
+            SCOPE.reset(token)
+        return result, self._events()
+
+    def _events(self) -> list[_Recorded] | None:
+        """The recorded events, their exceptions made portable, or None if they cannot travel."""
+        import pickle
+
+        from ._run.payload import portable
+
+        events = [
+            (hook, tuple((portable(a) or a) if isinstance(a, Exception) else a for a in args), *rest)
+            for hook, args, *rest in self.scope.session.events
+        ]
+        try:
+            pickle.dumps(events)
+        except Exception:
+            return None
+        return events
 
 
 def _start(

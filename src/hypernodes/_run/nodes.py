@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from contextvars import copy_context
@@ -26,7 +27,7 @@ from typing import Any
 
 from .._call import MapCall, RunCall
 from .._errors import coroutine_returned, note_node, unpack_row
-from .._events import Observer
+from .._events import EVENTS_ATTR, Observer
 from .._graph import Wiring
 from .._policy import bind
 from ..executors import _loky
@@ -247,6 +248,8 @@ class NodeRunner:
                 self.observer.node_start(k, item, args)
             run = remote_node if self.inherit is None else self.inherit(remote_node)
             observed = self.observer is not None  # then its retries come back too
+            if self.observer is not None and self.plan.nodes[k].nested:  # and the nested call's events
+                run = self.observer.nested_task(k, item, run)
             return submit(self.executor, run, NodeTask(token, data, k, steps.names[k], item, args, observed))
         keep_going = self.keep_going
         if self.is_async_executor and steps.is_async[k]:  # a coroutine on the executor's own loop (never nested)
@@ -283,6 +286,9 @@ class NodeRunner:
             name = self.steps.names[k]
             try:
                 sent = future.result()
+                if self.observer is not None and self.plan.nodes[k].nested:  # see _submit
+                    sent, events = sent
+                    self._replay(k, item, events)
                 if type(sent) is tuple:  # an observed call: (the pickled result, the retried attempts)
                     sent, attempts = sent
                     self._retried(k, item, attempts)
@@ -294,6 +300,8 @@ class NodeRunner:
             except Exception as exc:
                 note_node(exc, name, item)
                 if self.observer is not None:
+                    if self.plan.nodes[k].nested and hasattr(exc, "__dict__"):
+                        self._replay(k, item, vars(exc).pop(EVENTS_ATTR, []))
                     attempts = vars(exc).pop(RETRIES_ATTR, None) if hasattr(exc, "__dict__") else None
                     self._retried(k, item, attempts or ())
                     self.observer.node_error(k, item, exc)
@@ -305,6 +313,21 @@ class NodeRunner:
         if self.lookup is not None:
             self.lookup.put(k, item, self._args(k, values), outputs_of(self.steps, k, values))
         return None
+
+    def _replay(self, k: int, item: int, events: Any) -> None:
+        # A nested pipeline's events, recorded in the worker process that ran node k's task.
+        assert self.observer is not None
+        if events is None:
+            warnings.warn(
+                f"hypernodes: the callback events of the pipeline nested in node `{self.steps.names[k]}`"
+                + (f" (map item {item})" if item >= 0 else "")
+                + " could not come back from the worker process (a value in them cannot be pickled):"
+                " callbacks miss them.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        else:
+            self.observer.replay(events)
 
     def _retried(self, k: int, item: int, attempts: Sequence[tuple[Exception, int, float]]) -> None:
         # A node task's retried attempts in a worker process, reported here once the task is over
