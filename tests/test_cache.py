@@ -275,7 +275,7 @@ def test_several_processes_write_one_disk_cache(tmp_path: Path) -> None:
     assert pipeline.map({"x": list(range(600))}, map_over="x") == {"y": [2 * x for x in range(600)]}
     assert counter.hits == 600
     entries = [k for k in _keys(cache) if not k.startswith("meta:")]
-    assert len(entries) == 1200  # per item: the node's entry and the item's whole entry
+    assert len(entries) == 600  # per item one entry: a single-node map stores no whole-item entry
 
 
 @pytest.mark.parametrize("storage", ["memory", "disk"])
@@ -502,14 +502,16 @@ def test_a_downstream_node_mutating_its_input_does_not_change_the_upstream_entry
 def test_a_corrupt_item_entry_is_a_miss_with_a_warning_and_is_overwritten() -> None:
     """Garbage in a map item's whole entry: a warning, the nodes' own entries serve it, the entry is repaired."""
     cache = MemoryCache()
-    pipeline = Pipeline([node(lambda x: LOG.append(x) or x + 1, output_name="y")], cache=cache)
+    pipeline = Pipeline(
+        [node(lambda x: LOG.append(x) or x + 1, output_name="y"), node(lambda y: 2 * y, output_name="z")], cache=cache
+    )
     pipeline.map({"x": [1, 2]}, map_over="x")
     whole = [k for k, blob in cache._data.items() if blob.startswith(b"HNI")]
     assert len(whole) == 2
     cache.put_blob(whole[0], cache._data[whole[0]][:-3] + b"bad")
     with pytest.warns(CacheWarning, match="map item.*unreadable"):
-        assert pipeline.map({"x": [1, 2]}, map_over="x") == {"y": [2, 3]}
-    assert pipeline.map({"x": [1, 2]}, map_over="x") == {"y": [2, 3]}
+        assert pipeline.map({"x": [1, 2]}, map_over="x") == {"y": [2, 3], "z": [4, 6]}
+    assert pipeline.map({"x": [1, 2]}, map_over="x") == {"y": [2, 3], "z": [4, 6]}
     assert LOG == [1, 2]
 
 
@@ -588,3 +590,64 @@ def test_disk_cache_batched_writes_keep_count_and_files_right(tmp_path: Path) ->
     assert files() == []
     assert len(cache) == 2
     cache.close()
+
+
+def _described(x: Any) -> str:
+    LOG.append(x)
+    if type(x) is float:
+        return f"float:{x.hex()}"
+    if type(x) is int:
+        return f"int:{x:x}"  # hex: no digit limit
+    return f"{type(x).__name__}:{x!r}"
+
+
+EXACT = [1, True, 1.0, "1", b"1", None, 0.0, -0.0, "i1;", "#", "a" * 100, "a" * 99 + "b", 10**5000, 10**5000 + 1]
+"""Values a single-node map keys by their own encoding (exact scalars) or by their digest, side by side."""
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_a_single_node_map_keys_each_value_apart_and_shares_entries_with_run(storage: str, tmp_path: Path) -> None:
+    """A single-node map (one entry per item, scalars keyed by their own encoding): values equal by
+    ``==`` but of another type (1, True, 1.0), 0.0 and -0.0, strings spelling an encoding, long
+    strings and ints past int->str's limit each get their own entry: the warm map returns exactly
+    what the node returned, and ``run()`` of each value hits the map's entry."""
+    cache = MemoryCache() if storage == "memory" else DiskCache(tmp_path / "c")
+    pipeline = Pipeline([node(_described, output_name="d")], cache=cache)
+    expected = [_described(x) for x in EXACT]
+    LOG.clear()
+    assert pipeline.map({"x": EXACT}, map_over="x")["d"] == expected
+    assert len(LOG) == len(EXACT)
+    assert pipeline.map({"x": EXACT}, map_over="x")["d"] == expected
+    assert [pipeline.run({"x": x})["d"] for x in EXACT] == expected
+    assert len(LOG) == len(EXACT)
+
+
+def test_entries_of_another_key_version_are_missed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key starts with the key layout's version: after a change of layout (a new version),
+    the entries stored before are misses, never read under the new layout."""
+    from hypernodes.cache import _keys
+
+    pipeline = Pipeline([node(_described, output_name="d")], cache=MemoryCache())
+    pipeline.map({"x": [1, 2]}, map_over="x")
+    pipeline.run({"x": 3})
+    LOG.clear()
+    monkeypatch.setattr(_keys, "KEYS_VERSION", b"k0:")
+    assert pipeline.map({"x": [1, 2]}, map_over="x")["d"] == ["int:1", "int:2"]
+    assert pipeline.run({"x": 3})["d"] == "int:3"
+    assert LOG == [1, 2, 3]
+
+
+def test_entries_in_the_first_format_are_still_read() -> None:
+    """An entry written in the first format (blake2b checksum, ``HN1``) reads back through
+    ``Cache.get``; damaged, it is the default, as in the current format."""
+    import hashlib
+    import pickle
+
+    data = pickle.dumps({"a": 1}, protocol=5)
+    cache = MemoryCache()
+    cache.put_blob("k", b"HN1" + hashlib.blake2b(data, digest_size=8).digest() + data)
+    cache.put_blob("bad", b"HN1" + hashlib.blake2b(data, digest_size=8).digest() + data[:-1] + b"!")
+    cache.put("now", {"a": 1})
+    assert cache.get("k") == {"a": 1} == cache.get("now")
+    assert cache.get("bad", "default") == "default"
+    assert cache._data["now"].startswith(b"HN2")

@@ -170,7 +170,7 @@ def test_a_read_only_warm_cache_is_read_and_new_results_are_returned(tmp_path: P
             assert pipeline.map({"x": [3, 4, 5]}, map_over="x")["y"] == [6, 8, 10]
         assert CALLS == [4, 5]
         _one_warning_naming(record, disk / "cache")
-        assert len(reader) == 3 + 3 + 1  # per-node entries, item entries, the explain record: nothing added
+        assert len(reader) == 3 + 1  # the node's entries (one per item: one node) and its explain record: nothing added
         reader.close()
 
 
@@ -233,28 +233,34 @@ def _plant_everywhere(path: Path, marker: Path) -> int:
     return len(keys)
 
 
-def test_a_planted_pickle_is_never_unpickled_when_entries_are_signed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("n_nodes", [1, 2])
+def test_a_planted_pickle_is_never_unpickled_when_entries_are_signed(tmp_path: Path, n_nodes: int) -> None:
     """With a secret, entries replaced by a malicious pickle (unsigned, or with a forged signature;
-    per-node and whole-item entries alike) are misses with one warning: the nodes run again, the
-    pickle never runs, and the entries are overwritten (the next call hits)."""
+    per-node and whole-item entries alike, and a single-node map's one entry per item) are misses
+    with one warning: the nodes run again, the pickle never runs, and the entries are overwritten
+    (the next call hits)."""
     path, marker = tmp_path / "cache", tmp_path / "marker"
+    nodes = [_double, _inc][:n_nodes]
     cache = DiskCache(path, secret="correct horse battery staple")
-    pipeline = Pipeline([_double], cache=cache)
+    pipeline = Pipeline(nodes, cache=cache)
     assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
     cache.close()
-    assert _plant_everywhere(path, marker) == 7
+    # Per node: an entry per item and its explain record; with two nodes, an item entry per item too.
+    assert _plant_everywhere(path, marker) == (3 + 1 if n_nodes == 1 else 2 * (3 + 1) + 3)
     CALLS.clear()
     cache = DiskCache(path, secret=b"correct horse battery staple")
-    pipeline = Pipeline([_double], cache=cache)
+    pipeline = Pipeline(nodes, cache=cache)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
     _one_warning_naming(record, path)
     assert "signature" in _cache_warnings(record)[0]
     assert not marker.exists()
-    assert CALLS == [1, 2, 3]
+    ran = list(CALLS)
+    assert [c for c in ran if isinstance(c, int)] == [1, 2, 3]
+    assert len(ran) == 3 * n_nodes
     assert pipeline.map({"x": [1, 2, 3]}, map_over="x")["y"] == [2, 4, 6]
-    assert CALLS == [1, 2, 3]
+    assert list(CALLS) == ran
     cache.close()
 
 

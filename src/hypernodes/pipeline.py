@@ -549,6 +549,35 @@ class Pipeline:
         # An engine of another kind may return a plain dict of lists: still a MapResult to the user.
         return result if type(result) is MapResult else MapResult(result)
 
+    async def arun(
+        self, inputs: Mapping[str, Any] | None = None, output_name: str | Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """:meth:`run`, awaitable from a coroutine: ``await pipeline.arun(inputs)``.
+
+        Same arguments, results and errors as :meth:`run` (``engine.arun``); the caller's event
+        loop keeps serving its other tasks while the call runs on a thread (in a copy of the
+        caller's context). Cancelling the awaiting task raises ``CancelledError`` at once; the
+        call already running finishes on its thread and its result is dropped.
+        """
+        return await self.effective_backend.arun(self, inputs, output_name)
+
+    async def amap(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        map_over: str | Sequence[str] | None = None,
+        map_mode: str = "zip",
+        output_name: str | Sequence[str] | None = None,
+        on_error: str | None = None,
+    ) -> MapResult:
+        """:meth:`map`, awaitable from a coroutine, as :meth:`arun` is :meth:`run` (``engine.amap``)."""
+        engine = self.effective_backend
+        result: Mapping[str, list[Any]]
+        if on_error is None or (on_error == "raise" and self.options.on_error == "raise"):
+            result = await engine.amap(self, inputs, map_over, map_mode, output_name)
+        else:
+            result = await engine.amap(self, inputs, map_over, map_mode, output_name, on_error=on_error)
+        return result if type(result) is MapResult else MapResult(result)
+
     def as_node(
         self,
         input_mapping: Mapping[str, str] | None = None,

@@ -22,6 +22,11 @@ from ._code import CodeKey, _node_code
 from ._values import _DIGEST, Unhashable, _digest, _feed
 from .storage import CacheWarning, tag_of
 
+KEYS_VERSION = b"k2:"
+"""Fed first into every node key: bump it with any change to how a key is built or to what an entry
+holds, so that entries stored before are missed, never misread (``k2``: exact scalars fed as their
+own encoding, single-node maps store no whole-item entry)."""
+
 DEFER = "defer"  # a key that depends on an uncached upstream node's value, computed when the node is reached
 _SCALARS = (int, str, float, bool, bytes, type(None))  # self-delimiting encodings: fed as they are
 _NO_CYCLE: set[int] = set()  # _feed's cycle guard, never touched for scalars
@@ -77,7 +82,7 @@ class CallKeys:
         self._seeds: list[bytes | None] = []
         self._var: list[tuple[tuple[bytes, int, int], ...]] = []
         for k, code in enumerate(self.code):
-            seed = code
+            seed = None if code is None else KEYS_VERSION + code
             var = []
             for name, slot, up, j in self.sources[k]:
                 if up >= 0:
@@ -98,7 +103,8 @@ class CallKeys:
         # Only when every node is cached (no key waits for an uncached node's value).
         self._mslots: tuple[int, ...] = tuple(sorted({s for var in self._var for _, s, up in var if up == -1}))
         self._item_seed: bytes | None = None
-        if map_slots is not None and all(seed is not None for seed in self._seeds):
+        # A single-node plan has none: its node's entry is already one entry per item.
+        if map_slots is not None and self.n_nodes > 1 and all(seed is not None for seed in self._seeds):
             seed_h = hashlib.blake2b(b"item:%d:" % self.n_nodes, digest_size=_DIGEST)
             for seed, wired in zip(self._seeds, self._var):
                 assert seed is not None
@@ -106,6 +112,8 @@ class CallKeys:
             seed_h.update(repr(self._mslots).encode())
             self._item_seed = seed_h.digest()
         self.is_map = map_slots is not None
+        # A single-node map, its node cached: an item's one key is all it needs (one_key).
+        self.one = self.is_map and self.n_nodes == 1 and self._seeds[0] is not None
         self.nested = any(node.nested for node in plan.nodes)
         # What clear(node=...) matches: a node's entries carry its name (and a nested pipeline's,
         # the names of the nodes within); an item's whole entry carries every name of the call.
@@ -131,8 +139,9 @@ class CallKeys:
             )
 
     def _value(self, k: int, value: Any, name: bytes) -> bytes | None:
+        """``value`` as a key part (:func:`_encoded`); None, with the warning, when it cannot be hashed."""
         try:
-            return _digest(value)
+            return _encoded(value)
         except Unhashable as exc:
             self._warn(k, exc.type_name, f"input `{name.decode()}`")
         except Exception as exc:  # a __cache_key__ or a registered hasher that raises
@@ -170,6 +179,26 @@ class CallKeys:
             keys.append(key)
         return keys
 
+    def one_key(self, values: Sequence[Any]) -> str | None:
+        """:meth:`keys`' one key, for a single-node map (:attr:`one`): its inputs are all external."""
+        h = self._h0[0].copy()  # type: ignore[union-attr]  # one: the node is cached
+        for prefix, slot, up in self._var[0]:
+            if up == -2:  # a broadcast input's part, fixed for the call
+                h.update(prefix)
+                continue
+            v = values[slot]
+            if type(v) is int:  # the commonest, written out: _encoded's encoding, with no call
+                try:
+                    h.update(prefix + b"i%d;" % v)
+                    continue
+                except ValueError:  # over int->str's digit limit: _encoded's digest
+                    pass
+            d = self._value(0, v, prefix[:-2])
+            if d is None:
+                return None
+            h.update(prefix + d)
+        return h.hexdigest()
+
     def item_key(self, values: Sequence[Any]) -> str | None:
         """The key of an item's whole entry; None when a mapped value cannot be hashed (the per-node
         keys then say which node, with the warning)."""
@@ -196,7 +225,7 @@ class CallKeys:
         (by value); None when an argument holds a failure or cannot be hashed."""
         code = self.code[k]
         assert code is not None
-        h = hashlib.blake2b(b"deferred:" + code, digest_size=_DIGEST)  # a key space of its own
+        h = hashlib.blake2b(b"deferred:" + KEYS_VERSION + code, digest_size=_DIGEST)  # a key space of its own
         for (name, _slot, up, j), arg in zip(self.sources[k], args):
             upkey = keys[up] if up >= 0 else None
             if upkey is not None and upkey is not DEFER and self.code[up] is not None:
@@ -244,6 +273,34 @@ class CallKeys:
                 at = f"{label} #{n}"
             named[at] = digest.hex()
         return {"code": parts[0].hex(), "closure": parts[1].hex(), "parts": named, "inputs": inputs}
+
+
+def _encoded(value: Any) -> bytes:
+    """``value`` as a key part: an exact int, float, bool, None or short str as its own encoding
+    (:func:`~._values._feed`'s: a type tag, then self-delimiting), anything else as ``#`` and its
+    digest. The tags differ, so a part read from a key stream is never ambiguous: two values get
+    one part only when they are of one type and equal, or share a 128-bit digest."""
+    t = type(value)
+    if t is int:
+        try:
+            return b"i%d;" % value
+        except ValueError:  # over int->str's digit limit: its digest
+            pass
+    elif t is str:
+        if len(value) <= _SHORT:
+            b: bytes = value.encode("utf-8", "surrogatepass")
+            return b"s%d:" % len(b) + b
+    elif t is float:
+        digits: str = value.hex()
+        return b"f" + digits.encode() + b";"  # hex() tells -0.0 from 0.0, and keeps every bit
+    elif t is bool:
+        return b"T" if value else b"F"
+    elif value is None:
+        return b"N"
+    return b"#" + _digest(value)
+
+
+_SHORT = 64  # characters: a longer str is keyed by its digest (a broadcast one is kept per call, and by explain)
 
 
 def _names_within(node: Any, name: str) -> list[str]:

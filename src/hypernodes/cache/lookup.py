@@ -25,7 +25,7 @@ from typing import Any
 from .._events import Lookup
 from ._keys import DEFER, CallKeys
 from ._values import _DIGEST
-from .storage import Cache, CacheWarning, _dumps, _loads
+from .storage import _MAGIC, HEAD, Cache, CacheWarning, _dumps, _loads
 
 __all__ = ["INHERITED", "CacheLookup", "Inheriting"]
 
@@ -199,14 +199,15 @@ class CacheLookup(CallKeys, Lookup):
         _CHUNKS.set((*_CHUNKS.get(), (self, range(items.base + items.lo, items.base + items.hi))))
         values = list(template)
         lo, hi, base = items.lo, items.hi, items.base
-        if self._item_h0 is None:
+        one = self.one
+        if self._item_h0 is None and not one:
             states: list[tuple[int, list[str | None], str | None]] = []
             for i in range(lo, hi):
                 items.fill(values, i)
                 states.append((base + i, self.keys(values), None))
             self._fetch(states)
             return
-        item_key = self.item_key
+        item_key = self.one_key if one else self.item_key
         keys: list[str | None] = []
         column: Sequence[Any] | None = None
         if not items.product and len(items.columns) == 1:  # the commonest map: one list, no per-item fill()
@@ -220,6 +221,9 @@ class CacheLookup(CallKeys, Lookup):
                 items.fill(values, i)
                 keys.append(item_key(values))
         found = self._read([k for k in keys if k is not None])
+        if one:
+            self._settle_one(keys, found, base + lo)
+            return
         misses = []
         n_nodes = self.n_nodes
         for i, key in zip(range(lo, hi), keys):
@@ -238,6 +242,31 @@ class CacheLookup(CallKeys, Lookup):
                 self._items[base + i] = st
         if misses:
             self._fetch(misses)
+
+    def _settle_one(self, keys: list[str | None], found: dict[str, bytes], first: int) -> None:
+        """A single-node map's items ``first``, ``first + 1``, ... (their keys, the entries found):
+        a hit's result unpickled now, ready for get(); a miss left to run."""
+        states = self._items
+        for item, key in enumerate(keys, first):
+            if key is not None:
+                blob = found.get(key)
+                if blob is not None:
+                    try:
+                        value = _loads(blob)
+                    except Exception:
+                        warnings.warn(
+                            f"hypernodes: the cache entry of node `{self.names[0]}` ({key}) is unreadable; "
+                            "running the node and overwriting it.",
+                            CacheWarning,
+                            stacklevel=3,
+                        )
+                        del found[key]
+                    else:
+                        st = _Item(None, _NO_BLOBS, key)  # never written: a hit has nothing to store
+                        st.results = [value]
+                        states[item] = st
+                        continue
+            states[item] = _Item([key], found, None)
 
     def _unpack_whole(self, blob: bytes, key: str) -> list[Any] | None:
         """The node results stored in an item's whole entry; None (with a warning) when it is unreadable."""
@@ -406,8 +435,8 @@ class CacheLookup(CallKeys, Lookup):
                 stacklevel=2,
             )
             return None
-        if st.parts is not None:
-            st.parts[node] = blob[11:]
+        if st.parts is not None and blob[:3] == _MAGIC:  # an older format's entry: no whole entry from it
+            st.parts[node] = blob[HEAD:]
         if self.signatures:
             self._local.signature = key
         self._resolved(item, st)
@@ -436,7 +465,7 @@ class CacheLookup(CallKeys, Lookup):
                 st.blobs[key] = blob
                 parts = st.parts
                 if parts is not None:
-                    parts[node] = blob[11:]
+                    parts[node] = blob[HEAD:]
                 if node not in self._meta_done:
                     self._meta_done.add(node)
                     self._store_meta(node, st, key)
@@ -447,7 +476,7 @@ class CacheLookup(CallKeys, Lookup):
                 # The item's last node: its own entry and the item's whole entry, buffered together.
                 self._items.pop(item, None)
                 entry = (key, blob, self.tags[node])
-                whole = self._whole(st)
+                whole = None if st.parts is None else self._whole(st)
                 self._write_all((entry,) if whole is None else (entry, whole))
                 return
         self._resolved(item, st)
